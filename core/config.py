@@ -1,0 +1,175 @@
+"""Loading and validating the YAML config; ``${VAR}`` and ``${VAR:-default}`` read the environment."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigError
+from .plugins import Registry
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class Reporting(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    currency: str = Field("USD", description="reporting currency amounts are converted to")
+    timezone: str = Field("UTC", description="zone in which periods start and end")
+    fiscal_year_start_month: int = Field(1, ge=1, le=12, description="1 = calendar year")
+    week_start: Literal["monday", "sunday"] = "monday"
+    default_period: str = Field("last-month", description="period used when --period is not given")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        return check_zone(value)
+
+
+class MetricSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class Schedule(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    cron: str = Field(description="five-field cron expression, in the reporting timezone")
+    sync: list[str] = Field(default_factory=list, description="connectors to sync first")
+    metrics: list[str] = Field(default_factory=list, description="metrics to compute after")
+    period: str = "last-month"
+
+
+class RawConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    store: str | None = Field(None, description="SQLAlchemy URL; default: crmkpi.db next to the config")
+    reporting: Reporting = Field(default_factory=Reporting)
+    connectors: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    metrics: dict[str, MetricSettings | None] | None = Field(
+        None, description="metrics to run with their params; default: every registered metric"
+    )
+    schedules: dict[str, Schedule] = Field(default_factory=dict)
+
+
+@dataclass
+class ConnectorConfig:
+    type: str
+    settings: BaseModel
+
+
+@dataclass
+class Config:
+    path: Path
+    store: str | None
+    reporting: Reporting
+    connectors: dict[str, ConnectorConfig] = field(default_factory=dict)
+    metrics: dict[str, dict[str, Any]] | None = None
+    schedules: dict[str, Schedule] = field(default_factory=dict)
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+
+def load_config(path: str | Path, registry: Registry) -> Config:
+    """Read, interpolate and validate a config file; every problem is a one-line ConfigError."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where} invalid YAML: {getattr(exc, 'problem', None) or exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    data = _interpolate(data, ())
+    raw = _validate(RawConfig, data, ())
+    connectors = {}
+    for name, block in raw.connectors.items():
+        if not isinstance(block, dict) or "type" not in block:
+            raise ConfigError(f"connectors.{name}.type: field required")
+        ctype = registry.connectors.get(block["type"])
+        if ctype is None:
+            known = ", ".join(sorted(registry.connectors)) or "none loaded"
+            raise ConfigError(f"connectors.{name}.type: unknown connector type {block['type']!r} (known: {known})")
+        settings = {k: v for k, v in block.items() if k != "type"}
+        connectors[name] = ConnectorConfig(block["type"], _validate(ctype.settings, settings, ("connectors", name)))
+    metrics = None
+    if raw.metrics is not None:
+        metrics = {}
+        for metric_id, settings in raw.metrics.items():
+            if metric_id not in registry.metrics:
+                raise ConfigError(f"metrics.{metric_id}: unknown metric (see `crmkpi metrics list`)")
+            metrics[metric_id] = settings.params if settings else {}
+    for name, schedule in raw.schedules.items():
+        for connector in schedule.sync:
+            if connector not in connectors:
+                raise ConfigError(f"schedules.{name}.sync: unknown connector {connector!r}")
+        for metric_id in schedule.metrics:
+            if metric_id not in registry.metrics:
+                raise ConfigError(f"schedules.{name}.metrics: unknown metric {metric_id!r}")
+    return Config(path=path.resolve(), store=raw.store, reporting=raw.reporting, connectors=connectors,
+                  metrics=metrics, schedules=raw.schedules)
+
+
+def _validate(model: type[BaseModel], data: Any, prefix: tuple) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, prefix)) from None
+
+
+def format_validation_error(exc: ValidationError, prefix: tuple = ()) -> str:
+    """``connectors.sf.instance_url: field required`` (plus a count when there are more)."""
+    first = exc.errors()[0]
+    loc = ".".join(str(p) for p in (*prefix, *first["loc"])) or "config"
+    msg = first["msg"]
+    msg = msg[0].lower() + msg[1:] if msg else msg
+    if first["type"] == "missing":
+        msg = "field required"
+    elif first["type"] == "extra_forbidden":
+        msg = "unknown field"
+    more = exc.error_count() - 1
+    return f"{loc}: {msg}" + (f" (and {more} more problem{'s' * (more > 1)})" if more else "")
+
+
+def _interpolate(value: Any, where: tuple) -> Any:
+    if isinstance(value, dict):
+        return {k: _interpolate(v, (*where, k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, (*where, i)) for i, v in enumerate(value)]
+    if isinstance(value, str) and "${" in value:
+        def replace(match: re.Match) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in os.environ:
+                return os.environ[name]
+            if default is not None:
+                return default
+            loc = ".".join(str(p) for p in where)
+            raise ConfigError(f"{loc}: environment variable {name} is not set")
+
+        return _ENV_REF.sub(replace, value)
+    return value
+
+
+def check_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown timezone {value!r}") from None
+    return value

@@ -1,0 +1,75 @@
+"""The connector API: what a connector plugin registers and what a sync asks of it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Iterator, Protocol
+
+from pydantic import BaseModel
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Yielded by a stream: everything before it may be committed, with this cursor saved."""
+
+    cursor: str | None = None
+    state: dict[str, Any] | None = None
+
+
+@dataclass
+class StreamStats:
+    read: int = 0
+    skipped: int = 0
+    #: The first few reasons rows were skipped, for the sync report.
+    errors: list[str] = field(default_factory=list)
+
+    def skip(self, reason: str, keep: int = 20) -> None:
+        self.skipped += 1
+        if len(self.errors) < keep:
+            self.errors.append(reason)
+
+
+class Stream(Protocol):
+    """One source object feeding one normalized table.
+
+    ``read`` yields DB-ready tuples in ``columns`` order (see
+    :class:`crmkpi.normalize.RowBuilder`) and :class:`Checkpoint` markers.
+    """
+
+    name: str
+    table: str
+    columns: list[str]
+    stats: StreamStats
+
+    def read(self, cursor: str | None, state: dict[str, Any] | None) -> Iterator[tuple | Checkpoint]: ...
+
+
+@dataclass
+class SyncContext:
+    """What the core hands a connector for one sync."""
+
+    name: str
+    settings: BaseModel
+    base_dir: Path
+    synced_at: datetime
+    encoder: Callable[[str], Callable[[Any], Any] | None]
+    full_refresh: bool = False
+
+
+@dataclass(frozen=True)
+class ConnectorType:
+    """A kind of source, registered through the ``register_connectors`` hook.
+
+    ``settings`` validates the connector's block of the config (everything except
+    ``type``); ``streams`` returns the streams of one sync. With ``atomic`` the whole
+    sync commits as one transaction (a failure leaves the store untouched); otherwise
+    each :class:`Checkpoint` commits.
+    """
+
+    name: str
+    description: str
+    settings: type[BaseModel]
+    streams: Callable[[SyncContext], list[Stream]]
+    atomic: bool = False

@@ -1,0 +1,122 @@
+"""Reporting periods: parsing ``2024``, ``2024-Q1``, ``2024-03``, ``2024-W05``, ranges and relative names.
+
+Periods are calendar dates in the reporting timezone, half-open ``[start, end)``; quarters
+and years follow the fiscal-year start month.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from .errors import ConfigError
+
+GRAINS = ("day", "week", "month", "quarter", "year")
+
+
+@dataclass(frozen=True)
+class Period:
+    start: date
+    end: date  # exclusive
+    label: str
+
+    def bounds(self, timezone: str = "UTC") -> tuple[datetime, datetime]:
+        """The period as UTC instants (start inclusive, end exclusive)."""
+        tz = ZoneInfo(timezone)
+        return (datetime.combine(self.start, datetime.min.time(), tz).astimezone(UTC),
+                datetime.combine(self.end, datetime.min.time(), tz).astimezone(UTC))
+
+    @property
+    def last_day(self) -> date:
+        return self.end - timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class Calendar:
+    fiscal_year_start_month: int = 1
+    week_start: str = "monday"
+
+    def year(self, fiscal_year: int) -> Period:
+        """Fiscal year N ends in calendar year N (FY2024 with an April start: 2023-04-01..2024-03-31)."""
+        m = self.fiscal_year_start_month
+        start = date(fiscal_year if m == 1 else fiscal_year - 1, m, 1)
+        return Period(start, _add_months(start, 12), f"{fiscal_year}" if m == 1 else f"FY{fiscal_year}")
+
+    def quarter(self, fiscal_year: int, q: int) -> Period:
+        start = _add_months(self.year(fiscal_year).start, 3 * (q - 1))
+        label = f"{fiscal_year}-Q{q}" if self.fiscal_year_start_month == 1 else f"FY{fiscal_year}-Q{q}"
+        return Period(start, _add_months(start, 3), label)
+
+    def week(self, year: int, week: int) -> Period:
+        if self.week_start == "monday":
+            start = date.fromisocalendar(year, week, 1)
+        else:  # Sunday weeks: week 1 holds January 1st
+            jan1 = date(year, 1, 1)
+            start = jan1 - timedelta(days=(jan1.weekday() + 1) % 7) + timedelta(weeks=week - 1)
+        return Period(start, start + timedelta(days=7), f"{year}-W{week:02d}")
+
+    def containing(self, grain: str, day: date) -> Period:
+        if grain == "day":
+            return Period(day, day + timedelta(days=1), day.isoformat())
+        if grain == "month":
+            start = day.replace(day=1)
+            return Period(start, _add_months(start, 1), start.strftime("%Y-%m"))
+        if grain == "week":
+            offset = day.weekday() if self.week_start == "monday" else (day.weekday() + 1) % 7
+            start = day - timedelta(days=offset)
+            year, week = (start.isocalendar()[:2] if self.week_start == "monday"
+                          else (start.year, (start - date(start.year, 1, 1)).days // 7 + 1))
+            return Period(start, start + timedelta(days=7), f"{year}-W{week:02d}")
+        fiscal_year = day.year + (1 if self.fiscal_year_start_month > 1 and day.month >= self.fiscal_year_start_month else 0)
+        if grain == "year":
+            return self.year(fiscal_year)
+        months_in = (day.month - self.fiscal_year_start_month) % 12
+        return self.quarter(fiscal_year, months_in // 3 + 1)
+
+    def parse(self, text: str, today: date) -> Period:
+        """Parse a period; raises ConfigError naming the accepted forms."""
+        spec = text.strip().lower()
+        if m := re.fullmatch(r"(?:fy)?(\d{4})", spec):
+            return self.year(int(m[1]))
+        if m := re.fullmatch(r"(?:fy)?(\d{4})-q([1-4])", spec):
+            return self.quarter(int(m[1]), int(m[2]))
+        if m := re.fullmatch(r"(\d{4})-(\d{2})", spec):
+            if 1 <= int(m[2]) <= 12:
+                return self.containing("month", date(int(m[1]), int(m[2]), 1))
+        if m := re.fullmatch(r"(\d{4})-w(\d{2})", spec):
+            try:
+                return self.week(int(m[1]), int(m[2]))
+            except ValueError:
+                pass
+        if m := re.fullmatch(r"(\d{4}-\d{2}-\d{2})\.\.(\d{4}-\d{2}-\d{2})", spec):
+            try:
+                start, last = date.fromisoformat(m[1]), date.fromisoformat(m[2])
+            except ValueError:
+                raise ConfigError(f"period {text!r}: not a valid date") from None
+            if last < start:
+                raise ConfigError(f"period {text!r}: ends before it starts")
+            return Period(start, last + timedelta(days=1), f"{m[1]}..{m[2]}")
+        if m := re.fullmatch(r"\d{4}-\d{2}-\d{2}", spec):
+            try:
+                return self.containing("day", date.fromisoformat(spec))
+            except ValueError:
+                pass
+        if m := re.fullmatch(r"(this|last)-(day|week|month|quarter|year)|today|yesterday", spec):
+            if spec in ("today", "yesterday"):
+                return self.containing("day", today - timedelta(days=spec == "yesterday"))
+            current = self.containing(m[2], today)
+            return current if m[1] == "this" else self.containing(m[2], current.start - timedelta(days=1))
+        if m := re.fullmatch(r"(week|month|quarter|year)-to-date", spec):
+            current = self.containing(m[1], today)
+            return Period(current.start, today + timedelta(days=1), f"{m[1][0].upper()}TD {today.isoformat()}")
+        raise ConfigError(
+            f"period {text!r}: expected 2024, 2024-Q1, 2024-03, 2024-W05, 2024-03-15, "
+            "2024-01-01..2024-03-31, this-/last-day|week|month|quarter|year or month-to-date"
+        )
+
+
+def _add_months(day: date, months: int) -> date:
+    index = day.year * 12 + day.month - 1 + months
+    return date(index // 12, index % 12 + 1, 1)

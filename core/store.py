@@ -1,0 +1,227 @@
+"""Opening, migrating and writing the normalized store.
+
+Small writes go through SQLModel sessions. Bulk ingest goes through the DB-API
+``executemany`` under SQLAlchemy's connection: an upsert keyed on ``(source, id)``
+that leaves a row alone when its ``updated_at`` is unchanged, so re-syncing unchanged
+data is cheap and idempotent.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+from sqlalchemy import JSON, Boolean, Date, DateTime, Float, Integer, TypeDecorator, create_engine, event, inspect, select
+from sqlalchemy.engine import Connection, Engine, make_url
+from pydantic_core import PydanticUndefined
+from sqlalchemy.exc import SQLAlchemyError
+
+from .errors import StoreError
+from .models import ENTITIES, SyncState
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+#: What a normalized column holds, as the row builders and bulk writer see it.
+ColumnKind = str  # "str" | "float" | "int" | "bool" | "datetime" | "date" | "json"
+
+
+def column_kinds(table: str) -> dict[str, ColumnKind]:
+    """Column name -> kind for a normalized entity table."""
+    kinds = {}
+    for col in ENTITIES[table].__table__.columns:
+        t = col.type.impl if isinstance(col.type, TypeDecorator) else col.type
+        if isinstance(t, DateTime):
+            kinds[col.name] = "datetime"
+        elif isinstance(t, Date):
+            kinds[col.name] = "date"
+        elif isinstance(t, Boolean):
+            kinds[col.name] = "bool"
+        elif isinstance(t, Float):
+            kinds[col.name] = "float"
+        elif isinstance(t, Integer):
+            kinds[col.name] = "int"
+        elif isinstance(t, JSON):
+            kinds[col.name] = "json"
+        else:
+            kinds[col.name] = "str"
+    return kinds
+
+
+def required_columns(table: str) -> set[str]:
+    """Columns a record must provide (the key plus the NOT NULL columns without a default)."""
+    model = ENTITIES[table]
+    return {
+        name
+        for name, f in model.model_fields.items()
+        if f.is_required() and name != "source"
+    } | {"id"}
+
+
+def column_defaults(table: str) -> dict[str, Any]:
+    """Defaults of the NOT NULL columns that have one (``is_deleted``, ``is_won``, ...)."""
+    model = ENTITIES[table]
+    return {
+        col.name: model.model_fields[col.name].default
+        for col in model.__table__.columns
+        if not col.nullable and model.model_fields[col.name].default not in (None, PydanticUndefined)
+    }
+
+
+def resolve_url(url: str | None, base_dir: Path) -> str:
+    """The store URL, with relative SQLite paths taken from the config's folder."""
+    if not url:
+        return f"sqlite:///{(base_dir / 'crmkpi.db').resolve()}"
+    try:
+        parsed = make_url(url)
+    except Exception as exc:
+        raise StoreError(f"store: not a database URL: {url!r} ({exc})") from None
+    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
+        path = Path(parsed.database)
+        if not path.is_absolute():
+            parsed = parsed.set(database=str((base_dir / path).resolve()))
+        return parsed.render_as_string(hide_password=False)
+    if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in ("", "psycopg2"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+class Store:
+    """A migrated normalized store behind one SQLAlchemy engine."""
+
+    def __init__(self, url: str, migrate: bool = True) -> None:
+        self.url = url
+        try:
+            self.engine: Engine = create_engine(url)
+        except Exception as exc:
+            raise StoreError(f"cannot open store {make_url(url).render_as_string()}: {exc}") from None
+        self.dialect = self.engine.dialect.name
+        if self.dialect == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        if migrate:
+            self.migrate()
+
+    def describe(self) -> str:
+        return make_url(self.url).render_as_string(hide_password=True)
+
+    def migrate(self, revision: str = "head") -> None:
+        from alembic import command
+        from alembic.config import Config
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+        try:
+            with self.engine.begin() as conn:
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, revision)
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot migrate store {self.describe()}: {_first_line(exc)}") from None
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            raise StoreError(f"store {self.describe()}: {_first_line(exc)}") from None
+
+    # -- values as the DB-API driver wants them ---------------------------------
+
+    def encoder(self, kind: ColumnKind) -> Callable[[Any], Any] | None:
+        """Turn a Python value (naive datetimes are UTC) into a driver parameter; None = as is."""
+        if kind == "json":
+            return _dump_json
+        if self.dialect == "sqlite":
+            if kind == "datetime":
+                return _sqlite_datetime
+            if kind == "date":
+                return date.isoformat
+            return None
+        if kind == "datetime":
+            return _aware_utc
+        return None
+
+    # -- bulk upsert --------------------------------------------------------------
+
+    def upsert_sql(self, table: str, columns: list[str], guard: bool = True) -> str:
+        marker = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+        updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in ("source", "id"))
+        sql = (
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(marker for _ in columns)}) "
+            f"ON CONFLICT (source, id) DO UPDATE SET {updates}"
+        )
+        if guard and "updated_at" in columns:
+            distinct = "IS NOT" if self.dialect == "sqlite" else "IS DISTINCT FROM"
+            sql += (
+                f" WHERE excluded.updated_at IS NULL OR {table}.updated_at {distinct} excluded.updated_at"
+                + (f" OR {table}.is_deleted {distinct} excluded.is_deleted" if "is_deleted" in columns else "")
+            )
+        return sql
+
+    def upsert_rows(self, conn: Connection, table: str, columns: list[str], rows: Iterable[tuple],
+                    guard: bool = True) -> int:
+        """Upsert DB-ready rows inside the caller's transaction; returns rows changed."""
+        if table not in ENTITIES:
+            raise StoreError(f"unknown table {table!r}")
+        cursor = conn.connection.driver_connection.cursor()
+        try:
+            cursor.executemany(self.upsert_sql(table, columns, guard), rows)
+            return max(cursor.rowcount, 0)
+        finally:
+            cursor.close()
+
+    # -- sync state ------------------------------------------------------------------
+
+    def get_state(self, connector: str, stream: str) -> SyncState | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(SyncState).where(SyncState.connector == connector, SyncState.stream == stream)
+            ).first()
+        return SyncState(**row._mapping) if row else None
+
+    def table_names(self) -> list[str]:
+        return inspect(self.engine).get_table_names()
+
+
+def save_state(conn: Connection, connector: str, stream: str, cursor: str | None,
+               state: dict | None = None) -> None:
+    """Write a stream's cursor in the caller's (data) transaction."""
+    table = SyncState.__table__
+    conn.execute(table.delete().where(table.c.connector == connector, table.c.stream == stream))
+    conn.execute(table.insert().values(connector=connector, stream=stream, cursor=cursor, state=state,
+                                       updated_at=datetime.now(UTC)))
+
+
+def _dump_json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, default=str, separators=(",", ":"))
+
+
+def _sqlite_datetime(value: datetime | None) -> str | None:
+    # The exact text SQLAlchemy's SQLite DateTime writes, so SQL comparisons against bound
+    # parameters order correctly.
+    if value is None:
+        return None
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value.isoformat(" ", "microseconds")
+
+
+def _aware_utc(value: datetime | None) -> datetime | None:
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(getattr(exc, "orig", None) or exc)
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__

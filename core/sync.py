@@ -1,0 +1,138 @@
+"""Running a connector's sync: streams into the store, state saved with the data it covers."""
+
+from __future__ import annotations
+
+import itertools
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from sqlalchemy import update
+from sqlalchemy.engine import Connection
+
+from .config import ConnectorConfig
+from .connector import Checkpoint, Stream, SyncContext
+from .errors import ConnectorError, CrmkpiError
+from .models import SyncRun
+from .plugins import Registry
+from .store import Store, save_state
+
+#: Progress callback: (stream name, rows read so far).
+Progress = Callable[[str, int], None]
+
+
+@dataclass
+class StreamReport:
+    name: str
+    table: str
+    read: int = 0
+    written: int = 0
+    skipped: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SyncReport:
+    connector: str
+    run_id: int
+    streams: list[StreamReport] = field(default_factory=list)
+
+    @property
+    def written(self) -> int:
+        return sum(s.written for s in self.streams)
+
+
+def sync_connector(store: Store, registry: Registry, name: str, cfg: ConnectorConfig, base_dir: Path,
+                   *, full_refresh: bool = False, progress: Progress | None = None) -> SyncReport:
+    """Sync one configured connector; raises a CrmkpiError (after recording it) on failure."""
+    ctype = registry.connector_type(cfg.type)
+    started = datetime.now(UTC)
+    context = SyncContext(name=name, settings=cfg.settings, base_dir=base_dir, synced_at=started,
+                          encoder=store.encoder, full_refresh=full_refresh)
+    run_id = _start_run(store, name, started)
+    report = SyncReport(connector=name, run_id=run_id)
+    try:
+        streams = ctype.streams(context)
+        if ctype.atomic:
+            with store.transaction() as conn:
+                for stream in streams:
+                    report.streams.append(_load_stream(store, conn, name, stream, context, progress))
+        else:
+            for stream in streams:
+                report.streams.append(_load_stream(store, None, name, stream, context, progress))
+    except CrmkpiError as exc:
+        _finish_run(store, run_id, report, "failed", str(exc))
+        raise
+    except Exception as exc:
+        _finish_run(store, run_id, report, "failed", f"{type(exc).__name__}: {exc}")
+        raise ConnectorError(f"connector {name!r} failed: {type(exc).__name__}: {exc}") from exc
+    _finish_run(store, run_id, report, "success", None)
+    return report
+
+
+def _load_stream(store: Store, conn: Connection | None, connector: str, stream: Stream,
+                 context: SyncContext, progress: Progress | None) -> StreamReport:
+    """Load one stream; with ``conn`` inside that transaction, else one transaction per checkpoint."""
+    report = StreamReport(stream.name, stream.table)
+    state = None if context.full_refresh else store.get_state(connector, stream.name)
+    items = _counted(stream.read(state.cursor if state else None, state.state if state else None),
+                     stream, progress)
+    while True:
+        checkpoint: list[Checkpoint] = []
+        rows = _until_checkpoint(items, checkpoint)
+        first = next(rows, None)  # reading starts here, so the stream knows its columns after it
+        if first is None and not checkpoint:
+            break
+        with nullcontext(conn) if conn is not None else store.transaction() as target:
+            if first is not None:
+                report.written += store.upsert_rows(target, stream.table, stream.columns,
+                                                    itertools.chain([first], rows),
+                                                    guard=not context.full_refresh)
+            if checkpoint:
+                save_state(target, connector, stream.name, checkpoint[0].cursor, checkpoint[0].state)
+    report.read, report.skipped, report.errors = stream.stats.read, stream.stats.skipped, stream.stats.errors
+    return report
+
+
+def _until_checkpoint(items: Iterator, found: list[Checkpoint]) -> Iterator[tuple]:
+    for item in items:
+        if isinstance(item, Checkpoint):
+            found.append(item)
+            return
+        yield item
+
+
+def _counted(items: Iterator, stream: Stream, progress: Progress | None, every: int = 10_000) -> Iterator:
+    if progress is None:
+        yield from items
+        return
+    for n, item in enumerate(items, start=1):
+        if n % every == 0:
+            progress(stream.name, stream.stats.read)
+        yield item
+    progress(stream.name, stream.stats.read)
+
+
+def _start_run(store: Store, connector: str, started: datetime) -> int:
+    with store.transaction() as conn:
+        result = conn.execute(SyncRun.__table__.insert().values(connector=connector, started_at=started,
+                                                                 status="running"))
+        return result.inserted_primary_key[0]
+
+
+def _finish_run(store: Store, run_id: int, report: SyncReport, status: str, error: str | None) -> None:
+    details: dict[str, Any] = {
+        s.name: {"table": s.table, "read": s.read, "written": s.written, "skipped": s.skipped, "errors": s.errors}
+        for s in report.streams
+    }
+    with store.transaction() as conn:
+        conn.execute(
+            update(SyncRun.__table__).where(SyncRun.__table__.c.id == run_id).values(
+                finished_at=datetime.now(UTC), status=status, error=error, details=details,
+                rows_read=sum(s.read for s in report.streams),
+                rows_written=report.written,
+                rows_skipped=sum(s.skipped for s in report.streams),
+            )
+        )

@@ -1,0 +1,1 @@
+"""The built-in KPI catalog, registered through entry points like any third-party plugin."""
