@@ -154,12 +154,14 @@ def sync(app: App, config_path: str, connectors: tuple[str, ...], full_refresh: 
             report = sync_connector(store, app.registry, name, config.connectors[name], config.base_dir,
                                     full_refresh=full_refresh, progress=progress)
             for s in report.streams:
+                if s.unchanged:
+                    click.echo(f"{name}/{s.name}: unchanged since the last sync", err=True)
+                    continue
                 skipped = f", {s.skipped} skipped" if s.skipped else ""
                 click.echo(f"{name}/{s.name}: {s.read} read, {s.written} written{skipped}", err=True)
                 for error in s.errors:
                     click.echo(f"  skipped: {error}", err=True)
-            click.echo(f"{name}: synced {sum(s.read for s in report.streams)} records into {store.describe()}",
-                       err=True)
+            click.echo(f"{name}: {report.written} rows changed in {store.describe()}", err=True)
 
 
 class _progress:
@@ -171,8 +173,9 @@ class _progress:
         from rich.console import Console
         from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+        # No refresh thread: a sync may fork a row worker, and forking a threaded process is unsafe.
         self.bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed:,} rows"),
-                            TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+                            TimeElapsedColumn(), console=Console(stderr=True), transient=True, auto_refresh=False)
         self.bar.start()
         self.tasks: dict[str, Any] = {}
         return self.update
@@ -180,7 +183,8 @@ class _progress:
     def update(self, stream: str, rows: int) -> None:
         if stream not in self.tasks:
             self.tasks[stream] = self.bar.add_task(stream, total=None)
-        self.bar.update(self.tasks[stream], completed=rows)
+        self.bar.advance(self.tasks[stream], rows)
+        self.bar.refresh()
 
     def __exit__(self, *exc) -> None:
         if hasattr(self, "bar"):

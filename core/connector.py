@@ -22,6 +22,8 @@ class Checkpoint:
 class StreamStats:
     read: int = 0
     skipped: int = 0
+    #: The source had not changed since the last committed sync, so nothing was read.
+    unchanged: bool = False
     #: The first few reasons rows were skipped, for the sync report.
     errors: list[str] = field(default_factory=list)
 
@@ -34,8 +36,9 @@ class StreamStats:
 class Stream(Protocol):
     """One source object feeding one normalized table.
 
-    ``read`` yields DB-ready tuples in ``columns`` order (see
-    :class:`crmkpi.normalize.RowBuilder`) and :class:`Checkpoint` markers.
+    ``read`` yields batches (lists of DB-ready tuples in ``columns`` order, see
+    :class:`crmkpi.normalize.RowBuilder`) and :class:`Checkpoint` markers. ``columns``
+    must be set by the time the first batch is yielded.
     """
 
     name: str
@@ -43,7 +46,7 @@ class Stream(Protocol):
     columns: list[str]
     stats: StreamStats
 
-    def read(self, cursor: str | None, state: dict[str, Any] | None) -> Iterator[tuple | Checkpoint]: ...
+    def read(self, cursor: str | None, state: dict[str, Any] | None) -> Iterator[list[tuple] | Checkpoint]: ...
 
 
 @dataclass

@@ -7,7 +7,7 @@ name from the config, ``id`` the source's own id. References (``account_id``,
 Amounts are in the record's own ``currency``; ``fx_rates`` converts them.
 
 Changing a table here needs a migration in ``migrations/versions`` (a test compares
-the two) and a bump of :data:`SCHEMA_VERSION`.
+the two) and :data:`SCHEMA_REVISION` set to its revision id.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from typing import Any, Optional
 from sqlalchemy import JSON, Index
 from sqlmodel import Field, SQLModel
 
-#: Version of the public schema; bumped with every migration that changes a table.
-SCHEMA_VERSION = 1
+#: Version of the public schema: the id of the newest migration.
+SCHEMA_REVISION = "0001"
 
 
 class Entity(SQLModel):

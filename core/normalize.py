@@ -4,6 +4,11 @@ A :class:`RowBuilder` is planned once per table and field layout, then applied t
 every record: it maps source fields to columns, recodes values, parses types,
 adds constants and the connector's ``source``/``synced_at``, and collects unknown
 fields into ``extra``. Connectors share it so that every source parses alike.
+
+Building rows is the hot loop of a sync (a million rows is fifteen million values),
+so :meth:`RowBuilder.build` runs a function generated for the plan, with the cheap
+conversions inlined; when that raises, the same record goes through the checked
+path, which names the bad field.
 """
 
 from __future__ import annotations
@@ -15,9 +20,13 @@ from zoneinfo import ZoneInfo
 
 from .store import column_defaults, column_kinds, required_columns
 
-TRUE = {"true", "t", "yes", "y", "1"}
-FALSE = {"false", "f", "no", "n", "0"}
-
+BOOLEANS = {
+    **{text: True for text in ("true", "t", "yes", "y", "1")},
+    **{text: False for text in ("false", "f", "no", "n", "0")},
+}
+BOOLEANS.update({k.upper(): v for k, v in BOOLEANS.items()})
+BOOLEANS.update({k.capitalize(): v for k, v in BOOLEANS.items()})
+BOOLEANS.update({True: True, False: False})  # JSON booleans (1 and 0 hash alike and map alike)
 
 class FieldError(ValueError):
     """A value could not be converted; ``column`` names the source field."""
@@ -49,6 +58,18 @@ class Layout:
     timezone: str = "UTC"
 
 
+@dataclass
+class _Column:
+    name: str
+    source: str  # the source field it is read from
+    index: int
+    kind: str
+    convert: Callable[[Any], Any]  # parse + encode; raises on bad input
+    recode: dict[str, Any] | None
+    default: Any
+    required: bool
+
+
 class RowBuilder:
     """Builds rows for ``table`` from records whose fields are named ``fields``."""
 
@@ -56,8 +77,7 @@ class RowBuilder:
                  synced_at: datetime, encoder: Callable[[str], Callable | None]) -> None:
         kinds = column_kinds(table)
         defaults = column_defaults(table)
-        self.table = table
-        source_of = {col: layout.columns.get(col, col) for col in kinds}
+        required = required_columns(table)
         index = {f: i for i, f in enumerate(fields)}
         for col, src in layout.columns.items():
             if col not in kinds:
@@ -65,108 +85,175 @@ class RowBuilder:
             if src not in index:
                 raise FieldError(src, f"mapped to {col!r} but not found in the source fields")
         tz = ZoneInfo(layout.timezone) if layout.timezone != "UTC" else UTC
-        plan: list[tuple[str, int, Callable[[Any], Any]]] = []
-        used = set()
-        for col, kind in kinds.items():
-            if col in ("source", "synced_at", "extra") or col in layout.constants or col in layout.derive:
-                continue
-            src = source_of[col]
-            if src in index:
-                used.add(src)
-                plan.append((col, index[src], _converter(src, kind, layout, tz, encoder(kind),
-                                                         layout.values.get(col), defaults.get(col))))
-        derived = []
+        iso_text = encoder("iso_datetime")
+
+        def column(name: str, src: str) -> _Column:
+            kind = kinds[name]
+            convert = _value_fn(kind, layout, tz, encoder(kind), iso_text)
+            return _Column(name, src, index[src], kind, convert,
+                           layout.values.get(name), defaults.get(name), name in required)
+
+        self.plan = [
+            column(col, layout.columns.get(col, col)) for col in kinds
+            if col not in ("source", "synced_at", "extra") and col not in layout.constants
+            and col not in layout.derive and layout.columns.get(col, col) in index
+        ]
+        self.derived = []
         for col, d in layout.derive.items():
             if col not in kinds:
                 raise FieldError(col, f"derived column is not a column of table {table}")
             if d.source not in index:
                 raise FieldError(d.source, f"needed to derive {col!r} but not found in the source fields")
-            conv = _converter(d.source, kinds[col], layout, tz, encoder(kinds[col]), None, defaults.get(col))
-            recode = layout.values.get(_column_of(source_of, d.source)) or {}
-            derived.append((col, index[d.source], d, recode, conv))
-        present = {c for c, _, _ in plan} | set(layout.constants) | set(layout.derive)
-        missing = required_columns(table) - present
+            source_column = next((c.name for c in self.plan if c.source == d.source), None)
+            self.derived.append((column(col, d.source), d, layout.values.get(source_column) or {}))
+        present = {c.name for c in self.plan} | set(layout.constants) | set(layout.derive)
+        missing = required - present
         if missing:
             raise FieldError(sorted(missing)[0], "required field missing from the source")
-        self.required = [(c, i) for c, i, _ in plan if c in required_columns(table)]
-        self.extra_fields = [(f, i) for f, i in index.items() if f not in used]
-        encode_json = encoder("json")
         # NOT NULL columns the source lacks take their default.
         fixed = {**{c: d for c, d in defaults.items() if c not in present}, **layout.constants}
-        constants = [(c, _encode(encoder(kinds[c]), v)) for c, v in fixed.items() if c in kinds]
-        self.columns = ["source", "synced_at"] + [c for c, _, _ in plan] + [c for c, *_ in derived] + [
-            c for c, _ in constants] + ["extra"]
+        self.constants = [(c, _encode(encoder(kinds[c]), v)) for c, v in fixed.items() if c in kinds]
+        used = {c.source for c in self.plan}
+        self.extra_fields = [(f, i) for f, i in index.items() if f not in used]
+        self.columns = ["source", "synced_at", *(c.name for c in self.plan), *(c.name for c, *_ in self.derived),
+                        *(c for c, _ in self.constants), "extra"]
         self._head = (source, _encode(encoder("datetime"), synced_at))
-        self._plan = [(i, conv) for _, i, conv in plan]
-        self._derived = derived
-        self._constants = tuple(v for _, v in constants)
-        self._encode_json = encode_json
+        self._encode_json = encoder("json")
+        self.build = self._compile()
 
-    def build(self, record: Sequence[Any]) -> tuple:
-        """A DB-ready row (in ``columns`` order) from one record; raises FieldError."""
-        for col, i in self.required:
-            if record[i] in ("", None):
-                raise FieldError(col, "required field is empty")
-        values = [conv(record[i]) for i, conv in self._plan]
-        for col, i, d, recode, conv in self._derived:
-            raw = record[i]
+    def build_checked(self, record: Sequence[Any]) -> tuple:
+        """A DB-ready row (in ``columns`` order) from one record; raises FieldError naming the field."""
+        values = []
+        for c in self.plan:
+            values.append(_checked(c, record[c.index]))
+        for c, d, recode in self.derived:
+            raw = record[c.index]
             raw = recode.get(raw, raw)
-            values.append(conv(d.mapping[raw]) if raw in d.mapping else conv(d.default))
+            values.append(_checked(c, d.mapping.get(raw, d.default) if _hashable(raw) else d.default))
         extra = {f: record[i] for f, i in self.extra_fields if record[i] not in ("", None)}
-        return (*self._head, *values, *self._constants, self._encode_json(extra) if extra else None)
+        return (*self._head, *values, *(v for _, v in self.constants),
+                self._encode_json(extra) if extra else None)
+
+    def _compile(self) -> Callable[[Sequence[Any]], tuple]:
+        """Generate ``build(record)``: the checked path's semantics, without its per-value calls."""
+        env: dict[str, Any] = {"BOOLEANS": BOOLEANS, "checked": self.build_checked, "head": self._head,
+                               "consts": tuple(v for _, v in self.constants), "dump": self._encode_json}
+        lines = ["def build(r):", "    try:"]
+        names = []
+        for n, c in enumerate(self.plan):
+            v = f"v{n}"
+            names.append(v)
+            lines.append(f"        {v} = r[{c.index}]")
+            if c.recode:
+                env[f"rec{n}"] = c.recode
+                lines.append(f"        {v} = rec{n}.get({v}, {v})")
+            env[f"d{n}"] = c.default
+            if c.required:
+                lines.append(f"        if {v} is None or {v} == '': return checked(r)")
+            if c.kind == "str":
+                expr = f"{v} if {v}.__class__ is str else str({v})"
+            elif c.kind == "bool":
+                expr = f"BOOLEANS[{v}]"
+            elif c.kind == "float":
+                expr = f"float({v}) if {v}.__class__ is not bool else checked(r)"
+            else:
+                env[f"f{n}"] = c.convert
+                expr = f"f{n}({v})"
+            lines.append(f"        {v} = d{n} if {v} is None or {v} == '' else {expr}")
+        derived = ""
+        if self.derived:
+            env["derived"] = self.derived
+            env["checked_value"] = _checked
+            derived = "*[checked_value(c, d.mapping.get(rec.get(r[c.index], r[c.index]), d.default)) " \
+                      "for c, d, rec in derived], "
+        extra = "None"
+        if self.extra_fields:
+            env["extra_fields"] = self.extra_fields
+            lines.append("        x = {f: r[i] for f, i in extra_fields if r[i] != '' and r[i] is not None}")
+            extra = "dump(x) if x else None"
+        lines.append("    except Exception:")
+        lines.append("        return checked(r)")
+        values = "".join(f"{v}, " for v in names)
+        lines.append(f"    return (*head, {values}{derived}*consts, {extra})")
+        exec("\n".join(lines), env)  # noqa: S102 - source built above from column names only
+        return env["build"]
 
 
-def _column_of(source_of: dict[str, str], src: str) -> str | None:
-    return next((c for c, s in source_of.items() if s == src), None)
+def _checked(column: _Column, raw: Any) -> Any:
+    if column.recode and _hashable(raw):
+        raw = column.recode.get(raw, raw)
+    if raw is None or raw == "":
+        if column.required:
+            raise FieldError(column.source, "required field is empty")
+        return column.default
+    try:
+        return column.convert(raw)
+    except (ValueError, TypeError, KeyError, OverflowError):
+        raise FieldError(column.source, f"not a valid {column.kind}: {raw!r}") from None
+
+
+def _hashable(value: Any) -> bool:
+    return not isinstance(value, (dict, list))
 
 
 def _encode(encoder: Callable | None, value: Any) -> Any:
     return encoder(value) if encoder and value is not None else value
 
 
-def _converter(name: str, kind: str, layout: Layout, tz: tzinfo, encode: Callable | None,
-               recode: dict[str, Any] | None, default: Any) -> Callable[[Any], Any]:
-    parse = _PARSERS[kind](layout, tz)
-
-    def convert(raw: Any) -> Any:
-        if recode is not None and raw in recode:
-            raw = recode[raw]
-        if raw is None or raw == "":
-            return default
-        try:
-            value = parse(raw)
-        except (ValueError, TypeError, OverflowError):
-            raise FieldError(name, f"not a valid {kind}: {raw!r}") from None
-        return encode(value) if encode else value
-
-    return convert
+def _value_fn(kind: str, layout: Layout, tz: tzinfo, encode: Callable | None,
+              iso_text: Callable[[str], Any] | None) -> Callable[[Any], Any]:
+    """parse (and encode for the store) one non-empty value of ``kind``; raises on bad input."""
+    if kind == "datetime":
+        parse = _datetime_parser(layout, tz)
+        if encode is not None and iso_text is not None and tz is UTC and not layout.datetime_format:
+            return lambda raw: iso_text(raw) if raw.__class__ is str else encode(parse(raw))
+    elif kind == "date":
+        parse = _date_parser(layout)
+    elif kind == "bool":
+        return BOOLEANS.__getitem__
+    elif kind == "float":
+        return _float
+    elif kind == "int":
+        return _int
+    else:
+        return lambda raw: raw if isinstance(raw, str) else str(raw)
+    if encode is None:
+        return parse
+    return lambda raw: encode(parse(raw))
 
 
 def _datetime_parser(layout: Layout, tz: tzinfo) -> Callable[[Any], datetime]:
+    """To a UTC datetime: naive (meaning UTC) or aware in UTC; values without an offset are in ``tz``."""
     fmt = layout.datetime_format
 
     def parse(raw: Any) -> datetime:
-        if isinstance(raw, datetime):
-            value = raw
-        elif isinstance(raw, (int, float)) and not isinstance(raw, bool):
-            return datetime.fromtimestamp(raw / 1000 if raw > 1e11 else raw, UTC).replace(tzinfo=None)
-        else:
+        if isinstance(raw, str):
             value = datetime.strptime(raw, fmt) if fmt else datetime.fromisoformat(raw)
-        if value.tzinfo is None:
-            if tz is UTC:
-                return value
-            value = value.replace(tzinfo=tz)
-        return value.astimezone(UTC).replace(tzinfo=None)
+        elif isinstance(raw, datetime):
+            value = raw
+        elif isinstance(raw, (int, float)) and not isinstance(raw, bool):  # epoch seconds or milliseconds
+            return datetime.fromtimestamp(raw / 1000 if abs(raw) > 1e11 else raw, UTC)
+        else:
+            raise TypeError(raw)
+        offset = value.utcoffset()
+        if offset is None:
+            return value if tz is UTC else value.replace(tzinfo=tz).astimezone(UTC)
+        # Converting a value already at offset zero would cost more than the parse itself.
+        return value.astimezone(UTC) if offset else value
 
     return parse
 
 
-def _date_parser(layout: Layout, tz: tzinfo) -> Callable[[Any], date]:
+def _date_parser(layout: Layout) -> Callable[[Any], date]:
     fmt = layout.date_format
 
     def parse(raw: Any) -> date:
+        if isinstance(raw, datetime):
+            return raw.date()
         if isinstance(raw, date):
-            return raw if not isinstance(raw, datetime) else raw.date()
+            return raw
+        if not isinstance(raw, str):
+            raise TypeError(raw)
         if fmt:
             return datetime.strptime(raw, fmt).date()
         return date.fromisoformat(raw[:10]) if len(raw) > 10 and raw[10] in "T " else date.fromisoformat(raw)
@@ -174,47 +261,13 @@ def _date_parser(layout: Layout, tz: tzinfo) -> Callable[[Any], date]:
     return parse
 
 
-def _bool_parser(layout: Layout, tz: tzinfo) -> Callable[[Any], bool]:
-    def parse(raw: Any) -> bool:
-        if isinstance(raw, bool):
-            return raw
-        text = str(raw).strip().lower()
-        if text in TRUE:
-            return True
-        if text in FALSE:
-            return False
-        raise ValueError(raw)
-
-    return parse
+def _float(raw: Any) -> float:
+    if isinstance(raw, bool):
+        raise TypeError(raw)
+    return float(raw)
 
 
-def _float_parser(layout: Layout, tz: tzinfo) -> Callable[[Any], float]:
-    def parse(raw: Any) -> float:
-        if isinstance(raw, bool):
-            raise TypeError(raw)
-        return float(raw)
-
-    return parse
-
-
-def _int_parser(layout: Layout, tz: tzinfo) -> Callable[[Any], int]:
-    def parse(raw: Any) -> int:
-        if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
-            raise TypeError(raw)
-        return int(raw)
-
-    return parse
-
-
-def _str_parser(layout: Layout, tz: tzinfo) -> Callable[[Any], str]:
-    return lambda raw: raw if isinstance(raw, str) else str(raw)
-
-
-_PARSERS: dict[str, Callable[[Layout, tzinfo], Callable[[Any], Any]]] = {
-    "datetime": _datetime_parser,
-    "date": _date_parser,
-    "bool": _bool_parser,
-    "float": _float_parser,
-    "int": _int_parser,
-    "str": _str_parser,
-}
+def _int(raw: Any) -> int:
+    if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+        raise TypeError(raw)
+    return int(raw)

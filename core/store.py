@@ -14,13 +14,13 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from sqlalchemy import JSON, Boolean, Date, DateTime, Float, Integer, TypeDecorator, create_engine, event, inspect, select
+from sqlalchemy import JSON, Boolean, Date, DateTime, Float, Integer, TypeDecorator, create_engine, event, inspect, select, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from pydantic_core import PydanticUndefined
 from sqlalchemy.exc import SQLAlchemyError
 
 from .errors import StoreError
-from .models import ENTITIES, SyncState
+from .models import ENTITIES, SCHEMA_REVISION, SyncState
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -114,7 +114,20 @@ class Store:
     def describe(self) -> str:
         return make_url(self.url).render_as_string(hide_password=True)
 
+    def revision(self) -> str | None:
+        """The schema revision the store is at (None for an empty database)."""
+        try:
+            with self.engine.connect() as conn:
+                if not self.engine.dialect.has_table(conn, "alembic_version"):
+                    return None
+                return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot open store {self.describe()}: {_first_line(exc)}") from None
+
     def migrate(self, revision: str = "head") -> None:
+        """Upgrade the schema; a store already at the newest revision costs one query."""
+        if revision == "head" and self.revision() == SCHEMA_REVISION:
+            return
         from alembic import command
         from alembic.config import Config
 
@@ -138,9 +151,18 @@ class Store:
     # -- values as the DB-API driver wants them ---------------------------------
 
     def encoder(self, kind: ColumnKind) -> Callable[[Any], Any] | None:
-        """Turn a Python value (naive datetimes are UTC) into a driver parameter; None = as is."""
+        """Turn a Python value (naive datetimes are UTC) into a driver parameter; None = as is.
+
+        ``iso_datetime`` encodes ISO 8601 text whose zone-less values are UTC straight
+        from the text: the hot path of file and API syncs.
+        """
         if kind == "json":
             return _dump_json
+        if kind == "iso_datetime":
+            encode = self.encoder("datetime")
+            if self.dialect == "sqlite":
+                return _sqlite_iso_text
+            return lambda text: encode(datetime.fromisoformat(text).astimezone(UTC))
         if self.dialect == "sqlite":
             if kind == "datetime":
                 return _sqlite_datetime
@@ -208,12 +230,24 @@ def _dump_json(value: Any) -> str | None:
 
 def _sqlite_datetime(value: datetime | None) -> str | None:
     # The exact text SQLAlchemy's SQLite DateTime writes, so SQL comparisons against bound
-    # parameters order correctly.
+    # parameters order correctly. Values are naive UTC or aware at offset zero; slicing
+    # off the "+00:00" is much cheaper than datetime.replace().
     if value is None:
         return None
-    if value.tzinfo is not None:
-        value = value.astimezone(UTC).replace(tzinfo=None)
-    return value.isoformat(" ", "microseconds")
+    if value.utcoffset():
+        value = value.astimezone(UTC)
+    return value.isoformat(" ", "microseconds")[:26]
+
+
+def _sqlite_iso_text(text: str) -> str:
+    value = datetime.fromisoformat(text)  # validates; the common shapes are then sliced, not formatted
+    if not value.utcoffset() and text[4] == "-" and text[7] == "-":
+        size = len(text)
+        if size == 10:
+            return text + " 00:00:00.000000"
+        if size in (19, 20, 25) and text[10] in "T " and text[13] == ":" and text[16] == ":":
+            return f"{text[:10]} {text[11:19]}.000000"
+    return _sqlite_datetime(value)
 
 
 def _aware_utc(value: datetime | None) -> datetime | None:

@@ -19,7 +19,7 @@ from .models import SyncRun
 from .plugins import Registry
 from .store import Store, save_state
 
-#: Progress callback: (stream name, rows read so far).
+#: Progress callback: (stream name, rows just loaded).
 Progress = Callable[[str, int], None]
 
 
@@ -30,6 +30,7 @@ class StreamReport:
     read: int = 0
     written: int = 0
     skipped: int = 0
+    unchanged: bool = False
     errors: list[str] = field(default_factory=list)
 
 
@@ -77,42 +78,35 @@ def _load_stream(store: Store, conn: Connection | None, connector: str, stream: 
     """Load one stream; with ``conn`` inside that transaction, else one transaction per checkpoint."""
     report = StreamReport(stream.name, stream.table)
     state = None if context.full_refresh else store.get_state(connector, stream.name)
-    items = _counted(stream.read(state.cursor if state else None, state.state if state else None),
-                     stream, progress)
+    items = stream.read(state.cursor if state else None, state.state if state else None)
     while True:
         checkpoint: list[Checkpoint] = []
-        rows = _until_checkpoint(items, checkpoint)
-        first = next(rows, None)  # reading starts here, so the stream knows its columns after it
+        batches = _until_checkpoint(items, checkpoint, stream.name, progress)
+        first = next(batches, None)  # reading starts here, so the stream knows its columns after it
         if first is None and not checkpoint:
             break
         with nullcontext(conn) if conn is not None else store.transaction() as target:
             if first is not None:
-                report.written += store.upsert_rows(target, stream.table, stream.columns,
-                                                    itertools.chain([first], rows),
+                rows = itertools.chain(first, itertools.chain.from_iterable(batches))
+                report.written += store.upsert_rows(target, stream.table, stream.columns, rows,
                                                     guard=not context.full_refresh)
             if checkpoint:
                 save_state(target, connector, stream.name, checkpoint[0].cursor, checkpoint[0].state)
-    report.read, report.skipped, report.errors = stream.stats.read, stream.stats.skipped, stream.stats.errors
+    stats = stream.stats
+    report.read, report.skipped, report.errors, report.unchanged = (
+        stats.read, stats.skipped, stats.errors, stats.unchanged)
     return report
 
 
-def _until_checkpoint(items: Iterator, found: list[Checkpoint]) -> Iterator[tuple]:
+def _until_checkpoint(items: Iterator, found: list[Checkpoint], name: str,
+                      progress: Progress | None) -> Iterator[list[tuple]]:
     for item in items:
         if isinstance(item, Checkpoint):
             found.append(item)
             return
+        if progress is not None:
+            progress(name, len(item))
         yield item
-
-
-def _counted(items: Iterator, stream: Stream, progress: Progress | None, every: int = 10_000) -> Iterator:
-    if progress is None:
-        yield from items
-        return
-    for n, item in enumerate(items, start=1):
-        if n % every == 0:
-            progress(stream.name, stream.stats.read)
-        yield item
-    progress(stream.name, stream.stats.read)
 
 
 def _start_run(store: Store, connector: str, started: datetime) -> int:
@@ -124,7 +118,8 @@ def _start_run(store: Store, connector: str, started: datetime) -> int:
 
 def _finish_run(store: Store, run_id: int, report: SyncReport, status: str, error: str | None) -> None:
     details: dict[str, Any] = {
-        s.name: {"table": s.table, "read": s.read, "written": s.written, "skipped": s.skipped, "errors": s.errors}
+        s.name: {"table": s.table, "read": s.read, "written": s.written, "skipped": s.skipped,
+                 "unchanged": s.unchanged, "errors": s.errors}
         for s in report.streams
     }
     with store.transaction() as conn:

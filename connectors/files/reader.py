@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from crmkpi.connector import Checkpoint, StreamStats, SyncContext
 from crmkpi.errors import ConnectorError, SourceDataError
+from crmkpi.models import ENTITIES, SCHEMA_REVISION
 from crmkpi.store import column_kinds
 from crmkpi.normalize import Derivation, FieldError, Layout, RowBuilder
+from crmkpi.prefetch import prefetch
 
 from .settings import FileOptions, FilesSettings
 
@@ -54,19 +57,35 @@ class FileStream:
             raise SourceDataError(message)
         self.stats.skip(message)
 
-    def read(self, cursor: str | None, state: dict | None) -> Iterator[tuple | Checkpoint]:
-        stat = self.path.stat()
+    def fingerprint(self) -> dict[str, Any]:
+        """What the rows depend on: the file's bytes and how they are read."""
+        with self.path.open("rb") as handle:
+            digest = hashlib.file_digest(handle, "sha256").hexdigest()
+        options = self.options.model_dump_json() + self.layout.timezone + self.on_error
+        return {"sha256": digest, "options": hashlib.sha256(options.encode()).hexdigest(),
+                "schema": SCHEMA_REVISION}
+
+    def read(self, cursor: str | None, state: dict | None) -> Iterator[list[tuple] | Checkpoint]:
+        fingerprint = self.fingerprint()
+        if state == fingerprint:  # committed by an earlier sync: nothing in the file can differ
+            self.stats.unchanged = True
+            yield Checkpoint(state=fingerprint)
+            return
         try:
             with self.path.open(newline="", encoding=self.options.encoding) as handle:
                 rows = self._csv_rows(handle) if self.format == "csv" else self._jsonl_rows(handle)
-                yield from rows
+                yield from prefetch(rows, finish=lambda: self.stats, absorb=self._absorb)
         except UnicodeDecodeError as exc:
             raise SourceDataError(f"{self.name}: not {self.options.encoding} text ({exc.reason})") from None
         except OSError as exc:
             raise ConnectorError(f"{self.name}: {exc.strerror or exc}") from None
-        yield Checkpoint(state={"size": stat.st_size, "mtime_ns": stat.st_mtime_ns})
+        yield Checkpoint(state=fingerprint)
 
-    def _csv_rows(self, handle) -> Iterator[tuple]:
+    def _absorb(self, stats: StreamStats) -> None:
+        self.stats = stats
+
+    def _csv_rows(self, handle) -> Callable[[], Iterator[tuple]]:
+        """Read the header here, so that ``columns`` is known; return the producer of the rows."""
         reader = csv.reader(handle, delimiter=self.options.delimiter)
         try:
             header = next(reader)
@@ -76,59 +95,64 @@ class FileStream:
             raise SourceDataError(f"{self.name}: line 1: {exc}") from None
         build = self._builder(header).build
         width = len(header)
-        stats = self.stats
-        while True:
-            try:
-                record = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as exc:
-                self._bad_row(reader.line_num, exc)
-                continue
-            stats.read += 1
-            if len(record) != width:
-                if not record:
-                    continue
-                self._bad_row(reader.line_num, f"expected {width} fields, found {len(record)}")
-                continue
-            try:
-                yield build(record)
-            except FieldError as exc:
-                self._bad_row(reader.line_num, exc)
 
-    def _jsonl_rows(self, handle) -> Iterator[tuple]:
+        def rows() -> Iterator[tuple]:
+            read = 0
+            while True:  # resumes after a skipped bad row
+                try:
+                    for record in reader:
+                        read += 1
+                        if len(record) == width:
+                            yield build(record)
+                        elif record:
+                            self._bad_row(reader.line_num, f"expected {width} fields, found {len(record)}")
+                        else:
+                            read -= 1  # blank line
+                    break
+                except csv.Error as exc:
+                    self._bad_row(reader.line_num, exc)
+                except FieldError as exc:
+                    self._bad_row(reader.line_num, exc)
+                finally:
+                    self.stats.read = read
+
+        return rows
+
+    def _jsonl_rows(self, handle) -> Callable[[], Iterator[tuple]]:
         # Every record is read against the same known fields, so records may omit any of
         # them; only the set of extra (unknown) keys needs a builder of its own.
         known = [self.layout.columns.get(c, c) for c in column_kinds(self.table)
                  if c not in ("source", "synced_at", "extra")]
         known += [d.source for d in self.layout.derive.values() if d.source not in known]
         known_set = set(known)
-        builders: dict[tuple[str, ...], RowBuilder] = {}
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            self.stats.read += 1
-            try:
-                record = json.loads(line)
-                if not isinstance(record, dict):
-                    raise ValueError("expected a JSON object")
-            except ValueError as exc:
-                self._bad_row(line_no, f"invalid JSON: {exc}")
-                continue
-            extras = tuple(k for k in record if k not in known_set)
-            builder = builders.get(extras)
-            if builder is None:
-                builder = builders[extras] = self._builder(known + list(extras))
-            try:
-                yield builder.build([record.get(f) for f in known] + [record[k] for k in extras])
-            except FieldError as exc:
-                self._bad_row(line_no, exc)
+        builders: dict[tuple[str, ...], RowBuilder] = {(): self._builder(known)}
+
+        def rows() -> Iterator[tuple]:
+            for line_no, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                self.stats.read += 1
+                try:
+                    record = json.loads(line)
+                    if not isinstance(record, dict):
+                        raise ValueError("expected a JSON object")
+                except ValueError as exc:
+                    self._bad_row(line_no, f"invalid JSON: {exc}")
+                    continue
+                extras = tuple(k for k in record if k not in known_set)
+                builder = builders.get(extras)
+                if builder is None:
+                    builder = builders[extras] = self._builder(known + list(extras))
+                try:
+                    yield builder.build([record.get(f) for f in known] + [record[k] for k in extras])
+                except FieldError as exc:
+                    self._bad_row(line_no, exc)
+
+        return rows
 
 
 def discover(settings: FilesSettings, context: SyncContext) -> list[FileStream]:
     """One stream per table whose file is in the folder (or configured explicitly)."""
-    from crmkpi.models import ENTITIES
-
     folder = Path(settings.path)
     if not folder.is_absolute():
         folder = context.base_dir / folder

@@ -1,0 +1,115 @@
+"""Run a row producer in a forked worker so that parsing overlaps with writing.
+
+Rows come back in lists (batches), the unit a stream hands to the store.
+
+A sync's two halves each take one core: building rows is pure Python, writing them
+is the database driver. On platforms with ``fork`` the producer runs in a child
+process and sends rows back in pickled chunks through a pipe; elsewhere (or when
+disabled with ``CRMKPI_PREFETCH=0``) it runs in-process. Exceptions raised by the
+producer are re-raised in the caller, after the rows sent before them.
+"""
+
+from __future__ import annotations
+
+import marshal
+import multiprocessing
+import os
+import pickle
+from typing import Any, Callable, Iterator
+
+PREFETCH_ENV = "CRMKPI_PREFETCH"
+# Small batches stay in the CPU cache; 256 rows was the fastest of 256..4096 measured.
+CHUNK_ROWS = 256
+
+_DONE, _ERROR = 0, 1
+# Rows of plain values go through marshal, three times cheaper to write than pickle;
+# rows holding other objects (datetimes for PostgreSQL) fall back to pickle.
+_MARSHAL, _PICKLE = b"M", b"P"
+
+
+def available() -> bool:
+    return os.environ.get(PREFETCH_ENV, "1") != "0" and "fork" in multiprocessing.get_all_start_methods()
+
+
+def prefetch(produce: Callable[[], Iterator[Any]], finish: Callable[[], Any],
+             absorb: Callable[[Any], None]) -> Iterator[list[Any]]:
+    """Yield what ``produce()`` yields, in lists. ``finish()`` runs in the worker after the last
+    item and its result is handed to ``absorb`` in the caller (e.g. counters kept by the producer)."""
+    if not available():
+        try:
+            yield from batched(produce(), CHUNK_ROWS)
+        finally:
+            absorb(finish())
+        return
+    context = multiprocessing.get_context("fork")
+    receiver, sender = context.Pipe(duplex=False)
+    worker = context.Process(target=_work, args=(produce, finish, sender), daemon=True)
+    worker.start()
+    sender.close()
+    try:
+        while True:
+            try:
+                message = receiver.recv_bytes()
+            except EOFError:
+                raise RuntimeError(f"row worker exited unexpectedly (exit code {worker.exitcode})") from None
+            if message[:1] == _MARSHAL:
+                yield marshal.loads(memoryview(message)[1:])
+                continue
+            kind, payload = pickle.loads(memoryview(message)[1:])
+            if kind is None:
+                yield payload
+            elif kind == _DONE:
+                absorb(payload)
+                return
+            else:
+                absorb(payload[1])
+                raise payload[0]
+    finally:
+        receiver.close()
+        if worker.is_alive():
+            worker.terminate()
+        worker.join()
+
+
+def _work(produce: Callable[[], Iterator[Any]], finish: Callable[[], Any], sender) -> None:
+    chunk: list[Any] = []
+    try:
+        for item in produce():
+            chunk.append(item)
+            if len(chunk) >= CHUNK_ROWS:
+                _send_rows(sender, chunk)
+                chunk = []
+        if chunk:
+            _send_rows(sender, chunk)
+        _send(sender, _DONE, finish())
+    except BaseException as exc:  # handed to the caller, who decides
+        if chunk:
+            _send_rows(sender, chunk)
+        try:
+            _send(sender, _ERROR, (exc, finish()))
+        except Exception:  # an exception that cannot be pickled
+            _send(sender, _ERROR, (RuntimeError(f"{type(exc).__name__}: {exc}"), finish()))
+    finally:
+        sender.close()
+
+
+def _send_rows(sender, chunk: list[Any]) -> None:
+    try:
+        sender.send_bytes(_MARSHAL + marshal.dumps(chunk))
+    except ValueError:
+        _send(sender, None, chunk)
+
+
+def _send(sender, kind: int | None, payload: Any) -> None:
+    sender.send_bytes(_PICKLE + pickle.dumps((kind, payload), pickle.HIGHEST_PROTOCOL))
+
+
+def batched(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    chunk = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
