@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test docs bench clean
+.PHONY: demo test clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,12 +20,6 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
-
-docs: $(STAMP)
-	$(BIN)/python -m crmkpi.docgen docs
-
-bench: $(STAMP)
-	$(BIN)/python bench/ingest.py
 
 clean:
 	rm -rf $(VENV) build

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import sys
+import time
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -178,13 +179,17 @@ class _progress:
                             TimeElapsedColumn(), console=Console(stderr=True), transient=True, auto_refresh=False)
         self.bar.start()
         self.tasks: dict[str, Any] = {}
+        self.shown = 0.0
         return self.update
 
     def update(self, stream: str, rows: int) -> None:
         if stream not in self.tasks:
             self.tasks[stream] = self.bar.add_task(stream, total=None)
         self.bar.advance(self.tasks[stream], rows)
-        self.bar.refresh()
+        now = time.monotonic()
+        if now - self.shown >= 0.1:  # batches are small; redrawing on each would cost more than the rows
+            self.shown = now
+            self.bar.refresh()
 
     def __exit__(self, *exc) -> None:
         if hasattr(self, "bar"):
