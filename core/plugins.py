@@ -128,8 +128,12 @@ class Registry:
             raise PluginError(f"unknown connector type {name!r} (known: {known})") from None
 
 
-def selected_entry_points(environ: dict[str, str] | os._Environ = os.environ) -> list[EntryPoint]:
+def selected_entry_points(environ: dict[str, str] | os._Environ = os.environ,
+                          distribution: str | None = None) -> list[EntryPoint]:
+    """The entry points to load: ``CRMKPI_LOAD_PLUGINS`` decides, or only one distribution's."""
     eps = sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name)
+    if distribution is not None:
+        return [ep for ep in eps if ep.dist and ep.dist.metadata["Name"] == distribution]
     wanted = environ.get(LOAD_PLUGINS_ENV)
     if wanted is None:
         return eps
@@ -137,10 +141,11 @@ def selected_entry_points(environ: dict[str, str] | os._Environ = os.environ) ->
     return [ep for ep in eps if ep.name in names]
 
 
-def load_registry(strict: bool = False, extra: dict[str, object] | None = None) -> Registry:
+def load_registry(strict: bool = False, extra: dict[str, object] | None = None,
+                  distribution: str | None = None) -> Registry:
     """Load every selected entry point on its own, then any ``extra`` plugin objects."""
     registry = Registry(strict=strict)
-    for ep in selected_entry_points():
+    for ep in selected_entry_points(distribution=distribution):
         dist = ep.dist
         info = PluginInfo(
             name=ep.name,

@@ -1,0 +1,72 @@
+"""The plugin in examples/ installs with pip and works through the CLI like any third-party plugin."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "crmkpi-avg-deal-size"
+
+DEALS = """\
+id,amount,currency,is_closed,is_won,created_at,closed_at
+d1,1000,USD,true,true,2025-01-05T10:00:00Z,2025-02-01T10:00:00Z
+d2,3000,USD,true,true,2025-01-06T10:00:00Z,2025-03-01T10:00:00Z
+d3,500,USD,true,true,2025-01-07T10:00:00Z,2025-04-01T10:00:00Z
+d4,9000,USD,true,false,2025-01-08T10:00:00Z,2025-04-02T10:00:00Z
+d5,7000,USD,true,true,2024-11-01T10:00:00Z,2024-12-01T10:00:00Z
+"""
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    target = tmp_path_factory.mktemp("site")
+    build = tmp_path_factory.mktemp("build")
+    # Build from a copy: an in-tree build would leave build/ and *.egg-info in examples/.
+    subprocess.run(["cp", "-r", str(EXAMPLE), str(build)], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--target", str(target), str(build / EXAMPLE.name)], check=True)
+    return target
+
+
+def crmkpi(site: Path, *args: str, plugins: str = "files,avg_deal_size") -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(site), "CRMKPI_LOAD_PLUGINS": plugins}
+    return subprocess.run([sys.executable, "-m", "crmkpi.cli", *args], env=env, capture_output=True, text=True)
+
+
+def test_example_is_listed_with_its_distribution(installed: Path) -> None:
+    result = crmkpi(installed, "plugins", "--json")
+    assert result.returncode == 0, result.stderr
+    example = next(p for p in json.loads(result.stdout) if p["name"] == "avg_deal_size")
+    assert example["distribution"] == "crmkpi-avg-deal-size"
+    assert example["version"] == "0.1.0"
+    assert example["metrics"] == ["avg_deal_size"]
+    assert example["hooks"] == ["register_metrics"]
+    assert example["errors"] == []
+
+
+def test_example_metric_runs_on_synced_data(installed: Path, tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "deals.csv").write_text(DEALS)
+    config = tmp_path / "crmkpi.yaml"
+    config.write_text("connectors:\n  crm:\n    type: files\n    path: data\n")
+    assert crmkpi(installed, "sync", "--config", str(config)).returncode == 0
+
+    result = crmkpi(installed, "run", "--config", str(config), "--metric", "avg_deal_size", "--period", "2025",
+                    "--format", "json")
+    assert result.returncode == 0, result.stderr
+    [row] = json.loads(result.stdout)
+    assert (row["value"], row["numerator"], row["denominator"], row["unit"]) == (1500.0, 4500.0, 3, "currency")
+
+    result = crmkpi(installed, "run", "--config", str(config), "--metric", "avg_deal_size", "--period", "2025",
+                    "--param", "min_amount=1000", "--format", "json")
+    assert json.loads(result.stdout)[0]["value"] == 2000.0
+
+    result = crmkpi(installed, "run", "--config", str(config), "--metric", "avg_deal_size", "--period", "2023",
+                    "--format", "json")
+    [row] = json.loads(result.stdout)
+    assert (row["value"], row["note"]) == (None, "no deals won in the period")
