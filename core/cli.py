@@ -118,6 +118,7 @@ def init(target: str, force: bool) -> None:
     path = Path(target)
     if path.exists() and not force:
         raise ConfigError(f"{path} already exists (use --force to overwrite)")
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(STARTER_CONFIG, encoding="utf-8")
     click.echo(f"Wrote {path}. Put your files in {path.parent / 'data'} and run: crmkpi sync --config {path}")
 

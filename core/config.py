@@ -5,14 +5,17 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from sqlalchemy.engine import make_url
 
-from .errors import ConfigError
+from .errors import ConfigError, MetricError
+from .periods import Calendar
 from .plugins import Registry
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -99,6 +102,11 @@ def load_config(path: str | Path, registry: Registry) -> Config:
         raise ConfigError(f"{path}: expected a mapping at the top level")
     data = _interpolate(data, ())
     raw = _validate(RawConfig, data, ())
+    if raw.store:
+        check_store_url(raw.store)
+    _check_period("reporting.default_period", raw.reporting.default_period)
+    for name, schedule in raw.schedules.items():
+        _check_period(f"schedules.{name}.period", schedule.period)
     connectors = {}
     for name, block in raw.connectors.items():
         if not isinstance(block, dict) or "type" not in block:
@@ -116,6 +124,10 @@ def load_config(path: str | Path, registry: Registry) -> Config:
             if metric_id not in registry.metrics:
                 raise ConfigError(f"metrics.{metric_id}: unknown metric (see `crmkpi metrics list`)")
             metrics[metric_id] = settings.params if settings else {}
+            try:  # bad params fail `crmkpi validate`, not the first run
+                registry.metrics[metric_id].resolve_params(metrics[metric_id])
+            except MetricError as exc:
+                raise ConfigError(f"metrics.{metric_id}.params: {str(exc).removeprefix(metric_id + ': ')}") from None
     for name, schedule in raw.schedules.items():
         for connector in schedule.sync:
             if connector not in connectors:
@@ -144,6 +156,8 @@ def format_validation_error(exc: ValidationError, prefix: tuple = ()) -> str:
         msg = "field required"
     elif first["type"] == "extra_forbidden":
         msg = "unknown field"
+    elif first["type"] == "value_error":  # our validators' own message, without pydantic's prefix
+        msg = str(first["ctx"]["error"])
     more = exc.error_count() - 1
     return f"{loc}: {msg}" + (f" (and {more} more problem{'s' * (more > 1)})" if more else "")
 
@@ -156,15 +170,37 @@ def _interpolate(value: Any, where: tuple) -> Any:
     if isinstance(value, str) and "${" in value:
         def replace(match: re.Match) -> str:
             name, default = match.group(1), match.group(2)
+            if default is not None and not os.environ.get(name):  # as in the shell: unset or empty
+                return default
             if name in os.environ:
                 return os.environ[name]
-            if default is not None:
-                return default
             loc = ".".join(str(p) for p in where)
             raise ConfigError(f"{loc}: environment variable {name} is not set")
 
         return _ENV_REF.sub(replace, value)
     return value
+
+
+def _check_period(where: str, text: str) -> None:
+    """Only the syntax: relative periods are resolved when they run."""
+    try:
+        Calendar().parse(text, today=date.today())
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def check_store_url(url: str) -> None:
+    """A store URL SQLAlchemy can parse, for a backend it knows; the message never echoes the URL (secrets)."""
+    try:
+        parsed = make_url(url)
+    except Exception:
+        raise ConfigError("store: not a database URL (expected e.g. sqlite:///crmkpi.db or "
+                          "postgresql://user:password@host/dbname)") from None
+    try:
+        parsed.get_dialect()
+    except Exception:
+        raise ConfigError(f"store: unsupported database {parsed.drivername!r} "
+                          "(use sqlite:///PATH or postgresql://...)") from None
 
 
 def check_zone(value: str) -> str:

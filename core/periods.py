@@ -52,9 +52,11 @@ class Calendar:
     def week(self, year: int, week: int) -> Period:
         if self.week_start == "monday":
             start = date.fromisocalendar(year, week, 1)
-        else:  # Sunday weeks: week 1 holds January 1st
+        else:  # Sunday weeks: week 1 holds January 1st; a week belongs to the year its Saturday is in
             jan1 = date(year, 1, 1)
             start = jan1 - timedelta(days=(jan1.weekday() + 1) % 7) + timedelta(weeks=week - 1)
+            if week < 1 or (start + timedelta(days=6)).year != year:
+                raise ValueError(f"{year} has no week {week}")
         return Period(start, start + timedelta(days=7), f"{year}-W{week:02d}")
 
     def containing(self, grain: str, day: date) -> Period:
@@ -66,8 +68,11 @@ class Calendar:
         if grain == "week":
             offset = day.weekday() if self.week_start == "monday" else (day.weekday() + 1) % 7
             start = day - timedelta(days=offset)
-            year, week = (start.isocalendar()[:2] if self.week_start == "monday"
-                          else (start.year, (start - date(start.year, 1, 1)).days // 7 + 1))
+            if self.week_start == "monday":
+                year, week = start.isocalendar()[:2]
+            else:
+                year = (start + timedelta(days=6)).year
+                week = (start - self.week(year, 1).start).days // 7 + 1
             return Period(start, start + timedelta(days=7), f"{year}-W{week:02d}")
         fiscal_year = day.year + (1 if self.fiscal_year_start_month > 1 and day.month >= self.fiscal_year_start_month else 0)
         if grain == "year":

@@ -66,7 +66,8 @@ class Registry:
     def add(self, name: str, plugin: object, info: PluginInfo | None = None) -> None:
         """Register one plugin object and collect what its hooks register."""
         info = info or PluginInfo(name=name, module=getattr(plugin, "__name__", repr(plugin)))
-        self.plugins[name] = info
+        if not self._claim(name, info):
+            return
         try:
             self.pm.register(plugin, name=name)
         except Exception as exc:  # pluggy validates hook signatures here
@@ -102,7 +103,17 @@ class Registry:
             self._provider[(kind, key)] = info.name
             provided.append(key)
 
+    def _claim(self, name: str, info: PluginInfo) -> bool:
+        """List the plugin under its name; a name already taken (say, by another distribution) fails it."""
+        first = self.plugins.setdefault(name, info)
+        if first is info:
+            return True
+        self.plugins[f"{name} ({info.distribution or info.module})"] = info
+        self._fail(info, f"plugin name {name!r} is already taken by {first.describe()}")
+        return False
+
     def _fail(self, info: PluginInfo, message: str) -> None:
+        message = "; ".join(line.strip() for line in message.splitlines() if line.strip())  # one line
         if self.strict:
             raise PluginError(f"plugin {info.describe()}: {message}")
         info.errors.append(message)
@@ -131,9 +142,10 @@ class Registry:
 def selected_entry_points(environ: dict[str, str] | os._Environ = os.environ,
                           distribution: str | None = None) -> list[EntryPoint]:
     """The entry points to load: ``CRMKPI_LOAD_PLUGINS`` decides, or only one distribution's."""
-    eps = sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name)
+    # Built-ins load first, so a third-party plugin reusing one of their ids is the one rejected.
+    eps = sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: (_distribution(ep) != "crmkpi", ep.name))
     if distribution is not None:
-        return [ep for ep in eps if ep.dist and ep.dist.metadata["Name"] == distribution]
+        return [ep for ep in eps if _distribution(ep) == distribution]
     wanted = environ.get(LOAD_PLUGINS_ENV)
     if wanted is None:
         return eps
@@ -141,22 +153,22 @@ def selected_entry_points(environ: dict[str, str] | os._Environ = os.environ,
     return [ep for ep in eps if ep.name in names]
 
 
+def _distribution(ep: EntryPoint) -> str | None:
+    return ep.dist.metadata["Name"] if ep.dist else None
+
+
 def load_registry(strict: bool = False, extra: dict[str, object] | None = None,
                   distribution: str | None = None) -> Registry:
     """Load every selected entry point on its own, then any ``extra`` plugin objects."""
     registry = Registry(strict=strict)
     for ep in selected_entry_points(distribution=distribution):
-        dist = ep.dist
-        info = PluginInfo(
-            name=ep.name,
-            module=ep.value,
-            distribution=dist.metadata["Name"] if dist else None,
-            version=dist.version if dist else None,
-        )
+        info = PluginInfo(name=ep.name, module=ep.value, distribution=_distribution(ep),
+                          version=ep.dist.version if ep.dist else None)
+        if not registry._claim(ep.name, info):
+            continue
         try:
             plugin = ep.load()
         except Exception as exc:
-            registry.plugins[ep.name] = info
             registry._fail(info, f"failed to load {ep.value}: {type(exc).__name__}: {exc}")
             continue
         registry.add(ep.name, plugin, info)

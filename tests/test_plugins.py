@@ -1,0 +1,438 @@
+"""Plugin discovery through real entry points, failure isolation, duplicates, strict mode, ``crmkpi plugins``.
+
+Third-party plugins are "installed" for real: a ``<name>-<version>.dist-info`` folder (METADATA and
+``entry_points.txt`` in the ``crmkpi`` group) next to the plugin package (copied from tests/plugins/)
+in a temporary folder put on ``sys.path``, where ``importlib.metadata`` finds it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tomllib
+from importlib import invalidate_caches
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import crmkpi
+from crmkpi.cli import cli
+from crmkpi.connectors.files.settings import FilesSettings
+from crmkpi.errors import PluginError
+from crmkpi.plugins import ENTRY_POINT_GROUP, PluginInfo, Registry, load_registry, selected_entry_points
+
+ROOT = Path(__file__).resolve().parent.parent
+PLUGIN_SOURCES = Path(__file__).resolve().parent / "plugins"
+VERSION = crmkpi.__version__
+BUILTIN = "files,sales_metrics"
+
+FILES_INFO = {"name": "files", "module": "crmkpi.connectors.files", "distribution": "crmkpi", "version": VERSION,
+              "hooks": ["register_connectors"], "metrics": [], "connectors": ["files"], "errors": []}
+SALES_INFO = {"name": "sales_metrics", "module": "crmkpi.metrics_plugins.sales", "distribution": "crmkpi",
+              "version": VERSION, "hooks": ["register_metrics"], "metrics": ["close_rate", "win_rate"],
+              "connectors": [], "errors": []}
+
+
+@pytest.fixture
+def install(tmp_path, monkeypatch):
+    """install(dist, version, {entry point: module}) puts a fake installed distribution on sys.path."""
+    site = tmp_path / "site-packages"
+    site.mkdir()
+    copied: list[str] = []
+
+    def _install(dist: str, version: str, eps: dict[str, str]) -> Path:
+        for module in {value.split(":")[0].split(".")[0] for value in eps.values()}:
+            if (PLUGIN_SOURCES / module).is_dir() and not (site / module).exists():
+                shutil.copytree(PLUGIN_SOURCES / module, site / module,
+                                ignore=shutil.ignore_patterns("__pycache__"))
+                copied.append(module)
+        info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n",
+                                       encoding="utf-8")
+        lines = "".join(f"{name} = {value}\n" for name, value in eps.items())
+        (info / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\n{lines}", encoding="utf-8")
+        monkeypatch.syspath_prepend(str(site))
+        invalidate_caches()
+        return site
+
+    yield _install
+    for module in copied:  # the next test must import its own copy
+        for name in [n for n in sys.modules if n == module or n.startswith(module + ".")]:
+            del sys.modules[name]
+
+
+def select(monkeypatch, plugins: str | None) -> None:
+    if plugins is None:
+        monkeypatch.delenv("CRMKPI_LOAD_PLUGINS", raising=False)
+    else:
+        monkeypatch.setenv("CRMKPI_LOAD_PLUGINS", plugins)
+
+
+def invoke(*args: str):
+    result = CliRunner().invoke(cli, list(args))
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result
+
+
+def plugins_json() -> dict[str, dict]:
+    result = invoke("plugins", "--json")
+    assert result.exit_code == 0, result.output
+    infos = json.loads(result.stdout)
+    return {info["name"]: info for info in infos}
+
+
+@pytest.fixture
+def project(tmp_path) -> Path:
+    """A synced files project: 3 deals created in 2024 (amounts 500, 1500, 2500), one in 2023."""
+    folder = tmp_path / "project"
+    (folder / "data").mkdir(parents=True)
+    (folder / "data" / "deals.csv").write_text(
+        "id,created_at,amount,currency,is_closed,is_won,closed_at\n"
+        "a,2024-02-01T00:00:00Z,500,USD,true,true,2024-03-01T00:00:00Z\n"
+        "b,2024-05-01T00:00:00Z,1500,USD,true,false,2024-06-01T00:00:00Z\n"
+        "c,2024-08-01T00:00:00Z,2500,USD,false,false,\n"
+        "d,2023-08-01T00:00:00Z,9000,USD,true,true,2024-01-10T00:00:00Z\n",
+        encoding="utf-8")
+    config = folder / "crmkpi.yaml"
+    config.write_text("connectors:\n  crm:\n    type: files\n    path: data\n", encoding="utf-8")
+    return config
+
+
+def sync(config: Path) -> None:
+    result = invoke("sync", "--config", str(config))
+    assert result.exit_code == 0, result.output
+
+
+# --- built-ins ----------------------------------------------------------------------
+
+
+def test_builtins_are_declared_in_the_crmkpi_entry_point_group():
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["entry-points"]
+    assert declared[ENTRY_POINT_GROUP] == {"files": "crmkpi.connectors.files",
+                                           "sales_metrics": "crmkpi.metrics_plugins.sales"}
+    installed = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    for name, value in declared[ENTRY_POINT_GROUP].items():
+        assert installed[name].value == value
+        assert installed[name].dist.metadata["Name"] == "crmkpi"
+
+
+def test_builtins_load_through_the_entry_points():
+    registry = load_registry()
+    assert [p.as_dict() for p in registry.plugins.values()] == [FILES_INFO, SALES_INFO]
+    assert registry.errors() == []
+    assert registry.connector_type("files").settings is FilesSettings
+    assert registry.provider_of("metric", "win_rate").describe() == f"sales_metrics (crmkpi {VERSION})"
+    assert registry.provider_of("connector", "files").name == "files"
+
+
+def test_plugins_json_lists_the_builtins():
+    assert plugins_json() == {"files": FILES_INFO, "sales_metrics": SALES_INFO}
+
+
+def test_plugins_table_lists_the_builtins():
+    result = invoke("plugins")
+    assert result.exit_code == 0
+    assert result.stdout.splitlines() == [
+        f"files  [crmkpi {VERSION}]  crmkpi.connectors.files",
+        "  connectors: files",
+        f"sales_metrics  [crmkpi {VERSION}]  crmkpi.metrics_plugins.sales",
+        "  metrics: close_rate, win_rate",
+    ]
+
+
+# --- a good third-party plugin --------------------------------------------------------
+
+
+def test_third_party_plugin_is_listed_with_its_distribution(install, monkeypatch):
+    install("acme-crm-metrics", "1.2.3", {"acme": "good_metrics"})
+    select(monkeypatch, "files,sales_metrics,acme")
+    infos = plugins_json()
+    assert infos["acme"] == {"name": "acme", "module": "good_metrics", "distribution": "acme-crm-metrics",
+                             "version": "1.2.3", "hooks": ["register_metrics"], "metrics": ["deals_created"],
+                             "connectors": [], "errors": []}
+    assert infos["files"] == FILES_INFO and infos["sales_metrics"] == SALES_INFO
+    table = invoke("plugins").stdout.splitlines()
+    i = table.index("acme  [acme-crm-metrics 1.2.3]  good_metrics")
+    assert table[i + 1] == "  metrics: deals_created"
+
+
+def test_third_party_metric_works_through_the_cli(install, monkeypatch, project):
+    install("acme-crm-metrics", "1.2.3", {"acme": "good_metrics"})
+    select(monkeypatch, "files,sales_metrics,acme")
+    sync(project)
+    listed = invoke("metrics", "list").stdout
+    assert "deals_created  Deals created (count, higher is better)" in listed.splitlines()
+    shown = invoke("metrics", "show", "deals_created").stdout
+    assert "Plugin: acme (acme-crm-metrics 1.2.3)" in shown
+    assert "  min_amount (float, default 0.0): only deals of at least this amount" in shown
+
+    result = invoke("run", "--config", str(project), "--metric", "deals_created", "--period", "2024",
+                    "--format", "json", "--no-save")
+    assert result.exit_code == 0, result.output
+    [row] = json.loads(result.stdout)
+    assert (row["metric"], row["value"], row["unit"], row["params"]) == ("deals_created", 3.0, "count",
+                                                                         {"min_amount": 0.0})
+    result = invoke("run", "--config", str(project), "--metric", "deals_created", "--metric", "close_rate",
+                    "--period", "2024", "--param", "min_amount=1000", "--format", "json", "--no-save")
+    mine, close = json.loads(result.stdout)
+    assert (mine["value"], mine["params"]) == (2.0, {"min_amount": 1000.0})
+    assert (close["metric"], close["numerator"], close["denominator"]) == ("close_rate", 1, 3)
+    # the third-party metric is configurable like a built-in one
+    project.write_text(project.read_text() + "metrics:\n  deals_created:\n    params: {min_amount: 2000}\n")
+    assert invoke("validate", "--config", str(project)).exit_code == 0
+    [row] = json.loads(invoke("run", "--config", str(project), "-p", "2024", "--format", "json", "--no-save").stdout)
+    assert (row["metric"], row["value"]) == ("deals_created", 1.0)
+
+
+# --- CRMKPI_LOAD_PLUGINS ------------------------------------------------------------
+
+
+def test_unset_selection_loads_every_installed_plugin(install, monkeypatch):
+    install("acme-crm-metrics", "1.2.3", {"acme": "good_metrics"})
+    select(monkeypatch, None)
+    registry = load_registry()
+    everything = {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    assert set(registry.plugins) == everything
+    assert {"files", "sales_metrics", "acme"} <= everything
+    assert {"close_rate", "win_rate", "deals_created"} <= set(registry.metrics)
+    # built-ins first, then the rest by name
+    names = list(registry.plugins)
+    assert names[:2] == ["files", "sales_metrics"]
+
+
+def test_empty_selection_loads_nothing(install, monkeypatch):
+    install("acme-crm-metrics", "1.2.3", {"acme": "good_metrics"})
+    select(monkeypatch, "")
+    registry = load_registry()
+    assert registry.plugins == {} and registry.metrics == {} and registry.connectors == {}
+    result = invoke("plugins")
+    assert result.exit_code == 0 and result.stdout == "No plugins loaded (check CRMKPI_LOAD_PLUGINS).\n"
+    assert json.loads(invoke("plugins", "--json").stdout) == []
+    assert invoke("metrics", "list").stdout == ""
+
+
+def test_a_list_selects_only_those(install, monkeypatch):
+    install("acme-crm-metrics", "1.2.3", {"acme": "good_metrics"})
+    select(monkeypatch, "acme")
+    registry = load_registry()
+    assert list(registry.plugins) == ["acme"] and list(registry.metrics) == ["deals_created"]
+    assert registry.connectors == {}
+    select(monkeypatch, " files , acme,not-installed ")
+    registry = load_registry()
+    assert list(registry.plugins) == ["files", "acme"]
+    assert [ep.name for ep in selected_entry_points()] == ["files", "acme"]
+    assert "good_metrics" in sys.modules
+    select(monkeypatch, "files")
+    assert [ep.name for ep in selected_entry_points()] == ["files"]
+
+
+def test_unselected_plugins_are_not_even_imported(install, monkeypatch):
+    install("broken-plugin", "0.1.0", {"broken": "broken_import"})
+    select(monkeypatch, BUILTIN)
+    registry = load_registry()
+    assert "broken" not in registry.plugins and registry.errors() == []
+    assert "broken_import" not in sys.modules
+
+
+# --- failures are isolated ----------------------------------------------------------
+
+
+def test_plugin_that_fails_to_import_is_reported_and_the_rest_works(install, monkeypatch, project):
+    install("broken-plugin", "0.1.0", {"broken": "broken_import"})
+    install("acme-crm-metrics", "1.2.3", {"acme": "good_metrics"})
+    select(monkeypatch, "files,sales_metrics,broken,acme")
+    registry = load_registry()
+    broken = registry.plugins["broken"]
+    assert (broken.distribution, broken.version, broken.module) == ("broken-plugin", "0.1.0", "broken_import")
+    assert broken.errors == ["failed to load broken_import: RuntimeError: plugin import exploded"]
+    assert broken.metrics == [] and broken.connectors == [] and broken.hooks == []
+    assert registry.errors() == [
+        "plugin broken (broken-plugin 0.1.0): failed to load broken_import: RuntimeError: plugin import exploded"]
+    assert set(registry.metrics) == {"close_rate", "win_rate", "deals_created"}
+
+    # `crmkpi plugins` shows it, with its error, and exits 0
+    result = invoke("plugins")
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    i = lines.index("broken  [broken-plugin 0.1.0]  broken_import")
+    assert lines[i + 1] == "  ERROR: failed to load broken_import: RuntimeError: plugin import exploded"
+    assert plugins_json()["broken"]["errors"] == broken.errors
+
+    # every other command keeps working and warns once, on stderr
+    warning = ("Warning: plugin broken (broken-plugin 0.1.0): failed to load broken_import: RuntimeError: "
+               "plugin import exploded (see `crmkpi plugins`)\n")
+    listed = invoke("metrics", "list")
+    assert listed.exit_code == 0 and listed.stderr == warning
+    assert [line.split()[0] for line in listed.stdout.splitlines()] == ["close_rate", "deals_created", "win_rate"]
+    validated = invoke("validate", "--config", str(project))
+    assert validated.exit_code == 0 and validated.stderr == warning
+    sync(project)
+    result = invoke("run", "--config", str(project), "--period", "2024", "--format", "json", "--no-save")
+    assert result.exit_code == 0 and result.stderr == warning
+    assert {r["metric"]: r["value"] for r in json.loads(result.stdout)} == {
+        "close_rate": pytest.approx(1 / 3), "win_rate": 0.5, "deals_created": 3.0}
+
+
+def test_missing_module_is_reported(install, monkeypatch):
+    install("ghost", "9.9", {"ghost": "no_such_module_anywhere", "attr": "good_metrics:no_such_attribute"})
+    select(monkeypatch, "files,ghost,attr")
+    registry = load_registry()
+    [ghost_error] = registry.plugins["ghost"].errors
+    assert ghost_error.startswith("failed to load no_such_module_anywhere: ModuleNotFoundError: ")
+    assert "no_such_module_anywhere" in ghost_error.split(": ", 2)[2]
+    [attr_error] = registry.plugins["attr"].errors
+    assert attr_error.startswith("failed to load good_metrics:no_such_attribute: AttributeError: ")
+    assert list(registry.connectors) == ["files"]
+
+
+def test_plugin_whose_hook_raises(install, monkeypatch):
+    install("flaky", "3.0", {"flaky": "failing_hook"})
+    select(monkeypatch, "sales_metrics,flaky")
+    registry = load_registry()
+    flaky = registry.plugins["flaky"]
+    assert flaky.hooks == ["register_metrics"]
+    assert flaky.errors == ["register_metrics: hook exploded: no API key"]
+    # what it registered before raising is not kept
+    assert flaky.metrics == [] and "half_registered" not in registry.metrics
+    assert list(registry.metrics) == ["close_rate", "win_rate"]
+    result = invoke("plugins")
+    assert result.exit_code == 0
+    assert "  ERROR: register_metrics: hook exploded: no API key" in result.stdout.splitlines()
+
+
+def test_registering_the_wrong_type(install, monkeypatch):
+    install("wrongly", "1.0", {"wrongly": "wrong_type"})
+    select(monkeypatch, "files,sales_metrics,wrongly")
+    registry = load_registry()
+    assert sorted(registry.plugins["wrongly"].errors) == [
+        "register_connectors: register() expects a ConnectorType, got Metric",
+        "register_metrics: register() expects a Metric, got dict",
+    ]
+    assert "misfiled" not in registry.metrics and "dict_metric" not in registry.metrics
+    assert list(registry.connectors) == ["files"] and list(registry.metrics) == ["close_rate", "win_rate"]
+
+
+def test_hook_with_a_wrong_signature_is_rejected(install, monkeypatch):
+    install("badsig", "1.0", {"badsig": "bad_signature"})
+    select(monkeypatch, "sales_metrics,badsig")
+    registry = load_registry()
+    assert registry.plugins["badsig"].errors == [
+        "invalid plugin: Plugin 'badsig' for hook 'register_metrics'; hookimpl definition: "
+        "register_metrics(register, registry); Argument(s) {'registry'} are declared in the hookimpl "
+        "but can not be found in the hookspec"]
+    assert list(registry.metrics) == ["close_rate", "win_rate"]
+    result = invoke("metrics", "list")  # the warning about it is one line too
+    assert result.exit_code == 0 and len(result.stderr.splitlines()) == 1
+    assert result.stderr.startswith("Warning: plugin badsig (badsig 1.0): invalid plugin: ")
+
+
+def test_duplicate_metric_id_names_both_plugins_and_is_not_registered(install, monkeypatch):
+    # "dupes" sorts before "sales_metrics": built-ins still load first and keep their ids
+    install("dup-metrics", "2.0.0", {"dupes": "duplicate_metric"})
+    select(monkeypatch, "dupes,sales_metrics")
+    registry = load_registry()
+    assert list(registry.plugins) == ["sales_metrics", "dupes"]
+    expected = ("plugin dupes (dup-metrics 2.0.0): register_metrics: duplicate metric id 'close_rate': "
+                f"already provided by sales_metrics (crmkpi {VERSION})")
+    assert registry.errors() == [expected]
+    assert registry.metrics["close_rate"].title == "Close rate"
+    assert registry.provider_of("metric", "close_rate").name == "sales_metrics"
+    assert registry.plugins["dupes"].metrics == []
+    assert registry.plugins["sales_metrics"].metrics == ["close_rate", "win_rate"]
+    assert plugins_json()["dupes"]["errors"] == [expected.split(": ", 1)[1]]
+
+
+def test_duplicate_connector_type(install, monkeypatch):
+    install("other-files", "0.5", {"otherfiles": "duplicate_connector"})
+    select(monkeypatch, "files,otherfiles")
+    registry = load_registry()
+    assert registry.plugins["otherfiles"].errors == [
+        f"register_connectors: duplicate connector id 'files': already provided by files (crmkpi {VERSION})"]
+    assert registry.connector_type("files").settings is FilesSettings
+    assert registry.plugins["otherfiles"].connectors == []
+
+
+def test_an_entry_point_name_taken_by_a_builtin_does_not_replace_it(install, monkeypatch):
+    install("acme-crm-metrics", "1.2.3", {"files": "good_metrics"})
+    select(monkeypatch, BUILTIN)
+    registry = load_registry()
+    assert registry.plugins["files"].as_dict() == FILES_INFO
+    assert registry.provider_of("connector", "files").describe() == f"files (crmkpi {VERSION})"
+    assert registry.errors() == [
+        f"plugin files (acme-crm-metrics 1.2.3): plugin name 'files' is already taken by files (crmkpi {VERSION})"]
+    assert "good_metrics" not in sys.modules and "deals_created" not in registry.metrics
+    listed = json.loads(invoke("plugins", "--json").stdout)
+    assert [(p["name"], p["distribution"]) for p in listed] == [
+        ("files", "crmkpi"), ("sales_metrics", "crmkpi"), ("files", "acme-crm-metrics")]
+
+
+def test_the_same_plugin_name_twice_keeps_the_first():
+    from crmkpi.metrics_plugins import sales
+
+    registry = Registry()
+    registry.add("sales", sales)
+    assert registry.plugins["sales"].metrics == ["close_rate", "win_rate"]
+    other = type("Other", (), {"__name__": "other_module"})()
+    registry.add("sales", other)
+    assert registry.plugins["sales"].module == "crmkpi.metrics_plugins.sales"
+    assert registry.plugins["sales (other_module)"].errors == ["plugin name 'sales' is already taken by sales"]
+    registry.add("again", sales)  # pluggy refuses the same object under a second name
+    [message] = registry.plugins["again"].errors
+    assert message.startswith("invalid plugin: ") and "\n" not in message
+    assert registry.provider_of("metric", "close_rate").name == "sales"
+    assert registry.plugins["again"].metrics == []
+
+
+# --- strict mode ----------------------------------------------------------------------
+
+
+def test_strict_mode_raises_on_import_failure(install, monkeypatch):
+    install("broken-plugin", "0.1.0", {"broken": "broken_import"})
+    select(monkeypatch, "files,broken")
+    with pytest.raises(PluginError) as err:
+        load_registry(strict=True)
+    assert str(err.value) == ("plugin broken (broken-plugin 0.1.0): failed to load broken_import: "
+                              "RuntimeError: plugin import exploded")
+    assert load_registry().plugins["files"].errors == []  # lenient by default
+
+
+@pytest.mark.parametrize(
+    "dist, module, message",
+    [
+        ("flaky", "failing_hook", "plugin flaky (flaky 1.0): register_metrics: hook exploded: no API key"),
+        ("dupes", "duplicate_metric", "plugin dupes (dupes 1.0): register_metrics: duplicate metric id "
+                                      f"'close_rate': already provided by sales_metrics (crmkpi {VERSION})"),
+        ("wrongly", "wrong_type", "plugin wrongly (wrongly 1.0): register_connectors: register() expects a "
+                                  "ConnectorType, got Metric"),
+    ],
+)
+def test_strict_mode_raises_on_hook_failures(install, monkeypatch, dist, module, message):
+    install(dist, "1.0", {dist: module})
+    select(monkeypatch, f"sales_metrics,{dist}")
+    with pytest.raises(PluginError) as err:
+        load_registry(strict=True)
+    assert str(err.value) == message
+
+
+class _FailingPlugin:
+    @crmkpi.hookimpl
+    def register_metrics(self, register):
+        raise RuntimeError("nope")
+
+
+def test_strict_registry_raises_where_a_lenient_one_records():
+    lenient = Registry()
+    lenient.add("bad", _FailingPlugin())
+    assert lenient.plugins["bad"].errors == ["register_metrics: nope"]
+    with pytest.raises(PluginError, match=r"^plugin bad: register_metrics: nope$"):
+        Registry(strict=True).add("bad", _FailingPlugin())
+
+
+def test_plugin_info_describe():
+    assert PluginInfo("x", "m", "dist", "1.0").describe() == "x (dist 1.0)"
+    assert PluginInfo("x", "m").describe() == "x"
