@@ -9,6 +9,7 @@ data is cheap and idempotent.
 from __future__ import annotations
 
 import json
+import re
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -77,13 +78,13 @@ def resolve_url(url: str | None, base_dir: Path) -> str:
     try:
         parsed = make_url(url)
     except Exception as exc:
-        raise StoreError(f"store: not a database URL: {url!r} ({exc})") from None
+        raise StoreError(f"store: not a database URL: {_mask_password(url)!r} ({exc})") from None
     if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
         path = Path(parsed.database)
         if not path.is_absolute():
             parsed = parsed.set(database=str((base_dir / path).resolve()))
         return parsed.render_as_string(hide_password=False)
-    if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in ("", "psycopg2"):
+    if parsed.drivername in ("postgresql", "postgresql+psycopg2"):  # SQLAlchemy 2.0 defaults to psycopg2
         parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed.render_as_string(hide_password=False)
 
@@ -104,7 +105,7 @@ class Store:
         try:
             self.engine: Engine = create_engine(url)
         except Exception as exc:
-            raise StoreError(f"cannot open store {make_url(url).render_as_string()}: {exc}") from None
+            raise StoreError(f"cannot open store {_describe(url)}: {_first_line(exc)}") from None
         self.dialect = self.engine.dialect.name
         if self.dialect == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
@@ -112,7 +113,7 @@ class Store:
             self.migrate()
 
     def describe(self) -> str:
-        return make_url(self.url).render_as_string(hide_password=True)
+        return _describe(self.url)
 
     def revision(self) -> str | None:
         """The schema revision the store is at (None for an empty database)."""
@@ -130,6 +131,7 @@ class Store:
             return
         from alembic import command
         from alembic.config import Config
+        from alembic.util import CommandError
 
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
@@ -139,6 +141,9 @@ class Store:
                 command.upgrade(cfg, revision)
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot migrate store {self.describe()}: {_first_line(exc)}") from None
+        except CommandError as exc:  # e.g. a revision written by a newer crmkpi
+            raise StoreError(f"cannot migrate store {self.describe()} (schema revision {self.revision()!r}): "
+                             f"{_first_line(exc)}") from None
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
@@ -162,7 +167,7 @@ class Store:
             encode = self.encoder("datetime")
             if self.dialect == "sqlite":
                 return _sqlite_iso_text
-            return lambda text: encode(datetime.fromisoformat(text).astimezone(UTC))
+            return lambda text: encode(datetime.fromisoformat(text)).astimezone(UTC)
         if self.dialect == "sqlite":
             if kind == "datetime":
                 return _sqlite_datetime
@@ -245,7 +250,8 @@ def _sqlite_iso_text(text: str) -> str:
         size = len(text)
         if size == 10:
             return text + " 00:00:00.000000"
-        if size in (19, 20, 25) and text[10] in "T " and text[13] == ":" and text[16] == ":":
+        if (size in (19, 20, 25) and text[10] in "T " and text[13] == ":" and text[16] == ":"
+                and text[19:20] in ("", "Z", "+", "-")):
             return f"{text[:10]} {text[11:19]}.000000"
     return _sqlite_datetime(value)
 
@@ -254,6 +260,17 @@ def _aware_utc(value: datetime | None) -> datetime | None:
     if value is None or value.tzinfo is not None:
         return value
     return value.replace(tzinfo=UTC)
+
+
+def _describe(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return repr(_mask_password(url))
+
+
+def _mask_password(url: str) -> str:
+    return re.sub(r"(://[^/:@]*:)[^/@]*@", r"\1***@", url)
 
 
 def _first_line(exc: Exception) -> str:
