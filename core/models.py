@@ -32,65 +32,67 @@ class Entity(SQLModel):
     is_deleted: bool = Field(default=False, description="deleted or archived in the source")
     synced_at: Optional[datetime] = Field(default=None, description="when crmkpi last wrote this row")
     extra: Optional[dict[str, Any]] = Field(
-        default=None, sa_type=JSON, description="custom and unmapped source fields"
+        default=None, sa_type=JSON(none_as_null=True), description="custom and unmapped source fields"
     )
 
 
 class User(Entity, table=True):
     __tablename__ = "users"
-    name: Optional[str] = None
-    email: Optional[str] = None
-    team: Optional[str] = None
-    role: Optional[str] = None
-    is_active: Optional[bool] = None
+    name: Optional[str] = Field(default=None, description="display name")
+    email: Optional[str] = Field(default=None, description="work email")
+    team: Optional[str] = Field(default=None, description="sales or support team, used as a segment")
+    role: Optional[str] = Field(default=None, description="job role or profile")
+    is_active: Optional[bool] = Field(default=None, description="can still log in / own records")
 
 
 class Account(Entity, table=True):
     __tablename__ = "accounts"
-    name: Optional[str] = None
-    industry: Optional[str] = None
-    region: Optional[str] = None
-    segment: Optional[str] = None
-    owner_id: Optional[str] = None
+    name: Optional[str] = Field(default=None, description="company name")
+    industry: Optional[str] = Field(default=None, description="industry label from the source")
+    region: Optional[str] = Field(default=None, description="sales region or country, used as a segment")
+    segment: Optional[str] = Field(default=None, description="customer segment (SMB, mid-market, enterprise, ...)")
+    owner_id: Optional[str] = Field(default=None, description="users.id of the account owner")
 
 
 class Contact(Entity, table=True):
     __tablename__ = "contacts"
-    account_id: Optional[str] = None
-    email: Optional[str] = None
-    name: Optional[str] = None
-    lifecycle_stage: Optional[str] = None
-    owner_id: Optional[str] = None
+    account_id: Optional[str] = Field(default=None, description="accounts.id the person works for")
+    email: Optional[str] = Field(default=None, description="email address")
+    name: Optional[str] = Field(default=None, description="full name")
+    lifecycle_stage: Optional[str] = Field(
+        default=None, description="subscriber, lead, mql, sql, opportunity, customer, ..."
+    )
+    owner_id: Optional[str] = Field(default=None, description="users.id of the owner")
 
 
 class Lead(Entity, table=True):
     __tablename__ = "leads"
-    email: Optional[str] = None
-    name: Optional[str] = None
-    company: Optional[str] = None
-    lead_source: Optional[str] = None
-    status: Optional[str] = None
-    owner_id: Optional[str] = None
-    converted_at: Optional[datetime] = None
-    converted_account_id: Optional[str] = None
-    converted_deal_id: Optional[str] = None
+    email: Optional[str] = Field(default=None, description="email address")
+    name: Optional[str] = Field(default=None, description="full name")
+    company: Optional[str] = Field(default=None, description="company name as entered")
+    lead_source: Optional[str] = Field(default=None, description="web, referral, event, outbound, ...")
+    status: Optional[str] = Field(default=None, description="the source's lead status")
+    owner_id: Optional[str] = Field(default=None, description="users.id of the owner")
+    converted_at: Optional[datetime] = Field(default=None, description="when it was converted (null: not yet)")
+    converted_account_id: Optional[str] = Field(default=None, description="accounts.id it converted into")
+    converted_deal_id: Optional[str] = Field(default=None, description="deals.id it converted into")
 
 
 class Deal(Entity, table=True):
     __tablename__ = "deals"
     __table_args__ = (Index("ix_deals_created_at", "created_at"), Index("ix_deals_closed_at", "closed_at"))
-    account_id: Optional[str] = None
-    owner_id: Optional[str] = None
-    name: Optional[str] = None
-    pipeline: Optional[str] = None
-    stage: Optional[str] = None
-    amount: Optional[float] = None
-    currency: Optional[str] = None
+    account_id: Optional[str] = Field(default=None, description="accounts.id")
+    owner_id: Optional[str] = Field(default=None, description="users.id of the rep")
+    name: Optional[str] = Field(default=None, description="deal name")
+    pipeline: Optional[str] = Field(default=None, description="pipeline id (pipeline_stages.pipeline)")
+    stage: Optional[str] = Field(default=None, description="current stage id (pipeline_stages.stage)")
+    amount: Optional[float] = Field(default=None, description="deal value in `currency`")
+    currency: Optional[str] = Field(default=None, description="ISO 4217 code; null means the reporting currency")
     deal_type: Optional[str] = Field(default=None, description="new_business, renewal, upsell, ...")
-    lead_source: Optional[str] = None
-    is_closed: bool = False
-    is_won: bool = False
-    closed_at: Optional[datetime] = None
+    lead_source: Optional[str] = Field(default=None, description="where the deal came from")
+    is_closed: bool = Field(default=False, description="won or lost")
+    is_won: bool = Field(default=False, description="closed won")
+    closed_at: Optional[datetime] = Field(default=None, description="close date (expected close date while open)")
 
 
 class DealStageChange(Entity, table=True):
@@ -98,91 +100,91 @@ class DealStageChange(Entity, table=True):
 
     __tablename__ = "deal_stage_changes"
     __table_args__ = (Index("ix_deal_stage_changes_deal", "source", "deal_id", "entered_at"),)
-    deal_id: str
-    stage: str
-    entered_at: datetime
+    deal_id: str = Field(description="deals.id")
+    stage: str = Field(description="the stage entered")
+    entered_at: datetime = Field(description="when the deal entered it")
 
 
 class PipelineStage(Entity, table=True):
     __tablename__ = "pipeline_stages"
-    pipeline: Optional[str] = None
-    stage: Optional[str] = None
-    label: Optional[str] = None
-    display_order: Optional[int] = None
-    probability: Optional[float] = None
-    is_closed: bool = False
-    is_won: bool = False
+    pipeline: Optional[str] = Field(default=None, description="pipeline id")
+    stage: Optional[str] = Field(default=None, description="stage id, as deals.stage holds it")
+    label: Optional[str] = Field(default=None, description="stage name shown to users")
+    display_order: Optional[int] = Field(default=None, description="position in the pipeline")
+    probability: Optional[float] = Field(default=None, description="win probability, 0..1")
+    is_closed: bool = Field(default=False, description="a closed stage")
+    is_won: bool = Field(default=False, description="the won stage")
 
 
 class Ticket(Entity, table=True):
     __tablename__ = "tickets"
-    account_id: Optional[str] = None
-    contact_id: Optional[str] = None
+    account_id: Optional[str] = Field(default=None, description="accounts.id")
+    contact_id: Optional[str] = Field(default=None, description="contacts.id who raised it")
     owner_id: Optional[str] = Field(default=None, description="the agent")
-    status: Optional[str] = None
-    priority: Optional[str] = None
-    channel: Optional[str] = None
-    first_response_at: Optional[datetime] = None
-    resolved_at: Optional[datetime] = None
+    status: Optional[str] = Field(default=None, description="the source's ticket status")
+    priority: Optional[str] = Field(default=None, description="low, medium, high, urgent, ...")
+    channel: Optional[str] = Field(default=None, description="email, phone, chat, web, ...")
+    first_response_at: Optional[datetime] = Field(default=None, description="first reply by an agent")
+    resolved_at: Optional[datetime] = Field(default=None, description="when it was resolved (null: open)")
 
 
 class Subscription(Entity, table=True):
     __tablename__ = "subscriptions"
-    account_id: Optional[str] = None
-    plan: Optional[str] = None
-    mrr: Optional[float] = None
-    currency: Optional[str] = None
-    started_at: Optional[datetime] = None
-    ended_at: Optional[datetime] = None
-    term_end: Optional[datetime] = None
+    account_id: Optional[str] = Field(default=None, description="accounts.id")
+    plan: Optional[str] = Field(default=None, description="plan or product name")
+    mrr: Optional[float] = Field(default=None, description="monthly recurring revenue in `currency`")
+    currency: Optional[str] = Field(default=None, description="ISO 4217 code; null means the reporting currency")
+    started_at: Optional[datetime] = Field(default=None, description="start of this subscription term")
+    ended_at: Optional[datetime] = Field(default=None, description="when it actually ended (null: still running)")
+    term_end: Optional[datetime] = Field(default=None, description="end of the committed term: up for renewal")
     status: Optional[str] = Field(default=None, description="active, renewed, ended, cancelled, ...")
 
 
 class Order(Entity, table=True):
     __tablename__ = "orders"
-    account_id: Optional[str] = None
-    amount: Optional[float] = None
-    cost: Optional[float] = None
-    currency: Optional[str] = None
-    ordered_at: Optional[datetime] = None
+    account_id: Optional[str] = Field(default=None, description="accounts.id of the customer")
+    amount: Optional[float] = Field(default=None, description="revenue in `currency`")
+    cost: Optional[float] = Field(default=None, description="cost of serving it, in `currency`")
+    currency: Optional[str] = Field(default=None, description="ISO 4217 code; null means the reporting currency")
+    ordered_at: Optional[datetime] = Field(default=None, description="order date")
 
 
 class SurveyResponse(Entity, table=True):
     __tablename__ = "survey_responses"
-    account_id: Optional[str] = None
-    contact_id: Optional[str] = None
+    account_id: Optional[str] = Field(default=None, description="accounts.id")
+    contact_id: Optional[str] = Field(default=None, description="contacts.id who answered")
     survey: Optional[str] = Field(default=None, description="nps, csat, ...")
-    score: Optional[float] = None
+    score: Optional[float] = Field(default=None, description="the answer")
     scale_max: Optional[int] = Field(default=None, description="10 for 0-10 NPS, 5 for 1-5 scales")
-    responded_at: Optional[datetime] = None
+    responded_at: Optional[datetime] = Field(default=None, description="when it was answered")
 
 
 class MarketingSpend(Entity, table=True):
     __tablename__ = "marketing_spend"
     spent_on: Optional[date] = Field(default=None, description="day of the spend, or use period_start/end")
-    period_start: Optional[date] = None
-    period_end: Optional[date] = None
-    channel: Optional[str] = None
-    campaign: Optional[str] = None
-    amount: Optional[float] = None
-    currency: Optional[str] = None
+    period_start: Optional[date] = Field(default=None, description="first day the spend covers")
+    period_end: Optional[date] = Field(default=None, description="last day the spend covers")
+    channel: Optional[str] = Field(default=None, description="paid search, events, ...")
+    campaign: Optional[str] = Field(default=None, description="campaign name")
+    amount: Optional[float] = Field(default=None, description="spend in `currency`")
+    currency: Optional[str] = Field(default=None, description="ISO 4217 code; null means the reporting currency")
 
 
 class Quota(Entity, table=True):
     __tablename__ = "quotas"
-    owner_id: Optional[str] = None
-    team: Optional[str] = None
-    period_start: Optional[date] = None
-    period_end: Optional[date] = None
-    amount: Optional[float] = None
-    currency: Optional[str] = None
+    owner_id: Optional[str] = Field(default=None, description="users.id of the rep (or null for a team quota)")
+    team: Optional[str] = Field(default=None, description="team the quota belongs to")
+    period_start: Optional[date] = Field(default=None, description="first day of the quota period")
+    period_end: Optional[date] = Field(default=None, description="last day of the quota period")
+    amount: Optional[float] = Field(default=None, description="quota in `currency`")
+    currency: Optional[str] = Field(default=None, description="ISO 4217 code; null means the reporting currency")
 
 
 class FxRate(Entity, table=True):
     __tablename__ = "fx_rates"
-    currency: Optional[str] = None
+    currency: Optional[str] = Field(default=None, description="ISO 4217 code")
     rate_to_reporting: Optional[float] = Field(default=None, description="1 unit of currency in reporting currency")
-    valid_from: Optional[date] = None
+    valid_from: Optional[date] = Field(default=None, description="first day the rate applies (until the next one)")
 
 
 #: Normalized entity tables by name, in the order a sync loads them.
@@ -205,7 +207,7 @@ class SyncState(SQLModel, table=True):
     connector: str = Field(primary_key=True)
     stream: str = Field(primary_key=True)
     cursor: Optional[str] = None
-    state: Optional[dict[str, Any]] = Field(default=None, sa_type=JSON)
+    state: Optional[dict[str, Any]] = Field(default=None, sa_type=JSON(none_as_null=True))
     updated_at: datetime
 
 
@@ -220,7 +222,7 @@ class SyncRun(SQLModel, table=True):
     rows_written: int = 0
     rows_skipped: int = 0
     error: Optional[str] = None
-    details: Optional[dict[str, Any]] = Field(default=None, sa_type=JSON)
+    details: Optional[dict[str, Any]] = Field(default=None, sa_type=JSON(none_as_null=True))
 
 
 class JobRun(SQLModel, table=True):
@@ -244,12 +246,12 @@ class MetricResult(SQLModel, table=True):
     period_start: datetime
     period_end: datetime
     grain: Optional[str] = None
-    segment: Optional[dict[str, Any]] = Field(default=None, sa_type=JSON)
+    segment: Optional[dict[str, Any]] = Field(default=None, sa_type=JSON(none_as_null=True))
     value: Optional[float] = None
     numerator: Optional[float] = None
     denominator: Optional[float] = None
     unit: str
-    params: Optional[dict[str, Any]] = Field(default=None, sa_type=JSON)
+    params: Optional[dict[str, Any]] = Field(default=None, sa_type=JSON(none_as_null=True))
     note: Optional[str] = Field(default=None, description="why value is null, when it is")
     target_status: Optional[str] = None
     computed_at: datetime

@@ -74,7 +74,8 @@ class Calendar:
                 year = (start + timedelta(days=6)).year
                 week = (start - self.week(year, 1).start).days // 7 + 1
             return Period(start, start + timedelta(days=7), f"{year}-W{week:02d}")
-        fiscal_year = day.year + (1 if self.fiscal_year_start_month > 1 and day.month >= self.fiscal_year_start_month else 0)
+        starts_next_year = self.fiscal_year_start_month > 1 and day.month >= self.fiscal_year_start_month
+        fiscal_year = day.year + starts_next_year
         if grain == "year":
             return self.year(fiscal_year)
         months_in = (day.month - self.fiscal_year_start_month) % 12

@@ -15,7 +15,8 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from sqlalchemy import JSON, Boolean, Date, DateTime, Float, Integer, TypeDecorator, create_engine, event, inspect, select, text
+from sqlalchemy import (JSON, Boolean, Date, DateTime, Float, Integer, TypeDecorator, create_engine, event, inspect,
+                        select, text)
 from sqlalchemy.engine import Connection, Engine, make_url
 from pydantic_core import PydanticUndefined
 from sqlalchemy.exc import SQLAlchemyError

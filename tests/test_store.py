@@ -519,6 +519,14 @@ def test_numbers_booleans_and_json_round_trip(store: Store):
         [("crm", 3, 0.35), ("orm", 3, 0.35)]
 
 
+def test_missing_json_is_sql_null_whichever_path_wrote_it(store: Store):
+    upsert(store, "deals", [deal("fast", extra=None)])
+    with Session(store.engine) as session:
+        session.add(Deal(source="orm", id="orm"))
+        session.commit()
+    assert raw(store, "SELECT source FROM deals WHERE extra IS NULL ORDER BY source") == [("crm",), ("orm",)]
+
+
 def test_json_encoder_is_compact_and_keeps_unicode_values(store: Store):
     dump = store.encoder("json")
     assert dump(None) is None
