@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import sys
 import time
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import click
 
 from . import __version__
 from .config import Config, load_config
+from .engine import COMPARISONS, Run, Settings, run_metrics
+from .engine import explain as explain_metric
 from .errors import ConfigError, CrmkpiError
-from .metrics import run_metrics
-from .periods import Calendar
+from .periods import GRAINS, Calendar, Period
 from .plugins import Registry, load_registry
+from .report import render, render_explanation
+from .segments import Segment
 from .store import Store, resolve_url
+from .targets import Target
 
 CONFIG_ENV = "CRMKPI_CONFIG"
 
@@ -201,29 +204,71 @@ class _progress:
 @config_option
 @click.option("--metric", "-m", "metric_ids", multiple=True, help="Metric id (repeatable); default: the config's.")
 @click.option("--period", "-p", help="2024, 2024-Q1, 2024-03, 2024-W05, 2024-01-01..2024-03-31, last-month, ...")
+@click.option("--grain", "-g", type=click.Choice(GRAINS), help="Split the period into days, weeks, ... (a series).")
+@click.option("--segment", "-s", metavar="DIMENSION",
+              help="Split by owner, team, region, pipeline, lead_source, ... or extra.<custom field>.")
+@click.option("--compare", type=click.Choice(["previous", "year_ago", "both"]),
+              help="Add the previous period's or the same period last year's value and the change.")
 @click.option("--param", "param_args", multiple=True, metavar="[METRIC.]KEY=VALUE", help="Metric parameter.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
 @click.option("--no-save", is_flag=True, help="Do not store the results in metric_results.")
 @click.pass_obj
-def run(app: App, config_path: str, metric_ids: tuple[str, ...], period: str | None,
-        param_args: tuple[str, ...], fmt: str, no_save: bool) -> None:
-    """Compute metrics for a period and print them."""
+def run(app: App, config_path: str, metric_ids: tuple[str, ...], period: str | None, grain: str | None,
+        segment: str | None, compare: str | None, param_args: tuple[str, ...], fmt: str, no_save: bool) -> None:
+    """Compute metrics for a period (or a series of periods) and print them."""
     config = app.config(config_path)
     registry = app.registry
     ids = list(metric_ids) or list(config.metrics if config.metrics is not None else registry.metrics)
     metrics = [registry.metric(i) for i in ids]
-    params = {m.id: dict((config.metrics or {}).get(m.id, {})) for m in metrics}
-    _apply_params(params, metrics, param_args)
+    settings = _settings(config)
+    chosen = settings.calendar.parse(period or config.reporting.default_period, today=settings.today)
+    comparisons = COMPARISONS if compare == "both" else (compare,) if compare else ()
+    request = Run(metrics, chosen, _params(config, metrics, param_args), grain, segment, comparisons,
+                  _targets(config, registry, settings))
+    results = run_metrics(app.store(config).engine, request, settings, persist=not no_save)
+    click.echo(render(results, fmt, {m.id: m for m in metrics}))
+
+
+@cli.command()
+@config_option
+@click.argument("metric_id")
+@click.option("--period", "-p", help="The period, as for `crmkpi run`.")
+@click.option("--segment", "-s", metavar="DIMENSION=VALUE", help="Explain one segment, e.g. owner=u-17.")
+@click.option("--param", "param_args", multiple=True, metavar="KEY=VALUE", help="Metric parameter.")
+@click.option("--limit", "-n", default=10, show_default=True, type=click.IntRange(min=0),
+              help="How many records to show per input.")
+@click.pass_obj
+def explain(app: App, config_path: str, metric_id: str, period: str | None, segment: str | None,
+            param_args: tuple[str, ...], limit: int) -> None:
+    """Show how a metric's value comes about: formula, inputs and the first records behind each."""
+    config = app.config(config_path)
+    metric = app.registry.metric(metric_id)
+    settings = _settings(config)
+    chosen = settings.calendar.parse(period or config.reporting.default_period, today=settings.today)
+    chosen_segment = None
+    if segment:
+        dimension, sep, value = segment.partition("=")
+        if not sep or not dimension:
+            raise ConfigError(f"--segment {segment!r}: expected DIMENSION=VALUE, e.g. owner=u-17")
+        chosen_segment = Segment(dimension, value or None)
+    params = _params(config, [metric], param_args)[metric.id]
+    explanation = explain_metric(app.store(config).engine, metric, chosen, params, chosen_segment, settings, limit)
+    click.echo(render_explanation(explanation, metric))
+
+
+def _settings(config: Config) -> Settings:
     reporting = config.reporting
-    calendar = Calendar(reporting.fiscal_year_start_month, reporting.week_start)
-    chosen = calendar.parse(period or reporting.default_period, today=date.today())
-    store = app.store(config)
-    results = run_metrics(store.engine, metrics, chosen, params, timezone=reporting.timezone,
-                          reporting_currency=reporting.currency, persist=not no_save)
-    click.echo(_render(results, fmt, {m.id: m for m in metrics}))
+    return Settings(Calendar(reporting.fiscal_year_start_month, reporting.week_start), reporting.timezone,
+                    reporting.currency, _today(reporting.timezone))
 
 
-def _apply_params(params: dict[str, dict[str, Any]], metrics: list, args: tuple[str, ...]) -> None:
+def _today(timezone: str) -> date:
+    return datetime.now(ZoneInfo(timezone)).date()
+
+
+def _params(config: Config, metrics: list, args: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """The config's params of each metric, overridden by ``--param [METRIC.]KEY=VALUE``."""
+    params = {m.id: dict((config.metrics or {}).get(m.id, {})) for m in metrics}
     for arg in args:
         key, sep, value = arg.partition("=")
         if not sep or not key:
@@ -234,59 +279,20 @@ def _apply_params(params: dict[str, dict[str, Any]], metrics: list, args: tuple[
             raise ConfigError(f"--param {arg!r}: no selected metric has a param {name!r}")
         for metric in targets:
             params[metric.id][name] = value
+    return params
 
 
-def _render(results: list[dict], fmt: str, metrics: dict) -> str:
-    rows = [_public(r) for r in results]
-    if fmt == "json":
-        return json.dumps(rows, indent=2, default=_json_default)
-    if fmt == "csv":
-        out = io.StringIO()
-        fields = ["metric", "period", "period_start", "period_end", "segment", "value", "unit", "numerator",
-                  "denominator", "note"]
-        writer = csv.DictWriter(out, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({**row, "segment": json.dumps(row["segment"]) if row["segment"] else ""})
-        return out.getvalue().rstrip("\n")
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(show_edge=False)
-    for column in ("Metric", "Period", "Value", "Numerator", "Denominator", "Note"):
-        table.add_column(column, justify="right" if column in ("Value", "Numerator", "Denominator") else "left")
-    for row in rows:
-        table.add_row(metrics[row["metric"]].title, row["period"], format_value(row["value"], row["unit"]),
-                      _number(row["numerator"]), _number(row["denominator"]), row["note"] or "")
-    console = Console(file=io.StringIO(), width=120, force_terminal=False)
-    console.print(table)
-    return console.file.getvalue().rstrip("\n")
-
-
-def _public(result: dict) -> dict:
-    keys = ("metric", "period", "period_start", "period_end", "segment", "value", "unit", "numerator",
-            "denominator", "note", "params", "data_freshness", "run_id")
-    return {k: result[k] for k in keys}
-
-
-def format_value(value: float | None, unit: str) -> str:
-    if value is None:
-        return "—"
-    if unit == "ratio":
-        return f"{value:.1%}"
-    if unit == "currency":
-        return f"{value:,.2f}"
-    return f"{value:,.1f}" if unit in ("days", "hours", "points", "score") else f"{value:,.0f}"
-
-
-def _number(value: float | None) -> str:
-    return "" if value is None else f"{value:,.0f}" if float(value).is_integer() else f"{value:,.2f}"
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (datetime, date)):
-        return value.isoformat()
-    raise TypeError(type(value).__name__)
+def _targets(config: Config, registry: Registry, settings: Settings) -> list[Target]:
+    targets = []
+    for t in config.targets:
+        if t.period:
+            window = settings.calendar.parse(t.period, today=settings.today)
+        else:
+            start = t.start or settings.calendar.containing("year", t.deadline).start
+            window = Period(start, t.deadline + timedelta(days=1), f"{start}..{t.deadline}")
+        direction = t.direction or registry.metric(t.metric).direction
+        targets.append(Target(t.metric, t.value, window, direction, t.segment, t.tolerance))
+    return targets
 
 
 @cli.command()

@@ -11,7 +11,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from sqlalchemy.engine import make_url
 
 from .errors import ConfigError, MetricError
@@ -42,6 +42,31 @@ class MetricSettings(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class TargetSettings(BaseModel):
+    """A SMART goal: reach ``value`` on ``metric`` over ``period`` (or by ``deadline``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    metric: str = Field(description="metric id")
+    value: float = Field(description="the goal, in the metric's unit (ratios as fractions: 0.3)")
+    period: str | None = Field(None, description="the period the goal covers: 2025, 2025-Q4, this-year, ...")
+    deadline: date | None = Field(None, description="instead of period: the goal's last day")
+    start: date | None = Field(None, description="with deadline: the first day (default: its fiscal year's)")
+    segment: dict[str, Any] | None = Field(None, description="e.g. {owner: u-17}: the goal of one segment value")
+    direction: Literal["higher", "lower"] | None = Field(None, description="default: the metric's")
+    tolerance: float = Field(0.1, ge=0, description="how far short (as a share of the goal) is still at risk")
+
+    @model_validator(mode="after")
+    def _one_window(self) -> TargetSettings:
+        if (self.period is None) == (self.deadline is None):
+            raise ValueError("give either period or deadline")
+        if self.start and not self.deadline:
+            raise ValueError("start goes with deadline")
+        if self.segment is not None and len(self.segment) != 1:
+            raise ValueError("segment: give one dimension and its value, e.g. {owner: u-17}")
+        return self
+
+
 class Schedule(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -61,6 +86,7 @@ class RawConfig(BaseModel):
         None, description="metrics to run with their params; default: every registered metric"
     )
     schedules: dict[str, Schedule] = Field(default_factory=dict)
+    targets: list[TargetSettings] = Field(default_factory=list, description="goals the results are judged against")
 
 
 @dataclass
@@ -77,6 +103,7 @@ class Config:
     connectors: dict[str, ConnectorConfig] = field(default_factory=dict)
     metrics: dict[str, dict[str, Any]] | None = None
     schedules: dict[str, Schedule] = field(default_factory=dict)
+    targets: list[TargetSettings] = field(default_factory=list)
 
     @property
     def base_dir(self) -> Path:
@@ -135,8 +162,13 @@ def load_config(path: str | Path, registry: Registry) -> Config:
         for metric_id in schedule.metrics:
             if metric_id not in registry.metrics:
                 raise ConfigError(f"schedules.{name}.metrics: unknown metric {metric_id!r}")
+    for index, target in enumerate(raw.targets):
+        if target.metric not in registry.metrics:
+            raise ConfigError(f"targets.{index}.metric: unknown metric {target.metric!r}")
+        if target.period:
+            _check_period(f"targets.{index}.period", target.period)
     return Config(path=path.resolve(), store=raw.store, reporting=raw.reporting, connectors=connectors,
-                  metrics=metrics, schedules=raw.schedules)
+                  metrics=metrics, schedules=raw.schedules, targets=raw.targets)
 
 
 def _validate(model: type[BaseModel], data: Any, prefix: tuple) -> Any:

@@ -1,25 +1,30 @@
-"""The metric plugin API and the engine that runs metrics over the store.
+"""The metric plugin API: what a metric declares and what its ``compute`` receives.
 
 A :class:`Metric` declares what it measures (the docs' metric reference is generated
 from these declarations) and a ``compute`` function that runs SQL through SQLAlchemy
-Core on the store and returns a :class:`Value`.
+Core on the store and returns a :class:`Value`. The engine (:mod:`crmkpi.engine`)
+calls it once per period and segment.
 """
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import date, datetime
 from typing import Any, Callable, Literal
 
-from sqlalchemy import Table, func, select
+from sqlalchemy import Table, case, exists, func, select
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import ColumnElement
 
+from . import segments
 from .errors import MetricError
-from .models import ENTITIES, MetricResult, SyncRun
+from .models import ENTITIES, FxRate, SyncRun
 from .periods import Period
 
 Unit = Literal["ratio", "currency", "days", "hours", "count", "score", "points"]
+
+#: Tables a metric may read: the normalized entities plus the sync history (for data-health metrics).
+TABLES = {**{name: model.__table__ for name, model in ENTITIES.items()}, "sync_runs": SyncRun.__table__}
 
 
 @dataclass(frozen=True)
@@ -50,11 +55,12 @@ class Param:
 
 @dataclass(frozen=True)
 class Value:
-    """A metric's result for one period. Ratios keep their numerator and denominator."""
+    """A metric's result for one period. Ratios and averages keep their numerator and denominator."""
 
     value: float | None
     numerator: float | None = None
     denominator: float | None = None
+    #: Why ``value`` is null (or anything else a reader must know about it).
     note: str | None = None
 
 
@@ -66,9 +72,18 @@ def ratio(numerator: float | None, denominator: float | None, *, empty: str = "d
     return Value(numerator / denominator, numerator, denominator)
 
 
+@dataclass(frozen=True)
+class Input:
+    """Rows behind one side of a metric (``crmkpi explain`` lists them)."""
+
+    label: str
+    table: Table
+    where: tuple[ColumnElement, ...]
+
+
 @dataclass
 class MetricContext:
-    """What a metric's ``compute`` gets: a connection, the period as UTC instants and its params."""
+    """What a metric's ``compute`` gets: a connection, the period as UTC instants, params and segment."""
 
     conn: Connection
     period: Period
@@ -76,16 +91,64 @@ class MetricContext:
     end: datetime
     params: dict[str, Any]
     reporting_currency: str = "USD"
+    segment: segments.Segment | None = None
+    #: The reporting day the run happens on (for "open as of today" measures).
+    today: date | None = None
+    inputs: list[Input] = field(default_factory=list)
 
     def table(self, name: str) -> Table:
-        return ENTITIES[name].__table__
+        return TABLES[name]
 
-    def live(self, table: Table):
+    def live(self, table: Table) -> ColumnElement:
         """Rows not deleted in their source."""
         return table.c.is_deleted.is_(False)
 
-    def in_period(self, column):
+    def in_period(self, column: ColumnElement) -> ColumnElement:
+        """``start <= column < end``: the period's half-open window."""
         return (column >= self.start) & (column < self.end)
+
+    def scope(self, table: Table) -> list[ColumnElement]:
+        """Live rows of ``table`` within the segment being computed (if any)."""
+        conditions = [self.live(table)]
+        segment = segments.condition(table, self.segment)
+        return conditions if segment is None else [*conditions, segment]
+
+    def count(self, label: str, table: Table, *where: ColumnElement) -> int:
+        """Count the in-scope rows matching ``where``; the rows are recorded as an input called ``label``."""
+        where = (*self.scope(table), *where)
+        self.inputs.append(Input(label, table, where))
+        return self.conn.execute(select(func.count()).select_from(table).where(*where)).scalar() or 0
+
+    def total(self, label: str, table: Table, expression: ColumnElement, *where: ColumnElement) -> float:
+        """Sum ``expression`` over the in-scope rows matching ``where`` (0 when there are none)."""
+        where = (*self.scope(table), *where)
+        self.inputs.append(Input(label, table, where))
+        return float(self.conn.execute(select(func.sum(expression)).where(*where)).scalar() or 0)
+
+    def record(self, label: str, table: Table, *where: ColumnElement) -> None:
+        """Declare the rows behind a side computed with a query of the metric's own."""
+        self.inputs.append(Input(label, table, (*self.scope(table), *where)))
+
+    def money(self, table: Table, amount: ColumnElement, at: ColumnElement, *where: ColumnElement) -> ColumnElement:
+        """``amount`` in the reporting currency, at the ``fx_rates`` rate valid on ``at``.
+
+        A row in another currency without a rate on or before its date is an error
+        naming the currency and date; a row without a currency is in the reporting currency.
+        """
+        fx = FxRate.__table__
+        valid = (fx.c.currency == table.c.currency, fx.c.valid_from <= at, fx.c.is_deleted.is_(False))
+        foreign = func.coalesce(table.c.currency, self.reporting_currency) != self.reporting_currency
+        missing = self.conn.execute(
+            select(table.c.currency, func.min(at)).where(*self.scope(table), *where, foreign,
+                                                         ~exists(select(fx.c.id).where(*valid)))
+            .group_by(table.c.currency).order_by(table.c.currency).limit(1)
+        ).first()
+        if missing:
+            day = missing[1].date() if isinstance(missing[1], datetime) else str(missing[1])[:10]
+            raise MetricError(f"no fx_rates rate for {missing[0]} on or before {day} "
+                              f"(rates convert to the reporting currency {self.reporting_currency})")
+        rate = select(fx.c.rate_to_reporting).where(*valid).order_by(fx.c.valid_from.desc()).limit(1)
+        return amount * case((foreign, rate.scalar_subquery()), else_=1.0)
 
 
 @dataclass(frozen=True)
@@ -101,9 +164,11 @@ class Metric:
     tables: tuple[str, ...]
     compute: Callable[[MetricContext], Value]
     params: tuple[Param, ...] = field(default_factory=tuple)
+    #: A period's value is the sum of its parts (counts, revenue): targets are paced over their period.
+    additive: bool = False
 
     def __post_init__(self) -> None:
-        unknown = set(self.tables) - set(ENTITIES)
+        unknown = set(self.tables) - set(TABLES)
         if unknown:
             raise ValueError(f"metric {self.id}: unknown tables {sorted(unknown)}")
 
@@ -114,43 +179,3 @@ class Metric:
             known = ", ".join(by_name) or "none"
             raise MetricError(f"{self.id}: unknown param {unknown[0]!r} (params: {known})")
         return {p.name: p.coerce(self.id, given[p.name]) if p.name in given else p.default for p in self.params}
-
-
-def run_metrics(engine, metrics: list[Metric], period: Period, params: dict[str, dict[str, Any]], *,
-                timezone: str = "UTC", reporting_currency: str = "USD", persist: bool = True) -> list[dict]:
-    """Compute each metric for the period; results are persisted under one run id and returned."""
-    run_id = uuid.uuid4().hex
-    start, end = period.bounds(timezone)
-    computed_at = datetime.now(UTC)
-    results = []
-    with engine.connect() as conn:
-        freshness = conn.execute(select(func.min(_last_success()))).scalar()
-        for metric in metrics:
-            resolved = metric.resolve_params(params.get(metric.id, {}))
-            ctx = MetricContext(conn, period, start, end, resolved, reporting_currency)
-            try:
-                value = metric.compute(ctx)
-            except MetricError:
-                raise
-            except Exception as exc:
-                raise MetricError(f"{metric.id}: {type(exc).__name__}: {exc}") from exc
-            results.append({
-                "run_id": run_id, "metric": metric.id, "period": period.label,
-                "period_start": start, "period_end": end, "grain": None, "segment": {},
-                "value": value.value, "numerator": value.numerator, "denominator": value.denominator,
-                "unit": metric.unit, "params": resolved, "note": value.note,
-                "computed_at": computed_at, "data_freshness": freshness,
-            })
-    if persist and results:
-        columns = set(MetricResult.__table__.columns.keys())
-        with engine.begin() as conn:
-            conn.execute(MetricResult.__table__.insert(), [{k: v for k, v in r.items() if k in columns}
-                                                            for r in results])
-    return results
-
-
-def _last_success():
-    """Per connector, the finish time of its last successful sync (a scalar subquery source)."""
-    runs = SyncRun.__table__
-    return (select(func.max(runs.c.finished_at).label("finished"))
-            .where(runs.c.status == "success").group_by(runs.c.connector).subquery().c.finished)

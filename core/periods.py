@@ -21,6 +21,8 @@ class Period:
     start: date
     end: date  # exclusive
     label: str
+    #: The calendar unit this period is one whole of (None for ranges and to-date windows).
+    grain: str | None = None
 
     def bounds(self, timezone: str = "UTC") -> tuple[datetime, datetime]:
         """The period as UTC instants (start inclusive, end exclusive)."""
@@ -42,12 +44,12 @@ class Calendar:
         """Fiscal year N ends in calendar year N (FY2024 with an April start: 2023-04-01..2024-03-31)."""
         m = self.fiscal_year_start_month
         start = date(fiscal_year if m == 1 else fiscal_year - 1, m, 1)
-        return Period(start, _add_months(start, 12), f"{fiscal_year}" if m == 1 else f"FY{fiscal_year}")
+        return Period(start, _add_months(start, 12), f"{fiscal_year}" if m == 1 else f"FY{fiscal_year}", "year")
 
     def quarter(self, fiscal_year: int, q: int) -> Period:
         start = _add_months(self.year(fiscal_year).start, 3 * (q - 1))
         label = f"{fiscal_year}-Q{q}" if self.fiscal_year_start_month == 1 else f"FY{fiscal_year}-Q{q}"
-        return Period(start, _add_months(start, 3), label)
+        return Period(start, _add_months(start, 3), label, "quarter")
 
     def week(self, year: int, week: int) -> Period:
         if self.week_start == "monday":
@@ -57,14 +59,14 @@ class Calendar:
             start = jan1 - timedelta(days=(jan1.weekday() + 1) % 7) + timedelta(weeks=week - 1)
             if week < 1 or (start + timedelta(days=6)).year != year:
                 raise ValueError(f"{year} has no week {week}")
-        return Period(start, start + timedelta(days=7), f"{year}-W{week:02d}")
+        return Period(start, start + timedelta(days=7), f"{year}-W{week:02d}", "week")
 
     def containing(self, grain: str, day: date) -> Period:
         if grain == "day":
-            return Period(day, day + timedelta(days=1), day.isoformat())
+            return Period(day, day + timedelta(days=1), day.isoformat(), "day")
         if grain == "month":
             start = day.replace(day=1)
-            return Period(start, _add_months(start, 1), start.strftime("%Y-%m"))
+            return Period(start, _add_months(start, 1), start.strftime("%Y-%m"), "month")
         if grain == "week":
             offset = day.weekday() if self.week_start == "monday" else (day.weekday() + 1) % 7
             start = day - timedelta(days=offset)
@@ -73,7 +75,7 @@ class Calendar:
             else:
                 year = (start + timedelta(days=6)).year
                 week = (start - self.week(year, 1).start).days // 7 + 1
-            return Period(start, start + timedelta(days=7), f"{year}-W{week:02d}")
+            return Period(start, start + timedelta(days=7), f"{year}-W{week:02d}", "week")
         starts_next_year = self.fiscal_year_start_month > 1 and day.month >= self.fiscal_year_start_month
         fiscal_year = day.year + starts_next_year
         if grain == "year":
@@ -103,7 +105,7 @@ class Calendar:
                 raise ConfigError(f"period {text!r}: not a valid date") from None
             if last < start:
                 raise ConfigError(f"period {text!r}: ends before it starts")
-            return Period(start, last + timedelta(days=1), f"{m[1]}..{m[2]}")
+            return _range(start, last + timedelta(days=1))
         if m := re.fullmatch(r"\d{4}-\d{2}-\d{2}", spec):
             try:
                 return self.containing("day", date.fromisoformat(spec))
@@ -121,6 +123,46 @@ class Calendar:
             f"period {text!r}: expected 2024, 2024-Q1, 2024-03, 2024-W05, 2024-03-15, "
             "2024-01-01..2024-03-31, this-/last-day|week|month|quarter|year or month-to-date"
         )
+
+
+    def split(self, period: Period, grain: str) -> list[Period]:
+        """The ``grain`` periods covering ``period``, in order; the first and last are clipped to it."""
+        parts = []
+        day = period.start
+        while day < period.end:
+            whole = self.containing(grain, day)
+            if whole.start < period.start or whole.end > period.end:
+                whole = _range(max(whole.start, period.start), min(whole.end, period.end))
+            parts.append(whole)
+            day = whole.end
+        return parts
+
+    def previous(self, period: Period) -> Period:
+        """The period just before: the previous month for a month, else a window as long, ending where it starts."""
+        if period.grain:
+            return self.containing(period.grain, period.start - timedelta(days=1))
+        return _range(period.start - (period.end - period.start), period.start)
+
+    def year_ago(self, period: Period) -> Period:
+        """The same period one year earlier (the same fiscal quarter, week number, or dates)."""
+        if period.grain in ("year", "quarter", "month"):
+            return self.containing(period.grain, _minus_year(period.start))
+        if period.grain == "week":
+            number = int(period.label.rsplit("W", 1)[1])
+            year = int(period.label[:4]) - 1
+            try:
+                return self.week(year, number)
+            except ValueError:  # week 53 of a year whose predecessor has 52
+                return self.week(year, number - 1)
+        return _range(_minus_year(period.start), _minus_year(period.end - timedelta(days=1)) + timedelta(days=1))
+
+
+def _range(start: date, end: date) -> Period:
+    return Period(start, end, f"{start.isoformat()}..{(end - timedelta(days=1)).isoformat()}")
+
+
+def _minus_year(day: date) -> date:
+    return day.replace(year=day.year - 1, day=28 if (day.month, day.day) == (2, 29) else day.day)
 
 
 def _add_months(day: date, months: int) -> date:

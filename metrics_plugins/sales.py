@@ -2,38 +2,32 @@
 
 from __future__ import annotations
 
-from sqlalchemy import case, func, select
+from sqlalchemy import func
 
 from crmkpi import hookimpl
-from crmkpi.errors import MetricError
 from crmkpi.metrics import Metric, MetricContext, Param, Value, ratio
 
 
 def close_rate(ctx: MetricContext) -> Value:
     deals = ctx.table("deals")
-    won, created = ctx.conn.execute(
-        select(func.count().filter(deals.c.is_won.is_(True)), func.count())
-        .where(ctx.live(deals), ctx.in_period(deals.c.created_at))
-    ).one()
-    return ratio(won, created, empty="no deals created in the period")
+    created = ctx.in_period(deals.c.created_at)
+    won = ctx.count("won deals created in the period", deals, created, deals.c.is_won.is_(True))
+    total = ctx.count("deals created in the period", deals, created)
+    return ratio(won, total, empty="no deals created in the period")
 
 
 def win_rate(ctx: MetricContext) -> Value:
     deals = ctx.table("deals")
     cohort = deals.c.created_at if ctx.params["cohort"] == "created" else deals.c.closed_at
-    where = (ctx.live(deals), ctx.in_period(cohort), deals.c.is_closed.is_(True))
-    if ctx.params["by"] == "amount":
-        currencies = ctx.conn.execute(select(func.count(func.distinct(deals.c.currency))).where(*where)).scalar()
-        if currencies > 1:
-            raise MetricError("win_rate by amount: deals are in several currencies and currency "
-                              "conversion is not available yet; use by=count")
-        weight = func.coalesce(deals.c.amount, 0)
-    else:
-        weight = 1
-    won, closed = ctx.conn.execute(
-        select(func.sum(case((deals.c.is_won.is_(True), weight), else_=0)), func.sum(weight)).where(*where)
-    ).one()
-    return ratio(won, closed, empty="no deals closed (won or lost) in the cohort")
+    decided = (ctx.in_period(cohort), deals.c.is_closed.is_(True))
+    won = deals.c.is_won.is_(True)
+    empty = "no deals closed (won or lost) in the cohort"
+    if ctx.params["by"] == "count":
+        return ratio(ctx.count("won deals", deals, *decided, won), ctx.count("won and lost deals", deals, *decided),
+                     empty=empty)
+    amount = ctx.money(deals, func.coalesce(deals.c.amount, 0), deals.c.closed_at, *decided)
+    return ratio(ctx.total("won deals", deals, amount, *decided, won),
+                 ctx.total("won and lost deals", deals, amount, *decided), empty=empty)
 
 
 COHORT = Param("cohort", str, "created", "which deals count: those created in the period, or those closed in it",
@@ -55,7 +49,8 @@ METRICS = [
         id="win_rate",
         title="Win rate",
         description="Share of the decided deals that were won: open deals are left out. By count (every "
-                    "deal weighs one) or by amount (each deal weighs its amount).",
+                    "deal weighs one) or by amount (each deal weighs its amount, converted to the reporting "
+                    "currency at the rate of its close date).",
         formula="won deals / (won deals + lost deals), over the cohort",
         unit="ratio",
         direction="higher",

@@ -268,12 +268,8 @@ def test_fiscal_year_and_default_period_come_from_the_config(tmp_path, monkeypat
         """) + CONFIG)
     assert invoke("sync", "--config", str(config)).exit_code == 0
 
-    class FixedDate(date):
-        @classmethod
-        def today(cls):
-            return date(2024, 6, 15)  # in FY2025, so last-year is FY2024: April 2023 to March 2024
-
-    monkeypatch.setattr(crmkpi.cli, "date", FixedDate)
+    # June 15th 2024 is in FY2025, so last-year is FY2024: April 2023 to March 2024.
+    monkeypatch.setattr(crmkpi.cli, "_today", lambda timezone: date(2024, 6, 15))
     close = one(config, "close_rate")
     assert close["period"] == "FY2024"
     assert (close["period_start"], close["period_end"]) == ("2023-04-01T00:00:00+00:00", "2024-04-01T00:00:00+00:00")
@@ -289,7 +285,7 @@ def test_config_params_apply_and_command_line_params_override_them(tmp_path):
     assert one(config, "win_rate", "--period", "2024", "--param", "by=count")["value"] == 0.6
 
 
-def test_mixed_currencies_by_amount_is_a_one_line_error(tmp_path):
+def test_amounts_in_other_currencies_need_a_dated_rate(tmp_path):
     deals = DEALS.replace("d04,Delta,2024-04-01T00:00:00Z,true,false,2024-05-01T00:00:00Z,500,USD",
                           "d04,Delta,2024-04-01T00:00:00Z,true,false,2024-05-01T00:00:00Z,500,EUR")
     assert deals != DEALS
@@ -297,9 +293,16 @@ def test_mixed_currencies_by_amount_is_a_one_line_error(tmp_path):
     assert invoke("sync", "--config", str(config)).exit_code == 0
     result = invoke("run", "--config", str(config), "--metric", "win_rate", "--period", "2024",
                     "--param", "by=amount", "--no-save")
-    fails(result, "win_rate by amount: deals are in several currencies and currency conversion is not "
-                  "available yet; use by=count")
+    fails(result, "win_rate: no fx_rates rate for EUR on or before 2024-05-01 "
+                  "(rates convert to the reporting currency USD)")
     assert one(config, "win_rate", "--period", "2024")["value"] == 0.6  # by count is unaffected
+
+    # A rate valid from after the close date does not count; one valid before it does.
+    fx = "id,currency,rate_to_reporting,valid_from\nr1,EUR,1.1,2024-01-01\nr2,EUR,5.0,2024-05-02\n"
+    (config.parent / "data" / "fx_rates.csv").write_text(fx)
+    assert invoke("sync", "--config", str(config)).exit_code == 0
+    win = one(config, "win_rate", "--period", "2024", "--param", "by=amount")
+    assert (win["numerator"], win["denominator"]) == (6000.0, pytest.approx(8050.0))
 
 
 # --- run: formats and options -----------------------------------------------------

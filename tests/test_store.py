@@ -15,7 +15,8 @@ from sqlalchemy.engine import make_url
 from sqlmodel import Session, SQLModel
 
 from crmkpi.errors import MetricError, StoreError
-from crmkpi.metrics import Metric, MetricContext, Param, Value, ratio, run_metrics
+from crmkpi.engine import Run, Settings, run_metrics
+from crmkpi.metrics import Metric, MetricContext, Param, Value, ratio
 from crmkpi.models import Deal, MarketingSpend, MetricResult, PipelineStage, SyncRun, SyncState
 from crmkpi.periods import Period
 from crmkpi.store import Store, column_kinds, resolve_url, save_state
@@ -577,8 +578,9 @@ def _seed_metrics(store: Store) -> None:
 def test_run_metrics_persists_results(store: Store):
     _seed_metrics(store)
     before = datetime.now(UTC)
-    results = run_metrics(store.engine, [WIN_RATE, EMPTY], BERLIN_JANUARY,
-                          {"test_win_rate": {"closed_only": "false"}}, timezone="Europe/Berlin")
+    results = run_metrics(store.engine, Run([WIN_RATE, EMPTY], BERLIN_JANUARY,
+                                              {"test_win_rate": {"closed_only": "false"}}),
+                          Settings(timezone="Europe/Berlin"))
     after = datetime.now(UTC)
     start, end = datetime(2023, 12, 31, 23, tzinfo=UTC), datetime(2024, 1, 31, 23, tzinfo=UTC)
     assert [(r["metric"], r["value"], r["numerator"], r["denominator"]) for r in results] == \
@@ -606,17 +608,17 @@ def test_run_metrics_persists_results(store: Store):
         assert conn.execute(select(t.c.value).where(t.c.metric == "test_win_rate", t.c.period_start == start)
                             ).scalar() == pytest.approx(2 / 3)
 
-    again = run_metrics(store.engine, [WIN_RATE], BERLIN_JANUARY, {}, timezone="Europe/Berlin")
+    again = run_metrics(store.engine, Run([WIN_RATE], BERLIN_JANUARY), Settings(timezone="Europe/Berlin"))
     assert again[0]["run_id"] != run_id
     assert (again[0]["value"], again[0]["params"]) == (0.5, {"closed_only": True})  # won 1 of 2 closed
     assert raw(store, "SELECT count(*) FROM metric_results") == [(3,)]
 
 
 def test_run_metrics_without_persist_or_syncs(store: Store):
-    results = run_metrics(store.engine, [WIN_RATE], BERLIN_JANUARY, {}, persist=False)
+    results = run_metrics(store.engine, Run([WIN_RATE], BERLIN_JANUARY), persist=False)
     assert results[0]["data_freshness"] is None and results[0]["value"] is None
     assert raw(store, "SELECT count(*) FROM metric_results") == [(0,)]
-    run_metrics(store.engine, [WIN_RATE], BERLIN_JANUARY, {})
+    run_metrics(store.engine, Run([WIN_RATE], BERLIN_JANUARY))
     with Session(store.engine) as session:
         stored = session.exec(select(MetricResult)).scalars().one()
     assert (stored.data_freshness, stored.value, stored.note) == (None, None, "denominator is zero")
@@ -630,5 +632,5 @@ def test_failing_metric_persists_nothing(store: Store):
     bad = Metric(id="test_broken", title="Broken", description="", formula="", unit="count", direction="higher",
                  tables=("deals",), compute=broken)
     with pytest.raises(MetricError, match="test_broken: ZeroDivisionError: oops"):
-        run_metrics(store.engine, [WIN_RATE, bad], BERLIN_JANUARY, {})
+        run_metrics(store.engine, Run([WIN_RATE, bad], BERLIN_JANUARY))
     assert raw(store, "SELECT count(*) FROM metric_results") == [(0,)]

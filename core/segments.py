@@ -1,0 +1,89 @@
+"""Segments: splitting a metric by a dimension of the normalized store.
+
+A dimension is resolved per table, so one ``--segment`` works across the tables a
+metric reads. It is looked up in this order:
+
+1. a column of the table (``pipeline``, ``lead_source``, ``channel``, ``source``, ...);
+2. an alias of a reference column (``owner``/``rep``/``agent`` → ``owner_id``, ``account`` → ``account_id``);
+3. an attribute of the row's owner (``team``, from ``users``);
+4. an attribute of the row's account (``region``, ``industry``, ``segment``, from ``accounts``);
+5. a custom field: ``extra.<name>`` (or a bare name found nowhere above) in the row's ``extra``,
+   else in its account's ``extra``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Table, func, select
+from sqlalchemy.sql.elements import ColumnElement
+
+from .errors import MetricError
+from .models import ENTITIES
+
+ALIASES = {"owner": "owner_id", "rep": "owner_id", "agent": "owner_id", "account": "account_id"}
+OWNER_ATTRIBUTES = ("team", "role")
+ACCOUNT_ATTRIBUTES = ("region", "industry", "segment")
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One value of a dimension: the rows whose dimension equals ``value`` (None: rows without one)."""
+
+    dimension: str
+    value: Any
+
+    def as_dict(self) -> dict[str, Any]:
+        return {self.dimension: self.value}
+
+
+def expression(table: Table, dimension: str) -> ColumnElement:
+    """The dimension's value for each row of ``table`` (a column or a correlated subquery)."""
+    custom = dimension.removeprefix("extra.")
+    if dimension.startswith("extra."):
+        return _custom(table, custom)
+    column = ALIASES.get(dimension, dimension)
+    if column in table.c and column != "extra":
+        return table.c[column]
+    if dimension in OWNER_ATTRIBUTES and "owner_id" in table.c:
+        users = ENTITIES["users"].__table__
+        return _lookup(users, users.c[dimension], table.c.owner_id, table)
+    if dimension in ACCOUNT_ATTRIBUTES and "account_id" in table.c:
+        accounts = ENTITIES["accounts"].__table__
+        return _lookup(accounts, accounts.c[dimension], table.c.account_id, table)
+    if dimension in _KNOWN_COLUMNS:
+        raise MetricError(f"segment {dimension!r} does not apply to {table.name}")
+    return _custom(table, custom)
+
+
+def _custom(table: Table, name: str) -> ColumnElement:
+    own = table.c.extra[name].as_string()
+    if "account_id" not in table.c:
+        return own
+    accounts = ENTITIES["accounts"].__table__
+    return func.coalesce(own, _lookup(accounts, accounts.c.extra[name].as_string(), table.c.account_id, table))
+
+
+def _lookup(target: Table, column: ColumnElement, reference: ColumnElement, table: Table) -> ColumnElement:
+    """``column`` of the ``target`` row that ``reference`` points at, within the same source."""
+    return (select(column).where(target.c.id == reference, target.c.source == table.c.source)
+            .limit(1).scalar_subquery())
+
+
+def condition(table: Table, segment: Segment | None) -> ColumnElement | None:
+    if segment is None:
+        return None
+    value = expression(table, segment.dimension)
+    return value.is_(None) if segment.value is None else value == segment.value
+
+
+def values(conn, table: Table, dimension: str) -> list[Any]:
+    """Every value the dimension takes over the live rows of ``table``, nulls last."""
+    value = expression(table, dimension).label("value")
+    found = [row.value for row in conn.execute(select(value).where(table.c.is_deleted.is_(False)).distinct())]
+    return sorted((v for v in found if v is not None), key=str) + ([None] if None in found else [])
+
+
+_KNOWN_COLUMNS = {c.name for model in ENTITIES.values() for c in model.__table__.columns} | set(ALIASES) \
+    | set(OWNER_ATTRIBUTES) | set(ACCOUNT_ATTRIBUTES)
