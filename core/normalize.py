@@ -34,6 +34,10 @@ class FieldError(ValueError):
     def __init__(self, column: str, reason: str) -> None:
         super().__init__(f"column {column!r}: {reason}")
         self.column = column
+        self.reason = reason
+
+    def __reduce__(self):  # pickle (e.g. from a row worker) with both arguments
+        return type(self), (self.column, self.reason)
 
 
 @dataclass
@@ -128,7 +132,7 @@ class RowBuilder:
             values.append(_checked(c, record[c.index]))
         for c, d, recode in self.derived:
             raw = record[c.index]
-            raw = recode.get(raw, raw)
+            raw = recode.get(raw, raw) if _hashable(raw) else raw
             values.append(_checked(c, d.mapping.get(raw, d.default) if _hashable(raw) else d.default))
         extra = {f: record[i] for f, i in self.extra_fields if record[i] not in ("", None)}
         return (*self._head, *values, *(v for _, v in self.constants),
@@ -171,10 +175,10 @@ class RowBuilder:
             env["extra_fields"] = self.extra_fields
             lines.append("        x = {f: r[i] for f, i in extra_fields if r[i] != '' and r[i] is not None}")
             extra = "dump(x) if x else None"
+        values = "".join(f"{v}, " for v in names)
+        lines.append(f"        return (*head, {values}{derived}*consts, {extra})")
         lines.append("    except Exception:")
         lines.append("        return checked(r)")
-        values = "".join(f"{v}, " for v in names)
-        lines.append(f"    return (*head, {values}{derived}*consts, {extra})")
         exec("\n".join(lines), env)  # noqa: S102 - source built above from column names only
         return env["build"]
 

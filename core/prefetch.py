@@ -51,6 +51,7 @@ def prefetch(produce: Callable[[], Iterator[Any]], finish: Callable[[], Any],
             try:
                 message = receiver.recv_bytes()
             except EOFError:
+                worker.join(5)  # the pipe closes a moment before the exit code is known
                 raise RuntimeError(f"row worker exited unexpectedly (exit code {worker.exitcode})") from None
             if message[:1] == _MARSHAL:
                 yield marshal.loads(memoryview(message)[1:])
@@ -86,8 +87,9 @@ def _work(produce: Callable[[], Iterator[Any]], finish: Callable[[], Any], sende
         if chunk:
             _send_rows(sender, chunk)
         try:
+            pickle.loads(pickle.dumps(exc, pickle.HIGHEST_PROTOCOL))  # it must arrive as itself
             _send(sender, _ERROR, (exc, finish()))
-        except Exception:  # an exception that cannot be pickled
+        except Exception:  # an exception that cannot be pickled (or unpickled)
             _send(sender, _ERROR, (RuntimeError(f"{type(exc).__name__}: {exc}"), finish()))
     finally:
         sender.close()
@@ -105,11 +107,17 @@ def _send(sender, kind: int | None, payload: Any) -> None:
 
 
 def batched(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    """Lists of ``size`` items; like the worker, hands over the items made before an error, then raises it."""
     chunk = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) >= size:
+    try:
+        for item in items:
+            chunk.append(item)
+            if len(chunk) >= size:
+                batch, chunk = chunk, []
+                yield batch
+    except BaseException:
+        if chunk:
             yield chunk
-            chunk = []
+        raise
     if chunk:
         yield chunk

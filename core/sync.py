@@ -57,9 +57,14 @@ def sync_connector(store: Store, registry: Registry, name: str, cfg: ConnectorCo
     try:
         streams = ctype.streams(context)
         if ctype.atomic:
-            with store.transaction() as conn:
-                for stream in streams:
-                    report.streams.append(_load_stream(store, conn, name, stream, context, progress))
+            try:
+                with store.transaction() as conn:
+                    for stream in streams:
+                        report.streams.append(_load_stream(store, conn, name, stream, context, progress))
+            except BaseException:
+                for s in report.streams:  # rolled back: nothing was written
+                    s.written = 0
+                raise
         else:
             for stream in streams:
                 report.streams.append(_load_stream(store, None, name, stream, context, progress))
@@ -79,19 +84,25 @@ def _load_stream(store: Store, conn: Connection | None, connector: str, stream: 
     report = StreamReport(stream.name, stream.table)
     state = None if context.full_refresh else store.get_state(connector, stream.name)
     items = stream.read(state.cursor if state else None, state.state if state else None)
-    while True:
-        checkpoint: list[Checkpoint] = []
-        batches = _until_checkpoint(items, checkpoint, stream.name, progress)
-        first = next(batches, None)  # reading starts here, so the stream knows its columns after it
-        if first is None and not checkpoint:
-            break
-        with nullcontext(conn) if conn is not None else store.transaction() as target:
-            if first is not None:
-                rows = itertools.chain(first, itertools.chain.from_iterable(batches))
-                report.written += store.upsert_rows(target, stream.table, stream.columns, rows,
-                                                    guard=not context.full_refresh)
-            if checkpoint:
-                save_state(target, connector, stream.name, checkpoint[0].cursor, checkpoint[0].state)
+    try:
+        while True:
+            checkpoint: list[Checkpoint] = []
+            batches = _until_checkpoint(items, checkpoint, stream.name, progress)
+            first = next(batches, None)  # reading starts here, so the stream knows its columns after it
+            if first is None and not checkpoint:
+                break
+            with nullcontext(conn) if conn is not None else store.transaction() as target:
+                if first is not None:
+                    rows = itertools.chain(first, itertools.chain.from_iterable(batches))
+                    # A stream sets ``guard = False`` when its rows differ even where updated_at does not.
+                    guard = not context.full_refresh and getattr(stream, "guard", True)
+                    report.written += store.upsert_rows(target, stream.table, stream.columns, rows, guard=guard)
+                if checkpoint:
+                    save_state(target, connector, stream.name, checkpoint[0].cursor, checkpoint[0].state)
+    finally:
+        close = getattr(items, "close", None)
+        if close is not None:  # on a failure, stop the stream (and any row worker) now, not at garbage collection
+            close()
     stats = stream.stats
     report.read, report.skipped, report.errors, report.unchanged = (
         stats.read, stats.skipped, stats.errors, stats.unchanged)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import json
@@ -41,6 +42,9 @@ class FileStream:
         )
         self.stats = StreamStats()
         self.columns: list[str] = []
+        #: False when the stored rows were read with other options: then every row is rewritten,
+        #: not only those whose updated_at changed.
+        self.guard = True
 
     def _builder(self, fields: list[str]) -> RowBuilder:
         try:
@@ -71,8 +75,13 @@ class FileStream:
             self.stats.unchanged = True
             yield Checkpoint(state=fingerprint)
             return
+        previous = state or {}
+        self.guard = all(previous.get(key) == fingerprint[key] for key in ("options", "schema"))
+        encoding = self.options.encoding
+        if codecs.lookup(encoding).name == "utf-8":
+            encoding = "utf-8-sig"  # also reads files saved with a byte order mark (Excel's "CSV UTF-8")
         try:
-            with self.path.open(newline="", encoding=self.options.encoding) as handle:
+            with self.path.open(newline="", encoding=encoding) as handle:
                 rows = self._csv_rows(handle) if self.format == "csv" else self._jsonl_rows(handle)
                 yield from prefetch(rows, finish=lambda: self.stats, absorb=self._absorb)
         except UnicodeDecodeError as exc:

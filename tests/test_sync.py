@@ -1,0 +1,292 @@
+"""Running a sync: runs recorded, state saved with the data it covers, failures roll back."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+from sqlalchemy import create_engine, select, text
+
+from crmkpi import hookimpl
+from crmkpi.config import ConnectorConfig
+from crmkpi.connector import Checkpoint, ConnectorType, StreamStats, SyncContext
+from crmkpi.connectors.files.settings import FilesSettings
+from crmkpi.errors import ConnectorError, SourceDataError
+from crmkpi.models import SyncRun, SyncState
+from crmkpi.normalize import Layout, RowBuilder
+from crmkpi.plugins import load_registry
+from crmkpi.store import Store
+from crmkpi.sync import sync_connector
+
+
+# -- a scripted connector ------------------------------------------------------------------
+
+
+class NoSettings(BaseModel):
+    pass
+
+
+class ScriptedStream:
+    """Accounts from a script: lists of (id, name) are batches; Checkpoints, callables and exceptions run in turn."""
+
+    name = "accounts-api"
+    table = "accounts"
+
+    def __init__(self, context: SyncContext, script: list, seen: list) -> None:
+        self.builder = RowBuilder("accounts", ["id", "name"], Layout(), source=context.name,
+                                  synced_at=context.synced_at, encoder=context.encoder)
+        self.columns = self.builder.columns
+        self.stats = StreamStats()
+        self.script, self.seen = script, seen
+
+    def read(self, cursor, state):
+        self.seen.append((cursor, state))
+        for step in self.script:
+            if isinstance(step, BaseException):
+                raise step
+            if isinstance(step, Checkpoint):
+                yield step
+            elif callable(step):
+                step()
+            else:
+                self.stats.read += len(step)
+                yield [self.builder.build(record) for record in step]
+
+
+class ScriptedPlugin:
+    def __init__(self, script: list, atomic: bool) -> None:
+        self.script, self.atomic, self.seen = script, atomic, []
+
+    @hookimpl
+    def register_connectors(self, register):
+        register(ConnectorType(name="scripted", description="test source", settings=NoSettings, atomic=self.atomic,
+                               streams=lambda context: [ScriptedStream(context, self.script, self.seen)]))
+
+
+def run_scripted(store: Store, script: list, atomic: bool = False, **options):
+    plugin = ScriptedPlugin(script, atomic)
+    registry = load_registry(extra={"scripted-test": plugin})
+    report = sync_connector(store, registry, "api", ConnectorConfig("scripted", NoSettings()), Path.cwd(), **options)
+    return report, plugin.seen
+
+
+# -- reading the store from outside the sync's connection --------------------------------------
+
+
+def query(store: Store, sql: str) -> list[tuple]:
+    engine = create_engine(store.url)
+    try:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(text(sql))]
+    finally:
+        engine.dispose()
+
+
+def account_ids(store: Store) -> list[str]:
+    return [r[0] for r in query(store, "SELECT id FROM accounts ORDER BY id")]
+
+
+def states(store: Store) -> dict[tuple[str, str], tuple]:
+    engine = create_engine(store.url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(select(SyncState.__table__)).mappings().all()
+    finally:
+        engine.dispose()
+    return {(r["connector"], r["stream"]): (r["cursor"], r["state"]) for r in rows}
+
+
+def last_run(store: Store) -> dict:
+    with store.engine.connect() as conn:
+        return dict(conn.execute(select(SyncRun.__table__).order_by(SyncRun.id.desc())).mappings().first())
+
+
+def children() -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid():
+            found.append(int(stat.parent.name))
+    return found
+
+
+def files_connector(folder: Path, **settings) -> ConnectorConfig:
+    return ConnectorConfig("files", FilesSettings(path=str(folder), **settings))
+
+
+@pytest.fixture(scope="module")
+def migrated(tmp_path_factory) -> Path:
+    """A migrated SQLite store, made once: migrating takes longer than most of these tests."""
+    path = tmp_path_factory.mktemp("template") / "store.db"
+    template = Store(f"sqlite:///{path}")
+    with template.engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    template.engine.dispose()
+    return path
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path, migrated: Path):
+    """For behaviour that is the same on every backend (``store`` runs on SQLite and PostgreSQL)."""
+    shutil.copyfile(migrated, tmp_path / "store.db")
+    s = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    yield s
+    s.engine.dispose()
+
+
+@pytest.fixture
+def data(isolated: Path) -> Path:
+    folder = isolated / "data"
+    folder.mkdir()
+    return folder
+
+
+# -- runs ----------------------------------------------------------------------------------
+
+
+def test_a_successful_sync_records_its_run(store, data):
+    (data / "accounts.csv").write_text("id,name\na1,Acme\na2,Globex\n")
+    (data / "deals.csv").write_text("id,amount\nd1,1\nd2,x\nd3,3\n")
+    before = datetime.now(UTC)
+    report = sync_connector(store, load_registry(), "crm", files_connector(data, on_error="skip"), data)
+    run = last_run(store)
+    assert run["id"] == report.run_id and run["connector"] == "crm" and run["status"] == "success"
+    assert (run["rows_read"], run["rows_written"], run["rows_skipped"], run["error"]) == (5, 4, 1, None)
+    started = run["started_at"].replace(tzinfo=UTC) if run["started_at"].tzinfo is None else run["started_at"]
+    finished = run["finished_at"].replace(tzinfo=UTC) if run["finished_at"].tzinfo is None else run["finished_at"]
+    assert before <= started <= finished <= datetime.now(UTC)
+    assert run["details"] == {
+        "accounts.csv": {"table": "accounts", "read": 2, "written": 2, "skipped": 0, "unchanged": False, "errors": []},
+        "deals.csv": {"table": "deals", "read": 3, "written": 2, "skipped": 1, "unchanged": False,
+                      "errors": ["deals.csv: line 3: column 'amount': not a valid float: 'x'"]},
+    }
+    assert report.written == 4 and [s.name for s in report.streams] == ["accounts.csv", "deals.csv"]
+    assert set(states(store)) == {("crm", "accounts.csv"), ("crm", "deals.csv")}
+    # every row written by this run carries its start as synced_at
+    synced = {r[0] for r in query(store, "SELECT synced_at FROM accounts UNION SELECT synced_at FROM deals")}
+    assert len(synced) == 1
+
+
+def test_progress_reports_each_batch(sqlite_store, data):
+    (data / "deals.csv").write_text("id\n" + "".join(f"d{i}\n" for i in range(600)))
+    seen = []
+    sync_connector(sqlite_store, load_registry(), "crm", files_connector(data), data,
+                   progress=lambda stream, rows: seen.append((stream, rows)))
+    assert {s for s, _ in seen} == {"deals.csv"} and sum(n for _, n in seen) == 600 and len(seen) >= 2
+
+
+# -- atomic connectors -------------------------------------------------------------------------
+
+
+def test_a_failed_atomic_sync_rolls_back_every_stream_and_its_state(store, data):
+    (data / "accounts.csv").write_text("id,name\na1,Acme\n")
+    (data / "deals.csv").write_text("id,created_at\nd1,2024-01-01\nd2,2024-01-01\nd3,someday\n")
+    with pytest.raises(SourceDataError) as info:
+        sync_connector(store, load_registry(), "crm", files_connector(data), data)
+    message = "deals.csv: line 4: column 'created_at': not a valid datetime: 'someday'"
+    assert str(info.value) == message
+    assert account_ids(store) == [] and query(store, "SELECT id FROM deals") == [] and states(store) == {}
+    run = last_run(store)
+    assert (run["status"], run["error"]) == ("failed", message)
+    # nothing was committed, so the run does not claim any row as written
+    assert (run["rows_written"], run["details"]["accounts.csv"]["written"]) == (0, 0)
+    assert run["details"]["accounts.csv"]["read"] == 1
+
+
+def test_an_atomic_connector_commits_nothing_even_after_a_checkpoint(sqlite_store):
+    script = [[("a1", "One")], Checkpoint(cursor="c1"), [("a2", "Two")], ValueError("page 3: HTTP 500")]
+    with pytest.raises(ConnectorError, match=r"^connector 'api' failed: ValueError: page 3: HTTP 500$"):
+        run_scripted(sqlite_store, script, atomic=True)
+    assert account_ids(sqlite_store) == [] and states(sqlite_store) == {}
+    run = last_run(sqlite_store)
+    assert (run["status"], run["error"], run["rows_written"]) == ("failed", "ValueError: page 3: HTTP 500", 0)
+
+
+# -- checkpointed (non-atomic) connectors ------------------------------------------------------
+
+
+def test_state_is_committed_with_the_rows_it_covers_and_not_before(store):
+    observed = {}
+    script = [
+        [("a1", "One"), ("a2", "Two")],
+        lambda: observed.setdefault("before checkpoint", (account_ids(store), states(store))),
+        Checkpoint(cursor="2024-01-02", state={"page": 2}),
+        lambda: observed.setdefault("after checkpoint", (account_ids(store), states(store))),
+        [("a3", "Three")],
+        ValueError("page 3: HTTP 500"),
+    ]
+    with pytest.raises(ConnectorError, match="page 3: HTTP 500"):
+        run_scripted(store, script)
+    # While the first batch was being written, neither it nor its cursor was visible to others;
+    # once the checkpoint passed, both were.
+    assert observed["before checkpoint"] == ([], {})
+    committed = {("api", "accounts-api"): ("2024-01-02", {"page": 2})}
+    assert observed["after checkpoint"] == (["a1", "a2"], committed)
+    # the batch after the checkpoint is lost with the failure; what was committed stays
+    assert account_ids(store) == ["a1", "a2"] and states(store) == committed
+    run = last_run(store)
+    assert (run["status"], run["error"], run["rows_written"]) == ("failed", "ValueError: page 3: HTTP 500", 0)
+
+    # The next sync resumes from the committed cursor.
+    report, seen = run_scripted(store, [[("a3", "Three")], Checkpoint(cursor="2024-01-03")])
+    assert seen == [("2024-01-02", {"page": 2})]
+    assert account_ids(store) == ["a1", "a2", "a3"] and states(store)[("api", "accounts-api")][0] == "2024-01-03"
+    assert (last_run(store)["status"], last_run(store)["rows_written"], report.written) == ("success", 1, 1)
+
+
+def test_a_stream_without_a_final_checkpoint_saves_no_state(sqlite_store):
+    report, _ = run_scripted(sqlite_store, [[("a1", "One")], Checkpoint(cursor="c1"), [("a2", "Two")]])
+    # rows after the last checkpoint are committed, but the cursor stays where it was proven
+    assert account_ids(sqlite_store) == ["a1", "a2"] and states(sqlite_store)[("api", "accounts-api")][0] == "c1"
+    assert report.written == 2
+
+
+def test_full_refresh_ignores_the_saved_cursor_and_rewrites_unchanged_rows(sqlite_store):
+    run_scripted(sqlite_store, [[("a1", "One")], Checkpoint(cursor="c1")])
+    report, seen = run_scripted(sqlite_store, [[("a1", "One")], Checkpoint(cursor="c2")])
+    assert seen == [("c1", None)]
+    report, seen = run_scripted(sqlite_store, [[("a1", "One")], Checkpoint(cursor="c3")], full_refresh=True)
+    assert seen == [(None, None)] and report.written == 1
+
+
+def test_a_state_is_not_saved_when_writing_its_rows_fails(sqlite_store, monkeypatch):
+    def broken(self, conn, table, columns, rows, guard=True):
+        next(iter(rows))
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(Store, "upsert_rows", broken)
+    with pytest.raises(ConnectorError, match=r"^connector 'api' failed: RuntimeError: disk full$"):
+        run_scripted(sqlite_store, [[("a1", "One")], Checkpoint(cursor="c1")])
+    assert states(sqlite_store) == {} and account_ids(sqlite_store) == []
+    assert last_run(sqlite_store)["status"] == "failed"
+
+
+def test_the_row_worker_does_not_outlive_a_failed_write(sqlite_store, data, monkeypatch):
+    (data / "deals.csv").write_text("id,name\n" + "".join(f"d{i},deal number {i}\n" for i in range(20_000)))
+
+    def broken(self, conn, table, columns, rows, guard=True):
+        next(iter(rows))
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(Store, "upsert_rows", broken)
+    with pytest.raises(ConnectorError, match="disk full") as info:
+        sync_connector(sqlite_store, load_registry(), "crm", files_connector(data), data)
+    assert info.value.__cause__ is not None  # the traceback (and the frames in it) is still alive here
+    assert children() == []
+    assert query(sqlite_store, "SELECT count(*) FROM deals") == [(0,)] and states(sqlite_store) == {}
+
+
+def test_sync_state_is_one_row_per_stream_replaced_on_each_sync(sqlite_store):
+    run_scripted(sqlite_store, [[("a1", "One")], Checkpoint(cursor="c1")])
+    run_scripted(sqlite_store, [[("a2", "Two")], Checkpoint(cursor="c2", state={"n": 2})])
+    with sqlite_store.engine.connect() as conn:
+        rows = conn.execute(select(SyncState.__table__)).mappings().all()
+    assert [(r["connector"], r["stream"], r["cursor"], r["state"]) for r in rows] == [
+        ("api", "accounts-api", "c2", {"n": 2})]
