@@ -129,6 +129,12 @@ class MetricContext:
         """Declare the rows behind a side computed with a query of the metric's own."""
         self.inputs.append(Input(label, table, (*self.scope(table), *where)))
 
+    def days_between(self, start: ColumnElement, end: ColumnElement) -> ColumnElement:
+        """``end - start`` in (fractional) days, in the store's SQL dialect."""
+        if self.conn.dialect.name == "sqlite":
+            return func.julianday(end) - func.julianday(start)
+        return func.extract("epoch", end - start) / 86400.0
+
     def money(self, table: Table, amount: ColumnElement, at: ColumnElement, *where: ColumnElement) -> ColumnElement:
         """``amount`` in the reporting currency, at the ``fx_rates`` rate valid on ``at``.
 

@@ -2,8 +2,8 @@
 
 Small writes go through SQLModel sessions. Bulk ingest goes through the DB-API
 ``executemany`` under SQLAlchemy's connection: an upsert keyed on ``(source, id)``
-that leaves a row alone when its ``updated_at`` is unchanged, so re-syncing unchanged
-data is cheap and idempotent.
+that leaves a row alone when none of its values changed, so re-syncing unchanged
+data writes nothing and is idempotent.
 """
 
 from __future__ import annotations
@@ -188,12 +188,16 @@ class Store:
             f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(marker for _ in columns)}) "
             f"ON CONFLICT (source, id) DO UPDATE SET {updates}"
         )
-        if guard and "updated_at" in columns:
+        compared = [c for c in columns if c not in ("source", "id", "synced_at")]
+        if guard and compared:
+            # Only rows whose content differs are rewritten: a re-sync of unchanged data writes nothing,
+            # and an edit is applied even when the source did not move updated_at.
             distinct = "IS NOT" if self.dialect == "sqlite" else "IS DISTINCT FROM"
-            sql += (
-                f" WHERE excluded.updated_at IS NULL OR {table}.updated_at {distinct} excluded.updated_at"
-                + (f" OR {table}.is_deleted {distinct} excluded.is_deleted" if "is_deleted" in columns else "")
-            )
+            json_columns = {c for c, kind in column_kinds(table).items() if kind == "json"}
+            cast = "" if self.dialect == "sqlite" else "::text"  # PostgreSQL's json has no equality
+            sql += " WHERE " + " OR ".join(
+                f"{table}.{c}{cast if c in json_columns else ''} {distinct} "
+                f"excluded.{c}{cast if c in json_columns else ''}" for c in compared)
         return sql
 
     def upsert_rows(self, conn: Connection, table: str, columns: list[str], rows: Iterable[tuple],

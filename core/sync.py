@@ -94,9 +94,8 @@ def _load_stream(store: Store, conn: Connection | None, connector: str, stream: 
             with nullcontext(conn) if conn is not None else store.transaction() as target:
                 if first is not None:
                     rows = itertools.chain(first, itertools.chain.from_iterable(batches))
-                    # A stream sets ``guard = False`` when its rows differ even where updated_at does not.
-                    guard = not context.full_refresh and getattr(stream, "guard", True)
-                    report.written += store.upsert_rows(target, stream.table, stream.columns, rows, guard=guard)
+                    report.written += store.upsert_rows(target, stream.table, stream.columns, rows,
+                                                        guard=not context.full_refresh)
                 if checkpoint:
                     save_state(target, connector, stream.name, checkpoint[0].cursor, checkpoint[0].state)
     finally:

@@ -283,14 +283,19 @@ def test_reupserting_unchanged_rows_changes_nothing(store: Store):
     assert {k: d.synced_at for k, d in deals(store).items()} == {("crm", "d1"): SYNC_1, ("crm", "d2"): SYNC_1}
 
 
-def test_guard_trusts_updated_at_and_full_refresh_rewrites(store: Store):
-    upsert(store, "deals", [deal("d1")])
-    # Same updated_at but other values: the guard takes the row as unchanged (the source's own stamp decides).
-    assert upsert(store, "deals", [deal("d1", name="Renamed", synced_at=SYNC_2)]) == 0
-    assert (deals(store)["crm", "d1"].name, deals(store)["crm", "d1"].synced_at) == ("Big deal", SYNC_1)
-    # Without the guard (full refresh) every row is written.
-    assert upsert(store, "deals", [deal("d1", name="Renamed", synced_at=SYNC_2)], guard=False) == 1
+def test_guard_compares_content_and_full_refresh_rewrites(store: Store):
+    upsert(store, "deals", [deal("d1", extra={"tier": "gold"})])
+    # Same updated_at but other values (a hand-edited file): the edit is applied.
+    assert upsert(store, "deals", [deal("d1", name="Renamed", extra={"tier": "gold"}, synced_at=SYNC_2)]) == 1
     assert (deals(store)["crm", "d1"].name, deals(store)["crm", "d1"].synced_at) == ("Renamed", SYNC_2)
+    # Only synced_at differs: nothing is written. A changed custom field is a change.
+    same = deal("d1", name="Renamed", extra={"tier": "gold"}, synced_at=SYNC_1)
+    assert upsert(store, "deals", [same]) == 0
+    assert upsert(store, "deals", [{**same, "extra": {"tier": "silver"}}]) == 1
+    # Without the guard (full refresh) every row is written.
+    assert upsert(store, "deals", [{**same, "extra": {"tier": "silver"}}], guard=False) == 1
+    assert upsert(store, "deals", [{**same, "extra": {"tier": "silver"}, "synced_at": SYNC_2}], guard=False) == 1
+    assert deals(store)["crm", "d1"].synced_at == SYNC_2
 
 
 def test_changed_updated_at_replaces_values(store: Store):
@@ -327,10 +332,11 @@ def test_deletion_is_applied_even_with_the_same_updated_at(store: Store):
     assert deals(store)["crm", "d1"].is_deleted is False
 
 
-def test_rows_without_updated_at_always_apply(store: Store):
+def test_rows_without_updated_at_apply_when_they_differ(store: Store):
     upsert(store, "deals", [deal("d1", updated_at=None)])
     assert upsert(store, "deals", [deal("d1", updated_at=None, name="Second")]) == 1
     assert deals(store)["crm", "d1"].name == "Second"
+    assert upsert(store, "deals", [deal("d1", updated_at=None, name="Second", synced_at=SYNC_2)]) == 0
     # From a stamp to no stamp and back: both differ.
     upsert(store, "deals", [deal("d2")])
     assert upsert(store, "deals", [deal("d2", updated_at=None, name="No stamp")]) == 1
@@ -352,8 +358,8 @@ def test_guard_on_another_table(store: Store):
     row = {"source": "crm", "id": "s1", "pipeline": "p", "stage": "won", "updated_at": T0,
            "is_deleted": False, "is_closed": True, "is_won": True}
     assert upsert(store, "pipeline_stages", [row]) == 1
-    assert upsert(store, "pipeline_stages", [{**row, "label": "Won"}]) == 0
-    assert upsert(store, "pipeline_stages", [{**row, "label": "Won", "updated_at": T1}]) == 1
+    assert upsert(store, "pipeline_stages", [row]) == 0
+    assert upsert(store, "pipeline_stages", [{**row, "label": "Won"}]) == 1
     with Session(store.engine) as session:
         stage = session.get(PipelineStage, ("crm", "s1"))
     assert (stage.label, stage.is_deleted, stage.is_won) == ("Won", False, True)
@@ -361,12 +367,14 @@ def test_guard_on_another_table(store: Store):
 
 def test_upsert_sql_guard(store: Store):
     distinct = "IS NOT" if store.dialect == "sqlite" else "IS DISTINCT FROM"
-    sql = store.upsert_sql("deals", ["source", "id", "name", "updated_at", "is_deleted"])
+    sql = store.upsert_sql("deals", ["source", "id", "name", "updated_at", "is_deleted", "extra", "synced_at"])
     assert "ON CONFLICT (source, id) DO UPDATE SET name = excluded.name" in sql
-    assert sql.endswith(f" WHERE excluded.updated_at IS NULL OR deals.updated_at {distinct} excluded.updated_at"
-                        f" OR deals.is_deleted {distinct} excluded.is_deleted")
+    json = "" if store.dialect == "sqlite" else "::text"
+    assert sql.endswith(f" WHERE deals.name {distinct} excluded.name OR deals.updated_at {distinct} "
+                        f"excluded.updated_at OR deals.is_deleted {distinct} excluded.is_deleted"
+                        f" OR deals.extra{json} {distinct} excluded.extra{json}")
     assert "WHERE" not in store.upsert_sql("deals", ["source", "id", "name", "updated_at"], guard=False)
-    assert "WHERE" not in store.upsert_sql("deals", ["source", "id", "name"])
+    assert "WHERE" not in store.upsert_sql("deals", ["source", "id", "synced_at"])
 
 
 def test_upsert_into_unknown_table_is_a_store_error(store: Store):

@@ -42,9 +42,6 @@ class FileStream:
         )
         self.stats = StreamStats()
         self.columns: list[str] = []
-        #: False when the stored rows were read with other options: then every row is rewritten,
-        #: not only those whose updated_at changed.
-        self.guard = True
 
     def _builder(self, fields: list[str]) -> RowBuilder:
         try:
@@ -75,8 +72,6 @@ class FileStream:
             self.stats.unchanged = True
             yield Checkpoint(state=fingerprint)
             return
-        previous = state or {}
-        self.guard = all(previous.get(key) == fingerprint[key] for key in ("options", "schema"))
         encoding = self.options.encoding
         if codecs.lookup(encoding).name == "utf-8":
             encoding = "utf-8-sig"  # also reads files saved with a byte order mark (Excel's "CSV UTF-8")
