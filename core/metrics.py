@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Callable, Literal
 
-from sqlalchemy import Table, case, exists, func, select
+from sqlalchemy import Table, case, exists, func, select, true
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -100,8 +100,8 @@ class MetricContext:
         return TABLES[name]
 
     def live(self, table: Table) -> ColumnElement:
-        """Rows not deleted in their source."""
-        return table.c.is_deleted.is_(False)
+        """Rows not deleted in their source (every row of a table without ``is_deleted``, like sync_runs)."""
+        return table.c.is_deleted.is_(False) if "is_deleted" in table.c else true()
 
     def in_period(self, column: ColumnElement) -> ColumnElement:
         """``start <= column < end``: the period's half-open window."""

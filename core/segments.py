@@ -7,7 +7,8 @@ metric reads. It is looked up in this order:
 2. an alias of a reference column (``owner``/``rep``/``agent`` → ``owner_id``, ``account`` → ``account_id``);
 3. an attribute of the row's owner (``team``, from ``users``);
 4. an attribute of the row's account (``region``, ``industry``, ``segment``, from ``accounts``);
-5. a custom field: ``extra.<name>`` (or a bare name found nowhere above) in the row's ``extra``,
+5. for rows of a deal (``deal_stage_changes``), any of the above on the deal;
+6. a custom field: ``extra.<name>`` (or a bare name found nowhere above) in the row's ``extra``,
    else in its account's ``extra``.
 """
 
@@ -52,6 +53,9 @@ def expression(table: Table, dimension: str) -> ColumnElement:
     if dimension in ACCOUNT_ATTRIBUTES and "account_id" in table.c:
         accounts = ENTITIES["accounts"].__table__
         return _lookup(accounts, accounts.c[dimension], table.c.account_id, table)
+    if "deal_id" in table.c:  # stage changes take the dimensions of their deal
+        deals = ENTITIES["deals"].__table__
+        return _lookup(deals, expression(deals, dimension), table.c.deal_id, table)
     if dimension in _KNOWN_COLUMNS:
         raise MetricError(f"segment {dimension!r} does not apply to {table.name}")
     return _custom(table, custom)
@@ -81,7 +85,8 @@ def condition(table: Table, segment: Segment | None) -> ColumnElement | None:
 def values(conn, table: Table, dimension: str) -> list[Any]:
     """Every value the dimension takes over the live rows of ``table``, nulls last."""
     value = expression(table, dimension).label("value")
-    found = [row.value for row in conn.execute(select(value).where(table.c.is_deleted.is_(False)).distinct())]
+    live = [table.c.is_deleted.is_(False)] if "is_deleted" in table.c else []
+    found = [row.value for row in conn.execute(select(value).where(*live).distinct())]
     return sorted((v for v in found if v is not None), key=str) + ([None] if None in found else [])
 
 
