@@ -77,8 +77,9 @@ def run_metrics(engine: Engine, run: Run, settings: Settings | None = None, *, p
                             period)
                         result[kind] = comparison(compute(conn, metric, other, params, segment, settings, today),
                                                   value, other)
-                    target = next((t for t in run.targets if t.applies_to(metric.id, period, result["segment"])),
-                                  None)
+                    # A target over exactly this period wins over one this period is only a to-date part of.
+                    target = next((t for t in sorted(run.targets, key=lambda t: t.period.end != period.end)
+                                   if t.applies_to(metric.id, period, result["segment"])), None)
                     result["target"] = evaluate(target, value.value, period, metric.additive, today) if target else None
                     results.append(result)
     if persist and results:

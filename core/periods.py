@@ -145,7 +145,7 @@ class Calendar:
 
     def year_ago(self, period: Period) -> Period:
         """The same period one year earlier (the same fiscal quarter, week number, or dates)."""
-        if period.grain in ("year", "quarter", "month"):
+        if period.grain in ("year", "quarter", "month", "day"):
             return self.containing(period.grain, _minus_year(period.start))
         if period.grain == "week":
             number = int(period.label.rsplit("W", 1)[1])

@@ -130,7 +130,8 @@ def _json_default(value: Any) -> Any:
 
 def render_explanation(explanation: dict, metric: Metric) -> str:
     value = explanation["value"]
-    segment = ", ".join(f"{k}={v}" for k, v in explanation["segment"].items()) or "whole company"
+    segment = ", ".join(f"{k}={'(none)' if v is None else v}" for k, v in explanation["segment"].items()) \
+        or "whole company"
     lines = [f"{metric.id}: {metric.title}, {explanation['period']} ({segment})", "",
              f"Formula: {metric.formula}",
              f"Params: {', '.join(f'{k}={v}' for k, v in explanation['params'].items()) or 'none'}",

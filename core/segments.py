@@ -43,7 +43,7 @@ def expression(table: Table, dimension: str) -> ColumnElement:
     """The dimension's value for each row of ``table`` (a column or a correlated subquery)."""
     custom = dimension.removeprefix("extra.")
     if dimension.startswith("extra."):
-        return _custom(table, custom)
+        return _custom(table, custom, dimension)
     column = ALIASES.get(dimension, dimension)
     if column in table.c and column != "extra":
         return table.c[column]
@@ -58,10 +58,12 @@ def expression(table: Table, dimension: str) -> ColumnElement:
         return _lookup(deals, expression(deals, dimension), table.c.deal_id, table)
     if dimension in _KNOWN_COLUMNS:
         raise MetricError(f"segment {dimension!r} does not apply to {table.name}")
-    return _custom(table, custom)
+    return _custom(table, custom, dimension)
 
 
-def _custom(table: Table, name: str) -> ColumnElement:
+def _custom(table: Table, name: str, dimension: str) -> ColumnElement:
+    if "extra" not in table.c:  # sync_runs has no custom fields
+        raise MetricError(f"segment {dimension!r} does not apply to {table.name}")
     own = table.c.extra[name].as_string()
     if "account_id" not in table.c:
         return own

@@ -222,7 +222,7 @@ def test_secret_values_never_appear_in_validation_errors(project, registry, monk
          "reporting.fiscal_year_start_month: input should be a valid integer, unable to parse string as an integer"),
         ("reporting:\n  week_start: tuesday\n", "reporting.week_start: input should be 'monday' or 'sunday'"),
         ("reporting:\n  currencyy: EUR\n", "reporting.currencyy: unknown field"),
-        ("metrics:\n  churn_rate: {}\n", "metrics.churn_rate: unknown metric (see `crmkpi metrics list`)"),
+        ("metrics:\n  churn_ratio: {}\n", "metrics.churn_ratio: unknown metric (see `crmkpi metrics list`)"),
         ("metrics:\n  win_rate:\n    by: amount\n", "metrics.win_rate.by: unknown field"),
         ("metrics:\n  win_rate:\n    params: {by: revenue}\n",
          "metrics.win_rate.params: param by: 'revenue' is not one of count, amount"),
@@ -235,8 +235,8 @@ def test_secret_values_never_appear_in_validation_errors(project, registry, monk
         ("schedules:\n  nightly:\n    cron: '0 2 * * *'\n    every: day\n", "schedules.nightly.every: unknown field"),
         (FILES + "schedules:\n  nightly:\n    cron: '0 2 * * *'\n    sync: [hubspot]\n",
          "schedules.nightly.sync: unknown connector 'hubspot'"),
-        ("schedules:\n  nightly:\n    cron: '0 2 * * *'\n    metrics: [nps]\n",
-         "schedules.nightly.metrics: unknown metric 'nps'"),
+        ("schedules:\n  nightly:\n    cron: '0 2 * * *'\n    metrics: [net_promoter]\n",
+         "schedules.nightly.metrics: unknown metric 'net_promoter'"),
     ],
 )
 def test_validation_errors_are_precise_one_liners(project, registry, text, expected):

@@ -33,7 +33,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return target
 
 
-def crmkpi(site: Path, *args: str, plugins: str = "files,avg_deal_size") -> subprocess.CompletedProcess:
+def crmkpi(site: Path, *args: str, plugins: str = "files,example_deal_size") -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(site), "CRMKPI_LOAD_PLUGINS": plugins}
     return subprocess.run([sys.executable, "-m", "crmkpi.cli", *args], env=env, capture_output=True, text=True)
 
@@ -41,10 +41,10 @@ def crmkpi(site: Path, *args: str, plugins: str = "files,avg_deal_size") -> subp
 def test_example_is_listed_with_its_distribution(installed: Path) -> None:
     result = crmkpi(installed, "plugins", "--json")
     assert result.returncode == 0, result.stderr
-    example = next(p for p in json.loads(result.stdout) if p["name"] == "avg_deal_size")
+    example = next(p for p in json.loads(result.stdout) if p["name"] == "example_deal_size")
     assert example["distribution"] == "crmkpi-avg-deal-size"
     assert example["version"] == "0.1.0"
-    assert example["metrics"] == ["avg_deal_size"]
+    assert example["metrics"] == ["example_deal_size"]
     assert example["hooks"] == ["register_metrics"]
     assert example["errors"] == []
 
@@ -56,17 +56,17 @@ def test_example_metric_runs_on_synced_data(installed: Path, tmp_path: Path) -> 
     config.write_text("connectors:\n  crm:\n    type: files\n    path: data\n")
     assert crmkpi(installed, "sync", "--config", str(config)).returncode == 0
 
-    result = crmkpi(installed, "run", "--config", str(config), "--metric", "avg_deal_size", "--period", "2025",
+    result = crmkpi(installed, "run", "--config", str(config), "--metric", "example_deal_size", "--period", "2025",
                     "--format", "json")
     assert result.returncode == 0, result.stderr
     [row] = json.loads(result.stdout)
     assert (row["value"], row["numerator"], row["denominator"], row["unit"]) == (1500.0, 4500.0, 3, "currency")
 
-    result = crmkpi(installed, "run", "--config", str(config), "--metric", "avg_deal_size", "--period", "2025",
+    result = crmkpi(installed, "run", "--config", str(config), "--metric", "example_deal_size", "--period", "2025",
                     "--param", "min_amount=1000", "--format", "json")
     assert json.loads(result.stdout)[0]["value"] == 2000.0
 
-    result = crmkpi(installed, "run", "--config", str(config), "--metric", "avg_deal_size", "--period", "2023",
+    result = crmkpi(installed, "run", "--config", str(config), "--metric", "example_deal_size", "--period", "2023",
                     "--format", "json")
     [row] = json.loads(result.stdout)
     assert (row["value"], row["note"]) == (None, "no deals won in the period")

@@ -250,3 +250,223 @@ def test_bounds_are_utc_instants_of_local_midnights():
     assert start.tzinfo is UTC and end.tzinfo is UTC
     start, end = parse("2024").bounds("Asia/Tokyo")
     assert (start, end) == (datetime(2023, 12, 31, 15, tzinfo=UTC), datetime(2024, 12, 31, 15, tzinfo=UTC))
+
+
+# --- split: a period as a series of smaller ones ------------------------------------
+
+
+def parts(period: Period, grain: str, cal: Calendar | None = None) -> list[tuple[str, str, str, str | None]]:
+    return [(p.start.isoformat(), p.end.isoformat(), p.label, p.grain)
+            for p in (cal or Calendar()).split(period, grain)]
+
+
+def test_split_a_year_into_quarters_and_months():
+    year = parse("2024")
+    assert parts(year, "quarter") == [
+        ("2024-01-01", "2024-04-01", "2024-Q1", "quarter"),
+        ("2024-04-01", "2024-07-01", "2024-Q2", "quarter"),
+        ("2024-07-01", "2024-10-01", "2024-Q3", "quarter"),
+        ("2024-10-01", "2025-01-01", "2024-Q4", "quarter"),
+    ]
+    months = parts(year, "month")
+    assert [m[2] for m in months] == [f"2024-{n:02d}" for n in range(1, 13)]
+    assert months[1] == ("2024-02-01", "2024-03-01", "2024-02", "month")  # leap February, whole
+    assert months[-1] == ("2024-12-01", "2025-01-01", "2024-12", "month")
+    days = Calendar().split(year, "day")
+    assert len(days) == 366 and days[59].label == "2024-02-29" and days[59].grain == "day"
+
+
+def test_split_a_quarter_into_weeks_clips_the_edge_weeks_to_ranges():
+    # 1 January 2025 is a Wednesday and 31 March 2025 a Monday: both edge weeks are partial
+    weeks = parts(parse("2025-Q1"), "week")
+    assert len(weeks) == 14
+    assert weeks[0] == ("2025-01-01", "2025-01-06", "2025-01-01..2025-01-05", None)
+    assert weeks[1] == ("2025-01-06", "2025-01-13", "2025-W02", "week")
+    assert [w[2] for w in weeks[1:13]] == [f"2025-W{n:02d}" for n in range(2, 14)]
+    assert weeks[12] == ("2025-03-24", "2025-03-31", "2025-W13", "week")
+    assert weeks[13] == ("2025-03-31", "2025-04-01", "2025-03-31..2025-03-31", None)
+    # 2024-Q1 starts on a Monday and ends on a Sunday: thirteen whole weeks
+    assert [w[2] for w in parts(parse("2024-Q1"), "week")] == [f"2024-W{n:02d}" for n in range(1, 14)]
+
+
+def test_split_a_range_into_months_clips_the_first_and_last():
+    assert parts(parse("2024-01-15..2024-04-10"), "month") == [
+        ("2024-01-15", "2024-02-01", "2024-01-15..2024-01-31", None),
+        ("2024-02-01", "2024-03-01", "2024-02", "month"),
+        ("2024-03-01", "2024-04-01", "2024-03", "month"),
+        ("2024-04-01", "2024-04-11", "2024-04-01..2024-04-10", None),
+    ]
+
+
+def test_split_by_a_coarser_or_the_same_grain():
+    assert parts(parse("2024-03-15"), "month") == [("2024-03-15", "2024-03-16", "2024-03-15..2024-03-15", None)]
+    # ISO week 5 of 2024 straddles January and February
+    assert parts(parse("2024-W05"), "month") == [
+        ("2024-01-29", "2024-02-01", "2024-01-29..2024-01-31", None),
+        ("2024-02-01", "2024-02-05", "2024-02-01..2024-02-04", None),
+    ]
+    assert Calendar().split(parse("2024-03"), "month") == [parse("2024-03")]
+    # the last ISO week of 2024 is 2025-W01: a year split by week ends with a clipped stub
+    assert parts(parse("2024"), "week")[-2:] == [
+        ("2024-12-23", "2024-12-30", "2024-W52", "week"),
+        ("2024-12-30", "2025-01-01", "2024-12-30..2024-12-31", None),
+    ]
+
+
+def test_split_a_fiscal_year_starting_in_april():
+    cal = Calendar(4)
+    year = cal.parse("2025", today=TODAY)
+    assert parts(year, "quarter", cal) == [
+        ("2024-04-01", "2024-07-01", "FY2025-Q1", "quarter"),
+        ("2024-07-01", "2024-10-01", "FY2025-Q2", "quarter"),
+        ("2024-10-01", "2025-01-01", "FY2025-Q3", "quarter"),
+        ("2025-01-01", "2025-04-01", "FY2025-Q4", "quarter"),
+    ]
+    months = parts(year, "month", cal)
+    assert [m[2] for m in months] == ["2024-04", "2024-05", "2024-06", "2024-07", "2024-08", "2024-09",
+                                      "2024-10", "2024-11", "2024-12", "2025-01", "2025-02", "2025-03"]
+    # a calendar quarter is not a fiscal quarter: split by fiscal quarter, it is clipped
+    assert parts(cal.parse("2024-02-15..2024-05-14", today=TODAY), "quarter", cal) == [
+        ("2024-02-15", "2024-04-01", "2024-02-15..2024-03-31", None),
+        ("2024-04-01", "2024-05-15", "2024-04-01..2024-05-14", None),
+    ]
+
+
+def test_split_into_sunday_weeks():
+    cal = Calendar(week_start="sunday")
+    # January 2024: Monday the 1st .. Wednesday the 31st
+    assert parts(cal.parse("2024-01", today=TODAY), "week", cal) == [
+        ("2024-01-01", "2024-01-07", "2024-01-01..2024-01-06", None),
+        ("2024-01-07", "2024-01-14", "2024-W02", "week"),
+        ("2024-01-14", "2024-01-21", "2024-W03", "week"),
+        ("2024-01-21", "2024-01-28", "2024-W04", "week"),
+        ("2024-01-28", "2024-02-01", "2024-01-28..2024-01-31", None),
+    ]
+    # December 2022 ends on a Saturday: its last Sunday week is 2022-W53, whole
+    assert parts(cal.parse("2022-12", today=TODAY), "week", cal)[-1] == \
+        ("2022-12-25", "2023-01-01", "2022-W53", "week")
+
+
+@pytest.mark.parametrize("fy, week_start", [(1, "monday"), (4, "monday"), (10, "sunday")])
+@pytest.mark.parametrize("text", ["2024", "2025-Q1", "2024-02", "2024-W09", "2024-02-29", "2023-11-20..2024-03-03",
+                                  "year-to-date", "month-to-date"])
+def test_split_parts_are_contiguous_and_cover_the_period_exactly(text, fy, week_start):
+    cal = Calendar(fy, week_start)
+    period = cal.parse(text, today=date(2024, 2, 29))
+    for grain in ("day", "week", "month", "quarter", "year"):
+        split = cal.split(period, grain)
+        assert split[0].start == period.start and split[-1].end == period.end, (grain, split)
+        assert all(a.end == b.start for a, b in zip(split, split[1:])), grain
+        for part in split:
+            whole = cal.containing(grain, part.start)
+            assert whole.start <= part.start < part.end <= whole.end
+            if (part.start, part.end) == (whole.start, whole.end):
+                assert part == whole  # a whole period keeps its label and grain
+            else:
+                assert part.grain is None and part.label == f"{part.start}..{part.last_day}"
+        assert sum((p.end - p.start).days for p in split) == (period.end - period.start).days
+
+
+# --- previous and year_ago ----------------------------------------------------------
+
+
+def around(text: str, *, today: date = TODAY, fy: int = 1, week_start: str = "monday") -> tuple[tuple, tuple]:
+    cal = Calendar(fy, week_start)
+    period = cal.parse(text, today=today)
+    previous, year_ago = cal.previous(period), cal.year_ago(period)
+    return ((*span(previous), previous.grain), (*span(year_ago), year_ago.grain))
+
+
+@pytest.mark.parametrize(
+    "text, previous, year_ago",
+    [
+        ("2024", ("2023-01-01", "2024-01-01", "2023", "year"), ("2023-01-01", "2024-01-01", "2023", "year")),
+        ("2024-Q1", ("2023-10-01", "2024-01-01", "2023-Q4", "quarter"),
+         ("2023-01-01", "2023-04-01", "2023-Q1", "quarter")),
+        ("2024-Q3", ("2024-04-01", "2024-07-01", "2024-Q2", "quarter"),
+         ("2023-07-01", "2023-10-01", "2023-Q3", "quarter")),
+        ("2024-03", ("2024-02-01", "2024-03-01", "2024-02", "month"), ("2023-03-01", "2023-04-01", "2023-03", "month")),
+        ("2024-01", ("2023-12-01", "2024-01-01", "2023-12", "month"), ("2023-01-01", "2023-02-01", "2023-01", "month")),
+        ("2024-02", ("2024-01-01", "2024-02-01", "2024-01", "month"), ("2023-02-01", "2023-03-01", "2023-02", "month")),
+        ("2024-W01", ("2023-12-25", "2024-01-01", "2023-W52", "week"),
+         ("2023-01-02", "2023-01-09", "2023-W01", "week")),
+        ("2024-W09", ("2024-02-19", "2024-02-26", "2024-W08", "week"),
+         ("2023-02-27", "2023-03-06", "2023-W09", "week")),
+        # week 53: the week before 2021-W01 is 2020-W53; a year before 2020-W53 (2019 has 52) is 2019-W52
+        ("2021-W01", ("2020-12-28", "2021-01-04", "2020-W53", "week"),
+         ("2019-12-30", "2020-01-06", "2020-W01", "week")),
+        ("2020-W53", ("2020-12-21", "2020-12-28", "2020-W52", "week"),
+         ("2019-12-23", "2019-12-30", "2019-W52", "week")),
+        ("2026-W53", ("2026-12-21", "2026-12-28", "2026-W52", "week"),
+         ("2025-12-22", "2025-12-29", "2025-W52", "week")),
+        # days; 29 February's year-ago is 28 February
+        ("2024-03-01", ("2024-02-29", "2024-03-01", "2024-02-29", "day"),
+         ("2023-03-01", "2023-03-02", "2023-03-01", "day")),
+        ("2024-02-29", ("2024-02-28", "2024-02-29", "2024-02-28", "day"),
+         ("2023-02-28", "2023-03-01", "2023-02-28", "day")),
+        ("2024-01-01", ("2023-12-31", "2024-01-01", "2023-12-31", "day"),
+         ("2023-01-01", "2023-01-02", "2023-01-01", "day")),
+        # ranges: the previous one is as long and ends where it starts; a year ago keeps the dates
+        ("2024-01-01..2024-03-31", ("2023-10-02", "2024-01-01", "2023-10-02..2023-12-31", None),
+         ("2023-01-01", "2023-04-01", "2023-01-01..2023-03-31", None)),
+        ("2024-02-01..2024-02-29", ("2024-01-03", "2024-02-01", "2024-01-03..2024-01-31", None),
+         ("2023-02-01", "2023-03-01", "2023-02-01..2023-02-28", None)),
+        ("2024-02-29..2024-03-05", ("2024-02-23", "2024-02-29", "2024-02-23..2024-02-28", None),
+         ("2023-02-28", "2023-03-06", "2023-02-28..2023-03-05", None)),
+        ("2024-03-10..2024-03-10", ("2024-03-09", "2024-03-10", "2024-03-09..2024-03-09", None),
+         ("2023-03-10", "2023-03-11", "2023-03-10..2023-03-10", None)),
+        # to-date windows (today: Wednesday 15 May 2024) are ranges too
+        ("month-to-date", ("2024-04-16", "2024-05-01", "2024-04-16..2024-04-30", None),
+         ("2023-05-01", "2023-05-16", "2023-05-01..2023-05-15", None)),
+        ("quarter-to-date", ("2024-02-16", "2024-04-01", "2024-02-16..2024-03-31", None),
+         ("2023-04-01", "2023-05-16", "2023-04-01..2023-05-15", None)),
+        ("year-to-date", ("2023-08-18", "2024-01-01", "2023-08-18..2023-12-31", None),
+         ("2023-01-01", "2023-05-16", "2023-01-01..2023-05-15", None)),
+        ("week-to-date", ("2024-05-10", "2024-05-13", "2024-05-10..2024-05-12", None),
+         ("2023-05-13", "2023-05-16", "2023-05-13..2023-05-15", None)),
+    ],
+)
+def test_previous_and_year_ago(text, previous, year_ago):
+    assert around(text) == (previous, year_ago)
+
+
+def test_year_to_date_on_29_february_compares_with_28_february():
+    assert around("year-to-date", today=date(2024, 2, 29))[1] == \
+        ("2023-01-01", "2023-03-01", "2023-01-01..2023-02-28", None)
+    assert around("month-to-date", today=date(2024, 2, 29)) == (
+        ("2024-01-03", "2024-02-01", "2024-01-03..2024-01-31", None),
+        ("2023-02-01", "2023-03-01", "2023-02-01..2023-02-28", None),
+    )
+
+
+def test_previous_and_year_ago_in_a_fiscal_year():
+    assert around("2025", fy=4) == (("2023-04-01", "2024-04-01", "FY2024", "year"),
+                                    ("2023-04-01", "2024-04-01", "FY2024", "year"))
+    assert around("2025-Q1", fy=4) == (("2024-01-01", "2024-04-01", "FY2024-Q4", "quarter"),
+                                       ("2023-04-01", "2023-07-01", "FY2024-Q1", "quarter"))
+    assert around("2025-Q4", fy=4) == (("2024-10-01", "2025-01-01", "FY2025-Q3", "quarter"),
+                                       ("2024-01-01", "2024-04-01", "FY2024-Q4", "quarter"))
+
+
+def test_previous_and_year_ago_of_sunday_weeks():
+    assert around("2024-W01", week_start="sunday") == (("2023-12-24", "2023-12-31", "2023-W52", "week"),
+                                                      ("2023-01-01", "2023-01-08", "2023-W01", "week"))
+    # 2022 has a Sunday week 53; 2021 does not
+    assert around("2023-W01", week_start="sunday")[0] == ("2022-12-25", "2023-01-01", "2022-W53", "week")
+    assert around("2022-W53", week_start="sunday") == (("2022-12-18", "2022-12-25", "2022-W52", "week"),
+                                                      ("2021-12-19", "2021-12-26", "2021-W52", "week"))
+
+
+@pytest.mark.parametrize("grain", ["day", "week", "month", "quarter", "year"])
+@pytest.mark.parametrize("fy, week_start", [(1, "monday"), (7, "sunday")])
+def test_previous_of_a_whole_period_ends_where_it_starts(grain, fy, week_start):
+    cal = Calendar(fy, week_start)
+    day = date(2019, 1, 3)
+    while day < date(2027, 1, 1):
+        period = cal.containing(grain, day)
+        previous = cal.previous(period)
+        assert previous.end == period.start and previous.grain == grain
+        ago = cal.year_ago(period)
+        assert ago.grain == grain and ago.start < period.start
+        assert 358 <= (period.start - ago.start).days <= 371
+        day += timedelta(days=11)

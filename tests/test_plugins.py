@@ -19,6 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 import crmkpi
+from conftest import ALL_BUILTINS
 from crmkpi.cli import cli
 from crmkpi.connectors.files.settings import FilesSettings
 from crmkpi.errors import PluginError
@@ -113,8 +114,12 @@ def sync(config: Path) -> None:
 
 def test_builtins_are_declared_in_the_crmkpi_entry_point_group():
     declared = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["entry-points"]
-    assert declared[ENTRY_POINT_GROUP] == {"files": "crmkpi.connectors.files",
-                                           "sales_metrics": "crmkpi.metrics_plugins.sales"}
+    assert declared[ENTRY_POINT_GROUP] == {
+        "files": "crmkpi.connectors.files", "sales_metrics": "crmkpi.metrics_plugins.sales",
+        "pipeline_metrics": "crmkpi.metrics_plugins.pipeline", "customer_metrics": "crmkpi.metrics_plugins.customers",
+        "marketing_metrics": "crmkpi.metrics_plugins.marketing", "service_metrics": "crmkpi.metrics_plugins.service",
+        "data_health_metrics": "crmkpi.metrics_plugins.data_health"}
+    assert set(declared[ENTRY_POINT_GROUP]) == set(ALL_BUILTINS.split(","))
     installed = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
     for name, value in declared[ENTRY_POINT_GROUP].items():
         assert installed[name].value == value
@@ -202,7 +207,7 @@ def test_unset_selection_loads_every_installed_plugin(install, monkeypatch):
     assert {"close_rate", "win_rate", "deals_created"} <= set(registry.metrics)
     # built-ins first, then the rest by name
     names = list(registry.plugins)
-    assert names[:2] == ["files", "sales_metrics"]
+    assert names == sorted(ALL_BUILTINS.split(",")) + ["acme"]
 
 
 def test_empty_selection_loads_nothing(install, monkeypatch):

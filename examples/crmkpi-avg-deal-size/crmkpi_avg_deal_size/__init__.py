@@ -20,7 +20,7 @@ def avg_deal_size(ctx: MetricContext) -> Value:
 def register_metrics(register):
     register(
         Metric(
-            id="avg_deal_size",
+            id="example_deal_size",
             title="Average deal size",
             description="Mean amount of the deals won in the period, in the deals' own currency.",
             formula="sum of won deal amounts / number of won deals, by close date",

@@ -1,0 +1,586 @@
+"""Customer and revenue KPIs over subscriptions, orders and accounts.
+
+**Customers.** A customer is an account with a running subscription. The building block
+is :func:`active_at` / :func:`customers_at`: the customers *at an instant* ``t`` are the
+accounts (``source``, ``account_id``) with a subscription where ``started_at < t`` and
+(``ended_at`` is null or ``ended_at >= t``), i.e. the state just before ``t``. Every start and
+end is thereby dated by its timestamp and falls into the one period that contains it (the
+same half-open ``[start, end)`` rule as ``ctx.in_period``): a subscription starting at
+2024-01-01 00:00 is new in 2024 and ending then is lost in 2024, and the customers at the
+end of one period are exactly the customers at the start of the next.
+
+**Segments.** Every metric here lists its segment values from ``accounts`` (its first table)
+and puts a customer in the segment of its account: region, industry, segment and custom
+fields as the engine resolves them, and ``owner``/``team`` through the account's owner
+(subscriptions and orders have no owner of their own).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime, time, timedelta
+
+from sqlalchemy import Table, and_, case, exists, func, literal, or_, select
+from sqlalchemy.sql import Select
+from sqlalchemy.sql.elements import ColumnElement
+
+from crmkpi import hookimpl, segments
+from crmkpi.errors import MetricError
+from crmkpi.metrics import Input, Metric, MetricContext, Param, Value, ratio
+
+#: Relative tolerance when comparing MRR sums (fx conversion makes them floats).
+_EPSILON = 1e-9
+
+
+# --- the customer building block ------------------------------------------------------------------
+
+
+def active_at(subs: Table, t: datetime | ColumnElement) -> ColumnElement:
+    """Subscription rows running just before instant ``t``: started before it, not ended before it."""
+    return and_(subs.c.started_at < t, or_(subs.c.ended_at.is_(None), subs.c.ended_at >= t))
+
+
+def customer_rows(ctx: MetricContext, subs: Table | None = None) -> list[ColumnElement]:
+    """Live subscription rows of an account, within the segment."""
+    subs = ctx.table("subscriptions") if subs is None else subs
+    return [*_scope(ctx, subs), subs.c.account_id.isnot(None)]
+
+
+def customers_at(ctx: MetricContext, t: datetime) -> Select:
+    """The customers at instant ``t``: distinct ``(source, account_id)`` with a subscription running then."""
+    subs = ctx.table("subscriptions")
+    return select(subs.c.source, subs.c.account_id).where(*customer_rows(ctx), active_at(subs, t)).distinct()
+
+
+def is_customer_at(ctx: MetricContext, table: Table, t: datetime) -> ColumnElement:
+    """Whether the account of a ``table`` row is a customer at ``t`` (for inputs ``explain`` lists).
+
+    A lookup in the distinct customers (which the database materializes and indexes once), not a
+    scan of the subscriptions per row.
+    """
+    customers = customers_at(ctx, t).subquery("customers_at")
+    return exists(select(customers.c.account_id).where(customers.c.source == table.c.source,
+                                                       customers.c.account_id == table.c.account_id))
+
+
+def _firsts(ctx: MetricContext, table: Table, at: ColumnElement):
+    """Keys (source, id) of each account's earliest rows of ``table`` by ``at``, when that falls in the period.
+
+    A window function over the in-scope rows, so callers join back on the key, not on the account.
+    """
+    ranked = (select(table.c.source, table.c.id, at.label("at"),
+                     func.min(at).over(partition_by=(table.c.source, table.c.account_id)).label("first_at"))
+              .where(*_scope(ctx, table), table.c.account_id.isnot(None), at.isnot(None)).subquery("ranked"))
+    return (select(ranked.c.source, ranked.c.id)
+            .where(ranked.c.at == ranked.c.first_at, ctx.in_period(ranked.c.first_at)).subquery("firsts"))
+
+
+def _flag(condition: ColumnElement) -> ColumnElement:
+    return func.max(case((condition, 1), else_=0))
+
+
+def _states(ctx: MetricContext, start: datetime, end: datetime):
+    """One row per account with a subscription started before ``end``: its customer state in ``[start, end)``.
+
+    ``at_start``/``at_end``: a customer at the window's start/end; ``joined``: a subscription
+    (of positive length) started in the window; ``new``: its first-ever subscription started in it.
+    """
+    subs = ctx.table("subscriptions")
+    first = func.min(subs.c.started_at)
+    return (select(subs.c.source, subs.c.account_id,
+                   _flag(active_at(subs, start)).label("at_start"),
+                   _flag(active_at(subs, end)).label("at_end"),
+                   _flag(and_(subs.c.started_at >= start,
+                              or_(subs.c.ended_at.is_(None), subs.c.ended_at > subs.c.started_at))).label("joined"),
+                   case((first >= start, 1), else_=0).label("new"))
+            .where(*customer_rows(ctx), subs.c.started_at < end)
+            .group_by(subs.c.source, subs.c.account_id)
+            .subquery("customer_states"))
+
+
+def _churn(ctx: MetricContext, start: datetime, end: datetime) -> tuple[int, int, int]:
+    """(customers at start, of them lost by the end, customers who joined and were lost within the window)."""
+    s = _states(ctx, start, end)
+    row = ctx.conn.execute(select(
+        func.sum(s.c.at_start),
+        func.sum(case((and_(s.c.at_start == 1, s.c.at_end == 0), 1), else_=0)),
+        func.sum(case((and_(s.c.at_start == 0, s.c.joined == 1, s.c.at_end == 0), 1), else_=0)),
+    )).one()
+    return int(row[0] or 0), int(row[1] or 0), int(row[2] or 0)
+
+
+# --- segments and inputs through the customer's account -----------------------------------------
+
+
+def _scope(ctx: MetricContext, table: Table) -> list[ColumnElement]:
+    """``ctx.scope(table)``; a dimension the table lacks (owner, team) is taken from the row's account."""
+    try:
+        return ctx.scope(table)
+    except MetricError:
+        if ctx.segment is None or "account_id" not in table.c:
+            raise
+    accounts = ctx.table("accounts").alias(f"{table.name}_account")
+    value = (select(segments.expression(accounts, ctx.segment.dimension))
+             .where(accounts.c.id == table.c.account_id, accounts.c.source == table.c.source)
+             .limit(1).scalar_subquery())
+    return [ctx.live(table), value.is_(None) if ctx.segment.value is None else value == ctx.segment.value]
+
+
+def _record(ctx: MetricContext, label: str, table: Table, *where: ColumnElement) -> None:
+    ctx.inputs.append(Input(label, table, (*_scope(ctx, table), *where)))
+
+
+def _money(ctx: MetricContext, table: Table, amount: ColumnElement, at: ColumnElement,
+           *where: ColumnElement) -> ColumnElement:
+    """``ctx.money`` over the rows of :func:`_scope` (which ``ctx.scope`` cannot express for owner/team)."""
+    unsegmented = dataclasses.replace(ctx, segment=None, inputs=[])
+    return unsegmented.money(table, amount, at, *_scope(ctx, table), *where)
+
+
+def _instant(ctx: MetricContext, value: datetime) -> ColumnElement:
+    """A bound instant typed like the store's timestamps (so SQLite compares it as stored text)."""
+    return literal(value, ctx.table("subscriptions").c.started_at.type)
+
+
+def _mrr(ctx: MetricContext, *where: ColumnElement) -> ColumnElement:
+    """A subscription's MRR in the reporting currency, at one rate per subscription for the whole period:
+    the rate at the period start, or at its own start if it started later (no fx movements)."""
+    subs = ctx.table("subscriptions")
+    at = case((subs.c.started_at > ctx.start, subs.c.started_at), else_=_instant(ctx, ctx.start))
+    return _money(ctx, subs, func.coalesce(subs.c.mrr, 0), at, *where)
+
+
+# --- churn and retention -------------------------------------------------------------------------
+
+
+def churn_rate(ctx: MetricContext) -> Value:
+    subs = ctx.table("subscriptions")
+    customers, lost, joined_and_lost = _churn(ctx, ctx.start, ctx.end)
+    _record(ctx, "subscriptions of the customers at the period start", subs, active_at(subs, ctx.start))
+    _record(ctx, "subscriptions of the customers lost in the period", subs, active_at(subs, ctx.start),
+            ~is_customer_at(ctx, subs, ctx.end))
+    if ctx.params["new_and_lost"] == "include":
+        _record(ctx, "subscriptions of customers who joined and were lost in the period", subs,
+                ctx.in_period(subs.c.started_at), ~is_customer_at(ctx, subs, ctx.start),
+                ~is_customer_at(ctx, subs, ctx.end))
+        lost += joined_and_lost
+    return ratio(lost, customers, empty="no customers at the period start")
+
+
+def retention_rate(ctx: MetricContext) -> Value:
+    subs = ctx.table("subscriptions")
+    s = _states(ctx, ctx.start, ctx.end)
+    start, end, new = ctx.conn.execute(select(func.sum(s.c.at_start), func.sum(s.c.at_end),
+                                              func.sum(s.c.new))).one()
+    _record(ctx, "subscriptions of the customers at the period start", subs, active_at(subs, ctx.start))
+    _record(ctx, "subscriptions of the customers at the period end", subs, active_at(subs, ctx.end))
+    firsts = _firsts(ctx, subs, subs.c.started_at)
+    _record(ctx, "first subscriptions of new customers", subs,
+            exists(select(firsts.c.id).where(firsts.c.source == subs.c.source, firsts.c.id == subs.c.id)))
+    return ratio((end or 0) - (new or 0), start, empty="no customers at the period start")
+
+
+# --- renewals -------------------------------------------------------------------------------------
+
+
+def _succeeds(ctx: MetricContext, sub, later, grace: int) -> ColumnElement:
+    """``later`` (live rows) renews ``sub``: another subscription of its account, started after it did and
+    within ``grace`` days of its term_end."""
+    gap = ctx.days_between(sub.c.term_end, later.c.started_at)
+    return and_(later.c.source == sub.c.source, later.c.account_id == sub.c.account_id,
+                later.c.id != sub.c.id, or_(sub.c.started_at.is_(None), later.c.started_at > sub.c.started_at),
+                gap >= -grace, gap <= grace)
+
+
+def renewal_rate(ctx: MetricContext) -> Value:
+    grace, evidence = ctx.params["grace_days"], ctx.params["evidence"]
+    if grace < 0:
+        raise MetricError(f"param grace_days must be 0 or more, got {grace}")
+    subs = ctx.table("subscriptions")
+    term = ctx.in_period(subs.c.term_end)
+    # Only renewals that have come due by the end of the reporting day are decided.
+    due = subs.c.term_end < _instant(ctx, datetime.combine(ctx.today + timedelta(days=1), time(), UTC)) \
+        if ctx.today else literal(True)
+    by_status = func.lower(subs.c.status) == "renewed"
+    # Renewed by a successor: one join on the account, then a left join (no subquery per row). The
+    # candidates (starts near the period) are a DISTINCT derived table, which SQLite indexes for the join.
+    up = subs.alias("up")
+    near = (select(subs.c.source, subs.c.account_id, subs.c.id, subs.c.started_at)
+            .where(ctx.live(subs), subs.c.started_at >= ctx.start - timedelta(days=grace),
+                   subs.c.started_at <= ctx.end + timedelta(days=grace)).distinct().subquery("later"))
+    succeeded = (select(up.c.source, up.c.id).join(near, _succeeds(ctx, up, near, grace))
+                 .where(*_scope(ctx, up), ctx.in_period(up.c.term_end)).distinct().subquery("succeeded"))
+    by_successor = succeeded.c.id.isnot(None)
+    renewed = {"successor": by_successor, "status": by_status, "either": or_(by_status, by_successor)}[evidence]
+    rows = subs.outerjoin(succeeded, and_(succeeded.c.source == subs.c.source, succeeded.c.id == subs.c.id))
+    won, total, pending = ctx.conn.execute(select(
+        func.sum(case((and_(due, renewed), 1), else_=0)),
+        func.sum(case((due, 1), else_=0)),
+        func.sum(case((due, 0), else_=1)),
+    ).select_from(rows).where(*_scope(ctx, subs), term)).one()
+    # explain lists rows of subscriptions alone: the successor test as a lookup there
+    has_successor = exists(select(succeeded.c.id).where(succeeded.c.source == subs.c.source,
+                                                        succeeded.c.id == subs.c.id))
+    listed = {"successor": has_successor, "status": by_status, "either": or_(by_status, has_successor)}[evidence]
+    _record(ctx, "subscriptions up for renewal (term_end in the period, due)", subs, term, due)
+    _record(ctx, "of them renewed", subs, term, due, listed)
+    value = ratio(won, total, empty="no subscription came up for renewal (term_end) in the period")
+    if pending:
+        note = f"{pending} subscription(s) with term_end in the period not due yet (after today) are left out"
+        value = dataclasses.replace(value, note=f"{value.note}; {note}" if value.note else note)
+    return value
+
+
+# --- expansion ------------------------------------------------------------------------------------
+
+
+def _account_mrr(ctx: MetricContext):
+    """Per customer at the period start: MRR at the start and at the end (one fx rate per subscription)."""
+    subs = ctx.table("subscriptions")
+    relevant = or_(active_at(subs, ctx.start), active_at(subs, ctx.end))
+    mrr = _mrr(ctx, relevant)
+    return (select(subs.c.source, subs.c.account_id,
+                   func.sum(case((active_at(subs, ctx.start), mrr), else_=0)).label("mrr_start"),
+                   func.sum(case((active_at(subs, ctx.end), mrr), else_=0)).label("mrr_end"))
+            .where(*customer_rows(ctx), relevant)
+            .group_by(subs.c.source, subs.c.account_id)
+            .having(_flag(active_at(subs, ctx.start)) == 1)
+            .subquery("account_mrr"))
+
+
+def upsell_rate(ctx: MetricContext) -> Value:
+    subs = ctx.table("subscriptions")
+    customers = customers_at(ctx, ctx.start).subquery("customers")
+    total = ctx.conn.execute(select(func.count()).select_from(customers)).scalar() or 0
+    _record(ctx, "subscriptions of the customers at the period start", subs, active_at(subs, ctx.start))
+    if ctx.params["evidence"] == "mrr":
+        m = _account_mrr(ctx)
+        upsold = ctx.conn.execute(select(func.count()).where(
+            m.c.mrr_end > m.c.mrr_start + _EPSILON * func.abs(m.c.mrr_start) + _EPSILON)).scalar() or 0
+        _record(ctx, "subscriptions of those customers running at the period end", subs,
+                active_at(subs, ctx.end), is_customer_at(ctx, subs, ctx.start))
+        return ratio(upsold, total, empty="no customers at the period start")
+    types = [t.strip().lower() for t in ctx.params["deal_types"].split(",") if t.strip()]
+    if not types:
+        raise MetricError("param deal_types names no deal type")
+    deals = ctx.table("deals")
+    qualifying = (ctx.live(deals), deals.c.is_won.is_(True), ctx.in_period(deals.c.closed_at),
+                  func.lower(deals.c.deal_type).in_(types), deals.c.account_id.isnot(None))
+    won = select(deals.c.source, deals.c.account_id).where(*qualifying).distinct().subquery("upsold")
+    upsold = ctx.conn.execute(select(func.count()).select_from(customers.join(won, and_(
+        customers.c.source == won.c.source, customers.c.account_id == won.c.account_id)))).scalar() or 0
+    ctx.inputs.append(Input(f"won {'/'.join(types)} deals of those customers closed in the period", deals,
+                            (*qualifying, is_customer_at(ctx, deals, ctx.start))))
+    return ratio(upsold, total, empty="no customers at the period start")
+
+
+def _mrr_retention(ctx: MetricContext, net: bool) -> Value:
+    subs = ctx.table("subscriptions")
+    m = _account_mrr(ctx)
+    kept = m.c.mrr_end if net else case((m.c.mrr_end < m.c.mrr_start, m.c.mrr_end), else_=m.c.mrr_start)
+    end, start = ctx.conn.execute(select(func.sum(kept), func.sum(m.c.mrr_start))).one()
+    _record(ctx, "subscriptions of the customers at the period start, running then", subs,
+            active_at(subs, ctx.start))
+    _record(ctx, "subscriptions of those customers running at the period end", subs,
+            active_at(subs, ctx.end), is_customer_at(ctx, subs, ctx.start))
+    return ratio(end, start, empty="no MRR at the period start")
+
+
+def gross_mrr_retention(ctx: MetricContext) -> Value:
+    return _mrr_retention(ctx, net=False)
+
+
+def net_mrr_retention(ctx: MetricContext) -> Value:
+    return _mrr_retention(ctx, net=True)
+
+
+# --- orders: lifetime value, margin, new revenue ------------------------------------------------
+
+
+def _year_before(instant: datetime) -> datetime:
+    try:
+        return instant.replace(year=instant.year - 1)
+    except ValueError:  # February 29th
+        return instant.replace(year=instant.year - 1, day=28)
+
+
+def clv(ctx: MetricContext) -> Value:
+    lifespan = ctx.params["lifespan_years"]
+    if lifespan < 0:
+        raise MetricError(f"param lifespan_years must be 0 (derive) or more, got {lifespan}")
+    orders = ctx.table("orders")
+    where = (ctx.in_period(orders.c.ordered_at), orders.c.account_id.isnot(None))
+    amount = _money(ctx, orders, func.coalesce(orders.c.amount, 0), orders.c.ordered_at, *where)
+    per_customer = (select(func.sum(amount).label("revenue"), func.count().label("purchases"))
+                    .where(*_scope(ctx, orders), *where)
+                    .group_by(orders.c.source, orders.c.account_id).subquery("per_customer"))
+    revenue, purchases, customers = ctx.conn.execute(select(
+        func.sum(per_customer.c.revenue), func.sum(per_customer.c.purchases), func.count())).one()
+    _record(ctx, "orders in the period", orders, *where)
+    if not customers:
+        return Value(None, note="no orders (with an account) in the period")
+    note = None
+    if lifespan == 0:
+        window = _year_before(ctx.end)
+        base, lost, _ = _churn(ctx, window, ctx.end)
+        subs = ctx.table("subscriptions")
+        _record(ctx, "subscriptions of the customers 12 months before the period end (for churn)", subs,
+                active_at(subs, window))
+        if not base or not lost:
+            why = "no customers 12 months before the period end" if not base else \
+                "no customer churned in the 12 months to the period end"
+            return Value(None, note=f"lifespan cannot be derived from subscriptions ({why}); "
+                                    f"set --param lifespan_years=N")
+        lifespan = base / lost
+        note = (f"lifespan {lifespan:.2f} years = 1 / annual customer churn {lost}/{base} "
+                f"(subscriptions, 12 months to the period end)")
+    revenue = float(revenue or 0)
+    return Value(revenue / customers * lifespan, numerator=revenue * lifespan, denominator=float(customers),
+                 note=note)
+
+
+def profit_margin_per_customer(ctx: MetricContext) -> Value:
+    orders = ctx.table("orders")
+    where = (ctx.in_period(orders.c.ordered_at), orders.c.account_id.isnot(None))
+    amount = _money(ctx, orders, func.coalesce(orders.c.amount, 0), orders.c.ordered_at, *where)
+    cost = _money(ctx, orders, func.coalesce(orders.c.cost, 0), orders.c.ordered_at, *where)
+    per_customer = (select(func.sum(amount).label("revenue"), func.sum(cost).label("cost"))
+                    .where(*_scope(ctx, orders), *where)
+                    .group_by(orders.c.source, orders.c.account_id).subquery("per_customer"))
+    paying = per_customer.c.revenue > 0
+    margins, customers, unpaid = ctx.conn.execute(select(
+        func.sum(case((paying, (per_customer.c.revenue - per_customer.c.cost) / per_customer.c.revenue),
+                      else_=0)),
+        func.sum(case((paying, 1), else_=0)),
+        func.sum(case((paying, 0), else_=1)))).one()
+    no_cost = ctx.conn.execute(select(func.count()).where(*_scope(ctx, orders), *where,
+                                                          orders.c.cost.is_(None))).scalar()
+    _record(ctx, "orders in the period", orders, *where)
+    notes = []
+    if unpaid:
+        notes.append(f"{unpaid} customer(s) with zero or negative revenue left out")
+    if no_cost:
+        notes.append(f"{no_cost} order(s) without a cost counted at cost 0")
+    value = ratio(margins, customers, empty="no customer with revenue (orders) in the period")
+    if notes:
+        value = dataclasses.replace(value, note="; ".join(filter(None, [value.note, *notes])))
+    return value
+
+
+def net_new_revenue(ctx: MetricContext) -> Value:
+    if ctx.params["new_means"] == "first_order":
+        table, at, amount = ctx.table("orders"), ctx.table("orders").c.ordered_at, ctx.table("orders").c.amount
+        what = "orders"
+    else:
+        table, at, amount = ctx.table("subscriptions"), ctx.table("subscriptions").c.started_at, \
+            ctx.table("subscriptions").c.mrr
+        what = "subscriptions"
+    scope = (*_scope(ctx, table), table.c.account_id.isnot(None), at.isnot(None))
+    firsts = _firsts(ctx, table, at)
+    where = (table.c.source == firsts.c.source, table.c.id == firsts.c.id)
+    money = _money(ctx, table, func.coalesce(amount, 0), at, *where)
+    total, rows = ctx.conn.execute(select(func.sum(money), func.count()).where(*scope, *where)).one()
+    _record(ctx, f"first {what} of new customers, in the period", table, exists(select(firsts.c.id).where(*where)))
+    if not rows:
+        loaded = ctx.conn.execute(select(func.count()).where(*scope)).scalar()
+        if not loaded:
+            return Value(None, note=f"no {what} with an account loaded")
+        return Value(0.0, note=f"no new customers ({'first order' if what == 'orders' else 'first subscription'}"
+                               f" in the period)")
+    return Value(float(total or 0))
+
+
+# --- declarations ---------------------------------------------------------------------------------
+
+_CUSTOMER = ("A customer is an account with a running subscription (subscriptions table): at an instant t, "
+             "a subscription with started_at before t and ended_at null or not before t. Starts and ends "
+             "are dated by their timestamps, so customers at the end of a period are exactly the customers "
+             "at the start of the next one.")
+_SUBSCRIPTIONS = ("Subscriptions come from a connector that holds them or, for a CRM without billing data, "
+                  "from subscriptions.csv loaded with the files connector.")
+_ORDERS = "Orders are loaded with the files connector from orders.csv (a CRM does not hold them)."
+_SEGMENTS = ("Segments are taken from the customer's account (owner and team: the account's owner).")
+_FX = "Amounts are converted to the reporting currency with fx_rates"
+_MRR_FX = (f"{_FX}, at one rate per subscription for the whole period (the rate at the period start, or at "
+           "its own start if later), so currency movements are not counted as expansion or contraction.")
+_NEW_AND_LOST = Param(
+    "new_and_lost", str, "exclude",
+    "customers who joined and were lost in the same period: exclude (ChartMogul standard, in neither side) "
+    "or include (counted as lost; the denominator stays the customers at the period start)",
+    choices=("exclude", "include"))
+
+METRICS = [
+    Metric(
+        id="churn_rate",
+        title="Customer churn rate",
+        description=(
+            f"{_CUSTOMER} Customers lost in the period are customers at the period start that are no longer "
+            "customers at the period end; a customer that left and came back within the period is not lost, "
+            "and one with another subscription still running is not lost either. "
+            "With new_and_lost=exclude (the default, ChartMogul's standard) an account that was not a "
+            "customer at the start, started a subscription in the period and is not a customer at the end "
+            "counts nowhere; with include it is added to the lost customers, while the denominator stays the "
+            "customers at the period start (as Baremetrics counts every cancellation against the customers "
+            "at the window's start), so the two settings differ by exactly those customers / customers at "
+            f"the start, and include can exceed 100%. {_SUBSCRIPTIONS} {_SEGMENTS}"),
+        formula="customers at the period start not customers at its end (+ joined-and-lost with include) "
+                "/ customers at the period start",
+        unit="ratio",
+        direction="lower",
+        tables=("accounts", "subscriptions"),
+        compute=churn_rate,
+        params=(_NEW_AND_LOST,),
+    ),
+    Metric(
+        id="retention_rate",
+        title="Customer retention rate",
+        description=(
+            f"{_CUSTOMER} The published formula (E − N) / S: S customers at the period start, E customers at "
+            "the period end, N new customers: accounts whose first-ever subscription started in the period "
+            "(by started_at), counted whether or not they are still customers at the end. An account that "
+            "returns after a gap counts in E but not in N. For the plain share of starting customers still "
+            "customers at the end use 1 − churn_rate (new_and_lost=exclude): an account retention rate would "
+            f"be exactly that, so it is not a separate metric. {_SUBSCRIPTIONS} {_SEGMENTS}"),
+        formula="(customers at the period end − new customers in the period) / customers at the period start",
+        unit="ratio",
+        direction="higher",
+        tables=("accounts", "subscriptions"),
+        compute=retention_rate,
+    ),
+    Metric(
+        id="renewal_rate",
+        title="Renewal rate",
+        description=(
+            "Share of the subscriptions up for renewal in the period that renewed. Up for renewal: a "
+            "subscription whose term_end falls in the period and is not after the reporting day (renewals "
+            "not yet due are left out and counted in the note). Renewed, by evidence: successor = the same "
+            "account has another subscription that started after this one did, within grace_days of its "
+            "term_end (either side); status = its status is 'renewed' (any case); either (the default) = "
+            f"one or the other. {_SUBSCRIPTIONS} {_SEGMENTS}"),
+        formula="subscriptions with term_end in the period that renewed / subscriptions with term_end in the "
+                "period",
+        unit="ratio",
+        direction="higher",
+        tables=("accounts", "subscriptions"),
+        compute=renewal_rate,
+        params=(
+            Param("grace_days", int, 30, "a successor counts when it starts within this many days before or "
+                                         "after the term_end"),
+            Param("evidence", str, "either", "what shows a renewal: a successor subscription, status "
+                                             "'renewed', or either", choices=("successor", "status", "either")),
+        ),
+    ),
+    Metric(
+        id="upsell_rate",
+        title="Upsell rate",
+        description=(
+            f"{_CUSTOMER} Share of the customers at the period start that were upsold in the period. "
+            "evidence=deals (the default): the account won a deal (deals table, is_won) whose deal_type is "
+            "one of deal_types, with closed_at in the period. evidence=mrr: the account's MRR at the period "
+            "end (its subscriptions running then) is above its MRR at the period start. "
+            f"{_MRR_FX} {_SUBSCRIPTIONS} {_SEGMENTS} By owner this is the share of each rep's customers "
+            "(accounts they own) that were upsold, whoever owns the deal, so both sides count the same "
+            "customers."),
+        formula="customers at the period start upsold in the period / customers at the period start",
+        unit="ratio",
+        direction="higher",
+        tables=("accounts", "subscriptions", "deals"),
+        compute=upsell_rate,
+        params=(
+            Param("deal_types", str, "upsell,cross_sell,expansion",
+                  "comma-separated deal_type values that count as an upsell (any case)"),
+            Param("evidence", str, "deals", "what shows an upsell: a won deal of those types, or MRR rising "
+                                            "from the period start to its end", choices=("deals", "mrr")),
+        ),
+    ),
+    Metric(
+        id="clv",
+        title="Customer lifetime value",
+        description=(
+            "Average purchase value (revenue / purchases) × average purchase frequency (purchases / unique "
+            "customers) × average customer lifespan in years, from the orders with ordered_at in the period "
+            "that name an account (revenue = amount, null as 0). The first two factors multiply to revenue "
+            "per customer, so the result keeps numerator = revenue × lifespan and denominator = customers. "
+            "lifespan_years=0 (the default) derives the lifespan as 1 / annual customer churn rate, the churn "
+            "being measured on subscriptions over the 12 months to the period end (customers lost / "
+            "customers 12 months before, as churn_rate with new_and_lost=exclude; the note shows it); when "
+            "no customer churned or there are no subscriptions the value is null with a note asking for "
+            f"lifespan_years. {_ORDERS} {_FX} at the order date. {_SEGMENTS}"),
+        formula="(revenue / purchases) × (purchases / customers) × lifespan_years, over the period's orders",
+        unit="currency",
+        direction="higher",
+        tables=("accounts", "orders", "subscriptions"),
+        compute=clv,
+        params=(Param("lifespan_years", float, 0.0,
+                      "average customer lifespan in years; 0 derives it as 1 / annual customer churn"),),
+    ),
+    Metric(
+        id="net_new_revenue",
+        title="Net new revenue",
+        description=(
+            "Revenue from customers new in the period. new_means=first_subscription (the default): the MRR of "
+            "each account's first subscription(s) (earliest started_at) started in the period, i.e. new "
+            "business MRR. new_means=first_order: the amount of each account's first order(s) (earliest "
+            "ordered_at) placed in the period, i.e. first-purchase revenue. Only the first subscription or "
+            "order counts, so that a quarter is the sum of its months. Null when no subscription (or order) "
+            f"with an account is loaded; 0 with a note when there is no new customer. {_SUBSCRIPTIONS} "
+            f"{_ORDERS} {_FX} at the subscription's start or the order date. {_SEGMENTS}"),
+        formula="sum of the MRR of first subscriptions started in the period (or of first orders placed in it)",
+        unit="currency",
+        direction="higher",
+        tables=("accounts", "subscriptions", "orders"),
+        compute=net_new_revenue,
+        params=(Param("new_means", str, "first_subscription",
+                      "what makes revenue new: an account's first subscription, or its first order",
+                      choices=("first_subscription", "first_order")),),
+        additive=True,
+    ),
+    Metric(
+        id="profit_margin_per_customer",
+        title="Average profit margin per customer",
+        description=(
+            "For each account with orders (ordered_at in the period): (revenue − cost) / revenue over its "
+            "orders, then the plain average over those accounts. Revenue is the orders' amount and cost their "
+            "cost (a missing cost counts as 0 and the note says how many); accounts whose revenue in the "
+            "period is zero or negative (refunds only) have no margin and are left out (also noted). "
+            f"{_ORDERS} {_FX} at the order date. {_SEGMENTS}"),
+        formula="average over customers of (revenue − cost) / revenue, from the period's orders",
+        unit="ratio",
+        direction="higher",
+        tables=("accounts", "orders"),
+        compute=profit_margin_per_customer,
+    ),
+    Metric(
+        id="gross_mrr_retention",
+        title="Gross MRR retention",
+        description=(
+            f"{_CUSTOMER} The MRR the customers at the period start still pay at the period end, each capped "
+            "at what it paid at the start (so expansion does not count, contraction and churn do), over their "
+            f"MRR at the start. Customers acquired in the period are left out. {_MRR_FX} {_SUBSCRIPTIONS} "
+            f"{_SEGMENTS}"),
+        formula="Σ min(MRR at end, MRR at start) / Σ MRR at start, over the customers at the period start",
+        unit="ratio",
+        direction="higher",
+        tables=("accounts", "subscriptions"),
+        compute=gross_mrr_retention,
+    ),
+    Metric(
+        id="net_mrr_retention",
+        title="Net MRR retention",
+        description=(
+            f"{_CUSTOMER} The MRR the customers at the period start pay at the period end, with expansion "
+            "(and a customer's return within the period), over their MRR at the start; it can exceed 100%. "
+            f"Customers acquired in the period are left out. {_MRR_FX} {_SUBSCRIPTIONS} {_SEGMENTS}"),
+        formula="Σ MRR at end / Σ MRR at start, over the customers at the period start",
+        unit="ratio",
+        direction="higher",
+        tables=("accounts", "subscriptions"),
+        compute=net_mrr_retention,
+    ),
+]
+
+
+@hookimpl
+def register_metrics(register):
+    for metric in METRICS:
+        register(metric)

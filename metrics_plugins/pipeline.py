@@ -1,0 +1,484 @@
+"""Pipeline and sales-team KPIs over deals, leads, stage history and quotas.
+
+Deal amounts always go through ``ctx.money`` (the reporting currency at the rate valid on the
+date that places the deal in the period). Every table is read through ``ctx.scope`` so that
+segments and deleted rows behave the same in every metric. Stage changes reach the dimensions
+of their deal (``owner``, ``team``, ``region``, ...) through ``crmkpi.segments``, which looks
+them up on ``deals`` by ``deal_id``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+
+from sqlalchemy import Date, and_, case, func, literal, or_, select, tuple_
+from sqlalchemy.sql.elements import ColumnElement
+
+from crmkpi import hookimpl, segments
+from crmkpi.errors import MetricError
+from crmkpi.metrics import Metric, MetricContext, Param, Value, ratio
+
+# -- shared pieces -----------------------------------------------------------------------------
+
+
+def _won_in_period(ctx: MetricContext, deals) -> tuple[ColumnElement, ...]:
+    """Deals won whose close date falls in the period."""
+    return deals.c.is_won.is_(True), ctx.in_period(deals.c.closed_at)
+
+
+def _won_amounts(ctx: MetricContext) -> tuple[float, int]:
+    """(sum of converted amounts, number of won deals with an amount) closed in the period."""
+    deals = ctx.table("deals")
+    where = (*_won_in_period(ctx, deals), deals.c.amount.is_not(None))
+    amount = ctx.money(deals, deals.c.amount, deals.c.closed_at, *where)
+    ctx.record("won deals with an amount, closed in the period", deals, *where)
+    total, count = ctx.conn.execute(select(func.sum(amount), func.count()).where(*ctx.scope(deals), *where)).one()
+    return float(total or 0), int(count or 0)
+
+
+def _cycle(ctx: MetricContext, deals, *where: ColumnElement) -> tuple[float, int, int]:
+    """(total days from creation to close, deals measured, deals closed before they were created)."""
+    days = ctx.days_between(deals.c.created_at, deals.c.closed_at)
+    measured = (*where, deals.c.created_at.is_not(None))
+    ok = deals.c.closed_at >= deals.c.created_at
+    ctx.record("deals measured (created_at to closed_at)", deals, *measured, ok)
+    total, count, backwards = ctx.conn.execute(
+        select(func.sum(case((ok, days))), func.count(case((ok, 1))), func.count(case((~ok, 1))))
+        .where(*ctx.scope(deals), *measured)
+    ).one()
+    return float(total or 0), int(count or 0), int(backwards or 0)
+
+
+def _open_at_end(ctx: MetricContext, deals) -> tuple[ColumnElement, ...]:
+    """Deals created before the period ends and not closed before it ends."""
+    return (deals.c.created_at < ctx.end,
+            or_(deals.c.is_closed.is_(False), deals.c.closed_at >= ctx.end))
+
+
+def _backwards_note(count: int) -> str | None:
+    if not count:
+        return None
+    return f"{count} deal(s) closed before they were created were left out"
+
+
+# -- lead conversion ---------------------------------------------------------------------------
+
+
+def lead_conversion_rate(ctx: MetricContext) -> Value:
+    leads, deals = ctx.table("leads"), ctx.table("deals")
+    cohort = ctx.in_period(leads.c.created_at)
+    converted = leads.c.converted_at.is_not(None)
+    total = ctx.count("leads created in the period", leads, cohort)
+    if ctx.params["into"] == "any":
+        won = ctx.count("converted leads", leads, cohort, converted)
+        return ratio(won, total, empty="no leads created in the period")
+    # Customers: the lead's own deal was won, or the account it converted into won a deal closed at
+    # or after the conversion. One set-based subquery, so large lead tables are not scanned per row.
+    lead = leads.alias("lead")
+    deal = deals.alias("converted_deal")
+    won_accounts = (select(deals.c.source, deals.c.account_id, func.max(deals.c.closed_at).label("last_won"))
+                    .where(ctx.live(deals), deals.c.is_won.is_(True), deals.c.account_id.is_not(None))
+                    .group_by(deals.c.source, deals.c.account_id).subquery("won_accounts"))
+    customers = (
+        select(lead.c.source, lead.c.id)
+        .select_from(
+            lead.outerjoin(deal, and_(deal.c.source == lead.c.source, deal.c.id == lead.c.converted_deal_id,
+                                      deal.c.is_deleted.is_(False), deal.c.is_won.is_(True)))
+            .outerjoin(won_accounts, and_(won_accounts.c.source == lead.c.source,
+                                          won_accounts.c.account_id == lead.c.converted_account_id)))
+        .where(lead.c.converted_at.is_not(None), lead.c.created_at >= ctx.start, lead.c.created_at < ctx.end,
+               or_(deal.c.id.is_not(None), won_accounts.c.last_won >= lead.c.converted_at))
+    )
+    won = ctx.count("leads converted into paying customers", leads, cohort, converted,
+                    tuple_(leads.c.source, leads.c.id).in_(customers))
+    return ratio(won, total, empty="no leads created in the period")
+
+
+# -- stage length ------------------------------------------------------------------------------
+
+
+def _end_of_today(ctx: MetricContext, today: date) -> datetime:
+    """The instant the reporting day after ``today`` begins (the UTC offset of the period's start applied)."""
+    offset = ctx.start - datetime.combine(ctx.period.start, time(), UTC)
+    return datetime.combine(today + timedelta(days=1), time(), UTC) + offset
+
+
+def stage_length(ctx: MetricContext) -> Value:
+    changes, deals, stages = ctx.table("deal_stage_changes"), ctx.table("deals"), ctx.table("pipeline_stages")
+    today = ctx.today or datetime.now(UTC).date()
+    # Each live stage change is a stay; it ends when the deal's next live change is entered. The
+    # window runs over every live row and the segment is applied afterwards, so `--segment stage`
+    # still sees the following stage of each stay.
+    left = func.lead(changes.c.entered_at, type_=changes.c.entered_at.type).over(
+        partition_by=(changes.c.source, changes.c.deal_id), order_by=(changes.c.entered_at, changes.c.id))
+    columns = [changes.c.source, changes.c.id, changes.c.deal_id, changes.c.stage, changes.c.entered_at,
+               left.label("left_at")]
+    in_segment = segments.condition(changes, ctx.segment)
+    if in_segment is not None:
+        columns.append(case((in_segment, 1), else_=0).label("in_segment"))
+    stays = select(*columns).where(ctx.live(changes)).subquery("stays")
+
+    deal_open = or_(deals.c.id.is_(None), deals.c.is_closed.is_(False))
+    ended: ColumnElement = stays.c.left_at
+    if ctx.params["open_stays"] == "until_today" and ctx.period.start <= today < ctx.period.end:
+        cutoff = literal(_end_of_today(ctx, today), changes.c.entered_at.type)
+        ended = func.coalesce(stays.c.left_at, case((deal_open, cutoff)), type_=changes.c.entered_at.type)
+    closed_stages = select(stages.c.source, stages.c.stage).where(
+        ctx.live(stages), stages.c.is_closed.is_(True), stages.c.stage.is_not(None))
+    where = [
+        ended >= ctx.start, ended < ctx.end, stays.c.entered_at <= ended,
+        or_(deals.c.id.is_(None), deals.c.is_deleted.is_(False)),
+        tuple_(stays.c.source, stays.c.stage).not_in(closed_stages),
+    ]
+    if ctx.params["stage"]:
+        where.append(stays.c.stage == ctx.params["stage"])
+    if in_segment is not None:
+        where.append(stays.c.in_segment == 1)
+    source = stays.outerjoin(deals, and_(deals.c.source == stays.c.source, deals.c.id == stays.c.deal_id))
+    days = ctx.days_between(stays.c.entered_at, ended)
+    ctx.record("stage entries whose stay ended in the period", changes, tuple_(changes.c.source, changes.c.id).in_(
+        select(stays.c.source, stays.c.id).select_from(source).where(*where)))
+
+    if ctx.params["per"] == "stay":
+        total, count = ctx.conn.execute(select(func.sum(days), func.count()).select_from(source).where(*where)).one()
+    else:
+        per_deal = (select(func.sum(days).label("days")).select_from(source).where(*where)
+                    .group_by(stays.c.source, stays.c.deal_id, stays.c.stage).subquery("per_deal"))
+        total, count = ctx.conn.execute(select(func.sum(per_deal.c.days), func.count())).one()
+    if not count:
+        which = f"stage {ctx.params['stage']!r}" if ctx.params["stage"] else "any open stage"
+        return Value(None, note=f"no stay in {which} ended in the period")
+    return Value(float(total) / count, numerator=float(total), denominator=count)
+
+
+# -- sales cycle -------------------------------------------------------------------------------
+
+
+def sales_cycle_length(ctx: MetricContext) -> Value:
+    deals = ctx.table("deals")
+    decided = deals.c.is_won.is_(True) if ctx.params["deals"] == "won" else deals.c.is_closed.is_(True)
+    total, count, backwards = _cycle(ctx, deals, decided, ctx.in_period(deals.c.closed_at))
+    if not count:
+        kind = "won" if ctx.params["deals"] == "won" else "closed"
+        return Value(None, note=f"no deals {kind} in the period" + (
+            f" ({backwards} closed before they were created were left out)" if backwards else ""))
+    return Value(total / count, numerator=total, denominator=count, note=_backwards_note(backwards))
+
+
+# -- quota attainment --------------------------------------------------------------------------
+
+
+def quota_attainment(ctx: MetricContext) -> Value:
+    quotas = ctx.table("quotas")
+    level = ctx.params["level"]
+    holder = (quotas.c.owner_id.is_not(None) if level == "rep"
+              else and_(quotas.c.owner_id.is_(None), quotas.c.team.is_not(None)))
+    dated = (quotas.c.period_start.is_not(None), quotas.c.period_end.is_not(None))
+    within = (*dated, quotas.c.period_start >= ctx.period.start, quotas.c.period_end <= ctx.period.last_day)
+    _check_overlaps(ctx, quotas, level, holder, within)
+
+    quota = ctx.money(quotas, func.coalesce(quotas.c.amount, 0), quotas.c.period_start, holder, *within)
+    counted, quota_total = ctx.conn.execute(
+        select(func.count(), func.sum(quota)).where(*ctx.scope(quotas), holder, *within)).one()
+    ctx.record(f"{level} quotas within the period", quotas, holder, *within)
+    won, _ = _won_amounts(ctx)
+    if not counted:
+        partial = ctx.count(f"{level} quotas overlapping the period only in part", quotas, holder, *dated,
+                            quotas.c.period_start <= ctx.period.last_day, quotas.c.period_end >= ctx.period.start)
+        note = f"no {level} quota lies within the period"
+        if partial:
+            note += f" ({partial} cover it only in part; quotas are not prorated)"
+        return Value(None, won, 0.0, note=note)
+    return ratio(won, quota_total, empty=f"the {level} quotas within the period add up to zero")
+
+
+def _check_overlaps(ctx: MetricContext, quotas, level: str, holder: ColumnElement,
+                    within: tuple[ColumnElement, ...]) -> None:
+    """Two quotas of the same holder covering the same days would double its quota: refuse them."""
+    a, b = quotas.alias("a"), quotas.alias("b")
+
+    def rows(q):
+        cond = [q.c.is_deleted.is_(False), q.c.period_start.is_not(None), q.c.period_end.is_not(None),
+                q.c.period_start >= ctx.period.start, q.c.period_end <= ctx.period.last_day]
+        if level == "rep":
+            return [*cond, q.c.owner_id.is_not(None)]
+        return [*cond, q.c.owner_id.is_(None), q.c.team.is_not(None)]
+
+    same = (and_(a.c.source == b.c.source, a.c.owner_id == b.c.owner_id) if level == "rep"
+            else a.c.team == b.c.team)
+    clash = ctx.conn.execute(
+        select(a.c.owner_id if level == "rep" else a.c.team, a.c.period_start, a.c.period_end,
+               b.c.period_start, b.c.period_end)
+        .where(*rows(a), *rows(b), same, tuple_(a.c.source, a.c.id) < tuple_(b.c.source, b.c.id),
+               a.c.period_start <= b.c.period_end, b.c.period_start <= a.c.period_end)
+        .order_by(a.c.period_start).limit(1)
+    ).first()
+    if clash:
+        who = f"owner {clash[0]}" if level == "rep" else f"team {clash[0]}"
+        raise MetricError(f"quotas overlap for {who}: {clash[1]}..{clash[2]} and {clash[3]}..{clash[4]} "
+                          f"(keep one quota per holder and day, e.g. months or quarters, not both)")
+
+
+# -- revenue -----------------------------------------------------------------------------------
+
+
+def sales_volume(ctx: MetricContext) -> Value:
+    deals = ctx.table("deals")
+    won = _won_in_period(ctx, deals)
+    amount = ctx.money(deals, func.coalesce(deals.c.amount, 0), deals.c.closed_at, *won)
+    ctx.record("won deals closed in the period", deals, *won)
+    total, count = ctx.conn.execute(select(func.sum(amount), func.count()).where(*ctx.scope(deals), *won)).one()
+    if not count:
+        return Value(None, note="no deals won in the period")
+    return Value(float(total or 0))
+
+
+def avg_deal_size(ctx: MetricContext) -> Value:
+    total, count = _won_amounts(ctx)
+    if not count:
+        return Value(None, note="no deals with an amount won in the period")
+    return Value(total / count, numerator=total, denominator=count)
+
+
+def sales_velocity(ctx: MetricContext) -> Value:
+    deals = ctx.table("deals")
+    if ctx.params["opportunities"] == "created":
+        opportunities = ctx.count("opportunities: deals created in the period", deals,
+                                  ctx.in_period(deals.c.created_at))
+    else:
+        opportunities = ctx.count("opportunities: deals open at the end of the period", deals,
+                                  *_open_at_end(ctx, deals))
+    closed = (deals.c.is_closed.is_(True), ctx.in_period(deals.c.closed_at))
+    won_count = ctx.count("won deals closed in the period", deals, *closed, deals.c.is_won.is_(True))
+    decided = ctx.count("won and lost deals closed in the period", deals, *closed)
+    won_total, sized = _won_amounts(ctx)
+    cycle_total, cycled, backwards = _cycle(ctx, deals, *_won_in_period(ctx, deals))
+    if not won_count or not sized or not cycled:
+        return Value(None, note="no deals won in the period (with an amount and a creation date): "
+                                "deal size, win rate and cycle length are undefined")
+    deal_size, win_rate, cycle = won_total / sized, won_count / decided, cycle_total / cycled
+    numerator = opportunities * deal_size * win_rate
+    if cycle <= 0:
+        return Value(None, numerator, cycle, note="the won deals' sales cycle length is zero days")
+    return Value(numerator / cycle, numerator=numerator, denominator=cycle, note=_backwards_note(backwards))
+
+
+# -- pipeline value ----------------------------------------------------------------------------
+
+
+def pipeline_value(ctx: MetricContext) -> Value:
+    deals, changes, stages = ctx.table("deals"), ctx.table("deal_stage_changes"), ctx.table("pipeline_stages")
+    open_ = _open_at_end(ctx, deals)
+    valued = (*open_, deals.c.amount.is_not(None))
+    # Convert at the rate of the period's last day: this is a snapshot at the period's end.
+    amount = ctx.money(deals, deals.c.amount, literal(ctx.period.last_day, Date()), *valued)
+    ctx.record("deals open at the end of the period", deals, *open_)
+    if not ctx.params["weighted"]:
+        total, count = ctx.conn.execute(
+            select(func.sum(amount), func.count()).where(*ctx.scope(deals), *valued)).one()
+        if not count:
+            return Value(None, note="no deal with an amount was open at the end of the period")
+        return Value(float(total))
+
+    # The stage each deal was in at the period's end: its last stage change entered before the end
+    # (the stage history), else its current stage.
+    ranked = (select(changes.c.source, changes.c.deal_id, changes.c.stage,
+                     func.row_number().over(partition_by=(changes.c.source, changes.c.deal_id),
+                                            order_by=(changes.c.entered_at.desc(), changes.c.id.desc()))
+                     .label("rank"))
+              .where(ctx.live(changes), changes.c.entered_at < ctx.end).subquery("history"))
+    stage = func.coalesce(ranked.c.stage, deals.c.stage)
+    # The stage's row in the deal's own pipeline, else the stage's row in any pipeline of the source.
+    lookup = (stages.c.source == deals.c.source, stages.c.stage == stage, ctx.live(stages))
+    probability = func.coalesce(
+        select(stages.c.probability).where(*lookup, stages.c.pipeline == deals.c.pipeline)
+        .order_by(stages.c.id).limit(1).scalar_subquery(),
+        select(stages.c.probability).where(*lookup).order_by(stages.c.id).limit(1).scalar_subquery())
+    rows = (select(amount.label("amount"), stage.label("stage"), probability.label("probability"))
+            .select_from(deals.outerjoin(ranked, and_(ranked.c.source == deals.c.source,
+                                                      ranked.c.deal_id == deals.c.id, ranked.c.rank == 1)))
+            .where(*ctx.scope(deals), *valued).subquery("valued"))
+    missing = case((rows.c.probability.is_(None), func.coalesce(rows.c.stage, "(none)")))
+    weighted, count, unknown, top = ctx.conn.execute(
+        select(func.sum(rows.c.amount * rows.c.probability), func.count(), func.min(missing),
+               func.max(rows.c.probability))).one()
+    if unknown is not None:
+        raise MetricError(f"open deals in stage {unknown!r} have no probability in pipeline_stages "
+                          "(load pipeline_stages with a probability for every open stage, or use weighted=false)")
+    if top is not None and top > 1:
+        raise MetricError(f"pipeline_stages.probability must be a fraction 0..1, found {top:g}")
+    if not count:
+        return Value(None, note="no deal with an amount was open at the end of the period")
+    return Value(float(weighted))
+
+
+# -- declarations ------------------------------------------------------------------------------
+
+METRICS = [
+    Metric(
+        id="lead_conversion_rate",
+        title="Lead conversion rate",
+        description=(
+            "Share of the leads created in the period (`leads.created_at`) that converted. The cohort is "
+            "fixed by creation date, so a recent cohort's rate still grows as its leads convert. With "
+            "`into=customer` (default) a lead counts only if it became a paying customer: it converted "
+            "(`converted_at` set) and either the deal it converted into (`converted_deal_id`) is won, or "
+            "the account it converted into (`converted_account_id`) won a deal closed at or after the "
+            "conversion. An account alone is not enough: Salesforce creates or links one on every "
+            "conversion, and a lead merged into an existing customer did not make it a customer. With "
+            "`into=any` every converted lead counts. Reads `leads` and (for customers) `deals`; "
+            "segments apply to the lead (owner, lead_source, ...)."),
+        formula="leads created in the period that converted (into customers) / leads created in the period",
+        unit="ratio",
+        direction="higher",
+        tables=("leads", "deals"),
+        compute=lead_conversion_rate,
+        params=(Param("into", str, "customer", "what counts as converted: a paying customer (a won deal "
+                      "through the conversion) or any conversion", choices=("customer", "any")),),
+    ),
+    Metric(
+        id="stage_length",
+        title="Pipeline stage length",
+        description=(
+            "Average days deals spend in a stage, from the stage history (`deal_stage_changes`). A stay "
+            "starts at a row's `entered_at` and ends at the `entered_at` of the deal's next row (by time); "
+            "re-entering a stage starts a new stay. A stay counts in the period in which it ends. Stays in "
+            "closed stages (`pipeline_stages.is_closed`) and the final stay of a closed deal have no "
+            "duration and are left out. The current stay of an open deal has no end: it is left out with "
+            "`open_stays=exclude` (default); with `open_stays=until_today` it is measured up to the end of "
+            "the reporting day of the run and counts in the period that contains that day. `per=stay` "
+            "averages over stays; `per=deal` first adds up each deal's stays in a stage that end in the "
+            "period and averages over deals (deal and stage pairs when stages are pooled). `stage` picks "
+            "one stage (empty: all stages pooled); `--segment stage` gives one value per stage, and deal "
+            "dimensions (owner, team, pipeline, region, ...) apply through the stay's deal. Rows of "
+            "deleted stage changes or deleted deals are left out."),
+        formula="sum of (next entered_at - entered_at) over the stays ending in the period / number of stays "
+                "(or of deals)",
+        unit="days",
+        direction="lower",
+        tables=("deal_stage_changes", "deals", "pipeline_stages"),
+        compute=stage_length,
+        params=(
+            Param("stage", str, "", "the stage to measure (stage id as in deal_stage_changes.stage); "
+                  "empty: all stages pooled"),
+            Param("per", str, "stay", "average per stay, or per deal (a deal's stays in the stage summed)",
+                  choices=("stay", "deal")),
+            Param("open_stays", str, "exclude", "the current stay of an open deal: left out, or measured until "
+                  "the end of today", choices=("exclude", "until_today")),
+        ),
+    ),
+    Metric(
+        id="sales_cycle_length",
+        title="Sales cycle length",
+        description=(
+            "Average days from a deal's creation (`deals.created_at`) to its close (`deals.closed_at`), over "
+            "the deals won (`deals=won`, default) or won and lost (`deals=closed`) whose close date falls in "
+            "the period. Deals without a creation date, and deals closed before they were created (typically "
+            "history imported into the CRM), are left out; the result's note counts the latter. Reads "
+            "`deals`."),
+        formula="sum of (closed_at - created_at) / number of deals, over deals won (or closed) in the period",
+        unit="days",
+        direction="lower",
+        tables=("deals",),
+        compute=sales_cycle_length,
+        params=(Param("deals", str, "won", "measure won deals, or every closed deal (won and lost)",
+                      choices=("won", "closed")),),
+    ),
+    Metric(
+        id="quota_attainment",
+        title="Quota attainment",
+        description=(
+            "Won amount over quota. Won amount: the deals won whose close date (`deals.closed_at`) falls in "
+            "the period, converted to the reporting currency at the close date's rate. Quota: the `quotas` "
+            "rows (loaded with the files connector from `quotas.csv`: owner_id or team, period_start, "
+            "period_end, amount, currency) whose whole quota period lies within the reporting period, so a "
+            "year adds up its months or quarters; quotas only partly inside the period are not prorated and "
+            "do not count. `level=rep` (default) adds up rep quotas (owner_id set); `level=team` adds up team "
+            "quotas (owner_id empty, team set). The levels are never added together, so a team quota and its "
+            "reps' quotas do not double count, and two quotas of the same rep (or team) covering the same "
+            "days are an error. Per rep: `--segment owner` (quotas.owner_id and deals.owner_id). Per team: "
+            "`--segment team --param level=team` (quotas.team; deals through their owner's team). With "
+            "level=rep and `--segment team`, a rep quota belongs to the team in its own `team` column. The "
+            "numerator is every won deal in the segment, whether or not its owner has a quota."),
+        formula="won amount closed in the period / sum of the quotas whose period lies within it",
+        unit="ratio",
+        direction="higher",
+        tables=("quotas", "deals"),
+        compute=quota_attainment,
+        params=(Param("level", str, "rep", "which quotas to add up: rep quotas (owner_id set) or team quotas "
+                      "(owner_id empty, team set)", choices=("rep", "team")),),
+    ),
+    Metric(
+        id="sales_volume",
+        title="Sales volume",
+        description=(
+            "Revenue won in the period: the amounts of the deals won (`deals.is_won`) whose close date "
+            "(`deals.closed_at`) falls in the period, converted to the reporting currency at the close "
+            "date's rate; deals without an amount add nothing. Additive: a year is the sum of its months. "
+            "Reads `deals`."),
+        formula="sum of won deal amounts, by close date",
+        unit="currency",
+        direction="higher",
+        tables=("deals",),
+        compute=sales_volume,
+        additive=True,
+    ),
+    Metric(
+        id="avg_deal_size",
+        title="Average deal size",
+        description=(
+            "Mean amount of the deals won whose close date (`deals.closed_at`) falls in the period, converted "
+            "to the reporting currency at the close date's rate. Won deals without an amount are left out "
+            "rather than counted as zero. Reads `deals`."),
+        formula="sum of won deal amounts / number of won deals with an amount, by close date",
+        unit="currency",
+        direction="higher",
+        tables=("deals",),
+        compute=avg_deal_size,
+    ),
+    Metric(
+        id="sales_velocity",
+        title="Sales velocity",
+        description=(
+            "Revenue the pipeline produces per day: opportunities × average deal size × win rate / sales "
+            "cycle length, every input taken over the period from `deals`. Opportunities: the deals created "
+            "in the period (`opportunities=created`, default) or the deals open at the period's end "
+            "(`opportunities=open`). Average deal size: as `avg_deal_size` (won deals closed in the period, "
+            "reporting currency). Win rate: won / (won + lost) by count over deals closed in the period. "
+            "Sales cycle length: as `sales_cycle_length` (days from creation to close of the won deals closed "
+            "in the period). Null when no deal was won in the period. The numerator is opportunities × deal "
+            "size × win rate (currency), the denominator the cycle length (days)."),
+        formula="(opportunities × avg won deal size × win rate) / avg sales cycle days",
+        unit="currency",
+        direction="higher",
+        tables=("deals",),
+        compute=sales_velocity,
+        params=(Param("opportunities", str, "created", "which deals are the opportunities: created in the "
+                      "period, or open at its end", choices=("created", "open")),),
+    ),
+    Metric(
+        id="pipeline_value",
+        title="Pipeline value",
+        description=(
+            "Total amount of the deals open at the end of the period: created (`deals.created_at`) before "
+            "the period ends and not closed before it ends (`is_closed` false, or `closed_at` at or after "
+            "the end). Amounts are today's (the store keeps no amount history), converted at the rate of "
+            "the period's last day. With `weighted=true` each deal counts its amount × the win probability "
+            "(`pipeline_stages.probability`, 0..1) of the stage it was in at the period's end: its last "
+            "`deal_stage_changes` row entered before the end, else its current `deals.stage`; the stage row "
+            "of the deal's pipeline is preferred. An open stage without a probability is an error. A "
+            "snapshot, not additive over periods. Reads `deals`, `deal_stage_changes`, `pipeline_stages`."),
+        formula="sum of open deal amounts at the period's end (× stage probability when weighted)",
+        unit="currency",
+        direction="higher",
+        tables=("deals", "deal_stage_changes", "pipeline_stages"),
+        compute=pipeline_value,
+        params=(Param("weighted", bool, False, "weigh each open deal by its stage's win probability"),),
+    ),
+]
+
+
+@hookimpl
+def register_metrics(register):
+    for metric in METRICS:
+        register(metric)

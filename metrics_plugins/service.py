@@ -1,0 +1,273 @@
+"""Support and satisfaction KPIs over tickets and survey responses.
+
+Tickets come from the CRM's service module (or a help desk export); survey responses are
+not in the CRM: they are loaded with the files connector from ``survey_responses.csv``.
+Durations are in hours of elapsed (calendar) time: no business-hours calendar and no
+paused SLA clocks.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import and_, case, func, literal, or_, select
+
+from crmkpi import hookimpl
+from crmkpi.errors import MetricError
+from crmkpi.metrics import Metric, MetricContext, Param, Value, ratio
+
+
+def _hours(ctx: MetricContext, start, end):
+    return ctx.days_between(start, end) * 24.0
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+# --- tickets -----------------------------------------------------------------
+
+
+def avg_resolution_time(ctx: MetricContext) -> Value:
+    tickets = ctx.table("tickets")
+    created, resolved_at = tickets.c.created_at, tickets.c.resolved_at
+    resolved = and_(resolved_at.is_not(None), ctx.in_period(resolved_at), created.is_not(None))
+    hours = _hours(ctx, created, resolved_at)
+    label = "tickets resolved in the period"
+    if ctx.params["include_open"]:
+        as_of = min(ctx.end, datetime.now(UTC))
+        as_of_value = literal(as_of, created.type)
+        still_open = and_(created.is_not(None), created < as_of_value,
+                          or_(resolved_at.is_(None), resolved_at >= as_of_value))
+        where = or_(resolved, still_open)
+        hours = case((resolved, hours), else_=_hours(ctx, created, as_of_value))
+        label = f"tickets resolved in the period, and tickets open at {as_of.isoformat(timespec='seconds')}"
+    else:
+        where = resolved
+    valid = hours >= 0
+    ctx.record(label, tickets, where)
+    total, counted, backwards = ctx.conn.execute(
+        select(func.sum(case((valid, hours))), func.count(case((valid, 1))), func.count(case((~valid, 1))))
+        .where(*ctx.scope(tickets), where)).one()
+    note = f"{_plural(backwards, 'ticket')} resolved before created left out" if backwards else None
+    if not counted:
+        empty = "no tickets resolved in the period" + (" and none open" if ctx.params["include_open"] else "")
+        return Value(None, note=f"{empty}; {note}" if note else empty)
+    return Value(float(total) / counted, float(total), counted, note=note)
+
+
+def first_response_time(ctx: MetricContext) -> Value:
+    tickets = ctx.table("tickets")
+    created, responded = tickets.c.created_at, tickets.c.first_response_at
+    hours = _hours(ctx, created, responded)
+    answered = responded.is_not(None)
+    valid = and_(answered, hours >= 0)
+    ctx.record("tickets created in the period", tickets, ctx.in_period(created))
+    total, counted, waiting, backwards = ctx.conn.execute(
+        select(func.sum(case((valid, hours))), func.count(case((valid, 1))), func.count(case((~answered, 1))),
+               func.count(case((and_(answered, hours < 0), 1))))
+        .where(*ctx.scope(tickets), ctx.in_period(created))).one()
+    notes = []
+    if waiting:
+        notes.append(f"{_plural(waiting, 'ticket')} without a first response left out")
+    if backwards:
+        notes.append(f"{_plural(backwards, 'ticket')} answered before created left out")
+    note = "; ".join(notes) or None
+    if not counted:
+        empty = "no answered tickets created in the period"
+        return Value(None, note=f"{empty}; {note}" if note else empty)
+    return Value(float(total) / counted, float(total), counted, note=note)
+
+
+def _no_tickets(ctx: MetricContext) -> bool:
+    tickets = ctx.table("tickets")
+    return not ctx.conn.execute(select(tickets.c.id).where(*ctx.scope(tickets)).limit(1)).first()
+
+
+def ticket_volume(ctx: MetricContext) -> Value:
+    tickets = ctx.table("tickets")
+    count = ctx.count("tickets created in the period", tickets, ctx.in_period(tickets.c.created_at))
+    if not count and _no_tickets(ctx):
+        return Value(None, note="no tickets in the store")
+    return Value(float(count))
+
+
+def resolution_rate(ctx: MetricContext) -> Value:
+    tickets = ctx.table("tickets")
+    created = ctx.in_period(tickets.c.created_at)
+    resolved = ctx.count("tickets created in the period and resolved", tickets, created,
+                         tickets.c.resolved_at.is_not(None))
+    total = ctx.count("tickets created in the period", tickets, created)
+    return ratio(resolved, total, empty="no tickets created in the period")
+
+
+# --- surveys -----------------------------------------------------------------
+
+
+def _responses(ctx: MetricContext):
+    answers = ctx.table("survey_responses")
+    where = (ctx.in_period(answers.c.responded_at), func.lower(answers.c.survey) == ctx.params["survey"].lower(),
+             answers.c.score.is_not(None))
+    scale = func.coalesce(answers.c.scale_max, ctx.params["default_scale"])
+    return answers, where, scale
+
+
+def _unreadable(ctx: MetricContext, answers, where, bad, supported: str) -> None:
+    row = ctx.conn.execute(select(answers.c.id, answers.c.score, answers.c.scale_max)
+                           .where(*ctx.scope(answers), *where, bad).order_by(answers.c.id).limit(1)).first()
+    if row:
+        raise MetricError(f"survey_responses row {row.id!r}: score {row.score:g} on scale_max "
+                          f"{row.scale_max if row.scale_max is not None else 'null'} is not a {supported} answer")
+
+
+def nps(ctx: MetricContext) -> Value:
+    answers, where, scale = _responses(ctx)
+    score = answers.c.score
+    ten, five = scale == 10, scale == 5
+    _unreadable(ctx, answers, where, or_(~scale.in_((5, 10)), and_(ten, or_(score < 0, score > 10)),
+                                         and_(five, or_(score < 1, score > 5))), "0-10 or 1-5")
+    promoter = or_(and_(ten, score >= 9), and_(five, score >= 4))
+    detractor = or_(and_(ten, score <= 6), and_(five, score <= 2))
+    ctx.record(f"{ctx.params['survey']} responses in the period", answers, *where)
+    promoters, detractors, total = ctx.conn.execute(
+        select(func.count(case((promoter, 1))), func.count(case((detractor, 1))), func.count())
+        .where(*ctx.scope(answers), *where)).one()
+    if not total:
+        return Value(None, note=f"no {ctx.params['survey']} responses in the period")
+    net = promoters - detractors
+    return Value(100.0 * net / total, float(net), float(total),
+                 note=f"{promoters} promoters, {total - promoters - detractors} passives, {detractors} detractors")
+
+
+def csat(ctx: MetricContext) -> Value:
+    answers, where, scale = _responses(ctx)
+    score = answers.c.score
+    _unreadable(ctx, answers, where, or_(scale < 2, score < 0, score > scale), "valid")
+    if ctx.params["method"] == "share_satisfied":
+        satisfied = ctx.count("satisfied responses (top two of the scale)", answers, *where, score >= scale - 1)
+        total = ctx.count(f"{ctx.params['survey']} responses in the period", answers, *where)
+        return ratio(satisfied, total, empty=f"no {ctx.params['survey']} responses in the period")
+    ctx.record(f"{ctx.params['survey']} responses in the period", answers, *where)
+    part, total, raw, low, high = ctx.conn.execute(
+        select(func.sum(score * 1.0 / scale), func.count(), func.sum(score), func.min(scale), func.max(scale))
+        .where(*ctx.scope(answers), *where)).one()
+    if not total:
+        return Value(None, note=f"no {ctx.params['survey']} responses in the period")
+    note = f"mean score {float(raw) / total:.2f} out of {low}" if low == high else "responses on different scales"
+    return Value(float(part) / total, float(part), float(total), note=note)
+
+
+# --- declarations ------------------------------------------------------------
+
+TICKETS_DOC = ("Tickets come from the tickets table (owner_id is the agent: --segment agent gives one value per "
+               "agent). Hours are elapsed calendar time, without business hours or paused SLA clocks.")
+
+
+def _survey_doc(survey: str) -> str:
+    return ("Responses come from survey_responses, which a CRM does not hold: they are loaded with the files "
+            "connector from survey_responses.csv. A response counts when its responded_at falls in the period, "
+            f"its survey equals the survey param ('{survey}' by default, case-insensitive) and it has a score. "
+            "Responses without a survey label are not counted: give them one with the files connector's "
+            f"constants (survey: {survey}). Survey responses have an account, not an owner: segment them by "
+            "account attributes (region, industry, segment, account) or custom fields.")
+
+
+METRICS = [
+    Metric(
+        id="avg_resolution_time",
+        title="Average resolution time",
+        description="Mean hours from a ticket's created_at to its resolved_at, over the tickets resolved in the "
+                    "period (by resolved_at). With include_open=true, the tickets still open at the end of the "
+                    "period (or now, for a period not over yet) count too, with their age at that moment "
+                    "(now − created, as CRMs commonly report open cases), however old they are. Tickets resolved "
+                    "before they were created are left out and counted in the note. " + TICKETS_DOC,
+        formula="sum of (resolved_at − created_at) in hours / tickets resolved in the period",
+        unit="hours",
+        direction="lower",
+        tables=("tickets",),
+        compute=avg_resolution_time,
+        params=(Param("include_open", bool, False,
+                      "also count tickets open at the period's end (or now), aged up to that moment"),),
+    ),
+    Metric(
+        id="first_response_time",
+        title="First response time",
+        description="Mean hours from a ticket's created_at to its first_response_at, over the tickets created in "
+                    "the period (by created_at) that have a first response; tickets still waiting for one are "
+                    "left out and counted in the note. " + TICKETS_DOC,
+        formula="sum of (first_response_at − created_at) in hours / answered tickets created in the period",
+        unit="hours",
+        direction="lower",
+        tables=("tickets",),
+        compute=first_response_time,
+    ),
+    Metric(
+        id="ticket_volume",
+        title="Support ticket volume",
+        description="Number of tickets created in the period (by created_at), whatever their status. Null with a "
+                    "note when the store holds no tickets at all (a zero would suggest there were none). "
+                    + TICKETS_DOC,
+        formula="count of tickets created in the period",
+        unit="count",
+        direction="lower",
+        tables=("tickets",),
+        compute=ticket_volume,
+        additive=True,
+    ),
+    Metric(
+        id="resolution_rate",
+        title="Ticket resolution rate",
+        description="Share of the tickets created in the period (by created_at) that have been resolved "
+                    "(resolved_at set), as of the run: a recent period's rate still grows. " + TICKETS_DOC,
+        formula="tickets created in the period and resolved / tickets created in the period",
+        unit="ratio",
+        direction="higher",
+        tables=("tickets",),
+        compute=resolution_rate,
+    ),
+    Metric(
+        id="nps",
+        title="Net Promoter Score (NPS)",
+        description="Percentage of promoters minus percentage of detractors, in points (−100 to 100). The scale "
+                    "comes from each response's scale_max: 10 means 0–10 (9–10 promoters, 7–8 passives, 0–6 "
+                    "detractors); 5 means 1–5 (4–5 promoters, 3 passive, 1–2 detractors); a null scale_max takes "
+                    "default_scale. Other scales, or scores outside theirs, are an error naming the response. The "
+                    "numerator is promoters − detractors and the denominator the responses; the note gives the "
+                    "three counts. " + _survey_doc("nps"),
+        formula="100 × (promoters − detractors) / responses in the period",
+        unit="points",
+        direction="higher",
+        tables=("survey_responses",),
+        compute=nps,
+        params=(
+            Param("survey", str, "nps", "the survey_responses.survey value of NPS answers"),
+            Param("default_scale", int, 10, "scale_max for responses without one", choices=(10, 5)),
+        ),
+    ),
+    Metric(
+        id="csat",
+        title="Customer satisfaction (CSAT)",
+        description="How satisfied the respondents are, as a fraction. share_satisfied (the default): the share "
+                    "of responses in the top two answers of their scale (4–5 on 1–5, 9–10 on 0–10: score ≥ "
+                    "scale_max − 1). mean_score: the mean score as a fraction of the scale's maximum (a mean of "
+                    "4.2 on 1–5 is 0.84); the note gives the raw mean when all responses share a scale. A null "
+                    "scale_max takes default_scale; scores outside the scale are an error. " + _survey_doc("csat"),
+        formula="responses scoring ≥ scale_max − 1 / responses in the period (or mean of score / scale_max)",
+        unit="ratio",
+        direction="higher",
+        tables=("survey_responses",),
+        compute=csat,
+        params=(
+            Param("method", str, "share_satisfied", "share of satisfied (top-two) answers, or the mean score",
+                  choices=("share_satisfied", "mean_score")),
+            Param("survey", str, "csat", "the survey_responses.survey value of CSAT answers"),
+            Param("default_scale", int, 5, "scale_max for responses without one"),
+        ),
+    ),
+]
+
+
+@hookimpl
+def register_metrics(register):
+    for metric in METRICS:
+        register(metric)
