@@ -21,7 +21,7 @@ from .errors import MetricError
 from .models import ENTITIES, FxRate, SyncRun
 from .periods import Period
 
-Unit = Literal["ratio", "currency", "days", "hours", "count", "score", "points"]
+Unit = Literal["ratio", "currency", "days", "hours", "months", "count", "score", "points"]
 
 #: Tables a metric may read: the normalized entities plus the sync history (for data-health metrics).
 TABLES = {**{name: model.__table__ for name, model in ENTITIES.items()}, "sync_runs": SyncRun.__table__}

@@ -115,7 +115,7 @@ def format_value(value: float | None, unit: str) -> str:
         return f"{value:.1%}"
     if unit == "currency":
         return f"{value:,.2f}"
-    return f"{value:,.1f}" if unit in ("days", "hours", "points", "score") else f"{value:,.0f}"
+    return f"{value:,.1f}" if unit in ("days", "hours", "months", "points", "score") else f"{value:,.0f}"
 
 
 def _number(value: float | None) -> str:

@@ -63,6 +63,8 @@ _DAYS = [(_EPOCH + timedelta(days=n)).isoformat() for n in range(6 * 366)]
 _CLOCK = [f"T{m // 60:02d}:{m % 60:02d}:00Z" for m in range(1440)]
 DAY, HOUR = 1440, 60
 START = (date(2024, 1, 1) - _EPOCH).days * DAY
+#: Rates start a year before the window, as the oldest customers' subscriptions do.
+FIRST_RATE_DAY = date(2023, 1, 1)
 END = (date(2026, 1, 1) - _EPOCH).days * DAY - 1  # 2025-12-31T23:59:00Z
 _LAST_NEW_ACCOUNT = END - 14 * DAY
 
@@ -333,6 +335,9 @@ class _Company:
         rng, table = self.rng, self.tables["fx_rates"]
         for currency in ("USD", "EUR", "GBP"):
             rate = _USD_PER[currency]
+            # Customers from before the window pay from 2023 on: their amounts need a rate too.
+            first = _iso(_minute(FIRST_RATE_DAY))
+            table.add((table.new_id(), first, first, currency, f"{rate:.4f}", FIRST_RATE_DAY.isoformat()))
             for month in _months():
                 if currency != "USD":
                     rate *= 1 + rng.uniform(-0.015, 0.015)

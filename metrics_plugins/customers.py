@@ -161,7 +161,9 @@ def churn_rate(ctx: MetricContext) -> Value:
             ~is_customer_at(ctx, subs, ctx.end))
     if ctx.params["new_and_lost"] == "include":
         _record(ctx, "subscriptions of customers who joined and were lost in the period", subs,
-                ctx.in_period(subs.c.started_at), ~is_customer_at(ctx, subs, ctx.start),
+                ctx.in_period(subs.c.started_at),
+                or_(subs.c.ended_at.is_(None), subs.c.ended_at > subs.c.started_at),
+                ~is_customer_at(ctx, subs, ctx.start),
                 ~is_customer_at(ctx, subs, ctx.end))
         lost += joined_and_lost
     return ratio(lost, customers, empty="no customers at the period start")

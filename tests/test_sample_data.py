@@ -54,7 +54,7 @@ def test_returned_counts_match_the_files(demo):
     for table, count in counts.items():
         assert len(read(folder, table)) == count, table
     assert counts["deals"] == 2000
-    assert counts["users"] == 19 and counts["pipeline_stages"] == 6 and counts["fx_rates"] == 72
+    assert counts["users"] == 19 and counts["pipeline_stages"] == 6 and counts["fx_rates"] == 75
     assert counts["quotas"] == 12 * 8  # a quota per rep per quarter
     assert 300 < counts["accounts"] < 1200
     assert counts["deal_stage_changes"] > counts["deals"]
@@ -180,7 +180,11 @@ def test_surveys_tickets_and_reference_tables_look_real(demo):
         if ticket["first_response_at"]:
             assert ticket["created_at"] < ticket["first_response_at"] <= (ticket["resolved_at"] or WINDOW_END)
     rates = read(folder, "fx_rates")
-    assert Counter(r["currency"] for r in rates) == {"USD": 24, "EUR": 24, "GBP": 24}
+    assert Counter(r["currency"] for r in rates) == {"USD": 25, "EUR": 25, "GBP": 25}
+    # Every dated amount has a rate on or before it: the rates start before the oldest subscription.
+    first_rate = min(r["valid_from"] for r in rates)
+    assert all(first_rate <= s["started_at"][:10] for s in read(folder, "subscriptions"))
+    assert all(first_rate <= o["ordered_at"][:10] for o in read(folder, "orders"))
     assert {float(r["rate_to_reporting"]) for r in rates if r["currency"] == "USD"} == {1.0}
     spend = read(folder, "marketing_spend")
     assert all(bool(s["spent_on"]) != bool(s["period_start"] and s["period_end"]) for s in spend)

@@ -15,6 +15,7 @@ subscription with started_at < t and ended_at null or >= t):
 | a9      | US / u2      | 2024-01-01 00:00 → running, 90 EUR (starts at the start)   | new             |
 | a10     | US / u1      | 2023-01-01 → 2024-06-01, deleted in the source             | ignored         |
 | a11     | EU / u2      | 2023-01-01 → 2024-01-01 00:00, 10 (ends at the start)      | lost            |
+| a12     | (none)       | 2024-05-01 → running, 1000, deleted in the source          | ignored         |
 
 S (customers at start) = a1 a2 a3 a4 a8 a11 = 6; E (at end) = a1 a3 a4 a6 a8 a9 = 6;
 lost = a2 a11; joined and lost = a5; new N = a5 a6 a9.
@@ -38,23 +39,29 @@ SUBSCRIPTIONS = [
     {"id": "s10", "account_id": "a10", "started_at": "2023-01-01", "ended_at": "2024-06-01", "mrr": 500,
      "is_deleted": "true"},
     {"id": "s11", "account_id": "a11", "started_at": "2023-01-01", "ended_at": "2024-01-01", "mrr": 10},
+    {"id": "s12", "account_id": "a12", "started_at": "2024-05-01", "ended_at": None, "mrr": 1000,
+     "is_deleted": "true"},
 ]
 ACCOUNTS = [{"id": a, "region": r, "owner_id": o} for a, r, o in [
     ("a1", "EU", "u1"), ("a2", "EU", "u2"), ("a3", "US", "u1"), ("a4", "US", "u2"), ("a5", "EU", "u1"),
     ("a6", "US", "u2"), ("a8", "EU", "u1"), ("a9", "US", "u2"), ("a10", "US", "u1"), ("a11", "EU", "u2")]]
+
+
+def _deal(id_, account, owner, deal_type, won, closed, deleted=False):
+    return {"id": id_, "account_id": account, "owner_id": owner, "deal_type": deal_type, "is_won": won,
+            "closed_at": closed, "is_deleted": deleted}
+
+
 DEALS = [
-    {"id": "d1", "account_id": "a1", "owner_id": "u1", "deal_type": "upsell", "is_won": "true", "closed_at": "2024-05-01"},
-    {"id": "d7", "account_id": "a1", "owner_id": "u1", "deal_type": "upsell", "is_won": "true", "closed_at": "2024-07-01"},
-    # won by u1 on u2's account: counts for the account's owner, u2
-    {"id": "d2", "account_id": "a2", "owner_id": "u1", "deal_type": "Cross_Sell", "is_won": "true",
-     "closed_at": "2024-02-01"},
-    {"id": "d9", "account_id": "a3", "owner_id": "u1", "deal_type": "expansion", "is_won": "true", "closed_at": "2024-10-01"},
-    {"id": "d3", "account_id": "a3", "owner_id": "u1", "deal_type": "renewal", "is_won": "true", "closed_at": "2024-02-01"},
-    {"id": "d4", "account_id": "a4", "owner_id": "u2", "deal_type": "upsell", "is_won": "false", "closed_at": "2024-04-01"},
-    {"id": "d5", "account_id": "a6", "owner_id": "u2", "deal_type": "upsell", "is_won": "true", "closed_at": "2024-08-01"},
-    {"id": "d6", "account_id": "a8", "owner_id": "u1", "deal_type": "expansion", "is_won": "true", "closed_at": "2023-12-15"},
-    {"id": "d8", "account_id": "a11", "owner_id": "u2", "deal_type": "upsell", "is_won": "true", "closed_at": "2024-03-01",
-     "is_deleted": "true"},
+    _deal("d1", "a1", "u1", "upsell", True, "2024-05-01"),
+    _deal("d7", "a1", "u1", "upsell", True, "2024-07-01"),
+    _deal("d2", "a2", "u1", "Cross_Sell", True, "2024-02-01"),  # u1's deal on u2's account: counts for u2
+    _deal("d9", "a3", "u1", "expansion", True, "2024-10-01"),
+    _deal("d3", "a3", "u1", "renewal", True, "2024-02-01"),
+    _deal("d4", "a4", "u2", "upsell", False, "2024-04-01"),  # lost
+    _deal("d5", "a6", "u2", "upsell", True, "2024-08-01"),  # a6 was not a customer at the start
+    _deal("d6", "a8", "u1", "expansion", True, "2023-12-15"),  # before the period
+    _deal("d8", "a11", "u2", "upsell", True, "2024-03-01", deleted=True),
 ]
 FX = [{"id": "eur", "currency": "EUR", "rate_to_reporting": 1.1, "valid_from": "2023-01-01"}]
 ORDERS = [
@@ -66,6 +73,7 @@ ORDERS = [
     {"id": "o5", "account_id": "a3", "ordered_at": "2024-05-01", "amount": 0, "cost": 5},
     {"id": "o6", "account_id": "a4", "ordered_at": "2024-06-01", "amount": 40, "cost": None},
     {"id": "o7", "account_id": "a1", "ordered_at": "2024-09-01", "amount": 1000, "cost": 0, "is_deleted": "true"},
+    {"id": "o9", "account_id": "a12", "ordered_at": "2024-10-01", "amount": 5000, "cost": 0, "is_deleted": "true"},
     {"id": "o8", "account_id": None, "ordered_at": "2024-07-01", "amount": 500, "cost": 100},
 ]
 
@@ -327,11 +335,13 @@ def test_net_new_revenue(kpi):
     book(kpi, orders=True)
     kpi.write("orders", ORDERS)
     kpi.sync()
-    # first subscriptions started in 2024: a5 30 + a6 60 + a9 90 EUR × 1.1; not a3's or a4's second one
+    # first subscriptions started in 2024: a5 30 + a6 60 + a9 90 EUR × 1.1; not a3's or a4's second one, not a12's
+    # (deleted)
     result = kpi.one("net_new_revenue", "--period", "2024")
     assert result["value"] == pytest.approx(189) and result["unit"] == "currency"
     first_order = kpi.one("net_new_revenue", "--period", "2024", "--param", "new_means=first_order")
-    assert first_order["value"] == pytest.approx(70)  # a2's first 30 (not o4b), a3 0, a4 40; a1 first ordered in 2023
+    # a2's first 30 (not o4b), a3 0, a4 40; a1 first ordered in 2023; o9 deleted
+    assert first_order["value"] == pytest.approx(70)
     quarters = kpi.run("net_new_revenue", "--period", "2024", "--grain", "quarter", "--param", "new_means=first_order")
     assert [q["value"] for q in quarters] == [30, 40, 0, 0]  # additive: the quarters sum to the year
     owners = by_segment(kpi.run("net_new_revenue", "--period", "2024", "--segment", "owner"), "owner")
