@@ -6,7 +6,8 @@ metric reads. It is looked up in this order:
 1. a column of the table (``pipeline``, ``lead_source``, ``channel``, ``source``, ...);
 2. an alias of a reference column (``owner``/``rep``/``agent`` → ``owner_id``, ``account`` → ``account_id``);
 3. an attribute of the row's owner (``team``, from ``users``);
-4. an attribute of the row's account (``region``, ``industry``, ``segment``, from ``accounts``);
+4. anything above on the row's account (``region``, ``industry``, ``segment``, and for rows without an
+   owner of their own, the account owner and that owner's ``team``);
 5. for rows of a deal (``deal_stage_changes``), any of the above on the deal;
 6. a custom field: ``extra.<name>`` (or a bare name found nowhere above) in the row's ``extra``,
    else in its account's ``extra``.
@@ -50,15 +51,24 @@ def expression(table: Table, dimension: str) -> ColumnElement:
     if dimension in OWNER_ATTRIBUTES and "owner_id" in table.c:
         users = ENTITIES["users"].__table__
         return _lookup(users, users.c[dimension], table.c.owner_id, table)
-    if dimension in ACCOUNT_ATTRIBUTES and "account_id" in table.c:
-        accounts = ENTITIES["accounts"].__table__
-        return _lookup(accounts, accounts.c[dimension], table.c.account_id, table)
+    accounts = ENTITIES["accounts"].__table__
+    if "account_id" in table.c and dimension in _KNOWN_COLUMNS and _applies(accounts, dimension):
+        # e.g. the region of a deal's account, or the owner of a subscription's account
+        return _lookup(accounts, expression(accounts, dimension), table.c.account_id, table)
     if "deal_id" in table.c:  # stage changes take the dimensions of their deal
         deals = ENTITIES["deals"].__table__
         return _lookup(deals, expression(deals, dimension), table.c.deal_id, table)
     if dimension in _KNOWN_COLUMNS:
         raise MetricError(f"segment {dimension!r} does not apply to {table.name}")
     return _custom(table, custom, dimension)
+
+
+def _applies(table: Table, dimension: str) -> bool:
+    try:
+        expression(table, dimension)
+    except MetricError:
+        return False
+    return True
 
 
 def _custom(table: Table, name: str, dimension: str) -> ColumnElement:
