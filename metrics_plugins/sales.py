@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func
+from sqlalchemy import case, func, literal, select
 
 from crmkpi import hookimpl
 from crmkpi.metrics import Metric, MetricContext, Param, Value, ratio
@@ -10,10 +10,12 @@ from crmkpi.metrics import Metric, MetricContext, Param, Value, ratio
 
 def close_rate(ctx: MetricContext) -> Value:
     deals = ctx.table("deals")
-    created = ctx.in_period(deals.c.created_at)
-    won = ctx.count("won deals created in the period", deals, created, deals.c.is_won.is_(True))
-    total = ctx.count("deals created in the period", deals, created)
-    return ratio(won, total, empty="no deals created in the period")
+    created, won = ctx.in_period(deals.c.created_at), deals.c.is_won.is_(True)
+    ctx.record("won deals created in the period", deals, created, won)
+    ctx.record("deals created in the period", deals, created)
+    wins, total = ctx.conn.execute(  # both sides in one scan
+        select(func.count().filter(won), func.count()).where(*ctx.scope(deals), created)).one()
+    return ratio(wins, total, empty="no deals created in the period")
 
 
 def win_rate(ctx: MetricContext) -> Value:
@@ -21,13 +23,15 @@ def win_rate(ctx: MetricContext) -> Value:
     cohort = deals.c.created_at if ctx.params["cohort"] == "created" else deals.c.closed_at
     decided = (ctx.in_period(cohort), deals.c.is_closed.is_(True))
     won = deals.c.is_won.is_(True)
-    empty = "no deals closed (won or lost) in the cohort"
+    ctx.record("won deals", deals, *decided, won)
+    ctx.record("won and lost deals", deals, *decided)
     if ctx.params["by"] == "count":
-        return ratio(ctx.count("won deals", deals, *decided, won), ctx.count("won and lost deals", deals, *decided),
-                     empty=empty)
-    amount = ctx.money(deals, func.coalesce(deals.c.amount, 0), deals.c.closed_at, *decided)
-    return ratio(ctx.total("won deals", deals, amount, *decided, won),
-                 ctx.total("won and lost deals", deals, amount, *decided), empty=empty)
+        weight = literal(1)
+    else:
+        weight = ctx.money(deals, func.coalesce(deals.c.amount, 0), deals.c.closed_at, *decided)
+    wins, total = ctx.conn.execute(
+        select(func.sum(case((won, weight), else_=0)), func.sum(weight)).where(*ctx.scope(deals), *decided)).one()
+    return ratio(wins, total, empty="no deals closed (won or lost) in the cohort")
 
 
 COHORT = Param("cohort", str, "created", "which deals count: those created in the period, or those closed in it",
