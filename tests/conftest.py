@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import csv
+from contextlib import contextmanager
 import json
 import os
 import textwrap
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -56,20 +57,36 @@ def postgres_server_url() -> str:
     return url
 
 
-@pytest.fixture
-def postgres_url(postgres_server_url: str):
+@contextmanager
+def temporary_database(server_url: str) -> Iterator[str]:
     """A fresh, empty database on the test server, dropped afterwards."""
     name = f"crmkpi_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(_psycopg(postgres_server_url), isolation_level="AUTOCOMMIT")
+    admin = create_engine(_psycopg(server_url), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(_psycopg(postgres_server_url)).set(database=name).render_as_string(hide_password=False)
     try:
-        yield url
+        yield make_url(_psycopg(server_url)).set(database=name).render_as_string(hide_password=False)
     finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@contextmanager
+def store_url_for(kind: str, folder: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A store URL of ``kind`` ("sqlite" or "postgresql") for module-scoped fixtures."""
+    if kind == "sqlite":
+        yield f"sqlite:///{folder / 'store.db'}"
+        return
+    with temporary_database(request.getfixturevalue("postgres_server_url")) as url:
+        yield url
+
+
+@pytest.fixture
+def postgres_url(postgres_server_url: str) -> Iterator[str]:
+    """A fresh, empty database on the test server, dropped afterwards."""
+    with temporary_database(postgres_server_url) as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

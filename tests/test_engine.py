@@ -6,15 +6,12 @@ SQLite and on PostgreSQL. The deals are few and hand-made so every value is chec
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, date, datetime
-from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import select
 
-from conftest import KpiProject, _psycopg
+from conftest import KpiProject, store_url_for
 from crmkpi.engine import Run, Settings, comparison, run_metrics
 from crmkpi.errors import MetricError
 from crmkpi.metrics import Metric, MetricContext, Value, ratio
@@ -88,27 +85,14 @@ FX_RATES = [
 def project(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
     """One synced project per store, shared by this module's tests (they only add metric_results)."""
     folder = tmp_path_factory.mktemp(f"engine-{request.param}")
-    admin = name = None
-    if request.param == "sqlite":
-        url = f"sqlite:///{folder / 'store.db'}"
-    else:
-        server = request.getfixturevalue("postgres_server_url")
-        admin = create_engine(_psycopg(server), isolation_level="AUTOCOMMIT")
-        name = f"crmkpi_test_{uuid.uuid4().hex[:12]}"
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        url = make_url(_psycopg(server)).set(database=name).render_as_string(hide_password=False)
-    kpi = KpiProject(folder / "kpi", url)
-    kpi.write("deals", CLOSE_RATE_DEALS + MONEY_DEALS)
-    kpi.write("fx_rates", FX_RATES)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CRMKPI_LOAD_PLUGINS", "files,sales_metrics")
-        kpi.sync()
-    yield kpi
-    if admin is not None:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with store_url_for(request.param, folder, request) as url:
+        kpi = KpiProject(folder / "kpi", url)
+        kpi.write("deals", CLOSE_RATE_DEALS + MONEY_DEALS)
+        kpi.write("fx_rates", FX_RATES)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("CRMKPI_LOAD_PLUGINS", "files,sales_metrics")
+            kpi.sync()
+        yield kpi
 
 
 def stored_results(kpi: KpiProject, run_id: str) -> list[MetricResult]:

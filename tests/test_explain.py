@@ -5,14 +5,11 @@ Runs on SQLite and PostgreSQL over one hand-made set of deals.
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, date, datetime
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
-from conftest import KpiProject, _psycopg
+from conftest import KpiProject, store_url_for
 from crmkpi.engine import Settings, explain
 from crmkpi.metrics import Value
 from crmkpi.metrics_plugins.sales import METRICS
@@ -43,27 +40,14 @@ FX_RATES = "id,currency,rate_to_reporting,valid_from\nf1,EUR,1.5,2024-01-01\n"
 def project(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
     """One synced project per store, shared by this module's (read-only) tests."""
     folder = tmp_path_factory.mktemp(f"explain-{request.param}")
-    admin = name = None
-    if request.param == "sqlite":
-        url = f"sqlite:///{folder / 'store.db'}"
-    else:
-        server = request.getfixturevalue("postgres_server_url")
-        admin = create_engine(_psycopg(server), isolation_level="AUTOCOMMIT")
-        name = f"crmkpi_test_{uuid.uuid4().hex[:12]}"
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        url = make_url(_psycopg(server)).set(database=name).render_as_string(hide_password=False)
-    kpi = KpiProject(folder / "kpi", url)
-    (kpi.data / "deals.csv").write_text(DEALS, encoding="utf-8")
-    (kpi.data / "fx_rates.csv").write_text(FX_RATES, encoding="utf-8")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CRMKPI_LOAD_PLUGINS", "files,sales_metrics")
-        kpi.sync()
-    yield kpi
-    if admin is not None:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with store_url_for(request.param, folder, request) as url:
+        kpi = KpiProject(folder / "kpi", url)
+        (kpi.data / "deals.csv").write_text(DEALS, encoding="utf-8")
+        (kpi.data / "fx_rates.csv").write_text(FX_RATES, encoding="utf-8")
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("CRMKPI_LOAD_PLUGINS", "files,sales_metrics")
+            kpi.sync()
+        yield kpi
 
 
 def explained(kpi: KpiProject, *args: str) -> list[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,7 +17,6 @@ from crmkpi.cli import cli
 from crmkpi.errors import SourceDataError
 from crmkpi.normalize import FieldError
 from crmkpi.prefetch import CHUNK_ROWS, PREFETCH_ENV, prefetch
-from crmkpi.store import Store
 
 
 def children() -> list[tuple[int, str]]:

@@ -5,14 +5,11 @@ Deals, tickets, users and accounts are hand-made; every segment value and result
 
 from __future__ import annotations
 
-import uuid
 from datetime import date
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
-from conftest import KpiProject, _psycopg
+from conftest import KpiProject, store_url_for
 from crmkpi import segments
 from crmkpi.engine import Run, Settings, run_metrics
 from crmkpi.errors import MetricError
@@ -76,30 +73,17 @@ STAGE_CHANGES = [
 def project(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
     """One synced project per store, shared by this module's (read-only) tests."""
     folder = tmp_path_factory.mktemp(f"segments-{request.param}")
-    admin = name = None
-    if request.param == "sqlite":
-        url = f"sqlite:///{folder / 'store.db'}"
-    else:
-        server = request.getfixturevalue("postgres_server_url")
-        admin = create_engine(_psycopg(server), isolation_level="AUTOCOMMIT")
-        name = f"crmkpi_test_{uuid.uuid4().hex[:12]}"
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        url = make_url(_psycopg(server)).set(database=name).render_as_string(hide_password=False)
-    kpi = KpiProject(folder / "kpi", url)
-    kpi.write("users", USERS)
-    kpi.write("accounts", ACCOUNTS)
-    kpi.write("deals", DEALS)
-    kpi.write("deal_stage_changes", STAGE_CHANGES)
-    kpi.write("tickets", [{"created_at": "2024-05-01T00:00:00Z", "is_deleted": False, **t} for t in TICKETS])
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CRMKPI_LOAD_PLUGINS", "files,sales_metrics")
-        kpi.sync()
-    yield kpi
-    if admin is not None:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with store_url_for(request.param, folder, request) as url:
+        kpi = KpiProject(folder / "kpi", url)
+        kpi.write("users", USERS)
+        kpi.write("accounts", ACCOUNTS)
+        kpi.write("deals", DEALS)
+        kpi.write("deal_stage_changes", STAGE_CHANGES)
+        kpi.write("tickets", [{"created_at": "2024-05-01T00:00:00Z", "is_deleted": False, **t} for t in TICKETS])
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("CRMKPI_LOAD_PLUGINS", "files,sales_metrics")
+            kpi.sync()
+        yield kpi
 
 
 def by_segment(kpi: KpiProject, dimension: str, metric: str = "close_rate") -> list[tuple]:
