@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test docs clean
+.PHONY: demo test docs bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ test: $(STAMP)
 
 docs: $(STAMP)
 	$(BIN)/python -m crmkpi.docgen
+
+# Several minutes each; run on a quiet machine. Figures go to docs/performance.md.
+bench: $(STAMP)
+	$(BIN)/python bench/ingest.py --rows 1000000 --repeat 3 --check
+	$(BIN)/python bench/metrics.py --deals 1000000 --repeat 3 --check
 
 clean:
 	rm -rf $(VENV) build
