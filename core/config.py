@@ -62,6 +62,8 @@ class TargetSettings(BaseModel):
             raise ValueError("give either period or deadline")
         if self.start and not self.deadline:
             raise ValueError("start goes with deadline")
+        if self.start and self.start > self.deadline:
+            raise ValueError("start is after deadline")
         if self.segment is not None and len(self.segment) != 1:
             raise ValueError("segment: give one dimension and its value, e.g. {owner: u-17}")
         return self
@@ -125,6 +127,8 @@ def load_config(path: str | Path, registry: Registry) -> Config:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{path}:{where} invalid YAML: {getattr(exc, 'problem', None) or exc}") from None
+    except ValueError as exc:  # YAML that parses as an impossible date, e.g. 2024-02-30
+        raise ConfigError(f"{path}: invalid value: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     data = _interpolate(data, ())

@@ -330,3 +330,14 @@ def test_config_given_by_a_relative_path(project, registry, isolated, monkeypatc
     config = load_config("project/crmkpi.yaml", registry)
     assert config.path.is_absolute() and config.base_dir == project.resolve()
     assert resolve_url(config.store, config.base_dir) == f"sqlite:///{project.resolve() / 'crmkpi.db'}"
+
+
+def test_impossible_yaml_date_is_a_one_line_error(project, registry):
+    message = error(project, registry, "targets:\n  - {metric: close_rate, value: 0.3, deadline: 2024-02-30}\n")
+    assert message.endswith("invalid value: day is out of range for month")
+
+
+def test_target_start_after_deadline_is_rejected(project, registry):
+    message = error(project, registry,
+                    "targets:\n  - {metric: close_rate, value: 0.3, deadline: 2024-03-31, start: 2024-06-01}\n")
+    assert message == "targets.0: start is after deadline"
