@@ -28,8 +28,13 @@ class Target:
 
     def applies_to(self, metric: str, period: Period, segment: dict[str, Any]) -> bool:
         """A target judges results over its whole period or a to-date part of it, for its segment."""
-        return (metric == self.metric and (self.segment or {}) == segment
+        return (metric == self.metric and _text(self.segment or {}) == _text(segment)
                 and period.start == self.period.start and period.end <= self.period.end)
+
+
+def _text(segment: dict[str, Any]) -> dict[str, str | None]:
+    """YAML reads ``owner: 17`` as a number; the store holds ids as text."""
+    return {k: None if v is None else str(v) for k, v in segment.items()}
 
 
 def evaluate(target: Target, value: float | None, period: Period, additive: bool, today: date) -> dict[str, Any]:

@@ -128,6 +128,9 @@ def test_a_target_applies_to_its_metric_segment_and_period_or_a_to_date_part():
     assert mine.applies_to("close_rate", YEAR, {"owner": "u1"})
     assert not mine.applies_to("close_rate", YEAR, {"owner": "u2"})
     assert not mine.applies_to("close_rate", YEAR, {})
+    numeric = Target("close_rate", 0.3, YEAR, "higher", segment={"owner": 17})  # YAML `owner: 17`
+    assert numeric.applies_to("close_rate", YEAR, {"owner": "17"})
+    assert not numeric.applies_to("close_rate", YEAR, {"owner": None})
 
 
 # --- the targets: config through the CLI --------------------------------------------------
