@@ -100,7 +100,7 @@ def compute(conn: Connection, metric: Metric, period: Period, params: dict[str, 
 def context(conn: Connection, metric: Metric, period: Period, params: dict[str, Any],
             segment: segments.Segment | None, settings: Settings, today: date) -> MetricContext:
     start, end = period.bounds(settings.timezone)
-    return MetricContext(conn, period, start, end, params, settings.currency, segment, today)
+    return MetricContext(conn, period, start, end, params, settings.currency, segment, today, settings.timezone)
 
 
 def _call(metric: Metric, ctx: MetricContext) -> Value:

@@ -8,9 +8,10 @@ calls it once per period and segment.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import date, datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Callable, Literal
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Table, case, exists, func, select, true
 from sqlalchemy.engine import Connection
@@ -63,6 +64,10 @@ class Value:
     #: Why ``value`` is null (or anything else a reader must know about it).
     note: str | None = None
 
+    def noted(self, *notes: str | None) -> Value:
+        """The same value with ``notes`` appended to its note (empty ones ignored)."""
+        return replace(self, note="; ".join(n for n in (self.note, *notes) if n) or None)
+
 
 def ratio(numerator: float | None, denominator: float | None, *, empty: str = "denominator is zero") -> Value:
     """numerator / denominator, or a null value with a reason when it cannot be divided."""
@@ -94,6 +99,8 @@ class MetricContext:
     segment: segments.Segment | None = None
     #: The reporting day the run happens on (for "open as of today" measures).
     today: date | None = None
+    #: The reporting time zone, in which days (and so the period) begin.
+    timezone: str = "UTC"
     inputs: list[Input] = field(default_factory=list)
 
     def table(self, name: str) -> Table:
@@ -102,6 +109,16 @@ class MetricContext:
     def live(self, table: Table) -> ColumnElement:
         """Rows not deleted in their source (every row of a table without ``is_deleted``, like sync_runs)."""
         return table.c.is_deleted.is_(False) if "is_deleted" in table.c else true()
+
+    def end_of_today(self) -> datetime:
+        """The instant the reporting day after today begins (UTC)."""
+        zone = ZoneInfo(self.timezone)
+        today = self.today or datetime.now(zone).date()
+        return datetime.combine(today + timedelta(days=1), time(), zone).astimezone(UTC)
+
+    def as_of(self) -> datetime:
+        """The moment a snapshot measure is taken: the period end, or the end of today if that comes first."""
+        return min(self.end, self.end_of_today())
 
     def in_period(self, column: ColumnElement) -> ColumnElement:
         """``start <= column < end``: the period's half-open window."""

@@ -49,23 +49,20 @@ def expression(table: Table, dimension: str) -> ColumnElement:
     if column in table.c and column != "extra":
         return table.c[column]
     if dimension in OWNER_ATTRIBUTES and "owner_id" in table.c:
-        users = ENTITIES["users"].__table__
-        return _lookup(users, users.c[dimension], table.c.owner_id, table)
-    accounts = ENTITIES["accounts"].__table__
-    if "account_id" in table.c and dimension in _KNOWN_COLUMNS and _applies(accounts, dimension):
+        return _through("users", table.c.owner_id, table, dimension)
+    if "account_id" in table.c and dimension in _KNOWN_COLUMNS and _applies("accounts", dimension):
         # e.g. the region of a deal's account, or the owner of a subscription's account
-        return _lookup(accounts, expression(accounts, dimension), table.c.account_id, table)
+        return _through("accounts", table.c.account_id, table, dimension)
     if "deal_id" in table.c:  # stage changes take the dimensions of their deal
-        deals = ENTITIES["deals"].__table__
-        return _lookup(deals, expression(deals, dimension), table.c.deal_id, table)
+        return _through("deals", table.c.deal_id, table, dimension)
     if dimension in _KNOWN_COLUMNS:
         raise MetricError(f"segment {dimension!r} does not apply to {table.name}")
     return _custom(table, custom, dimension)
 
 
-def _applies(table: Table, dimension: str) -> bool:
+def _applies(table_name: str, dimension: str) -> bool:
     try:
-        expression(table, dimension)
+        expression(ENTITIES[table_name].__table__, dimension)
     except MetricError:
         return False
     return True
@@ -77,13 +74,17 @@ def _custom(table: Table, name: str, dimension: str) -> ColumnElement:
     own = table.c.extra[name].as_string()
     if "account_id" not in table.c:
         return own
-    accounts = ENTITIES["accounts"].__table__
-    return func.coalesce(own, _lookup(accounts, accounts.c.extra[name].as_string(), table.c.account_id, table))
+    return func.coalesce(own, _through("accounts", table.c.account_id, table, f"extra.{name}"))
 
 
-def _lookup(target: Table, column: ColumnElement, reference: ColumnElement, table: Table) -> ColumnElement:
-    """``column`` of the ``target`` row that ``reference`` points at, within the same source."""
-    return (select(column).where(target.c.id == reference, target.c.source == table.c.source)
+def _through(target_name: str, reference: ColumnElement, table: Table, dimension: str) -> ColumnElement:
+    """The dimension on the ``target_name`` row that ``reference`` points at, within the same source.
+
+    The target is aliased, so the lookup never correlates with the same table in the
+    metric's own query (a metric reading subscriptions joined to accounts, say).
+    """
+    target = ENTITIES[target_name].__table__.alias(f"{table.name}_{target_name}")
+    return (select(expression(target, dimension)).where(target.c.id == reference, target.c.source == table.c.source)
             .limit(1).scalar_subquery())
 
 

@@ -17,14 +17,13 @@ fields as the engine resolves them, and ``owner``/``team`` through the account's
 
 from __future__ import annotations
 
-import dataclasses
-from datetime import UTC, datetime, time, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import Table, and_, case, exists, func, literal, or_, select
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import ColumnElement
 
-from crmkpi import hookimpl, segments
+from crmkpi import hookimpl
 from crmkpi.errors import MetricError
 from crmkpi.metrics import Input, Metric, MetricContext, Param, Value, ratio
 
@@ -43,7 +42,7 @@ def active_at(subs: Table, t: datetime | ColumnElement) -> ColumnElement:
 def customer_rows(ctx: MetricContext, subs: Table | None = None) -> list[ColumnElement]:
     """Live subscription rows of an account, within the segment."""
     subs = ctx.table("subscriptions") if subs is None else subs
-    return [*_scope(ctx, subs), subs.c.account_id.isnot(None)]
+    return [*ctx.scope(subs), subs.c.account_id.isnot(None)]
 
 
 def customers_at(ctx: MetricContext, t: datetime) -> Select:
@@ -70,7 +69,7 @@ def _firsts(ctx: MetricContext, table: Table, at: ColumnElement):
     """
     ranked = (select(table.c.source, table.c.id, at.label("at"),
                      func.min(at).over(partition_by=(table.c.source, table.c.account_id)).label("first_at"))
-              .where(*_scope(ctx, table), table.c.account_id.isnot(None), at.isnot(None)).subquery("ranked"))
+              .where(*ctx.scope(table), table.c.account_id.isnot(None), at.isnot(None)).subquery("ranked"))
     return (select(ranked.c.source, ranked.c.id)
             .where(ranked.c.at == ranked.c.first_at, ctx.in_period(ranked.c.first_at)).subquery("firsts"))
 
@@ -109,34 +108,6 @@ def _churn(ctx: MetricContext, start: datetime, end: datetime) -> tuple[int, int
     return int(row[0] or 0), int(row[1] or 0), int(row[2] or 0)
 
 
-# --- segments and inputs through the customer's account -----------------------------------------
-
-
-def _scope(ctx: MetricContext, table: Table) -> list[ColumnElement]:
-    """``ctx.scope(table)``; a dimension the table lacks (owner, team) is taken from the row's account."""
-    try:
-        return ctx.scope(table)
-    except MetricError:
-        if ctx.segment is None or "account_id" not in table.c:
-            raise
-    accounts = ctx.table("accounts").alias(f"{table.name}_account")
-    value = (select(segments.expression(accounts, ctx.segment.dimension))
-             .where(accounts.c.id == table.c.account_id, accounts.c.source == table.c.source)
-             .limit(1).scalar_subquery())
-    return [ctx.live(table), value.is_(None) if ctx.segment.value is None else value == ctx.segment.value]
-
-
-def _record(ctx: MetricContext, label: str, table: Table, *where: ColumnElement) -> None:
-    ctx.inputs.append(Input(label, table, (*_scope(ctx, table), *where)))
-
-
-def _money(ctx: MetricContext, table: Table, amount: ColumnElement, at: ColumnElement,
-           *where: ColumnElement) -> ColumnElement:
-    """``ctx.money`` over the rows of :func:`_scope` (which ``ctx.scope`` cannot express for owner/team)."""
-    unsegmented = dataclasses.replace(ctx, segment=None, inputs=[])
-    return unsegmented.money(table, amount, at, *_scope(ctx, table), *where)
-
-
 def _instant(ctx: MetricContext, value: datetime) -> ColumnElement:
     """A bound instant typed like the store's timestamps (so SQLite compares it as stored text)."""
     return literal(value, ctx.table("subscriptions").c.started_at.type)
@@ -147,7 +118,7 @@ def _mrr(ctx: MetricContext, *where: ColumnElement) -> ColumnElement:
     the rate at the period start, or at its own start if it started later (no fx movements)."""
     subs = ctx.table("subscriptions")
     at = case((subs.c.started_at > ctx.start, subs.c.started_at), else_=_instant(ctx, ctx.start))
-    return _money(ctx, subs, func.coalesce(subs.c.mrr, 0), at, *where)
+    return ctx.money(subs, func.coalesce(subs.c.mrr, 0), at, *where)
 
 
 # --- churn and retention -------------------------------------------------------------------------
@@ -156,11 +127,11 @@ def _mrr(ctx: MetricContext, *where: ColumnElement) -> ColumnElement:
 def churn_rate(ctx: MetricContext) -> Value:
     subs = ctx.table("subscriptions")
     customers, lost, joined_and_lost = _churn(ctx, ctx.start, ctx.end)
-    _record(ctx, "subscriptions of the customers at the period start", subs, active_at(subs, ctx.start))
-    _record(ctx, "subscriptions of the customers lost in the period", subs, active_at(subs, ctx.start),
+    ctx.record("subscriptions of the customers at the period start", subs, active_at(subs, ctx.start))
+    ctx.record("subscriptions of the customers lost in the period", subs, active_at(subs, ctx.start),
             ~is_customer_at(ctx, subs, ctx.end))
     if ctx.params["new_and_lost"] == "include":
-        _record(ctx, "subscriptions of customers who joined and were lost in the period", subs,
+        ctx.record("subscriptions of customers who joined and were lost in the period", subs,
                 ctx.in_period(subs.c.started_at),
                 or_(subs.c.ended_at.is_(None), subs.c.ended_at > subs.c.started_at),
                 ~is_customer_at(ctx, subs, ctx.start),
@@ -174,10 +145,10 @@ def retention_rate(ctx: MetricContext) -> Value:
     s = _states(ctx, ctx.start, ctx.end)
     start, end, new = ctx.conn.execute(select(func.sum(s.c.at_start), func.sum(s.c.at_end),
                                               func.sum(s.c.new))).one()
-    _record(ctx, "subscriptions of the customers at the period start", subs, active_at(subs, ctx.start))
-    _record(ctx, "subscriptions of the customers at the period end", subs, active_at(subs, ctx.end))
+    ctx.record("subscriptions of the customers at the period start", subs, active_at(subs, ctx.start))
+    ctx.record("subscriptions of the customers at the period end", subs, active_at(subs, ctx.end))
     firsts = _firsts(ctx, subs, subs.c.started_at)
-    _record(ctx, "first subscriptions of new customers", subs,
+    ctx.record("first subscriptions of new customers", subs,
             exists(select(firsts.c.id).where(firsts.c.source == subs.c.source, firsts.c.id == subs.c.id)))
     return ratio((end or 0) - (new or 0), start, empty="no customers at the period start")
 
@@ -201,8 +172,7 @@ def renewal_rate(ctx: MetricContext) -> Value:
     subs = ctx.table("subscriptions")
     term = ctx.in_period(subs.c.term_end)
     # Only renewals that have come due by the end of the reporting day are decided.
-    due = subs.c.term_end < _instant(ctx, datetime.combine(ctx.today + timedelta(days=1), time(), UTC)) \
-        if ctx.today else literal(True)
+    due = subs.c.term_end < _instant(ctx, ctx.end_of_today())
     by_status = func.lower(subs.c.status) == "renewed"
     # Renewed by a successor: one join on the account, then a left join (no subquery per row). The
     # candidates (starts near the period) are a DISTINCT derived table, which SQLite indexes for the join.
@@ -211,7 +181,7 @@ def renewal_rate(ctx: MetricContext) -> Value:
             .where(ctx.live(subs), subs.c.started_at >= ctx.start - timedelta(days=grace),
                    subs.c.started_at <= ctx.end + timedelta(days=grace)).distinct().subquery("later"))
     succeeded = (select(up.c.source, up.c.id).join(near, _succeeds(ctx, up, near, grace))
-                 .where(*_scope(ctx, up), ctx.in_period(up.c.term_end)).distinct().subquery("succeeded"))
+                 .where(*ctx.scope(up), ctx.in_period(up.c.term_end)).distinct().subquery("succeeded"))
     by_successor = succeeded.c.id.isnot(None)
     renewed = {"successor": by_successor, "status": by_status, "either": or_(by_status, by_successor)}[evidence]
     rows = subs.outerjoin(succeeded, and_(succeeded.c.source == subs.c.source, succeeded.c.id == subs.c.id))
@@ -219,17 +189,17 @@ def renewal_rate(ctx: MetricContext) -> Value:
         func.sum(case((and_(due, renewed), 1), else_=0)),
         func.sum(case((due, 1), else_=0)),
         func.sum(case((due, 0), else_=1)),
-    ).select_from(rows).where(*_scope(ctx, subs), term)).one()
+    ).select_from(rows).where(*ctx.scope(subs), term)).one()
     # explain lists rows of subscriptions alone: the successor test as a lookup there
     has_successor = exists(select(succeeded.c.id).where(succeeded.c.source == subs.c.source,
                                                         succeeded.c.id == subs.c.id))
     listed = {"successor": has_successor, "status": by_status, "either": or_(by_status, has_successor)}[evidence]
-    _record(ctx, "subscriptions up for renewal (term_end in the period, due)", subs, term, due)
-    _record(ctx, "of them renewed", subs, term, due, listed)
+    ctx.record("subscriptions up for renewal (term_end in the period, due)", subs, term, due)
+    ctx.record("of them renewed", subs, term, due, listed)
     value = ratio(won, total, empty="no subscription came up for renewal (term_end) in the period")
     if pending:
-        note = f"{pending} subscription(s) with term_end in the period not due yet (after today) are left out"
-        value = dataclasses.replace(value, note=f"{value.note}; {note}" if value.note else note)
+        value = value.noted(f"{pending} subscription(s) with term_end in the period not due yet (after today) "
+                            "are left out")
     return value
 
 
@@ -254,12 +224,12 @@ def upsell_rate(ctx: MetricContext) -> Value:
     subs = ctx.table("subscriptions")
     customers = customers_at(ctx, ctx.start).subquery("customers")
     total = ctx.conn.execute(select(func.count()).select_from(customers)).scalar() or 0
-    _record(ctx, "subscriptions of the customers at the period start", subs, active_at(subs, ctx.start))
+    ctx.record("subscriptions of the customers at the period start", subs, active_at(subs, ctx.start))
     if ctx.params["evidence"] == "mrr":
         m = _account_mrr(ctx)
         upsold = ctx.conn.execute(select(func.count()).where(
             m.c.mrr_end > m.c.mrr_start + _EPSILON * func.abs(m.c.mrr_start) + _EPSILON)).scalar() or 0
-        _record(ctx, "subscriptions of those customers running at the period end", subs,
+        ctx.record("subscriptions of those customers running at the period end", subs,
                 active_at(subs, ctx.end), is_customer_at(ctx, subs, ctx.start))
         return ratio(upsold, total, empty="no customers at the period start")
     types = [t.strip().lower() for t in ctx.params["deal_types"].split(",") if t.strip()]
@@ -281,9 +251,9 @@ def _mrr_retention(ctx: MetricContext, net: bool) -> Value:
     m = _account_mrr(ctx)
     kept = m.c.mrr_end if net else case((m.c.mrr_end < m.c.mrr_start, m.c.mrr_end), else_=m.c.mrr_start)
     end, start = ctx.conn.execute(select(func.sum(kept), func.sum(m.c.mrr_start))).one()
-    _record(ctx, "subscriptions of the customers at the period start, running then", subs,
+    ctx.record("subscriptions of the customers at the period start, running then", subs,
             active_at(subs, ctx.start))
-    _record(ctx, "subscriptions of those customers running at the period end", subs,
+    ctx.record("subscriptions of those customers running at the period end", subs,
             active_at(subs, ctx.end), is_customer_at(ctx, subs, ctx.start))
     return ratio(end, start, empty="no MRR at the period start")
 
@@ -312,13 +282,13 @@ def clv(ctx: MetricContext) -> Value:
         raise MetricError(f"param lifespan_years must be 0 (derive) or more, got {lifespan}")
     orders = ctx.table("orders")
     where = (ctx.in_period(orders.c.ordered_at), orders.c.account_id.isnot(None))
-    amount = _money(ctx, orders, func.coalesce(orders.c.amount, 0), orders.c.ordered_at, *where)
+    amount = ctx.money(orders, func.coalesce(orders.c.amount, 0), orders.c.ordered_at, *where)
     per_customer = (select(func.sum(amount).label("revenue"), func.count().label("purchases"))
-                    .where(*_scope(ctx, orders), *where)
+                    .where(*ctx.scope(orders), *where)
                     .group_by(orders.c.source, orders.c.account_id).subquery("per_customer"))
     revenue, purchases, customers = ctx.conn.execute(select(
         func.sum(per_customer.c.revenue), func.sum(per_customer.c.purchases), func.count())).one()
-    _record(ctx, "orders in the period", orders, *where)
+    ctx.record("orders in the period", orders, *where)
     if not customers:
         return Value(None, note="no orders (with an account) in the period")
     note = None
@@ -326,7 +296,7 @@ def clv(ctx: MetricContext) -> Value:
         window = _year_before(ctx.end)
         base, lost, _ = _churn(ctx, window, ctx.end)
         subs = ctx.table("subscriptions")
-        _record(ctx, "subscriptions of the customers 12 months before the period end (for churn)", subs,
+        ctx.record("subscriptions of the customers 12 months before the period end (for churn)", subs,
                 active_at(subs, window))
         if not base or not lost:
             why = "no customers 12 months before the period end" if not base else \
@@ -344,10 +314,10 @@ def clv(ctx: MetricContext) -> Value:
 def profit_margin_per_customer(ctx: MetricContext) -> Value:
     orders = ctx.table("orders")
     where = (ctx.in_period(orders.c.ordered_at), orders.c.account_id.isnot(None))
-    amount = _money(ctx, orders, func.coalesce(orders.c.amount, 0), orders.c.ordered_at, *where)
-    cost = _money(ctx, orders, func.coalesce(orders.c.cost, 0), orders.c.ordered_at, *where)
+    amount = ctx.money(orders, func.coalesce(orders.c.amount, 0), orders.c.ordered_at, *where)
+    cost = ctx.money(orders, func.coalesce(orders.c.cost, 0), orders.c.ordered_at, *where)
     per_customer = (select(func.sum(amount).label("revenue"), func.sum(cost).label("cost"))
-                    .where(*_scope(ctx, orders), *where)
+                    .where(*ctx.scope(orders), *where)
                     .group_by(orders.c.source, orders.c.account_id).subquery("per_customer"))
     paying = per_customer.c.revenue > 0
     margins, customers, unpaid = ctx.conn.execute(select(
@@ -355,18 +325,15 @@ def profit_margin_per_customer(ctx: MetricContext) -> Value:
                       else_=0)),
         func.sum(case((paying, 1), else_=0)),
         func.sum(case((paying, 0), else_=1)))).one()
-    no_cost = ctx.conn.execute(select(func.count()).where(*_scope(ctx, orders), *where,
+    no_cost = ctx.conn.execute(select(func.count()).where(*ctx.scope(orders), *where,
                                                           orders.c.cost.is_(None))).scalar()
-    _record(ctx, "orders in the period", orders, *where)
+    ctx.record("orders in the period", orders, *where)
     notes = []
     if unpaid:
         notes.append(f"{unpaid} customer(s) with zero or negative revenue left out")
     if no_cost:
         notes.append(f"{no_cost} order(s) without a cost counted at cost 0")
-    value = ratio(margins, customers, empty="no customer with revenue (orders) in the period")
-    if notes:
-        value = dataclasses.replace(value, note="; ".join(filter(None, [value.note, *notes])))
-    return value
+    return ratio(margins, customers, empty="no customer with revenue (orders) in the period").noted(*notes)
 
 
 def net_new_revenue(ctx: MetricContext) -> Value:
@@ -377,12 +344,12 @@ def net_new_revenue(ctx: MetricContext) -> Value:
         table, at, amount = ctx.table("subscriptions"), ctx.table("subscriptions").c.started_at, \
             ctx.table("subscriptions").c.mrr
         what = "subscriptions"
-    scope = (*_scope(ctx, table), table.c.account_id.isnot(None), at.isnot(None))
+    scope = (*ctx.scope(table), table.c.account_id.isnot(None), at.isnot(None))
     firsts = _firsts(ctx, table, at)
     where = (table.c.source == firsts.c.source, table.c.id == firsts.c.id)
-    money = _money(ctx, table, func.coalesce(amount, 0), at, *where)
+    money = ctx.money(table, func.coalesce(amount, 0), at, *where)
     total, rows = ctx.conn.execute(select(func.sum(money), func.count()).where(*scope, *where)).one()
-    _record(ctx, f"first {what} of new customers, in the period", table, exists(select(firsts.c.id).where(*where)))
+    ctx.record(f"first {what} of new customers, in the period", table, exists(select(firsts.c.id).where(*where)))
     if not rows:
         loaded = ctx.conn.execute(select(func.count()).where(*scope)).scalar()
         if not loaded:

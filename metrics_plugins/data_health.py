@@ -52,18 +52,6 @@ HISTORY = ("The store keeps no history of field values or deletions: for a past 
 # --- helpers -----------------------------------------------------------------
 
 
-def as_of(ctx: MetricContext) -> datetime:
-    """The snapshot moment: the period end, or the end of ``ctx.today`` if that comes first.
-
-    The end of today is the period end moved back by whole days (the context carries the
-    period's bounds but not the reporting time zone; across a DST change it is off by the shift).
-    """
-    if ctx.today is None:
-        return ctx.end
-    days_left = (ctx.period.end - (ctx.today + timedelta(days=1))).days
-    return ctx.end - timedelta(days=days_left) if days_left > 0 else ctx.end
-
-
 def existing(table: Table, moment: datetime) -> ColumnElement:
     """Rows created before ``moment`` (or without a creation time)."""
     return or_(table.c.created_at.is_(None), table.c.created_at < moment)
@@ -108,7 +96,7 @@ def duplicates_rate(ctx: MetricContext, table: Table, rows, keysets: list[list[s
     segment still counts; ``keysets`` names the columns of each key (a row is a duplicate
     when any key it has is shared with another row of its source). One query, window counts.
     """
-    created = existing(table, as_of(ctx))
+    created = existing(table, ctx.as_of())
     rows = rows.subquery("keyed")
     sizes = [func.count().over(partition_by=[rows.c.source, *(rows.c[name] for name in keyset)]).label(f"n{i}")
              for i, keyset in enumerate(keysets)]
@@ -147,14 +135,14 @@ def duplicate_contacts_rate(ctx: MetricContext) -> Value:
         keys += [key(c.name, normalized(c.name)).label("name"), c.account_id.label("account_id")]
         keysets.append(["name", "account_id"])
     rows = select(c.source, c.id, _counted(ctx, contacts), *keys) \
-        .where(ctx.live(contacts), existing(contacts, as_of(ctx)))
+        .where(ctx.live(contacts), existing(contacts, ctx.as_of()))
     return duplicates_rate(ctx, contacts, rows, keysets, "contacts")
 
 
 def duplicate_accounts_rate(ctx: MetricContext) -> Value:
     accounts = ctx.table("accounts")
     c = accounts.c
-    live = (ctx.live(accounts), existing(accounts, as_of(ctx)))
+    live = (ctx.live(accounts), existing(accounts, ctx.as_of()))
     if ctx.params["match"] == "exact_name":
         rows = select(c.source, c.id, _counted(ctx, accounts), key(c.name, normalized(c.name)).label("name"))
         return duplicates_rate(ctx, accounts, rows.where(*live), [["name"]], "accounts")
@@ -177,7 +165,7 @@ def completeness(ctx: MetricContext) -> Value:
         raise MetricError(f"table {name} has no default key fields: set the fields param, "
                           f"e.g. --param fields=a,b")
     filled = and_(*(_filled(table, field) for field in dict.fromkeys(fields)))
-    created = existing(table, as_of(ctx))
+    created = existing(table, ctx.as_of())
     total, complete = ctx.conn.execute(
         select(func.count(), func.sum(case((filled, 1), else_=0))).select_from(table)
         .where(*ctx.scope(table), created)).one()
@@ -202,7 +190,7 @@ def stale_open_deals(ctx: MetricContext) -> Value:
     if days_past < 0:
         raise MetricError(f"param days_past: must be 0 or more, got {days_past}")
     deals = ctx.table("deals")
-    moment = as_of(ctx)
+    moment = ctx.as_of()
     # Open at the as-of moment: created by then, and still open or closed after it.
     open_then = and_(existing(deals, moment), or_(deals.c.is_closed.is_(False), deals.c.closed_at >= moment))
     overdue = and_(deals.c.is_closed.is_(False), deals.c.closed_at < moment - timedelta(days=days_past))
@@ -217,7 +205,7 @@ def stale_open_deals(ctx: MetricContext) -> Value:
 
 def days_since_sync(ctx: MetricContext) -> Value:
     runs = ctx.table("sync_runs")
-    moment = min(as_of(ctx), datetime.now(UTC))
+    moment = min(ctx.as_of(), datetime.now(UTC))
     succeeded = and_(runs.c.status == "success", runs.c.finished_at.is_not(None), runs.c.finished_at < moment)
     ctx.record("successful syncs finished by the as-of moment", runs, succeeded)
     last = func.max(case((succeeded, runs.c.finished_at), else_=None))

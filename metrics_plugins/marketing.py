@@ -85,12 +85,6 @@ def _spend(ctx: MetricContext) -> tuple[float | None, str | None]:
     return float(total or 0), note
 
 
-def _with_note(value: Value, note: str | None) -> Value:
-    if not note:
-        return value
-    return Value(value.value, value.numerator, value.denominator, f"{value.note}; {note}" if value.note else note)
-
-
 def _spent_channels(ctx: MetricContext):
     """Lower-cased channels with spend in the period (after the ``channels`` filter): for attribution."""
     spend = ctx.table("marketing_spend")
@@ -151,7 +145,7 @@ def cac(ctx: MetricContext) -> Value:
     if spent is None:
         return Value(None, note=note)
     customers, _ = _new_customers(ctx)
-    return _with_note(ratio(spent, customers, empty="no customers acquired in the period"), note)
+    return ratio(spent, customers, empty="no customers acquired in the period").noted(note)
 
 
 def cac_payback_months(ctx: MetricContext) -> Value:
@@ -163,7 +157,7 @@ def cac_payback_months(ctx: MetricContext) -> Value:
         return Value(None, note=note)
     customers, accounts = _new_customers(ctx)
     if not customers:
-        return _with_note(Value(None, note="no customers acquired in the period"), note)
+        return Value(None, note="no customers acquired in the period").noted(note)
     subs = ctx.table("subscriptions")
     # each live subscription of the new customers with its account's first start (a window: a join on
     # account_id would have no index to use)
@@ -181,9 +175,9 @@ def cac_payback_months(ctx: MetricContext) -> Value:
     acquisition_cost = spent / customers
     monthly = mrr / customers * margin
     if monthly <= 0:
-        return _with_note(Value(None, acquisition_cost, monthly,
-                                note="the new customers have no first-month MRR (subscriptions)"), note)
-    return _with_note(Value(acquisition_cost / monthly, acquisition_cost, monthly), note)
+        return Value(None, acquisition_cost, monthly,
+                     note="the new customers have no first-month MRR (subscriptions)").noted(note)
+    return Value(acquisition_cost / monthly, acquisition_cost, monthly).noted(note)
 
 
 def cost_per_lead(ctx: MetricContext) -> Value:
@@ -193,7 +187,7 @@ def cost_per_lead(ctx: MetricContext) -> Value:
     leads = ctx.table("leads")
     created = ctx.count("leads created in the period", leads, ctx.in_period(leads.c.created_at),
                         *_attributed(ctx, leads.c.lead_source))
-    return _with_note(ratio(spent, created, empty="no leads created in the period"), note)
+    return ratio(spent, created, empty="no leads created in the period").noted(note)
 
 
 def cost_per_sale(ctx: MetricContext) -> Value:
@@ -203,7 +197,7 @@ def cost_per_sale(ctx: MetricContext) -> Value:
     deals = ctx.table("deals")
     won = ctx.count("deals won in the period", deals, deals.c.is_won.is_(True), ctx.in_period(deals.c.closed_at),
                     *_attributed(ctx, deals.c.lead_source))
-    return _with_note(ratio(spent, won, empty="no deals won in the period"), note)
+    return ratio(spent, won, empty="no deals won in the period").noted(note)
 
 
 def marketing_roi(ctx: MetricContext) -> Value:
@@ -217,7 +211,7 @@ def marketing_roi(ctx: MetricContext) -> Value:
     where = (deals.c.is_won.is_(True), ctx.in_period(deals.c.closed_at), *_attributed(ctx, deals.c.lead_source))
     revenue = ctx.total("won deals attributed to the spend", deals,
                         ctx.money(deals, func.coalesce(deals.c.amount, 0.0), deals.c.closed_at, *where), *where)
-    return _with_note(ratio(revenue * margin - spent, spent, empty="the spend in the period adds up to zero"), note)
+    return ratio(revenue * margin - spent, spent, empty="the spend in the period adds up to zero").noted(note)
 
 
 # --- declarations ------------------------------------------------------------

@@ -9,7 +9,6 @@ them up on ``deals`` by ``deal_id``.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time, timedelta
 
 from sqlalchemy import Date, and_, case, func, literal, or_, select, tuple_
 from sqlalchemy.sql.elements import ColumnElement
@@ -97,15 +96,8 @@ def lead_conversion_rate(ctx: MetricContext) -> Value:
 # -- stage length ------------------------------------------------------------------------------
 
 
-def _end_of_today(ctx: MetricContext, today: date) -> datetime:
-    """The instant the reporting day after ``today`` begins (the UTC offset of the period's start applied)."""
-    offset = ctx.start - datetime.combine(ctx.period.start, time(), UTC)
-    return datetime.combine(today + timedelta(days=1), time(), UTC) + offset
-
-
 def stage_length(ctx: MetricContext) -> Value:
     changes, deals, stages = ctx.table("deal_stage_changes"), ctx.table("deals"), ctx.table("pipeline_stages")
-    today = ctx.today or datetime.now(UTC).date()
     # Each live stage change is a stay; it ends when the deal's next live change is entered. The
     # window runs over every live row and the segment is applied afterwards, so `--segment stage`
     # still sees the following stage of each stay.
@@ -120,8 +112,9 @@ def stage_length(ctx: MetricContext) -> Value:
 
     deal_open = or_(deals.c.id.is_(None), deals.c.is_closed.is_(False))
     ended: ColumnElement = stays.c.left_at
-    if ctx.params["open_stays"] == "until_today" and ctx.period.start <= today < ctx.period.end:
-        cutoff = literal(_end_of_today(ctx, today), changes.c.entered_at.type)
+    end_of_today = ctx.end_of_today()
+    if ctx.params["open_stays"] == "until_today" and ctx.start < end_of_today <= ctx.end:
+        cutoff = literal(end_of_today, changes.c.entered_at.type)
         ended = func.coalesce(stays.c.left_at, case((deal_open, cutoff)), type_=changes.c.entered_at.type)
     closed_stages = select(stages.c.source, stages.c.stage).where(
         ctx.live(stages), stages.c.is_closed.is_(True), stages.c.stage.is_not(None))
