@@ -13,7 +13,7 @@ from sqlalchemy import update
 from sqlalchemy.engine import Connection
 
 from .config import ConnectorConfig
-from .connector import Checkpoint, Stream, SyncContext
+from .connector import Checkpoint, Stream, StreamStats, SyncContext
 from .errors import ConnectorError, CrmkpiError
 from .models import SyncRun
 from .plugins import Registry
@@ -25,13 +25,17 @@ Progress = Callable[[str, int], None]
 
 @dataclass
 class StreamReport:
+    """One stream's own counts (its :class:`StreamStats`) and the rows the store changed."""
+
     name: str
     table: str
-    read: int = 0
+    stats: StreamStats = field(default_factory=StreamStats)
     written: int = 0
-    skipped: int = 0
-    unchanged: bool = False
-    errors: list[str] = field(default_factory=list)
+
+    read = property(lambda self: self.stats.read)
+    skipped = property(lambda self: self.stats.skipped)
+    unchanged = property(lambda self: self.stats.unchanged)
+    errors = property(lambda self: self.stats.errors)
 
 
 @dataclass
@@ -102,9 +106,7 @@ def _load_stream(store: Store, conn: Connection | None, connector: str, stream: 
         close = getattr(items, "close", None)
         if close is not None:  # on a failure, stop the stream (and any row worker) now, not at garbage collection
             close()
-    stats = stream.stats
-    report.read, report.skipped, report.errors, report.unchanged = (
-        stats.read, stats.skipped, stats.errors, stats.unchanged)
+    report.stats = stream.stats  # final only now: the row worker hands its counts back at the end
     return report
 
 
