@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import contextmanager
 import time
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -225,8 +226,24 @@ def run(app: App, config_path: str, metric_ids: tuple[str, ...], period: str | N
     comparisons = COMPARISONS if compare == "both" else (compare,) if compare else ()
     request = Run(metrics, chosen, _params(config, metrics, param_args), grain, segment, comparisons,
                   _targets(config, registry, settings))
-    results = run_metrics(app.store(config).engine, request, settings, persist=not no_save)
+    with _status() as status:
+        def progress(metric, index: int) -> None:
+            status(f"Computing {metric.id} ({index + 1}/{len(metrics)})")
+
+        results = run_metrics(app.store(config).engine, request, settings, persist=not no_save, progress=progress)
     click.echo(render(results, fmt, {m.id: m for m in metrics}))
+
+
+@contextmanager
+def _status():
+    """A transient status line on a terminal (a run over a large store takes minutes); nothing otherwise."""
+    if not sys.stderr.isatty():
+        yield lambda message: None
+        return
+    from rich.console import Console
+
+    with Console(stderr=True).status("Computing") as status:
+        yield status.update
 
 
 @cli.command()

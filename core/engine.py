@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, Callable
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Engine
@@ -48,8 +48,12 @@ class Settings:
     today: date | None = None
 
 
-def run_metrics(engine: Engine, run: Run, settings: Settings | None = None, *, persist: bool = True) -> list[dict]:
-    """Compute every metric for every (period, segment); results are persisted under one run id and returned."""
+def run_metrics(engine: Engine, run: Run, settings: Settings | None = None, *, persist: bool = True,
+                progress: Callable[[Metric, int], None] | None = None) -> list[dict]:
+    """Compute every metric for every (period, segment); results are persisted under one run id and returned.
+
+    ``progress(metric, index)`` is called as each metric starts.
+    """
     settings = settings or Settings()
     today = settings.today or datetime.now(UTC).date()
     run_id = uuid.uuid4().hex
@@ -58,7 +62,9 @@ def run_metrics(engine: Engine, run: Run, settings: Settings | None = None, *, p
     results = []
     with engine.connect() as conn:
         freshness = data_freshness(conn)
-        for metric in run.metrics:
+        for index, metric in enumerate(run.metrics):
+            if progress is not None:
+                progress(metric, index)
             params = metric.resolve_params(run.params.get(metric.id, {}))
             for segment in _segments(conn, metric, run.segment):
                 for period in periods:

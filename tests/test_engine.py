@@ -350,3 +350,16 @@ def test_metric_errors_name_the_metric(project):
             run_metrics(store.engine, Run([CLOSE_RATE], period, segment="channel"), persist=False)
     finally:
         store.engine.dispose()
+
+
+def test_progress_is_reported_as_each_metric_starts(project):
+    from crmkpi.metrics_plugins.sales import METRICS
+
+    seen: list[tuple[str, int]] = []
+    store = Store(project.store)
+    try:
+        run_metrics(store.engine, Run(list(METRICS), Calendar().parse("2024", today=date(2025, 1, 1))),
+                    persist=False, progress=lambda metric, index: seen.append((metric.id, index)))
+    finally:
+        store.engine.dispose()
+    assert seen == [("close_rate", 0), ("win_rate", 1)]
