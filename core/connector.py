@@ -12,10 +12,15 @@ from pydantic import BaseModel
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """Yielded by a stream: everything before it may be committed, with this cursor saved."""
+    """Yielded by a stream: everything before it may be committed, with this cursor saved.
+
+    ``deleted`` lists ids the source deleted (hard deletes, archived records) whose rows
+    are marked ``is_deleted`` in the same transaction; rows are never removed.
+    """
 
     cursor: str | None = None
     state: dict[str, Any] | None = None
+    deleted: tuple[str, ...] = ()
 
 
 @dataclass

@@ -183,6 +183,35 @@ class RowBuilder:
         return env["build"]
 
 
+class RecordRows:
+    """Rows of ``table`` from dict records (JSON Lines, API responses).
+
+    Every record is read against the same known fields, so a record may omit any of
+    them; only each distinct set of unknown keys (which go to ``extra``) needs a
+    :class:`RowBuilder` of its own. ``columns`` is the same for all of them.
+    """
+
+    def __init__(self, table: str, layout: Layout, *, source: str, synced_at: datetime,
+                 encoder: Callable[[str], Callable | None]) -> None:
+        known = [layout.columns.get(c, c) for c in column_kinds(table) if c not in ("source", "synced_at", "extra")]
+        known += [d.source for d in layout.derive.values() if d.source not in known]
+        self.known = known
+        self._known_set = set(known)
+        self._make = lambda fields: RowBuilder(table, fields, layout, source=source, synced_at=synced_at,
+                                               encoder=encoder)
+        self._builders: dict[tuple[str, ...], RowBuilder] = {(): self._make(known)}
+        self.columns = self._builders[()].columns
+
+    def build(self, record: dict[str, Any]) -> tuple:
+        """A DB-ready row in ``columns`` order; raises FieldError naming a bad field."""
+        extras = tuple(k for k in record if k not in self._known_set)
+        builder = self._builders.get(extras)
+        if builder is None:
+            builder = self._builders[extras] = self._make(self.known + list(extras))
+        get = record.get
+        return builder.build([get(f) for f in self.known] + [record[k] for k in extras])
+
+
 def _checked(column: _Column, raw: Any) -> Any:
     if column.recode and _hashable(raw):
         raw = column.recode.get(raw, raw)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from sqlalchemy import (JSON, Boolean, Date, DateTime, Float, Integer, TypeDecorator, create_engine, event, inspect,
-                        select, text)
+                        select, text, update)
 from sqlalchemy.engine import Connection, Engine, make_url
 from pydantic_core import PydanticUndefined
 from sqlalchemy.exc import SQLAlchemyError
@@ -211,6 +211,22 @@ class Store:
             return max(cursor.rowcount, 0)
         finally:
             cursor.close()
+
+    def mark_deleted(self, conn: Connection, table: str, source: str, ids: Iterable[str],
+                     synced_at: datetime) -> int:
+        """Flag rows the source deleted (keeping them); returns rows changed."""
+        if table not in ENTITIES:
+            raise StoreError(f"unknown table {table!r}")
+        t = ENTITIES[table].__table__
+        changed = 0
+        ids = list(ids)
+        for start in range(0, len(ids), 500):  # stays under every backend's bound-parameter limit
+            chunk = ids[start:start + 500]
+            changed += conn.execute(
+                update(t).where(t.c.source == source, t.c.id.in_(chunk), t.c.is_deleted.is_(False))
+                .values(is_deleted=True, synced_at=synced_at)
+            ).rowcount
+        return changed
 
     # -- sync state ------------------------------------------------------------------
 

@@ -100,6 +100,9 @@ def _load_stream(store: Store, conn: Connection | None, connector: str, stream: 
                     rows = itertools.chain(first, itertools.chain.from_iterable(batches))
                     report.written += store.upsert_rows(target, stream.table, stream.columns, rows,
                                                         guard=not context.full_refresh)
+                if checkpoint and checkpoint[0].deleted:
+                    report.written += store.mark_deleted(target, stream.table, connector, checkpoint[0].deleted,
+                                                         context.synced_at)
                 if checkpoint:
                     save_state(target, connector, stream.name, checkpoint[0].cursor, checkpoint[0].state)
     finally:

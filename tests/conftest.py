@@ -179,3 +179,11 @@ def kpi_any_store(store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     """The same, once on SQLite and once on PostgreSQL."""
     monkeypatch.setenv("CRMKPI_LOAD_PLUGINS", ALL_BUILTINS)
     return KpiProject(tmp_path / "kpi", store_url)
+
+
+@pytest.fixture(scope="session")
+def tls_ca():
+    """A certificate authority of the test run, which API emulators serve TLS under."""
+    import trustme
+
+    return trustme.CA()

@@ -12,8 +12,7 @@ from typing import Any, Callable, Iterator
 from crmkpi.connector import Checkpoint, StreamStats, SyncContext
 from crmkpi.errors import ConnectorError, SourceDataError
 from crmkpi.models import ENTITIES, SCHEMA_REVISION
-from crmkpi.store import column_kinds
-from crmkpi.normalize import Derivation, FieldError, Layout, RowBuilder
+from crmkpi.normalize import Derivation, FieldError, Layout, RecordRows, RowBuilder
 from crmkpi.prefetch import prefetch
 
 from .settings import FileOptions, FilesSettings
@@ -123,13 +122,12 @@ class FileStream:
         return rows
 
     def _jsonl_rows(self, handle) -> Callable[[], Iterator[tuple]]:
-        # Every record is read against the same known fields, so records may omit any of
-        # them; only the set of extra (unknown) keys needs a builder of its own.
-        known = [self.layout.columns.get(c, c) for c in column_kinds(self.table)
-                 if c not in ("source", "synced_at", "extra")]
-        known += [d.source for d in self.layout.derive.values() if d.source not in known]
-        known_set = set(known)
-        builders: dict[tuple[str, ...], RowBuilder] = {(): self._builder(known)}
+        try:
+            records = RecordRows(self.table, self.layout, source=self.context.name,
+                                 synced_at=self.context.synced_at, encoder=self.context.encoder)
+        except FieldError as exc:
+            raise SourceDataError(f"{self.name}: {exc}") from None
+        self.columns = records.columns
 
         def rows() -> Iterator[tuple]:
             for line_no, line in enumerate(handle, start=1):
@@ -143,12 +141,8 @@ class FileStream:
                 except ValueError as exc:
                     self._bad_row(line_no, f"invalid JSON: {exc}")
                     continue
-                extras = tuple(k for k in record if k not in known_set)
-                builder = builders.get(extras)
-                if builder is None:
-                    builder = builders[extras] = self._builder(known + list(extras))
                 try:
-                    yield builder.build([record.get(f) for f in known] + [record[k] for k in extras])
+                    yield records.build(record)
                 except FieldError as exc:
                     self._bad_row(line_no, exc)
 
