@@ -13,6 +13,8 @@ path, which names the bad field.
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, tzinfo
 from typing import Any, Callable, Sequence
@@ -155,7 +157,8 @@ class RowBuilder:
             if c.required:
                 lines.append(f"        if {v} is None or {v} == '': return checked(r)")
             if c.kind == "str":
-                expr = f"{v} if {v}.__class__ is str else str({v})"
+                env[f"f{n}"] = c.convert
+                expr = f"{v} if {v}.__class__ is str else f{n}({v})"
             elif c.kind == "bool":
                 expr = f"BOOLEANS[{v}]"
             elif c.kind == "float":
@@ -164,6 +167,9 @@ class RowBuilder:
                 env[f"f{n}"] = c.convert
                 expr = f"f{n}({v})"
             lines.append(f"        {v} = d{n} if {v} is None or {v} == '' else {expr}")
+            if c.kind == "float":  # nan and inf go to the checked path, which rejects them
+                env["isfinite"] = math.isfinite
+                lines.append(f"        if {v} is not None and not isfinite({v}): return checked(r)")
         derived = ""
         if self.derived:
             env["derived"] = self.derived
@@ -249,7 +255,7 @@ def _value_fn(kind: str, layout: Layout, tz: tzinfo, encode: Callable | None,
     elif kind == "int":
         return _int
     else:
-        return lambda raw: raw if isinstance(raw, str) else str(raw)
+        return _text
     if encode is None:
         return parse
     return lambda raw: encode(parse(raw))
@@ -294,10 +300,21 @@ def _date_parser(layout: Layout) -> Callable[[Any], date]:
     return parse
 
 
+def _text(raw: Any) -> str:
+    if isinstance(raw, str):
+        return raw
+    if isinstance(raw, (dict, list)):  # a nested API value: keep it readable and parseable
+        return json.dumps(raw, default=str, separators=(",", ":"))
+    return str(raw)
+
+
 def _float(raw: Any) -> float:
     if isinstance(raw, bool):
         raise TypeError(raw)
-    return float(raw)
+    value = float(raw)
+    if not math.isfinite(value):  # nan and inf compare and sum differently on each backend
+        raise ValueError(f"not a finite number: {raw!r}")
+    return value
 
 
 def _int(raw: Any) -> int:

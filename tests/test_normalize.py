@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from crmkpi.normalize import Derivation, FieldError, Layout, RowBuilder
+from crmkpi.normalize import Derivation, FieldError, Layout, RecordRows, RowBuilder
 from crmkpi.store import Store
 
 SYNCED = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -125,7 +125,7 @@ def test_recoding_derivation_and_constants(encoder):
 def test_a_derivation_from_a_value_that_cannot_be_a_key_takes_the_default(sqlite_encoder):
     b = builder("deals", ["id", "stage"], sqlite_encoder, derive={"is_won": Derivation("stage", {"won": True}, False)})
     row = as_dict(b, both(b, ["d1", ["won"]]))
-    assert row["is_won"] is False and row["stage"] == "['won']"
+    assert row["is_won"] is False and row["stage"] == '["won"]'
     assert as_dict(b, both(b, ["d2", "won"]))["is_won"] is True
 
 
@@ -271,3 +271,29 @@ def test_the_machines_own_zone_never_shifts_values(encoder, machine_zone):
     else:
         assert values == [datetime(2024, 2, 1, tzinfo=UTC), datetime(2024, 1, 31, 23, tzinfo=UTC),
                           datetime(2024, 1, 31, 23, tzinfo=UTC)]
+
+
+@pytest.mark.parametrize("raw", ["nan", "inf", "-Infinity", float("nan"), float("inf")])
+def test_non_finite_numbers_are_rejected_on_both_paths(sqlite_encoder, raw):
+    b = builder("deals", ["id", "amount"], sqlite_encoder)
+    for build in ("build", "build_checked"):
+        assert error(b, ["d1", raw], build).column == "amount"
+
+
+def test_nested_values_in_a_text_column_are_stored_as_json(sqlite_encoder):
+    b = builder("accounts", ["id", "name", "region"], sqlite_encoder)
+    row = as_dict(b, both(b, ["a1", {"first": "Acme", "tags": [1, 2]}, ["EMEA", "DE"]]))
+    assert row["name"] == '{"first":"Acme","tags":[1,2]}'
+    assert row["region"] == '["EMEA","DE"]'
+
+
+def test_record_rows_read_dicts_that_omit_known_fields_and_add_unknown_ones(sqlite_encoder):
+    rows = RecordRows("deals", Layout(columns={"amount": "Amount", "stage": "StageName"}), source="crm",
+                      synced_at=SYNCED, encoder=sqlite_encoder)
+    first = dict(zip(rows.columns, rows.build({"id": "d1", "Amount": 100, "StageName": "Won", "Region__c": "EU"})))
+    second = dict(zip(rows.columns, rows.build({"id": "d2", "Other__c": None, "Tier__c": 3})))
+    assert (first["id"], first["amount"], first["stage"], first["extra"]) == ("d1", 100.0, "Won", '{"Region__c":"EU"}')
+    assert (second["id"], second["amount"], second["stage"], second["extra"]) == ("d2", None, None, '{"Tier__c":3}')
+    with pytest.raises(FieldError) as info:
+        rows.build({"id": "d3", "Amount": "lots"})
+    assert info.value.column == "Amount"

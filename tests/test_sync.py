@@ -241,6 +241,23 @@ def test_state_is_committed_with_the_rows_it_covers_and_not_before(store):
     assert (last_run(store)["status"], last_run(store)["rows_written"], report.written) == ("success", 1, 1)
 
 
+def test_deleted_ids_are_flagged_with_the_checkpoint_and_never_removed(store):
+    run_scripted(store, [[("a1", "One"), ("a2", "Two")], Checkpoint(cursor="c1")])
+    observed = {}
+    script = [Checkpoint(cursor="c2", deleted=("a1", "never-synced")),
+              lambda: observed.setdefault("after", query(store, "SELECT id, is_deleted FROM accounts ORDER BY id"))]
+    report, _ = run_scripted(store, script)
+    # flagged in the checkpoint's transaction; an id the store never had is not invented
+    assert [(i, bool(d)) for i, d in observed["after"]] == [("a1", True), ("a2", False)]
+    assert report.written == 1 and states(store)[("api", "accounts-api")][0] == "c2"
+    # flagging it again changes nothing; a record that comes back is undeleted by its row
+    report, _ = run_scripted(store, [Checkpoint(cursor="c3", deleted=("a1",))])
+    assert report.written == 0
+    run_scripted(store, [[("a1", "One again")], Checkpoint(cursor="c4")])
+    assert [(i, n, bool(d)) for i, n, d in query(store, "SELECT id, name, is_deleted FROM accounts ORDER BY id")] == [
+        ("a1", "One again", False), ("a2", "Two", False)]
+
+
 def test_a_stream_without_a_final_checkpoint_saves_no_state(sqlite_store):
     report, _ = run_scripted(sqlite_store, [[("a1", "One")], Checkpoint(cursor="c1"), [("a2", "Two")]])
     # rows after the last checkpoint are committed, but the cursor stays where it was proven
