@@ -155,10 +155,15 @@ def sync(app: App, config_path: str, connectors: tuple[str, ...], full_refresh: 
     if not names:
         raise ConfigError(f"{config_path}: no connectors configured")
     store = app.store(config)
+    failed: list[tuple[str, CrmkpiError]] = []
     with _progress() as progress:
         for name in names:
-            report = sync_connector(store, app.registry, name, config.connectors[name], config.base_dir,
-                                    full_refresh=full_refresh, progress=progress)
+            try:
+                report = sync_connector(store, app.registry, name, config.connectors[name], config.base_dir,
+                                        full_refresh=full_refresh, progress=progress)
+            except CrmkpiError as exc:  # one source being down must not hold back the others
+                failed.append((name, exc))
+                continue
             for s in report.streams:
                 if s.unchanged:
                     click.echo(f"{name}/{s.name}: unchanged since the last sync", err=True)
@@ -168,6 +173,12 @@ def sync(app: App, config_path: str, connectors: tuple[str, ...], full_refresh: 
                 for error in s.errors:
                     click.echo(f"  skipped: {error}", err=True)
             click.echo(f"{name}: {report.written} rows changed in {store.describe()}", err=True)
+    if len(failed) == 1 and len(names) == 1:
+        raise failed[0][1]
+    if failed:
+        name, exc = failed[0]
+        others = f"; {len(failed) - 1} more failed ({', '.join(n for n, _ in failed[1:])})" if failed[1:] else ""
+        raise CrmkpiError(f"{name}: {exc}{others}; the other connectors synced")
 
 
 class _progress:

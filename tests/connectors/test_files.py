@@ -555,3 +555,23 @@ def test_two_connectors_keep_their_rows_apart_and_sync_alone(isolated, sqlite_ur
     engine.dispose()
     assert [tuple(r) for r in rows] == [("eu", "d1", 1.0), ("us", "d1", 2.0)]
     assert "eu: 0 rows changed" in ok(sync(config, "eu")) and runs(sqlite_url)[-1]["connector"] == "eu"
+
+
+def test_a_failing_connector_does_not_hold_back_the_others(isolated, sqlite_url):
+    for name in ("eu", "us"):
+        (isolated / name).mkdir()
+    (isolated / "eu" / "deals.csv").write_text("id,amount\nd1,lots\n")
+    (isolated / "us" / "deals.csv").write_text("id,amount\nd1,2\n")
+    config = isolated / "crmkpi.yaml"
+    config.write_text(yaml.safe_dump({"store": sqlite_url, "connectors": {
+        "eu": {"type": "files", "path": "eu"}, "us": {"type": "files", "path": "us"}, "apac": {
+            "type": "files", "path": "missing"}}}, sort_keys=False))
+    result = sync(config)
+    assert result.exit_code == 1
+    *reports, error = result.stderr.strip().splitlines()
+    assert reports == ["us/deals.csv: 1 read, 1 written", f"us: 1 rows changed in {sqlite_url}"]
+    assert error == ("Error: eu: deals.csv: line 2: column 'amount': not a valid float: 'lots'; 1 more failed (apac); "
+                     "the other connectors synced")
+    assert [(r["connector"], r["status"]) for r in runs(sqlite_url)] == [
+        ("eu", "failed"), ("us", "success"), ("apac", "failed")]
+
