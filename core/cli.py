@@ -172,6 +172,8 @@ def sync(app: App, config_path: str, connectors: tuple[str, ...], full_refresh: 
                 click.echo(f"{name}/{s.name}: {s.read} read, {s.written} written{skipped}", err=True)
                 for error in s.errors:
                     click.echo(f"  skipped: {error}", err=True)
+                for note in s.notes:
+                    click.echo(f"  note: {note}", err=True)
             click.echo(f"{name}: {report.written} rows changed in {store.describe()}", err=True)
     if len(failed) == 1 and len(names) == 1:
         raise failed[0][1]

@@ -31,11 +31,17 @@ class StreamStats:
     unchanged: bool = False
     #: The first few reasons rows were skipped, for the sync report.
     errors: list[str] = field(default_factory=list)
+    #: What the user should know although nothing failed, e.g. a limit of what the source can tell.
+    notes: list[str] = field(default_factory=list)
 
     def skip(self, reason: str, keep: int = 20) -> None:
         self.skipped += 1
         if len(self.errors) < keep:
             self.errors.append(reason)
+
+    def note(self, message: str) -> None:
+        if message not in self.notes:
+            self.notes.append(message)
 
 
 class Stream(Protocol):

@@ -36,6 +36,7 @@ class StreamReport:
     skipped = property(lambda self: self.stats.skipped)
     unchanged = property(lambda self: self.stats.unchanged)
     errors = property(lambda self: self.stats.errors)
+    notes = property(lambda self: self.stats.notes)
 
 
 @dataclass
@@ -134,7 +135,7 @@ def _start_run(store: Store, connector: str, started: datetime) -> int:
 def _finish_run(store: Store, run_id: int, report: SyncReport, status: str, error: str | None) -> None:
     details: dict[str, Any] = {
         s.name: {"table": s.table, "read": s.read, "written": s.written, "skipped": s.skipped,
-                 "unchanged": s.unchanged, "errors": s.errors}
+                 "unchanged": s.unchanged, "errors": s.errors, "notes": s.notes}
         for s in report.streams
     }
     with store.transaction() as conn:

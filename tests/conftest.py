@@ -23,8 +23,8 @@ from crmkpi.store import Store
 #: The plugins most tests load; tests of other plugins select them (see ``kpi``).
 BUILTIN_PLUGINS = "files,sales_metrics"
 #: Every entry point this distribution provides.
-ALL_BUILTINS = ("files,sales_metrics,pipeline_metrics,customer_metrics,marketing_metrics,service_metrics,"
-                "data_health_metrics")
+ALL_BUILTINS = ("files,salesforce,hubspot,sales_metrics,pipeline_metrics,customer_metrics,marketing_metrics,"
+                "service_metrics,data_health_metrics")
 POSTGRES_ENV = "CRMKPI_TEST_POSTGRES_URL"
 
 

@@ -114,6 +114,9 @@ class Emulator:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out as two writes: with Nagle's algorithm the body would
+            # wait for the client's delayed ACK, about 40 ms per answer.
+            disable_nagle_algorithm = True
 
             def _serve(self) -> None:
                 size = int(self.headers.get("Content-Length") or 0)

@@ -20,7 +20,7 @@ SECRET = "pa55-W0rd-s3cr3t"
 def registry():
     # the built-in plugins only (the same set conftest selects through CRMKPI_LOAD_PLUGINS)
     reg = load_registry(distribution="crmkpi")
-    assert set(reg.connectors) == {"files"} and {"close_rate", "win_rate"} <= set(reg.metrics)
+    assert set(reg.connectors) == {"files", "salesforce", "hubspot"} and {"close_rate", "win_rate"} <= set(reg.metrics)
     return reg
 
 
@@ -208,8 +208,8 @@ def test_secret_values_never_appear_in_validation_errors(project, registry, monk
         ("connectors:\n  crm:\n    type: files\n", "connectors.crm.path: field required"),
         ("connectors:\n  crm:\n    path: data\n", "connectors.crm.type: field required"),
         ("connectors:\n  crm:\n", "connectors.crm: input should be a valid dictionary"),
-        ("connectors:\n  crm:\n    type: salesforce\n    instance_url: https://x\n",
-         "connectors.crm.type: unknown connector type 'salesforce' (known: files)"),
+        ("connectors:\n  crm:\n    type: pipedrive\n    api_token: x\n",
+         "connectors.crm.type: unknown connector type 'pipedrive' (known: files, hubspot, salesforce)"),
         (FILES + "    on_error: ignore\n", "connectors.crm.on_error: input should be 'fail' or 'skip'"),
         (FILES + "    pth: data2\n", "connectors.crm.pth: unknown field"),
         (FILES + "    tables:\n      deals:\n        delimter: ';'\n", "connectors.crm.tables.deals.delimter: unknown field"),

@@ -54,6 +54,15 @@ def test_the_policy_works_on_a_bare_urllib3_pool(api):
     assert response.status == 200 and len(api.requests) == 2
 
 
+def test_a_long_retry_after_is_capped_at_the_longest_backoff(api, monkeypatch):
+    waits = []
+    monkeypatch.setattr("time.sleep", waits.append)
+    api.fail(429, {"message": "daily limit"}, headers={"Retry-After": "3600"})
+    pool = urllib3.PoolManager(retries=retry_policy(3, backoff=0, max_backoff=2.5))
+    assert pool.request("GET", f"{api.url}/objects").status == 200
+    assert waits == [2.5]
+
+
 def test_connection_errors_are_retried_then_raised():
     pool = urllib3.PoolManager(retries=retry_policy(2, backoff=0))
     with pytest.raises(urllib3.exceptions.MaxRetryError):

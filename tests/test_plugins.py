@@ -115,7 +115,8 @@ def sync(config: Path) -> None:
 def test_builtins_are_declared_in_the_crmkpi_entry_point_group():
     declared = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["entry-points"]
     assert declared[ENTRY_POINT_GROUP] == {
-        "files": "crmkpi.connectors.files", "sales_metrics": "crmkpi.metrics_plugins.sales",
+        "files": "crmkpi.connectors.files", "salesforce": "crmkpi.connectors.salesforce",
+        "hubspot": "crmkpi.connectors.hubspot", "sales_metrics": "crmkpi.metrics_plugins.sales",
         "pipeline_metrics": "crmkpi.metrics_plugins.pipeline", "customer_metrics": "crmkpi.metrics_plugins.customers",
         "marketing_metrics": "crmkpi.metrics_plugins.marketing", "service_metrics": "crmkpi.metrics_plugins.service",
         "data_health_metrics": "crmkpi.metrics_plugins.data_health"}

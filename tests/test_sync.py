@@ -163,9 +163,10 @@ def test_a_successful_sync_records_its_run(store, data):
     finished = run["finished_at"].replace(tzinfo=UTC) if run["finished_at"].tzinfo is None else run["finished_at"]
     assert before <= started <= finished <= datetime.now(UTC)
     assert run["details"] == {
-        "accounts.csv": {"table": "accounts", "read": 2, "written": 2, "skipped": 0, "unchanged": False, "errors": []},
+        "accounts.csv": {"table": "accounts", "read": 2, "written": 2, "skipped": 0, "unchanged": False, "errors": [],
+                         "notes": []},
         "deals.csv": {"table": "deals", "read": 3, "written": 2, "skipped": 1, "unchanged": False,
-                      "errors": ["deals.csv: line 3: column 'amount': not a valid float: 'x'"]},
+                      "errors": ["deals.csv: line 3: column 'amount': not a valid float: 'x'"], "notes": []},
     }
     assert report.written == 4 and [s.name for s in report.streams] == ["accounts.csv", "deals.csv"]
     assert set(states(store)) == {("crm", "accounts.csv"), ("crm", "deals.csv")}

@@ -436,7 +436,7 @@ def test_on_error_skip_commits_the_good_rows_and_reports_the_bad(isolated, sqlit
     assert (run["status"], run["rows_read"], run["rows_written"], run["rows_skipped"]) == ("success", 7, 4, 3)
     assert run["details"]["deals.csv"] == {
         "table": "deals", "read": 6, "written": 3, "skipped": 3, "unchanged": False,
-        "errors": [line.removeprefix("  skipped: ") for line in err.splitlines()[2:5]]}
+        "errors": [line.removeprefix("  skipped: ") for line in err.splitlines()[2:5]], "notes": []}
 
 
 def test_on_error_skip_for_jsonl(isolated, sqlite_url):

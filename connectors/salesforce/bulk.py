@@ -1,0 +1,69 @@
+"""Bulk API 2.0 query jobs: create a queryAll job, wait for it, read its CSV result pages.
+
+simple-salesforce's bulk2 handler keeps the session id it was created with and reads
+every page in one generator, so a resumed sync could not continue a job. These calls go
+through :meth:`SalesforceClient.rest`, which re-logs in when the session expires, and
+take the job id and locator from the caller, who checkpoints them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any, Iterator
+
+from crmkpi.errors import ConnectorError
+
+from .client import SalesforceClient
+
+DONE = "JobComplete"
+FAILED = ("Failed", "Aborted")
+
+
+def start_job(client: SalesforceClient, soql: str) -> str:
+    """A new queryAll job (deleted records included); returns its id."""
+    body = {"operation": "queryAll", "query": soql, "columnDelimiter": "COMMA", "lineEnding": "LF"}
+    return client.rest("POST", "jobs/query", "a Bulk 2.0 job", json=body).json()["id"]
+
+
+def job_state(client: SalesforceClient, job_id: str) -> str | None:
+    """The job's state, or None when Salesforce no longer knows it (deleted or expired)."""
+    response = client.rest("GET", f"jobs/query/{job_id}", "a Bulk 2.0 job status", allow=(404,))
+    return None if response.status_code == 404 else response.json()["state"]
+
+
+def wait_for(client: SalesforceClient, job_id: str) -> None:
+    while True:
+        info = client.rest("GET", f"jobs/query/{job_id}", "a Bulk 2.0 job status").json()
+        if info["state"] == DONE:
+            return
+        if info["state"] in FAILED:
+            reason = info.get("errorMessage") or "no reason given"
+            raise ConnectorError(f"Bulk 2.0 job {job_id} ended {info['state']}: {reason}")
+        client.pause()
+
+
+def result_pages(client: SalesforceClient, job_id: str, locator: str | None,
+                 page_size: int) -> Iterator[tuple[Iterator[dict[str, str]], str | None]]:
+    """(rows of one result page, locator of the next page or None), starting at ``locator``.
+
+    A page is at most ``page_size`` records; its rows are parsed lazily from its text.
+    """
+    while True:
+        params: dict[str, Any] = {"maxRecords": page_size}
+        if locator:
+            params["locator"] = locator
+        response = client.rest("GET", f"jobs/query/{job_id}/results", "Bulk 2.0 results", params=params,
+                               headers={"Accept": "text/csv"})
+        following = response.headers.get("Sforce-Locator")
+        following = None if following in (None, "", "null") else following
+        text = response.content.replace(b"\x00", b"").decode("utf-8")
+        yield csv.DictReader(io.StringIO(text, newline="")), following
+        if following is None:
+            return
+        locator = following
+
+
+def delete_job(client: SalesforceClient, job_id: str) -> None:
+    """Remove a finished job's results from the org (they count against its storage for days)."""
+    client.rest("DELETE", f"jobs/query/{job_id}", "deleting a Bulk 2.0 job")

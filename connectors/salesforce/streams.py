@@ -1,0 +1,203 @@
+"""Incremental reading of sObjects: windows on a cursor, REST or Bulk 2.0, deletes, checkpoints.
+
+Each sync reads the window ``[stored cursor - lookback, sync start)`` (from ``start_date``
+on the first sync), ordered by cursor then Id, and checkpoints after every page, so an
+interrupted sync resumes where its last committed page ended. The window's end is the
+sync's start time floored to the second: records changed later are the next sync's.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any, Iterable, Iterator
+
+from crmkpi.connector import Checkpoint, StreamStats, SyncContext
+from crmkpi.errors import SourceDataError
+from crmkpi.normalize import FieldError
+
+from . import bulk
+from .client import SalesforceClient
+from .objects import OBJECTS, SObject
+from .records import Plan, StageRuns, make_plan
+from .settings import ObjectOptions, SalesforceSettings
+
+#: Rows per batch handed to the store.
+BATCH = 2000
+#: How far back getDeleted can look (Salesforce keeps the deleted-records log 30 days).
+DELETED_LOG = timedelta(days=30)
+
+Item = list[tuple] | Checkpoint
+
+
+class ObjectStream:
+    """One sObject into its table: REST pages for small deltas, a Bulk 2.0 job for large ones."""
+
+    def __init__(self, client: SalesforceClient, sobject: SObject, options: ObjectOptions | None,
+                 settings: SalesforceSettings, context: SyncContext) -> None:
+        self.client = client
+        self.sobject = sobject
+        self.options = options
+        self.settings = settings
+        self.context = context
+        self.name = sobject.name
+        self.table = sobject.table
+        self.columns: list[str] = []
+        self.stats = StreamStats()
+
+    def _plan(self) -> Plan:
+        plan = make_plan(self.sobject, self.options, self.client.describe, self.context)
+        self.columns = plan.rows.columns
+        return plan
+
+    def _window(self, cursor: str | None, state: dict | None) -> tuple[datetime | None, datetime]:
+        """[start, end) of this read: a resumed job keeps the end it was started with."""
+        if cursor:
+            start = datetime.fromisoformat(cursor) - timedelta(seconds=self.settings.lookback_seconds)
+        else:
+            start = None if self.settings.start_date == "all" else self.settings.start_date
+        if state and state.get("window_end"):
+            return start, datetime.fromisoformat(state["window_end"])
+        return start, self.context.synced_at.astimezone(UTC).replace(microsecond=0)
+
+    def read(self, cursor: str | None, state: dict[str, Any] | None) -> Iterator[Item]:
+        plan = self._plan()
+        start, end = self._window(cursor, state)
+        where = _where(plan.cursor, start, end)
+        resuming_job = bool(state and state.get("bulk_job"))
+        if resuming_job or self._count(plan, where) >= self.settings.bulk_threshold:
+            yield from self._read_bulk(plan, where, cursor, end, state or {})
+        else:
+            yield from self._read_rest(plan, where, cursor)
+        deleted = self._hard_deletes(plan, start, end) if cursor and start else ()
+        yield Checkpoint(cursor=end.isoformat() if plan.cursor else None, deleted=deleted)
+
+    def _count(self, plan: Plan, where: str) -> int:
+        return self.client.count(f"SELECT COUNT() FROM {plan.sobject.name}{where}")
+
+    def _read_rest(self, plan: Plan, where: str, cursor: str | None) -> Iterator[Item]:
+        order = f" ORDER BY {plan.cursor}, Id" if plan.cursor else " ORDER BY Id"
+        soql = f"SELECT {', '.join(plan.fields)} FROM {plan.sobject.name}{where}{order}"
+        for page in self.client.query_pages(soql):
+            records = [plan.coerce.rest(raw) for raw in page]
+            yield from self._rows(plan, records)
+            if records and plan.cursor:
+                cursor = _later(cursor, records[-1][plan.cursor])
+            yield Checkpoint(cursor=cursor)
+
+    def _read_bulk(self, plan: Plan, where: str, cursor: str | None, end: datetime,
+                   state: dict[str, Any]) -> Iterator[Item]:
+        """Bulk results are unordered: the cursor stays put until the whole job is committed."""
+        job, locator = state.get("bulk_job"), state.get("locator")
+        status = bulk.job_state(self.client, job) if job else None
+        if status is None or status in bulk.FAILED:
+            soql = f"SELECT {', '.join(plan.fields)} FROM {plan.sobject.name}{where}"
+            job, locator = bulk.start_job(self.client, soql), None
+        bulk.wait_for(self.client, job)
+        for rows, following in bulk.result_pages(self.client, job, locator, self.settings.bulk_page_size):
+            yield from self._rows(plan, map(plan.coerce.csv, rows))
+            if following:
+                yield Checkpoint(cursor=cursor, state={"bulk_job": job, "locator": following,
+                                                       "window_end": end.isoformat()})
+        bulk.delete_job(self.client, job)
+
+    def _rows(self, plan: Plan, records: Iterable[dict[str, Any]]) -> Iterator[list[tuple]]:
+        """Rows in batches of at most BATCH, so a 50,000-record Bulk page is never all rows at once."""
+        prepare = plan.sobject.prepare
+        batch = []
+        for record in records:
+            if prepare is not None:
+                prepare(record)
+            batch.append(self._build(plan, record))
+            if len(batch) == BATCH:
+                self.stats.read += len(batch)
+                yield batch
+                batch = []
+        if batch:
+            self.stats.read += len(batch)
+            yield batch
+
+    def _build(self, plan: Plan, record: dict[str, Any]) -> tuple:
+        try:
+            return plan.rows.build(record)
+        except FieldError as exc:
+            raise SourceDataError(f"{plan.sobject.name} {record.get('Id')}: {exc}") from None
+
+    def _hard_deletes(self, plan: Plan, start: datetime, end: datetime) -> tuple[str, ...]:
+        """Ids getDeleted reports for the window; the log only reaches 30 days back."""
+        if not plan.hard_deletes:
+            return ()
+        oldest = self.context.synced_at - DELETED_LOG + timedelta(minutes=5)  # margin for the call's own delay
+        if start < oldest:
+            self.stats.note(f"getDeleted reaches back 30 days only: hard deletes between "
+                                     f"{start:%Y-%m-%d %H:%M} and {oldest:%Y-%m-%d %H:%M} UTC cannot be detected "
+                                     "and those rows stay live")
+            start = oldest
+        if start >= end:
+            return ()
+        answer = self.client.deleted(self.name, start, end)
+        earliest = answer.get("earliestDateAvailable")
+        if earliest and datetime.fromisoformat(earliest) > start:
+            self.stats.note(f"Salesforce's deleted-records log starts at {earliest}; "
+                            "earlier hard deletes cannot be detected")
+        return tuple(r["id"] for r in answer.get("deletedRecords") or ())
+
+
+class StageHistoryStream(ObjectStream):
+    """OpportunityHistory -> stage changes, read per opportunity so stage runs are never split.
+
+    A history row belongs to a run only together with the rows before it, and a new row
+    can continue a run that an earlier sync stored. So the window selects opportunities
+    (those whose own cursor moved in it, which every new history row does) and reads each
+    one's whole history in (OpportunityId, CreatedDate) order; unchanged stage changes are
+    rewritten identically, which the store skips. Checkpoints name the last opportunity
+    read in full, so a resumed sync continues after it.
+    """
+
+    def read(self, cursor: str | None, state: dict[str, Any] | None) -> Iterator[Item]:
+        plan = self._plan()
+        start, end = self._window(cursor, state)
+        names = {f["name"] for f in self.client.describe("Opportunity")["fields"]}
+        deal_cursor = next(c for c in OBJECTS["Opportunity"].cursors if c in names)
+        done = (state or {}).get("after")
+        soql = (f"SELECT {', '.join(plan.fields)} FROM OpportunityHistory WHERE OpportunityId IN "
+                f"(SELECT Id FROM Opportunity{_where(deal_cursor, start, end)})"
+                + (f" AND OpportunityId > {_quote(done)}" if done else "")
+                + " ORDER BY OpportunityId, CreatedDate, Id")
+        runs, current = StageRuns(), None
+        for page in self.client.query_pages(soql):
+            entries = []
+            for raw in page:
+                record = plan.coerce.rest(raw)
+                if record["OpportunityId"] != current:
+                    done, current = current or done, record["OpportunityId"]
+                if runs.enters_stage(record):
+                    entries.append(record)
+            self.stats.read += len(page) - len(entries)  # _rows counts the entries
+            yield from self._rows(plan, entries)
+            yield Checkpoint(cursor=cursor, state={"window_end": end.isoformat(), "after": done})
+        yield Checkpoint(cursor=end.isoformat())
+
+
+def _where(cursor_field: str | None, start: datetime | None, end: datetime) -> str:
+    if cursor_field is None:
+        return ""
+    bounds = ([f"{cursor_field} >= {_literal(start)}"] if start else []) + [f"{cursor_field} < {_literal(end)}"]
+    return " WHERE " + " AND ".join(bounds)
+
+
+def _literal(moment: datetime) -> str:
+    """A SOQL datetime literal (whole seconds: flooring a lower bound only widens it)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _later(cursor: str | None, value: str | None) -> str | None:
+    """The later of the stored cursor and a record's cursor value, as ISO text."""
+    if value is None:
+        return cursor
+    if cursor is None or datetime.fromisoformat(value) > datetime.fromisoformat(cursor):
+        return value
+    return cursor
