@@ -46,6 +46,7 @@ class SObject:
     hard_deletes: bool = True
     kind: Literal["records", "stage_history"] = "records"
     prepare: Callable[[dict[str, Any]], None] | None = None
+    values: dict[str, dict[str, Any]] = field(default_factory=dict)  # column -> {field value: stored value}
 
 
 OBJECTS: dict[str, SObject] = {o.name: o for o in (
@@ -62,7 +63,12 @@ OBJECTS: dict[str, SObject] = {o.name: o for o in (
     SObject("Opportunity", "deals", {"account_id": "AccountId", "owner_id": "OwnerId", "name": "Name",
                                      "stage": "StageName", "amount": "Amount", "currency": "CurrencyIsoCode",
                                      "deal_type": "Type", "lead_source": "LeadSource", "is_closed": "IsClosed",
-                                     "is_won": "IsWon", "closed_at": "CloseDate"}),
+                                     "is_won": "IsWon", "closed_at": "CloseDate"},
+            # Salesforce's standard Type picklist, in the store's deal_type words (see the data contract)
+            values={"deal_type": {"New Customer": "new_business", "New Business": "new_business",
+                                  "Existing Customer - Upgrade": "upsell", "Existing Customer - Replacement": "renewal",
+                                  "Existing Customer - Downgrade": "downgrade", "Renewal": "renewal",
+                                  "Upsell": "upsell"}}),
     SObject("OpportunityHistory", "deal_stage_changes", {"deal_id": "OpportunityId", "stage": "StageName",
                                                          "entered_at": "CreatedDate", "updated_at": "SystemModstamp"},
             # The window is on the opportunities' cursor; history rows are not 1:1 with stage

@@ -57,8 +57,8 @@ def make_plan(sobject: SObject, options: ObjectOptions | None, describe: Describ
     else:
         fields = [*selectable, *dict.fromkeys(paths)]
     kinds = {name: KINDS.get(f["type"], "str") for name, f in by_name.items()}
-    layout = Layout(columns=mapping,
-                    values=options.values if options else {}, constants=options.constants if options else {})
+    values = {**sobject.values, **(options.values if options else {})}
+    layout = Layout(columns=mapping, values=values, constants=options.constants if options else {})
     try:
         rows = RecordRows(sobject.table, layout, source=context.name, synced_at=context.synced_at,
                           encoder=context.encoder)

@@ -48,8 +48,9 @@ class SalesforceSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    auth: AuthMode = Field(description="password (+ security token), jwt (bearer flow), client_credentials, "
-                                       "or session (an existing instance_url + access_token)")
+    auth: AuthMode | None = Field(None, description="password (+ security token), jwt (bearer flow), "
+                                                    "client_credentials, or session (an existing instance_url + "
+                                                    "access_token); default: from the credentials given")
     username: str | None = Field(None, description="password and jwt logins")
     password: SecretStr | None = Field(None, description="password login")
     security_token: SecretStr | None = Field(None, description="password login: the user's security token")
@@ -96,6 +97,8 @@ class SalesforceSettings(BaseModel):
 
     @model_validator(mode="after")
     def _auth_complete(self) -> SalesforceSettings:
+        if self.auth is None:
+            self.auth = _implied_auth(self)
         missing = [name for name in AUTH_NEEDS[self.auth] if getattr(self, name) in (None, "")]
         if missing:
             raise ValueError(f"auth {self.auth!r} needs {', '.join(missing)}")
@@ -119,3 +122,17 @@ class SalesforceSettings(BaseModel):
         if self.login_url:
             return self.login_url.rstrip("/")
         return f"https://{self.domain or 'login'}.salesforce.com"
+
+
+def _implied_auth(settings: SalesforceSettings) -> AuthMode:
+    """The login mode the given credentials point to, so ``auth:`` is only needed to disambiguate."""
+    if settings.access_token is not None:
+        return "session"
+    if settings.private_key_file:
+        return "jwt"
+    if settings.password is not None:
+        return "password"
+    if settings.consumer_secret is not None:
+        return "client_credentials"
+    raise ValueError("missing credentials: give instance_url and access_token, or username, password and "
+                     "security_token (or see auth: for jwt and client_credentials)")

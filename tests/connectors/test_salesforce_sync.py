@@ -58,7 +58,7 @@ class Project:
         org.tokens.add(SECRET)
         monkeypatch.setenv("SF_ACCESS_TOKEN", SECRET)
         self.settings: dict[str, Any] = {
-            "type": "salesforce", "auth": "session", "instance_url": api.url, "access_token": "${SF_ACCESS_TOKEN}",
+            "type": "salesforce", "instance_url": api.url, "access_token": "${SF_ACCESS_TOKEN}",
             "start_date": "all", "ca_bundle": self.ca.name, "backoff": 0, "bulk_poll_seconds": 0,
         }
         self.write()
@@ -177,7 +177,8 @@ def test_first_sync_pulls_every_object_with_exact_values(project_any_store: Proj
     deal = p.rows("deals")[deal_id]
     assert deal["source"] == "sf" and deal["name"] == source["Name"] and deal["stage"] == source["StageName"]
     assert deal["amount"] == source["Amount"] and deal["is_closed"] == source["IsClosed"]
-    assert deal["is_won"] == source["IsWon"] and deal["deal_type"] == source["Type"]
+    assert deal["is_won"] == source["IsWon"] and deal["deal_type"] == {"New Business": "new_business"}.get(
+        source["Type"], source["Type"])  # standard Type values are recoded, others kept
     assert deal["closed_at"] == datetime.fromisoformat(source["CloseDate"]).replace(tzinfo=UTC)
     assert deal["created_at"] == parse_dt(source["CreatedDate"])
     assert deal["updated_at"] == parse_dt(source["LastModifiedDate"])
@@ -540,6 +541,11 @@ def test_missing_start_date_is_a_config_error(project: Project):
 def test_missing_credentials_name_what_is_missing(project: Project):
     project.write(auth="password", instance_url=None, access_token=None, username="ana@example.com")
     assert project.fails() == "connectors.sf: auth 'password' needs password, security_token"
+    project.write(auth=None)
+    assert project.fails() == ("connectors.sf: missing credentials: give instance_url and access_token, or "
+                               "username, password and security_token (or see auth: for jwt and client_credentials)")
+    project.write(password="${SF_ACCESS_TOKEN}")  # the mode follows from the credentials given
+    assert project.fails() == "connectors.sf: auth 'password' needs security_token"
 
 
 def test_instance_url_must_be_https(project: Project):
