@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol
+from typing import Annotated, Any, Callable, Iterator, Literal, Protocol
 
-from pydantic import BaseModel
+from pydantic import AfterValidator, BaseModel
+
+
+def _aware(value: datetime | str) -> datetime | str:
+    return value.replace(tzinfo=UTC) if isinstance(value, datetime) and value.tzinfo is None else value
+
+
+#: The ``start_date:`` of an incremental connector: where its first sync starts reading
+#: (an ISO date or datetime, UTC when it has no offset), or ``all``. Connectors make it
+#: required: a silent default start date leaves old records out without anyone noticing.
+StartDate = Annotated[datetime | Literal["all"], AfterValidator(_aware)]
 
 
 @dataclass(frozen=True)

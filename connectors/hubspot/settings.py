@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from crmkpi.connector import StartDate
 
 from .objects import OBJECTS
 
@@ -51,7 +52,7 @@ class HubSpotSettings(BaseModel):
     ca_bundle: str | None = Field(
         None, description="PEM file of CAs to trust; default: SSL_CERT_FILE, then REQUESTS_CA_BUNDLE, "
                           "then the system store")
-    start_date: datetime | Literal["all"] = Field(
+    start_date: StartDate = Field(
         description="first sync reads records modified since this date, or `all` for everything")
     lookback_minutes: float = Field(10, ge=0, description="each incremental search re-reads this much before "
                                                           "the cursor, for records HubSpot indexes late")
@@ -71,13 +72,6 @@ class HubSpotSettings(BaseModel):
         if not value.startswith(("https://", "http://")) or len(value.split("://", 1)[1].strip("/")) == 0:
             raise ValueError(f"expected an http(s) URL such as https://api.hubapi.com, got {value!r}")
         return value.rstrip("/")
-
-    @field_validator("start_date")
-    @classmethod
-    def _aware(cls, value: datetime | str) -> datetime | str:
-        if isinstance(value, datetime) and value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value
 
     @field_validator("objects")
     @classmethod

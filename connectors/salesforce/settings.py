@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from crmkpi.connector import StartDate
 from crmkpi.models import ENTITIES
 
 AuthMode = Literal["password", "jwt", "client_credentials", "session"]
@@ -66,7 +66,7 @@ class SalesforceSettings(BaseModel):
     jwt_audience: str | None = Field(None, description="jwt: the assertion's aud; default https://test.salesforce.com "
                                                        "for sandboxes, else https://login.salesforce.com")
     api_version: str = Field("59.0", pattern=r"^\d+\.\d$", description="REST API version, e.g. 59.0")
-    start_date: datetime | Literal["all"] = Field(
+    start_date: StartDate = Field(
         description="first sync reads records changed since this date (ISO 8601, UTC if no offset), "
                     "or 'all' for everything; required so that nothing is silently left out")
     lookback_seconds: int = Field(600, ge=0, description="re-read this much before the stored cursor, for "
@@ -87,13 +87,6 @@ class SalesforceSettings(BaseModel):
     objects: dict[str, ObjectOptions] = Field(default_factory=dict,
                                               description="per sObject: mapping overrides, custom objects, "
                                                           "enabled: false")
-
-    @field_validator("start_date")
-    @classmethod
-    def _utc(cls, value: datetime | str) -> datetime | str:
-        if isinstance(value, datetime) and value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value
 
     @model_validator(mode="after")
     def _auth_complete(self) -> SalesforceSettings:

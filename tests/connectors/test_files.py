@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
-from sqlalchemy import create_engine, inspect, select, text
+from sqlalchemy import create_engine, inspect, text
 
 from crmkpi.cli import cli
-from crmkpi.models import ENTITIES, SyncRun
 from crmkpi.store import Store
+
+from storecheck import ok, one_line_error as fail, sync_runs as runs, table_rows as fetch, utc
 
 CRMKPI = Path(sys.executable).parent / "crmkpi"
 
@@ -37,46 +38,6 @@ def setup(work: Path, store_url: str, files: dict[str, str], **settings) -> Path
 
 def sync(config: Path, *args: str):
     return CliRunner().invoke(cli, ["sync", "--config", str(config), *args])
-
-
-def ok(result) -> str:
-    """stderr of a successful run."""
-    assert result.exit_code == 0, result.output
-    return result.stderr
-
-
-def fail(result) -> str:
-    """The one-line error of a failed run, without its ``Error: `` prefix."""
-    assert result.exit_code == 1, result.output
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    return lines[0].removeprefix("Error: ")
-
-
-def utc(value):
-    if isinstance(value, datetime):
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    return value
-
-
-def fetch(url: str, table: str) -> dict[str, dict]:
-    """Rows of a normalized table by id, datetimes as aware UTC whatever the backend."""
-    engine = create_engine(url)
-    try:
-        with engine.connect() as conn:
-            rows = conn.execute(select(ENTITIES[table].__table__)).mappings().all()
-    finally:
-        engine.dispose()
-    return {r["id"]: {k: utc(v) for k, v in r.items()} for r in rows}
-
-
-def runs(url: str) -> list[dict]:
-    engine = create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return [dict(r) for r in conn.execute(select(SyncRun.__table__).order_by(SyncRun.id)).mappings()]
-    finally:
-        engine.dispose()
 
 
 def dump(url: str) -> dict[str, list]:

@@ -14,12 +14,12 @@ from statistics import mean
 import pytest
 import yaml
 from click.testing import CliRunner
-from sqlalchemy import create_engine, inspect, select, text
+from sqlalchemy import create_engine, text
 
 from crmkpi.cli import cli
-from crmkpi.models import ENTITIES, SyncRun
 
 from emulator import Emulator, write_ca_bundle
+from storecheck import ok, one_line_error as fail, snapshot as dump, sync_runs as runs, table_rows as fetch
 from hubspot_api import Portal, add_contacts, add_deals, iso, sample_portal
 
 CRMKPI = Path(sys.executable).parent / "crmkpi"
@@ -64,58 +64,6 @@ def token(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def sync(config: Path, *args: str):
     return CliRunner().invoke(cli, ["sync", "--config", str(config), *args])
-
-
-def ok(result) -> str:
-    assert result.exit_code == 0, (result.output, result.exception)
-    return result.stderr
-
-
-def fail(result) -> str:
-    assert result.exit_code == 1, result.output
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    return lines[0].removeprefix("Error: ")
-
-
-def utc(value):
-    if isinstance(value, datetime):
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    return value
-
-
-def fetch(url: str, table: str) -> dict[str, dict]:
-    engine = create_engine(url)
-    try:
-        with engine.connect() as conn:
-            rows = conn.execute(select(ENTITIES[table].__table__)).mappings().all()
-    finally:
-        engine.dispose()
-    return {r["id"]: {k: utc(v) for k, v in r.items()} for r in rows}
-
-
-def dump(url: str, ignore: tuple[str, ...] = ("synced_at",)) -> dict[str, list]:
-    """Every entity row of the store without the columns that differ between runs by design."""
-    engine = create_engine(url)
-    try:
-        with engine.connect() as conn:
-            tables = {}
-            for table in ENTITIES:
-                columns = [c for c in inspect(conn).get_columns(table) if c["name"] not in ignore]
-                names = ", ".join(f'"{c["name"]}"' for c in columns)
-                tables[table] = sorted(tuple(r) for r in conn.execute(text(f'SELECT {names} FROM "{table}"')))
-            return tables
-    finally:
-        engine.dispose()
-
-
-def runs(url: str) -> list[dict]:
-    engine = create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return [dict(r) for r in conn.execute(select(SyncRun.__table__).order_by(SyncRun.id)).mappings()]
-    finally:
-        engine.dispose()
 
 
 def kpi(config: Path, metric: str, period: str = "2024") -> dict:

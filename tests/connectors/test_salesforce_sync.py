@@ -18,10 +18,11 @@ from click.testing import CliRunner
 from sqlalchemy import create_engine, select
 
 from crmkpi.cli import cli
-from crmkpi.models import ENTITIES, SyncRun, SyncState
+from crmkpi.models import SyncState
 from crmkpi.store import Store
 from emulator import Emulator, write_ca_bundle
 from salesforce_api import STAGES, Org, build_org, parse_dt, sf_datetime
+from storecheck import one_line_error, snapshot, sync_runs, table_rows
 
 PLUGINS = "salesforce,sales_metrics,pipeline_metrics,service_metrics"
 TABLES = ("users", "accounts", "contacts", "leads", "deals", "deal_stage_changes", "pipeline_stages", "tickets")
@@ -78,11 +79,8 @@ class Project:
 
     def fails(self, *args: str) -> str:
         result = self.invoke(*(args or ("sync",)))
-        assert result.exit_code == 1, result.output
-        lines = result.stderr.splitlines()
-        assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
         assert SECRET not in result.output
-        return lines[0].removeprefix("Error: ")
+        return one_line_error(result)
 
     def kpi(self, metric: str, *args: str) -> dict[str, Any]:
         result = self.invoke("run", "--metric", metric, *args, "--format", "json")
@@ -91,35 +89,13 @@ class Project:
         return value
 
     def rows(self, table: str) -> dict[str, dict[str, Any]]:
-        engine = create_engine(self.store_url)
-        try:
-            with engine.connect() as conn:
-                rows = conn.execute(select(ENTITIES[table].__table__)).mappings().all()
-        finally:
-            engine.dispose()
-        return {r["id"]: {k: _utc(v) for k, v in r.items()} for r in rows}
+        return table_rows(self.store_url, table)
 
     def runs(self) -> list[dict[str, Any]]:
-        engine = create_engine(self.store_url)
-        try:
-            with engine.connect() as conn:
-                return [dict(r) for r in conn.execute(select(SyncRun.__table__).order_by(SyncRun.id)).mappings()]
-        finally:
-            engine.dispose()
+        return sync_runs(self.store_url)
 
     def snapshot(self) -> dict[str, list]:
-        """Every synced table row by row, without synced_at (which differs between runs)."""
-        out = {}
-        for table in TABLES:
-            out[table] = sorted((tuple(sorted((k, repr(v)) for k, v in row.items() if k != "synced_at"))
-                                 for row in self.rows(table).values()))
-        return out
-
-
-def _utc(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    return value
+        return snapshot(self.store_url, TABLES)
 
 
 @pytest.fixture(scope="module")
