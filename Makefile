@@ -28,6 +28,7 @@ docs: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py --rows 1000000 --repeat 3 --check
 	$(BIN)/python bench/metrics.py --deals 1000000 --repeat 3 --check
+	$(BIN)/python bench/connectors.py --records 20000 --check
 
 clean:
 	rm -rf $(VENV) build

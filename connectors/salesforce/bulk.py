@@ -12,6 +12,8 @@ import csv
 import io
 from typing import Any, Iterator
 
+import requests
+
 from crmkpi.errors import ConnectorError
 
 from .client import SalesforceClient
@@ -47,21 +49,32 @@ def result_pages(client: SalesforceClient, job_id: str, locator: str | None,
                  page_size: int) -> Iterator[tuple[Iterator[dict[str, str]], str | None]]:
     """(rows of one result page, locator of the next page or None), starting at ``locator``.
 
-    A page is at most ``page_size`` records; its rows are parsed lazily from its text.
+    A page is at most ``page_size`` records. Its rows are parsed as the body arrives:
+    a whole page held as bytes and text would cost about a kilobyte per record.
     """
     while True:
         params: dict[str, Any] = {"maxRecords": page_size}
         if locator:
             params["locator"] = locator
         response = client.rest("GET", f"jobs/query/{job_id}/results", "Bulk 2.0 results", params=params,
-                               headers={"Accept": "text/csv"})
+                               headers={"Accept": "text/csv"}, stream=True)
         following = response.headers.get("Sforce-Locator")
         following = None if following in (None, "", "null") else following
-        text = response.content.replace(b"\x00", b"").decode("utf-8")
-        yield csv.DictReader(io.StringIO(text, newline="")), following
+        try:
+            yield csv.DictReader(_lines(response)), following
+        finally:
+            response.close()
         if following is None:
             return
         locator = following
+
+
+def _lines(response: requests.Response) -> Iterator[str]:
+    """The body's text lines as they arrive, without the NUL bytes Bulk results may hold."""
+    response.raw.decode_content = True  # gzip, if the server compressed it
+    response.raw.auto_close = False  # else it closes itself at the end, under the text wrapper's feet
+    for line in io.TextIOWrapper(response.raw, encoding="utf-8", newline=""):
+        yield line.replace("\x00", "")
 
 
 def delete_job(client: SalesforceClient, job_id: str) -> None:

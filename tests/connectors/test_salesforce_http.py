@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -229,6 +230,15 @@ def test_bulk_job_polls_follows_locators_and_refreshes_the_session():
                        {"maxRecords": ["500"], "locator": ["MjAw"]}]
     logins = [call for call in responses.calls if "/Soap/" in call.request.url]
     assert len(logins) == 2  # the first login and the one after the 401 on a result page
+
+
+@responses.activate
+def test_bulk_results_are_read_gzipped_and_without_nul_bytes():
+    body = '"Id","Name"\n"1","A\x00cme"\n"2","B, \x00Inc"\n'.encode()
+    responses.get(f"{DATA}/jobs/query/750J/results", body=gzip.compress(body),
+                  headers={"Sforce-Locator": "null", "Content-Encoding": "gzip"})
+    pages = [(list(rows), following) for rows, following in bulk.result_pages(client(), "750J", None, 500)]
+    assert pages == [([{"Id": "1", "Name": "Acme"}, {"Id": "2", "Name": "B, Inc"}], None)]
 
 
 @responses.activate
