@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any, Iterable, Iterator
+from urllib.parse import urlencode
 
 from crmkpi.connector import Checkpoint, StreamStats, SyncContext
 from crmkpi.errors import SourceDataError
@@ -25,6 +26,10 @@ from .settings import ObjectOptions, SalesforceSettings
 BATCH = 2000
 #: How far back getDeleted can look (Salesforce keeps the deleted-records log 30 days).
 DELETED_LOG = timedelta(days=30)
+#: Longest encoded REST query: Salesforce refuses URLs past 16,384 characters, and the query
+#: travels in the URL. Longer ones (objects with hundreds of custom fields) go through Bulk 2.0,
+#: whose query is posted.
+MAX_REST_QUERY = 15_000
 
 Item = list[tuple] | Checkpoint
 
@@ -63,20 +68,30 @@ class ObjectStream:
         plan = self._plan()
         start, end = self._window(cursor, state)
         where = _where(plan.cursor, start, end)
-        resuming_job = bool(state and state.get("bulk_job"))
-        if resuming_job or self._count(plan, where) >= self.settings.bulk_threshold:
+        rest_query = self._rest_query(plan, where)
+        if state and state.get("bulk_job"):
+            use_bulk = True  # finish the job an interrupted sync was reading
+        elif len(urlencode({"q": rest_query})) > MAX_REST_QUERY:
+            self.stats.note(f"the SELECT of its {len(plan.fields)} fields is too long for a REST URL: "
+                            "read through Bulk 2.0")
+            use_bulk = True
+        else:
+            use_bulk = self._count(plan, where) >= self.settings.bulk_threshold
+        if use_bulk:
             yield from self._read_bulk(plan, where, cursor, end, state or {})
         else:
-            yield from self._read_rest(plan, where, cursor)
+            yield from self._read_rest(rest_query, plan, cursor)
         deleted = self._hard_deletes(plan, start, end) if cursor and start else ()
         yield Checkpoint(cursor=end.isoformat() if plan.cursor else None, deleted=deleted)
 
     def _count(self, plan: Plan, where: str) -> int:
         return self.client.count(f"SELECT COUNT() FROM {plan.sobject.name}{where}")
 
-    def _read_rest(self, plan: Plan, where: str, cursor: str | None) -> Iterator[Item]:
+    def _rest_query(self, plan: Plan, where: str) -> str:
         order = f" ORDER BY {plan.cursor}, Id" if plan.cursor else " ORDER BY Id"
-        soql = f"SELECT {', '.join(plan.fields)} FROM {plan.sobject.name}{where}{order}"
+        return f"SELECT {', '.join(plan.fields)} FROM {plan.sobject.name}{where}{order}"
+
+    def _read_rest(self, soql: str, plan: Plan, cursor: str | None) -> Iterator[Item]:
         for page in self.client.query_pages(soql):
             records = [plan.coerce.rest(raw) for raw in page]
             yield from self._rows(plan, records)

@@ -617,6 +617,30 @@ def test_custom_object_custom_fields_and_multi_currency(tmp_path: Path, migrated
     assert not p.rows("tickets")
 
 
+def test_an_object_too_wide_for_a_rest_url_is_read_through_bulk(tmp_path: Path, migrated: Path, tls_ca, monkeypatch):
+    org = build_org()
+    wide = {f"Custom_Measure_Number_{n:03}__c": "double" for n in range(700)}  # ~20,000 characters of SELECT
+    org.define("Usage__c", {"Id": "id", "IsDeleted": "boolean", "Account__c": ("reference", "Account"),
+                            "Amount__c": "currency", **wide, "CreatedDate": "datetime", "LastModifiedDate": "datetime",
+                            "SystemModstamp": "datetime"})
+    stamp = sf_datetime(datetime(2025, 3, 1, tzinfo=UTC))
+    usage = org.insert("Usage__c", Account__c=next(iter(org.records["Account"])), Amount__c=12.5,
+                       Custom_Measure_Number_699__c=3.0, CreatedDate=stamp, LastModifiedDate=stamp, SystemModstamp=stamp)
+    with Emulator(org, tls=tls_ca) as api:
+        org.url = api.url
+        p = Project(tmp_path, sqlite_store(migrated, tmp_path / "store.db"), api, org, tls_ca, monkeypatch)
+        p.write(objects={"Usage__c": {"table": "orders", "columns": {"account_id": "Account__c", "amount": "Amount__c"}}})
+        err = p.sync()
+    assert "sf/Usage__c: 1 read, 1 written\n  note: the SELECT of its 707 fields is too long for a REST URL: " \
+           "read through Bulk 2.0\n" in err
+    [job] = [r.json()["query"] for r in api.requests if r.method == "POST" and r.path.endswith("/jobs/query")]
+    assert job.startswith("SELECT Id, IsDeleted, Account__c, Amount__c, Custom_Measure_Number_000__c") and \
+        job.split(" FROM ")[1].startswith("Usage__c")
+    assert not [r for r in api.requests if "Usage__c" in (r.arg("q") or "") and "COUNT()" not in r.arg("q")]
+    row = p.rows("orders")[usage]
+    assert (row["amount"], row["extra"]["Custom_Measure_Number_699__c"]) == (12.5, 3.0)
+
+
 # -- resuming --------------------------------------------------------------------------------------
 
 
