@@ -641,6 +641,15 @@ def test_an_object_too_wide_for_a_rest_url_is_read_through_bulk(tmp_path: Path, 
     assert (row["amount"], row["extra"]["Custom_Measure_Number_699__c"]) == (12.5, 3.0)
 
 
+def test_example_config_validates(monkeypatch):
+    for name in ("SF_USERNAME", "SF_PASSWORD", "SF_SECURITY_TOKEN"):
+        monkeypatch.setenv(name, f"{name.lower()}-from-env")
+    config = Path(__file__).parents[2] / "config" / "salesforce.yaml"
+    result = CliRunner().invoke(cli, ["validate", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "from-env" not in result.output
+
+
 # -- resuming --------------------------------------------------------------------------------------
 
 
