@@ -76,6 +76,9 @@ def sync_connector(store: Store, registry: Registry, name: str, cfg: ConnectorCo
     except CrmkpiError as exc:
         _finish_run(store, run_id, report, "failed", str(exc))
         raise
+    except KeyboardInterrupt:  # Ctrl-C in a long API sync: what was committed stays, and the run says so
+        _finish_run(store, run_id, report, "failed", "interrupted")
+        raise
     except Exception as exc:
         _finish_run(store, run_id, report, "failed", f"{type(exc).__name__}: {exc}")
         raise ConnectorError(f"connector {name!r} failed: {type(exc).__name__}: {exc}") from exc

@@ -259,6 +259,17 @@ def test_deleted_ids_are_flagged_with_the_checkpoint_and_never_removed(store):
         ("a1", "One again", False), ("a2", "Two", False)]
 
 
+def test_an_interrupted_sync_keeps_what_it_committed_and_records_the_interruption(sqlite_store):
+    def interrupt():
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_scripted(sqlite_store, [[("a1", "One")], Checkpoint(cursor="c1"), [("a2", "Two")], interrupt])
+    assert account_ids(sqlite_store) == ["a1"] and states(sqlite_store)[("api", "accounts-api")][0] == "c1"
+    run = last_run(sqlite_store)
+    assert (run["status"], run["error"], run["finished_at"] is not None) == ("failed", "interrupted", True)
+
+
 def test_a_stream_without_a_final_checkpoint_saves_no_state(sqlite_store):
     report, _ = run_scripted(sqlite_store, [[("a1", "One")], Checkpoint(cursor="c1"), [("a2", "Two")]])
     # rows after the last checkpoint are committed, but the cursor stays where it was proven
