@@ -8,7 +8,9 @@ in a temporary folder put on ``sys.path``, where ``importlib.metadata`` finds it
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 import sys
 import tomllib
 from importlib import invalidate_caches
@@ -442,3 +444,12 @@ def test_strict_registry_raises_where_a_lenient_one_records():
 def test_plugin_info_describe():
     assert PluginInfo("x", "m", "dist", "1.0").describe() == "x (dist 1.0)"
     assert PluginInfo("x", "m").describe() == "x"
+
+
+def test_loading_the_builtins_leaves_the_api_client_libraries_unimported():
+    # Every crmkpi command loads every plugin; the API clients are imported only by a sync that needs them.
+    code = ("import sys; from crmkpi.plugins import load_registry; load_registry(); "
+            "print(sorted(m for m in ('simple_salesforce', 'hubspot', 'requests', 'zeep') if m in sys.modules))")
+    env = {**os.environ, "CRMKPI_LOAD_PLUGINS": ALL_BUILTINS}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert result.stdout.strip() == "[]"

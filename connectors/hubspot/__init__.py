@@ -5,12 +5,14 @@ from __future__ import annotations
 from crmkpi import hookimpl
 from crmkpi.connector import ConnectorType, SyncContext
 
-from .client import HubSpotClient
 from .settings import HubSpotSettings
-from .streams import build_streams
 
 
 def _streams(context: SyncContext) -> list:
+    # Imported here, not at load: hubspot-api-client would slow every crmkpi command.
+    from .client import HubSpotClient
+    from .streams import build_streams
+
     return build_streams(context.settings, context, HubSpotClient(context.settings))
 
 

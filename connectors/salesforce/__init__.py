@@ -6,13 +6,15 @@ from crmkpi import hookimpl
 from crmkpi.connector import ConnectorType, Stream, SyncContext
 from crmkpi.errors import ConfigError
 
-from .client import SalesforceClient
 from .objects import OBJECTS, SObject
 from .settings import SalesforceSettings
-from .streams import ObjectStream, StageHistoryStream
 
 
 def _streams(context: SyncContext) -> list[Stream]:
+    # Imported here, not at load: simple-salesforce and requests would slow every crmkpi command.
+    from .client import SalesforceClient
+    from .streams import ObjectStream, StageHistoryStream
+
     settings: SalesforceSettings = context.settings
     objects = dict(OBJECTS)
     for name, options in settings.objects.items():
