@@ -21,7 +21,8 @@ import requests
 from requests.adapters import HTTPAdapter
 from simple_salesforce import Salesforce
 from simple_salesforce.exceptions import (
-    SalesforceAuthenticationFailed, SalesforceError, SalesforceExpiredSession, SalesforceRefusedRequest,
+    SalesforceAuthenticationFailed, SalesforceError, SalesforceExpiredSession, SalesforceMalformedRequest,
+    SalesforceRefusedRequest,
 )
 from simple_salesforce.login import SalesforceLogin, token_login
 from simple_salesforce.util import exception_handler
@@ -177,9 +178,20 @@ class SalesforceClient:
             self._describes[sobject] = self._call(describe, f"describe {sobject}")
         return self._describes[sobject]
 
-    def count(self, soql: str) -> int:
-        """totalSize of a ``SELECT COUNT()`` query (deleted records included)."""
-        return self._call(lambda: self.sf.query(soql, include_deleted=True), "a count query")["totalSize"]
+    def count(self, soql: str) -> int | None:
+        """totalSize of a ``SELECT COUNT()`` query (deleted records included).
+
+        None when Salesforce gave up counting (QUERY_TIMEOUT): that many records are the
+        Bulk API's job anyway.
+        """
+        def ask() -> int | None:
+            try:
+                return self.sf.query(soql, include_deleted=True)["totalSize"]
+            except SalesforceMalformedRequest as exc:
+                if _first_error(exc.content)[0] == "QUERY_TIMEOUT":
+                    return None
+                raise
+        return self._call(ask, "a count query")
 
     def query_pages(self, soql: str) -> Iterator[list[dict[str, Any]]]:
         """Pages of records from /queryAll (deleted ones included), following nextRecordsUrl."""

@@ -76,7 +76,10 @@ class ObjectStream:
                             "read through Bulk 2.0")
             use_bulk = True
         else:
-            use_bulk = self._count(plan, where) >= self.settings.bulk_threshold
+            count = self._count(plan, where)
+            if count is None:
+                self.stats.note("Salesforce timed out counting the changes (QUERY_TIMEOUT): read through Bulk 2.0")
+            use_bulk = count is None or count >= self.settings.bulk_threshold
         if use_bulk:
             yield from self._read_bulk(plan, where, cursor, end, state or {})
         else:
@@ -84,7 +87,7 @@ class ObjectStream:
         deleted = self._hard_deletes(plan, start, end) if cursor and start else ()
         yield Checkpoint(cursor=end.isoformat() if plan.cursor else None, deleted=deleted)
 
-    def _count(self, plan: Plan, where: str) -> int:
+    def _count(self, plan: Plan, where: str) -> int | None:
         return self.client.count(f"SELECT COUNT() FROM {plan.sobject.name}{where}")
 
     def _rest_query(self, plan: Plan, where: str) -> str:

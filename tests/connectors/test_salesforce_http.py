@@ -110,6 +110,34 @@ def test_incremental_window_cursor_checkpoints_and_get_deleted():
 
 
 @responses.activate
+def test_a_count_that_times_out_sends_the_read_through_bulk():
+    responses.get(f"{DATA}/sobjects/Contact/describe", json=CONTACT)
+    responses.get(f"{DATA}/queryAll/", status=400,
+                  json=[{"message": "Your query request was running for too long.", "errorCode": "QUERY_TIMEOUT"}])
+    responses.post(f"{DATA}/jobs/query", json={"id": "750J", "state": "UploadComplete"})
+    responses.get(f"{DATA}/jobs/query/750J", json={"id": "750J", "state": "JobComplete"})
+    responses.get(f"{DATA}/jobs/query/750J/results", headers={"Sforce-Locator": "null"},
+                  body="Id,IsDeleted,Name,Email,AccountId,CreatedDate,LastModifiedDate,SystemModstamp\n"
+                       "0031,false,A,,,2026-03-01T00:00:00.000Z,2026-03-01T00:00:00.000Z,2026-03-01T00:00:00.000Z\n")
+    responses.delete(f"{DATA}/jobs/query/750J", status=204)
+    s = stream()
+    items = list(s.read(None, None))
+    assert [len(i) for i in items if not isinstance(i, Checkpoint)] == [1]
+    assert items[-1] == Checkpoint(cursor="2026-03-10T12:00:30+00:00")
+    assert s.stats.notes == ["Salesforce timed out counting the changes (QUERY_TIMEOUT): read through Bulk 2.0"]
+
+
+@responses.activate
+def test_other_count_errors_still_fail_in_one_line():
+    responses.get(f"{DATA}/sobjects/Contact/describe", json=CONTACT)
+    responses.get(f"{DATA}/queryAll/", status=400,
+                  json=[{"message": "unexpected token: FORM", "errorCode": "MALFORMED_QUERY"}])
+    with pytest.raises(ConnectorError, match="^Salesforce error 400 during a count query: MALFORMED_QUERY: "
+                                             "unexpected token: FORM$"):
+        list(stream().read(None, None))
+
+
+@responses.activate
 def test_get_deleted_reaches_back_30_days_and_says_so():
     responses.get(f"{DATA}/sobjects/Contact/describe", json=CONTACT)
     responses.get(f"{DATA}/queryAll/", json={"totalSize": 0, "done": True, "records": []})
