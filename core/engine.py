@@ -66,7 +66,7 @@ def run_metrics(engine: Engine, run: Run, settings: Settings | None = None, *, p
             if progress is not None:
                 progress(metric, index)
             params = metric.resolve_params(run.params.get(metric.id, {}))
-            for segment in _segments(conn, metric, run.segment):
+            for segment in _segments(conn, metric, params, run.segment):
                 for period in periods:
                     value = compute(conn, metric, period, params, segment, settings, today)
                     result = {
@@ -129,10 +129,13 @@ def comparison(before: Value, now: Value, period: Period) -> dict[str, Any]:
     return {"period": period.label, "value": before.value, "change": change, "change_pct": relative}
 
 
-def _segments(conn: Connection, metric: Metric, dimension: str | None) -> list[segments.Segment | None]:
+def _segments(conn: Connection, metric: Metric, params: dict[str, Any],
+              dimension: str | None) -> list[segments.Segment | None]:
+    """The dimension's values in the metric's main table: its first, or the one its ``table`` param picks."""
     if dimension is None:
         return [None]
-    table = TABLES[metric.tables[0]]
+    chosen = params.get("table")
+    table = TABLES[chosen if isinstance(chosen, str) and chosen in TABLES else metric.tables[0]]
     try:
         found = segments.values(conn, table, dimension)
     except MetricError as exc:

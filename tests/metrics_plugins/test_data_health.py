@@ -197,19 +197,20 @@ def test_completeness_of_other_tables(kpi_any_store):
         {"id": "k2", "email": "none", "account_id": "a1", "owner_id": "u1", "created_at": "2024-01-01"},
         {"id": "k3", "email": "b@x.com", "account_id": None, "owner_id": "u2", "created_at": "2024-01-01"},
         {"id": "k4", "email": "c@x.com", "account_id": "a2", "owner_id": "u2", "created_at": "2024-01-01"},
+        {"id": "k6", "email": "d@x.com", "account_id": "a3", "owner_id": "u3", "created_at": "2024-01-01"},
         {"id": "k5", "email": None, "account_id": "a2", "owner_id": "u2", "created_at": "2024-01-01",
          "is_deleted": "true"},
     ])
     kpi_any_store.write("users", [{"id": "u1", "name": "Ann", "email": "ann@x.com"},
                                   {"id": "u2", "name": "-", "email": "bob@x.com"}])
     kpi_any_store.sync()
-    # contacts' default fields email, account_id, owner_id: k1, k4 of k1..k4 -> 2 / 4
+    # contacts' default fields email, account_id, owner_id: k1, k4, k6 of k1..k4, k6 -> 3 / 5
     r = kpi_any_store.one("completeness", "--period", "2024", "--param", "table=contacts")
-    assert (r["value"], r["numerator"], r["denominator"]) == (0.5, 2, 4)
+    assert (r["value"], r["numerator"], r["denominator"]) == (0.6, 3, 5)
     results = kpi_any_store.run("completeness", "--period", "2024", "--param", "table=contacts",
                                 "--segment", "owner")
     assert {r["segment"]["owner"]: (r["numerator"], r["denominator"]) for r in results} == {
-        "u1": (1, 2), "u2": (1, 2)}
+        "u1": (1, 2), "u2": (1, 2), "u3": (1, 1)}  # u3 owns a contact and no deal
     # a table without default fields, with fields given (users have no created_at: they always count)
     r = kpi_any_store.one("completeness", "--period", "2024", "--param", "table=users",
                           "--param", "fields=name,email")
