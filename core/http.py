@@ -1,8 +1,13 @@
-"""What every HTTP connector shares: one retry policy for transient failures."""
+"""What every HTTP connector shares: one retry policy for transient failures, and its settings."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from pydantic import BaseModel, Field
 from urllib3.util.retry import Retry
+
+from .errors import ConfigError
 
 #: Statuses worth retrying: rate limited, and the server or a proxy failing for now.
 RETRY_STATUSES = (429, 500, 502, 503, 504)
@@ -36,3 +41,27 @@ def retry_policy(retries: int = 5, backoff: float = 1.0, max_backoff: float = 60
         respect_retry_after_header=True,
         raise_on_status=False,
     )
+
+
+class HttpSettings(BaseModel):
+    """The settings every HTTP connector takes; a connector's settings model extends it."""
+
+    retries: int = Field(5, ge=0, description="retries of 429 and 5xx responses and connection errors")
+    backoff: float = Field(1.0, ge=0, description="first retry delay in seconds, doubling on each retry")
+    max_backoff: float = Field(60.0, ge=0, description="longest wait between retries (Retry-After included), "
+                                                       "in seconds")
+    timeout: float = Field(60.0, gt=0, description="seconds to wait for one response")
+    ca_bundle: str | None = Field(None, description="PEM file of the CAs to verify TLS with (relative to the "
+                                                    "config file); default: see the connector's guide")
+
+    def retry(self) -> Retry:
+        return retry_policy(self.retries, self.backoff, self.max_backoff)
+
+    def ca_file(self, base_dir: Path) -> Path | None:
+        """The configured CA bundle, relative to the config file's folder; a missing file is a ConfigError."""
+        if not self.ca_bundle:
+            return None
+        path = base_dir / self.ca_bundle
+        if not path.is_file():
+            raise ConfigError(f"ca_bundle: CA bundle file not found: {path}")
+        return path

@@ -7,7 +7,8 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
-from crmkpi.http import retry_policy
+from crmkpi.errors import ConfigError
+from crmkpi.http import HttpSettings, retry_policy
 
 from emulator import Emulator, Response
 
@@ -67,3 +68,16 @@ def test_connection_errors_are_retried_then_raised():
     pool = urllib3.PoolManager(retries=retry_policy(2, backoff=0))
     with pytest.raises(urllib3.exceptions.MaxRetryError):
         pool.request("GET", "http://127.0.0.1:9/unreachable")  # discard port: refused
+
+
+def test_the_ca_bundle_is_found_next_to_the_config_file(tmp_path):
+    (tmp_path / "corp-ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    assert HttpSettings(ca_bundle="corp-ca.pem").ca_file(tmp_path) == tmp_path / "corp-ca.pem"
+    assert HttpSettings().ca_file(tmp_path) is None
+    with pytest.raises(ConfigError, match="^ca_bundle: CA bundle file not found: .*/missing.pem$"):
+        HttpSettings(ca_bundle="missing.pem").ca_file(tmp_path)
+
+
+def test_the_settings_build_the_retry_policy():
+    retry = HttpSettings(retries=2, backoff=0.5, max_backoff=7).retry()
+    assert (retry.total, retry.backoff_factor, retry.backoff_max, "POST" in retry.allowed_methods) == (2, 0.5, 7, True)

@@ -13,7 +13,7 @@ def _streams(context: SyncContext) -> list:
     from .client import HubSpotClient
     from .streams import build_streams
 
-    return build_streams(context.settings, context, HubSpotClient(context.settings))
+    return build_streams(context.settings, context, HubSpotClient(context.settings, context.base_dir))
 
 
 @hookimpl

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import urllib3
@@ -23,7 +24,6 @@ from hubspot.crm.associations import v4 as associations_api
 from hubspot import oauth as oauth_api
 
 from crmkpi.errors import ConfigError, ConnectorError
-from crmkpi.http import retry_policy
 
 from .settings import HubSpotSettings
 
@@ -58,20 +58,25 @@ class RateLimiter:
         self._next = now + self.interval
 
 
-def ca_bundle(settings: HubSpotSettings) -> str | None:
-    """The CA file to verify HubSpot with: configured, else from the environment, else the system's."""
-    path = settings.ca_bundle or os.environ.get("SSL_CERT_FILE") or os.environ.get("REQUESTS_CA_BUNDLE")
+def ca_bundle(settings: HubSpotSettings, base_dir: Path) -> str | None:
+    """The CA file to verify HubSpot with: configured, else from the environment, else the system's.
+
+    urllib3 reads neither variable itself, so a machine set up for requests or OpenSSL works too.
+    """
+    configured = settings.ca_file(base_dir)
+    if configured:
+        return str(configured)
+    path = os.environ.get("SSL_CERT_FILE") or os.environ.get("REQUESTS_CA_BUNDLE")
     if path and not os.path.isfile(path):
-        where = "ca_bundle" if settings.ca_bundle else "SSL_CERT_FILE/REQUESTS_CA_BUNDLE"
-        raise ConfigError(f"{where}: CA bundle file not found: {path}")
+        raise ConfigError(f"SSL_CERT_FILE/REQUESTS_CA_BUNDLE: CA bundle file not found: {path}")
     return path or None
 
 
 class HubSpotClient:
     """The calls a sync makes, each rate limited, authenticated and turned into JSON."""
 
-    def __init__(self, settings: HubSpotSettings, *, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(self, settings: HubSpotSettings, base_dir: Path = Path("."), *,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
         self.settings = settings
         self.host = settings.host
         self.clock = clock
@@ -81,8 +86,8 @@ class HubSpotClient:
                                                          settings.refresh_token) if s is not None]
         self._refresh_token = settings.refresh_token.get_secret_value() if settings.refresh_token else None
         self._expires_at = 0.0
-        cafile = ca_bundle(settings)
-        retry = retry_policy(settings.retries, settings.backoff, settings.max_backoff)
+        cafile = ca_bundle(settings, base_dir)
+        retry = settings.retry()
 
         clients: dict[Any, Any] = {}  # one connection pool per API package
 

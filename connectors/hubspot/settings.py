@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from crmkpi.connector import StartDate
+from crmkpi.http import HttpSettings
 
 from .objects import OBJECTS
 
@@ -41,7 +42,7 @@ class LeadOptions(BaseModel):
                                     description="contact date property: when the lead converted (converted_at)")
 
 
-class HubSpotSettings(BaseModel):
+class HubSpotSettings(HttpSettings):
     model_config = ConfigDict(extra="forbid")
 
     access_token: SecretStr | None = Field(None, description="private-app access token (or use OAuth below)")
@@ -49,9 +50,6 @@ class HubSpotSettings(BaseModel):
     client_secret: SecretStr | None = Field(None, description="OAuth app client secret")
     refresh_token: SecretStr | None = Field(None, description="OAuth refresh token of the installed app")
     host: str = Field("https://api.hubapi.com", description="API base URL (a proxy or a test server)")
-    ca_bundle: str | None = Field(
-        None, description="PEM file of CAs to trust; default: SSL_CERT_FILE, then REQUESTS_CA_BUNDLE, "
-                          "then the system store")
     start_date: StartDate = Field(
         description="first sync reads records modified since this date, or `all` for everything")
     lookback_minutes: float = Field(10, ge=0, description="each incremental search re-reads this much before "
@@ -59,10 +57,6 @@ class HubSpotSettings(BaseModel):
     window_days: float = Field(30, gt=0, description="length of one search window")
     requests_per_second: float = Field(9, gt=0, description="budget of list, batch and other calls")
     search_requests_per_second: float = Field(4, gt=0, description="budget of search calls (HubSpot: 5/s)")
-    retries: int = Field(5, ge=0, description="retries of 429, 5xx and connection failures")
-    backoff: float = Field(1.0, ge=0, description="exponential backoff factor in seconds")
-    max_backoff: float = Field(60.0, ge=0, description="longest wait between retries, in seconds")
-    timeout: float = Field(60.0, gt=0, description="seconds to wait for one response")
     leads: LeadOptions = Field(default_factory=LeadOptions, description="how leads are found")
     objects: dict[ObjectName, ObjectOptions] = Field(default_factory=dict, description="per-object options")
 

@@ -28,7 +28,6 @@ from simple_salesforce.login import SalesforceLogin, token_login
 from simple_salesforce.util import exception_handler
 
 from crmkpi.errors import ConfigError, ConnectorError
-from crmkpi.http import retry_policy
 
 from .settings import SalesforceSettings
 
@@ -55,7 +54,7 @@ class SalesforceSession(requests.Session):
         self.calls = 0
         #: (used, limit) of the org's daily API requests, from the last Sforce-Limit-Info header.
         self.api_usage: tuple[int, int] | None = None
-        adapter = HTTPAdapter(max_retries=retry_policy(settings.retries, settings.backoff, settings.max_backoff))
+        adapter = HTTPAdapter(max_retries=settings.retry())
         self.mount("https://", adapter)
         self.mount("http://", adapter)
 
@@ -96,10 +95,7 @@ class SalesforceClient:
         self.settings = settings
         self.base_dir = base_dir
         self.where = f"connectors.{name}"  # how config errors name the block
-        ca = settings.ca_bundle and base_dir / settings.ca_bundle
-        if ca and not ca.is_file():
-            raise ConfigError(f"{self.where}.ca_bundle: no such file: {ca}")
-        self.session = SalesforceSession(settings, ca or None)
+        self.session = SalesforceSession(settings, settings.ca_file(base_dir))
         self._describes: dict[str, dict[str, Any]] = {}
         self.sf = self._call(self._connect)
 

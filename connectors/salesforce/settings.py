@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from crmkpi.connector import StartDate
+from crmkpi.http import HttpSettings
 from crmkpi.models import ENTITIES
 
 AuthMode = Literal["password", "jwt", "client_credentials", "session"]
@@ -43,7 +44,7 @@ class ObjectOptions(BaseModel):
         return table
 
 
-class SalesforceSettings(BaseModel):
+class SalesforceSettings(HttpSettings):
     """A Salesforce org read through the REST and Bulk 2.0 APIs."""
 
     model_config = ConfigDict(extra="forbid")
@@ -78,12 +79,8 @@ class SalesforceSettings(BaseModel):
     max_daily_api_share: float | None = Field(
         None, gt=0, le=1, description="stop once the org's daily API usage (Sforce-Limit-Info) reaches this "
                                       "share of its limit, e.g. 0.8")
-    retries: int = Field(5, ge=0, description="retries of 429/5xx responses and connection errors")
-    backoff: float = Field(1.0, ge=0, description="first retry delay in seconds (doubling)")
-    max_backoff: float = Field(60.0, ge=0, description="longest retry delay in seconds")
-    timeout: float = Field(120.0, gt=0, description="seconds to wait for a response")
-    ca_bundle: str | None = Field(None, description="CA certificates (PEM) to verify TLS with; default: "
-                                                    "REQUESTS_CA_BUNDLE or the system's")
+    timeout: float = Field(120.0, gt=0, description="seconds to wait for one response (Bulk result pages are "
+                                                    "large)")
     objects: dict[str, ObjectOptions] = Field(default_factory=dict,
                                               description="per sObject: mapping overrides, custom objects, "
                                                           "enabled: false")
