@@ -156,11 +156,12 @@ def sync(app: App, config_path: str, connectors: tuple[str, ...], full_refresh: 
         raise ConfigError(f"{config_path}: no connectors configured")
     store = app.store(config)
     failed: list[tuple[str, CrmkpiError]] = []
-    with _progress() as progress:
+    with _progress() as bar:
         for name in names:
             try:
                 report = sync_connector(store, app.registry, name, config.connectors[name], config.base_dir,
-                                        full_refresh=full_refresh, progress=progress)
+                                        full_refresh=full_refresh, progress=bar and bar.update,
+                                        status=bar and bar.status)
             except CrmkpiError as exc:  # one source being down must not hold back the others
                 failed.append((name, exc))
                 continue
@@ -198,16 +199,24 @@ class _progress:
         self.bar.start()
         self.tasks: dict[str, Any] = {}
         self.shown = 0.0
-        return self.update
+        return self
 
     def update(self, stream: str, rows: int) -> None:
-        if stream not in self.tasks:
-            self.tasks[stream] = self.bar.add_task(stream, total=None)
-        self.bar.advance(self.tasks[stream], rows)
+        self.bar.update(self._task(stream), advance=rows, description=stream)
         now = time.monotonic()
         if now - self.shown >= 0.1:  # batches are small; redrawing on each would cost more than the rows
             self.shown = now
             self.bar.refresh()
+
+    def status(self, stream: str, message: str) -> None:
+        """A stream waiting (e.g. for a Bulk job) says so; rare enough to redraw every time."""
+        self.bar.update(self._task(stream), description=f"{stream}: {message}")
+        self.bar.refresh()
+
+    def _task(self, stream: str) -> Any:
+        if stream not in self.tasks:
+            self.tasks[stream] = self.bar.add_task(stream, total=None)
+        return self.tasks[stream]
 
     def __exit__(self, *exc) -> None:
         if hasattr(self, "bar"):

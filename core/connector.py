@@ -80,6 +80,9 @@ class SyncContext:
     synced_at: datetime
     encoder: Callable[[str], Callable[[Any], Any] | None]
     full_refresh: bool = False
+    #: ``status(stream, message)``: what a stream is waiting for (a Bulk job, a rate limit), shown
+    #: beside its progress on a terminal, so a long wait does not look like a hang.
+    status: Callable[[str, str], None] = lambda stream, message: None
 
 
 @dataclass(frozen=True)

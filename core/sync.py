@@ -21,6 +21,8 @@ from .store import Store, save_state
 
 #: Progress callback: (stream name, rows just loaded).
 Progress = Callable[[str, int], None]
+#: Status callback: (stream name, what it is waiting for).
+Status = Callable[[str, str], None]
 
 
 @dataclass
@@ -51,12 +53,15 @@ class SyncReport:
 
 
 def sync_connector(store: Store, registry: Registry, name: str, cfg: ConnectorConfig, base_dir: Path,
-                   *, full_refresh: bool = False, progress: Progress | None = None) -> SyncReport:
+                   *, full_refresh: bool = False, progress: Progress | None = None,
+                   status: Status | None = None) -> SyncReport:
     """Sync one configured connector; raises a CrmkpiError (after recording it) on failure."""
     ctype = registry.connector_type(cfg.type)
     started = datetime.now(UTC)
     context = SyncContext(name=name, settings=cfg.settings, base_dir=base_dir, synced_at=started,
                           encoder=store.encoder, full_refresh=full_refresh)
+    if status is not None:
+        context.status = status
     run_id = _start_run(store, name, started)
     report = SyncReport(connector=name, run_id=run_id)
     try:

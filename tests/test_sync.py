@@ -285,6 +285,26 @@ def test_full_refresh_ignores_the_saved_cursor_and_rewrites_unchanged_rows(sqlit
     assert seen == [(None, None)] and report.written == 1
 
 
+class WaitingPlugin:
+    """A source that has to wait (as for an export job) before its rows come."""
+
+    @hookimpl
+    def register_connectors(self, register):
+        def streams(context: SyncContext):
+            context.status("accounts-api", "waiting for an export")
+            return [ScriptedStream(context, [[("a1", "One")], Checkpoint()], [])]
+
+        register(ConnectorType(name="scripted", description="test source", settings=NoSettings, streams=streams))
+
+
+def test_a_stream_can_say_what_it_is_waiting_for(sqlite_store):
+    heard = []
+    registry = load_registry(extra={"waiting-test": WaitingPlugin()})
+    sync_connector(sqlite_store, registry, "api", ConnectorConfig("scripted", NoSettings()), Path.cwd(),
+                   status=lambda stream, message: heard.append((stream, message)))
+    assert heard == [("accounts-api", "waiting for an export")] and account_ids(sqlite_store) == ["a1"]
+
+
 def test_a_state_is_not_saved_when_writing_its_rows_fails(sqlite_store, monkeypatch):
     def broken(self, conn, table, columns, rows, guard=True):
         next(iter(rows))

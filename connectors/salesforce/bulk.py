@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import requests
 
@@ -34,9 +34,13 @@ def job_state(client: SalesforceClient, job_id: str) -> str | None:
     return None if response.status_code == 404 else response.json()["state"]
 
 
-def wait_for(client: SalesforceClient, job_id: str) -> None:
+def wait_for(client: SalesforceClient, job_id: str,
+             report: Callable[[str], None] = lambda message: None) -> None:
+    """Poll until the job is done; ``report`` hears its state and progress after each poll."""
     while True:
         info = client.rest("GET", f"jobs/query/{job_id}", "a Bulk 2.0 job status").json()
+        report(f"Bulk 2.0 job {job_id} {info['state']}, "
+               f"{int(info.get('numberRecordsProcessed') or 0):,} records processed")
         if info["state"] == DONE:
             return
         if info["state"] in FAILED:

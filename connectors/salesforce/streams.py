@@ -110,7 +110,7 @@ class ObjectStream:
         if status is None or status in bulk.FAILED:
             soql = f"SELECT {', '.join(plan.fields)} FROM {plan.sobject.name}{where}"
             job, locator = bulk.start_job(self.client, soql), None
-        bulk.wait_for(self.client, job)
+        bulk.wait_for(self.client, job, lambda message: self.context.status(self.name, message))
         for rows, following in bulk.result_pages(self.client, job, locator, self.settings.bulk_page_size):
             yield from self._rows(plan, map(plan.coerce.csv, rows))
             if following:

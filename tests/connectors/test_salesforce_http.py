@@ -295,3 +295,17 @@ def test_failed_bulk_job_is_one_line():
     c = client()
     with pytest.raises(ConnectorError, match=r"^Bulk 2.0 job 750F ended Failed: INVALID_FIELD: No such column$"):
         bulk.wait_for(c, bulk.start_job(c, "SELECT Nope FROM Account"))
+
+
+@responses.activate
+def test_waiting_for_a_bulk_job_reports_its_progress():
+    responses.get(f"{DATA}/jobs/query/750J", json={"id": "750J", "state": "InProgress", "numberRecordsProcessed": 0})
+    responses.get(f"{DATA}/jobs/query/750J", json={"id": "750J", "state": "InProgress",
+                                                   "numberRecordsProcessed": 120000})
+    responses.get(f"{DATA}/jobs/query/750J", json={"id": "750J", "state": "JobComplete",
+                                                   "numberRecordsProcessed": 250000})
+    heard: list[str] = []
+    bulk.wait_for(client(), "750J", heard.append)
+    assert heard == ["Bulk 2.0 job 750J InProgress, 0 records processed",
+                     "Bulk 2.0 job 750J InProgress, 120,000 records processed",
+                     "Bulk 2.0 job 750J JobComplete, 250,000 records processed"]
