@@ -314,19 +314,20 @@ def clv(ctx: MetricContext) -> Value:
 def profit_margin_per_customer(ctx: MetricContext) -> Value:
     orders = ctx.table("orders")
     where = (ctx.in_period(orders.c.ordered_at), orders.c.account_id.isnot(None))
-    amount = ctx.money(orders, func.coalesce(orders.c.amount, 0), orders.c.ordered_at, *where)
-    cost = ctx.money(orders, func.coalesce(orders.c.cost, 0), orders.c.ordered_at, *where)
-    per_customer = (select(func.sum(amount).label("revenue"), func.sum(cost).label("cost"))
+    # Revenue and cost of an order share its rate: one conversion (and one missing-rate check) for both.
+    rate = ctx.money(orders, literal(1.0), orders.c.ordered_at, *where)
+    per_customer = (select(func.sum(func.coalesce(orders.c.amount, 0) * rate).label("revenue"),
+                           func.sum(func.coalesce(orders.c.cost, 0) * rate).label("cost"),
+                           func.sum(case((orders.c.cost.is_(None), 1), else_=0)).label("no_cost"))
                     .where(*ctx.scope(orders), *where)
                     .group_by(orders.c.source, orders.c.account_id).subquery("per_customer"))
     paying = per_customer.c.revenue > 0
-    margins, customers, unpaid = ctx.conn.execute(select(
+    margins, customers, unpaid, no_cost = ctx.conn.execute(select(
         func.sum(case((paying, (per_customer.c.revenue - per_customer.c.cost) / per_customer.c.revenue),
                       else_=0)),
         func.sum(case((paying, 1), else_=0)),
-        func.sum(case((paying, 0), else_=1)))).one()
-    no_cost = ctx.conn.execute(select(func.count()).where(*ctx.scope(orders), *where,
-                                                          orders.c.cost.is_(None))).scalar()
+        func.sum(case((paying, 0), else_=1)),
+        func.sum(per_customer.c.no_cost))).one()
     ctx.record("orders in the period", orders, *where)
     notes = []
     if unpaid:
