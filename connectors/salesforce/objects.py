@@ -48,6 +48,11 @@ class SObject:
     prepare: Callable[[dict[str, Any]], None] | None = None
     values: dict[str, dict[str, Any]] = field(default_factory=dict)  # column -> {field value: stored value}
 
+    def cursor_in(self, describe: dict[str, Any]) -> str | None:
+        """The first of ``cursors`` that the object's describe lists."""
+        names = {f["name"] for f in describe["fields"]}
+        return next((c for c in self.cursors if c in names), None)
+
 
 OBJECTS: dict[str, SObject] = {o.name: o for o in (
     SObject("User", "users", {"name": "Name", "email": "Email", "is_active": "IsActive", "team": "Department",

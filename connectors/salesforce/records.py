@@ -64,7 +64,7 @@ def make_plan(sobject: SObject, options: ObjectOptions | None, describe: Describ
                           encoder=context.encoder)
     except FieldError as exc:
         raise ConfigError(f"connectors.{context.name}.objects.{sobject.name}: {exc}") from None
-    cursor = next((c for c in sobject.cursors if c in by_name), None)
+    cursor = sobject.cursor_in(info)
     return Plan(sobject, fields, cursor, sobject.hard_deletes and bool(info.get("replicateable")),
                 Coercion(kinds, {f["relationshipName"] for f in by_name.values() if f.get("relationshipName")}),
                 rows)

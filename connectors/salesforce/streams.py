@@ -174,8 +174,7 @@ class StageHistoryStream(ObjectStream):
     def read(self, cursor: str | None, state: dict[str, Any] | None) -> Iterator[Item]:
         plan = self._plan()
         start, end = self._window(cursor, state)
-        names = {f["name"] for f in self.client.describe("Opportunity")["fields"]}
-        deal_cursor = next(c for c in OBJECTS["Opportunity"].cursors if c in names)
+        deal_cursor = OBJECTS["Opportunity"].cursor_in(self.client.describe("Opportunity"))
         done = (state or {}).get("after")
         soql = (f"SELECT {', '.join(plan.fields)} FROM OpportunityHistory WHERE OpportunityId IN "
                 f"(SELECT Id FROM Opportunity{_where(deal_cursor, start, end)})"
