@@ -387,7 +387,8 @@ def metrics_show(app: App, metric_id: str) -> None:
     m = registry.metric(metric_id)
     provider = registry.provider_of("metric", m.id)
     click.echo(f"{m.id}: {m.title}\n\n{m.description}\n\nFormula: {m.formula}\nUnit: {m.unit}; "
-               f"{m.direction} is better\nTables: {', '.join(m.tables)}\nPlugin: {provider.describe()}")
+               f"{m.direction} is better\nTables: {', '.join(m.tables)}\n"
+               + (f"Needs the columns: {', '.join(m.needs)}\n" if m.needs else "") + f"Plugin: {provider.describe()}")
     if m.params:
         click.echo("Params:")
         for p in m.params:

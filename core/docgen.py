@@ -52,6 +52,8 @@ def metrics_page(registry: Registry) -> str:
         lines += ["", f"## {m.id}", "", f"**{m.title}.** {m.description}", "",
                   f"- Formula: {m.formula}", f"- Unit: {m.unit}; {m.direction} is better",
                   f"- Tables: {', '.join(f'`{t}`' for t in m.tables)}"]
+        if m.needs:
+            lines += [f"- Needs the columns: {', '.join(f'`{n}`' for n in m.needs)}"]
         if m.params:
             lines += ["", "| param | type | default | choices | meaning |", "|---|---|---|---|---|"]
             lines += [f"| `{p.name}` | {p.type.__name__} | `{p.default}` | "

@@ -189,11 +189,19 @@ class Metric:
     params: tuple[Param, ...] = field(default_factory=tuple)
     #: A period's value is the sum of its parts (counts, revenue): targets are paced over their period.
     additive: bool = False
+    #: The columns (``"table.column"``) its value depends on with default params, besides ids and
+    #: ``is_deleted``. A sync that loads one of these tables without the column names this metric,
+    #: so that a file lacking ``is_won`` never reads silently as "no deal won".
+    needs: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         unknown = set(self.tables) - set(TABLES)
         if unknown:
             raise ValueError(f"metric {self.id}: unknown tables {sorted(unknown)}")
+        for need in self.needs:
+            table, _, column = need.partition(".")
+            if table not in TABLES or column not in TABLES[table].c:
+                raise ValueError(f"metric {self.id}: needs {need!r}, which is not a column of the store")
 
     def resolve_params(self, given: dict[str, Any]) -> dict[str, Any]:
         by_name = {p.name: p for p in self.params}

@@ -399,6 +399,7 @@ METRICS = [
         direction="lower",
         tables=("accounts", "subscriptions"),
         compute=churn_rate,
+        needs=("subscriptions.account_id", "subscriptions.started_at", "subscriptions.ended_at"),
         params=(_NEW_AND_LOST,),
     ),
     Metric(
@@ -416,6 +417,7 @@ METRICS = [
         direction="higher",
         tables=("accounts", "subscriptions"),
         compute=retention_rate,
+        needs=("subscriptions.account_id", "subscriptions.started_at", "subscriptions.ended_at"),
     ),
     Metric(
         id="renewal_rate",
@@ -433,6 +435,7 @@ METRICS = [
         direction="higher",
         tables=("accounts", "subscriptions"),
         compute=renewal_rate,
+        needs=("subscriptions.account_id", "subscriptions.started_at", "subscriptions.term_end"),
         params=(
             Param("grace_days", int, 30, "a successor counts when it starts within this many days before or "
                                          "after the term_end"),
@@ -456,6 +459,10 @@ METRICS = [
         direction="higher",
         tables=("accounts", "subscriptions", "deals"),
         compute=upsell_rate,
+        needs=(
+            "subscriptions.account_id", "subscriptions.started_at", "subscriptions.ended_at", "deals.account_id",
+            "deals.is_won", "deals.closed_at", "deals.deal_type",
+        ),
         params=(
             Param("deal_types", str, "upsell,cross_sell,expansion",
                   "comma-separated deal_type values that count as an upsell (any case)"),
@@ -481,6 +488,7 @@ METRICS = [
         direction="higher",
         tables=("accounts", "orders", "subscriptions"),
         compute=clv,
+        needs=("orders.account_id", "orders.amount", "orders.ordered_at"),
         params=(Param("lifespan_years", float, 0.0,
                       "average customer lifespan in years; 0 derives it as 1 / annual customer churn"),),
     ),
@@ -500,6 +508,7 @@ METRICS = [
         direction="higher",
         tables=("accounts", "subscriptions", "orders"),
         compute=net_new_revenue,
+        needs=("subscriptions.account_id", "subscriptions.started_at", "subscriptions.mrr"),
         params=(Param("new_means", str, "first_subscription",
                       "what makes revenue new: an account's first subscription, or its first order",
                       choices=("first_subscription", "first_order")),),
@@ -519,6 +528,7 @@ METRICS = [
         direction="higher",
         tables=("accounts", "orders"),
         compute=profit_margin_per_customer,
+        needs=("orders.account_id", "orders.amount", "orders.cost", "orders.ordered_at"),
     ),
     Metric(
         id="gross_mrr_retention",
@@ -533,6 +543,7 @@ METRICS = [
         direction="higher",
         tables=("accounts", "subscriptions"),
         compute=gross_mrr_retention,
+        needs=("subscriptions.account_id", "subscriptions.started_at", "subscriptions.ended_at", "subscriptions.mrr"),
     ),
     Metric(
         id="net_mrr_retention",
@@ -546,6 +557,7 @@ METRICS = [
         direction="higher",
         tables=("accounts", "subscriptions"),
         compute=net_mrr_retention,
+        needs=("subscriptions.account_id", "subscriptions.started_at", "subscriptions.ended_at", "subscriptions.mrr"),
     ),
 ]
 

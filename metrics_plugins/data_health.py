@@ -243,6 +243,7 @@ METRICS = [
         direction="lower",
         tables=("contacts",),
         compute=duplicate_contacts_rate,
+        needs=("contacts.email",),
         params=(Param("match", str, "email", "email: same normalized email; email_or_name: same email, or same "
                       "normalized name at the same account", choices=("email", "email_or_name")),),
     ),
@@ -263,6 +264,7 @@ METRICS = [
         direction="lower",
         tables=("accounts",),
         compute=duplicate_accounts_rate,
+        needs=("accounts.name",),
         params=(Param("match", str, "name", "name: normalized, legal-form suffixes stripped; exact_name: "
                       "lower(trim(name))", choices=("name", "exact_name")),),
     ),
@@ -301,6 +303,7 @@ METRICS = [
         direction="lower",
         tables=("deals",),
         compute=stale_open_deals,
+        needs=("deals.created_at", "deals.is_closed", "deals.closed_at"),
         params=(Param("days_past", int, 0, "grace period: stale only when the expected close date is more "
                       "than this many days past"),),
     ),

@@ -255,6 +255,7 @@ METRICS = [
         direction="lower",
         tables=("marketing_spend", "deals", "subscriptions"),
         compute=cac,
+        needs=("marketing_spend.amount", "subscriptions.account_id", "subscriptions.started_at"),
         params=(CHANNELS, NEW_CUSTOMER),
     ),
     Metric(
@@ -274,6 +275,7 @@ METRICS = [
         direction="lower",
         tables=("marketing_spend", "deals", "subscriptions"),
         compute=cac_payback_months,
+        needs=("marketing_spend.amount", "subscriptions.account_id", "subscriptions.started_at", "subscriptions.mrr"),
         params=(CHANNELS, NEW_CUSTOMER, GROSS_MARGIN),
     ),
     Metric(
@@ -288,6 +290,7 @@ METRICS = [
         direction="lower",
         tables=("marketing_spend", "leads"),
         compute=cost_per_lead,
+        needs=("marketing_spend.amount", "leads.created_at"),
         params=(CHANNELS, _attribution("all", "lead created in the period")),
     ),
     Metric(
@@ -301,6 +304,7 @@ METRICS = [
         direction="lower",
         tables=("marketing_spend", "deals"),
         compute=cost_per_sale,
+        needs=("marketing_spend.amount", "deals.is_won", "deals.closed_at"),
         params=(CHANNELS, _attribution("all", "deal won in the period")),
     ),
     Metric(
@@ -317,6 +321,7 @@ METRICS = [
         direction="higher",
         tables=("marketing_spend", "deals"),
         compute=marketing_roi,
+        needs=("marketing_spend.amount", "deals.is_won", "deals.closed_at", "deals.amount"),
         params=(CHANNELS, _attribution("channel", "deal won in the period"), GROSS_MARGIN),
     ),
 ]

@@ -326,6 +326,7 @@ METRICS = [
         direction="higher",
         tables=("leads", "deals"),
         compute=lead_conversion_rate,
+        needs=("leads.created_at", "leads.converted_at", "deals.is_won"),
         params=(Param("into", str, "customer", "what counts as converted: a paying customer (a won deal "
                       "through the conversion) or any conversion", choices=("customer", "any")),),
     ),
@@ -351,6 +352,10 @@ METRICS = [
         direction="lower",
         tables=("deal_stage_changes", "deals", "pipeline_stages"),
         compute=stage_length,
+        needs=(
+            "deal_stage_changes.deal_id", "deal_stage_changes.stage", "deal_stage_changes.entered_at",
+            "deals.is_closed",
+        ),
         params=(
             Param("stage", str, "", "the stage to measure (stage id as in deal_stage_changes.stage); "
                   "empty: all stages pooled"),
@@ -374,6 +379,7 @@ METRICS = [
         direction="lower",
         tables=("deals",),
         compute=sales_cycle_length,
+        needs=("deals.created_at", "deals.closed_at", "deals.is_closed", "deals.is_won"),
         params=(Param("deals", str, "won", "measure won deals, or every closed deal (won and lost)",
                       choices=("won", "closed")),),
     ),
@@ -398,6 +404,10 @@ METRICS = [
         direction="higher",
         tables=("quotas", "deals"),
         compute=quota_attainment,
+        needs=(
+            "quotas.period_start", "quotas.period_end", "quotas.amount", "deals.is_won", "deals.closed_at",
+            "deals.amount",
+        ),
         params=(Param("level", str, "rep", "which quotas to add up: rep quotas (owner_id set) or team quotas "
                       "(owner_id empty, team set)", choices=("rep", "team")),),
     ),
@@ -414,6 +424,7 @@ METRICS = [
         direction="higher",
         tables=("deals",),
         compute=sales_volume,
+        needs=("deals.is_won", "deals.closed_at", "deals.amount"),
         additive=True,
     ),
     Metric(
@@ -428,6 +439,7 @@ METRICS = [
         direction="higher",
         tables=("deals",),
         compute=avg_deal_size,
+        needs=("deals.is_won", "deals.closed_at", "deals.amount"),
     ),
     Metric(
         id="sales_velocity",
@@ -446,6 +458,7 @@ METRICS = [
         direction="higher",
         tables=("deals",),
         compute=sales_velocity,
+        needs=("deals.created_at", "deals.closed_at", "deals.is_closed", "deals.is_won", "deals.amount"),
         params=(Param("opportunities", str, "created", "which deals are the opportunities: created in the "
                       "period, or open at its end", choices=("created", "open")),),
     ),
@@ -466,6 +479,7 @@ METRICS = [
         direction="higher",
         tables=("deals", "deal_stage_changes", "pipeline_stages"),
         compute=pipeline_value,
+        needs=("deals.created_at", "deals.closed_at", "deals.is_closed", "deals.amount"),
         params=(Param("weighted", bool, False, "weigh each open deal by its stage's win probability"),),
     ),
 ]

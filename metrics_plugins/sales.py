@@ -48,6 +48,7 @@ METRICS = [
         direction="higher",
         tables=("deals",),
         compute=close_rate,
+        needs=("deals.created_at", "deals.is_won"),
     ),
     Metric(
         id="win_rate",
@@ -60,6 +61,7 @@ METRICS = [
         direction="higher",
         tables=("deals",),
         compute=win_rate,
+        needs=("deals.closed_at", "deals.is_closed", "deals.is_won"),
         params=(
             Param("by", str, "count", "weigh deals by count or by amount", choices=("count", "amount")),
             COHORT,

@@ -186,6 +186,7 @@ METRICS = [
         direction="lower",
         tables=("tickets",),
         compute=avg_resolution_time,
+        needs=("tickets.created_at", "tickets.resolved_at"),
         params=(Param("include_open", bool, False,
                       "also count tickets open at the period's end (or now), aged up to that moment"),),
     ),
@@ -200,6 +201,7 @@ METRICS = [
         direction="lower",
         tables=("tickets",),
         compute=first_response_time,
+        needs=("tickets.created_at", "tickets.first_response_at"),
     ),
     Metric(
         id="ticket_volume",
@@ -212,6 +214,7 @@ METRICS = [
         direction="lower",
         tables=("tickets",),
         compute=ticket_volume,
+        needs=("tickets.created_at",),
         additive=True,
     ),
     Metric(
@@ -224,6 +227,7 @@ METRICS = [
         direction="higher",
         tables=("tickets",),
         compute=resolution_rate,
+        needs=("tickets.created_at", "tickets.resolved_at"),
     ),
     Metric(
         id="nps",
@@ -239,6 +243,7 @@ METRICS = [
         direction="higher",
         tables=("survey_responses",),
         compute=nps,
+        needs=("survey_responses.survey", "survey_responses.score", "survey_responses.responded_at"),
         params=(
             Param("survey", str, "nps", "the survey_responses.survey value of NPS answers"),
             Param("default_scale", int, 10, "scale_max for responses without one", choices=(10, 5)),
@@ -257,6 +262,7 @@ METRICS = [
         direction="higher",
         tables=("survey_responses",),
         compute=csat,
+        needs=("survey_responses.survey", "survey_responses.score", "survey_responses.responded_at"),
         params=(
             Param("method", str, "share_satisfied", "share of satisfied (top-two) answers, or the mean score",
                   choices=("share_satisfied", "mean_score")),

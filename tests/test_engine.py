@@ -363,3 +363,14 @@ def test_progress_is_reported_as_each_metric_starts(project):
     finally:
         store.engine.dispose()
     assert seen == [("close_rate", 0), ("win_rate", 1)]
+
+
+def test_a_metric_declares_only_columns_the_store_has():
+    def compute(ctx):
+        return Value(1.0)
+
+    Metric("ok", "OK", "", "", "count", "higher", ("deals",), compute, needs=("deals.is_won",))
+    with pytest.raises(ValueError, match="needs 'deals.won', which is not a column of the store"):
+        Metric("bad", "Bad", "", "", "count", "higher", ("deals",), compute, needs=("deals.won",))
+    with pytest.raises(ValueError, match="needs 'opportunities.amount'"):
+        Metric("bad", "Bad", "", "", "count", "higher", ("deals",), compute, needs=("opportunities.amount",))
