@@ -2,8 +2,10 @@
 
 Each sync reads the window ``[stored cursor - lookback, sync start)`` (from ``start_date``
 on the first sync), ordered by cursor then Id, and checkpoints after every page, so an
-interrupted sync resumes where its last committed page ended. The window's end is the
-sync's start time floored to the second: records changed later are the next sync's.
+interrupted sync resumes where its last committed page ended. SOQL datetimes are whole
+seconds: the start is floored and the end rounded up, so the window holds every change
+made before the sync started; the cursor saved at its end is the exact start, so the
+next window (floored again) re-reads that last second.
 """
 
 from __future__ import annotations
@@ -55,14 +57,14 @@ class ObjectStream:
         return plan
 
     def _window(self, cursor: str | None, state: dict | None) -> tuple[datetime | None, datetime]:
-        """[start, end) of this read: a resumed job keeps the end it was started with."""
+        """[start, end) of this read; end is the sync's exact start, or a resumed job's."""
         if cursor:
             start = datetime.fromisoformat(cursor) - timedelta(seconds=self.settings.lookback_seconds)
         else:
             start = None if self.settings.start_date == "all" else self.settings.start_date
         if state and state.get("window_end"):
             return start, datetime.fromisoformat(state["window_end"])
-        return start, self.context.synced_at.astimezone(UTC).replace(microsecond=0)
+        return start, self.context.synced_at.astimezone(UTC)
 
     def read(self, cursor: str | None, state: dict[str, Any] | None) -> Iterator[Item]:
         plan = self._plan()
@@ -196,15 +198,23 @@ class StageHistoryStream(ObjectStream):
 
 
 def _where(cursor_field: str | None, start: datetime | None, end: datetime) -> str:
+    """The window in whole seconds, widened to them: the start floored, the end rounded up."""
     if cursor_field is None:
         return ""
-    bounds = ([f"{cursor_field} >= {_literal(start)}"] if start else []) + [f"{cursor_field} < {_literal(end)}"]
+    bounds = [f"{cursor_field} >= {_literal(start)}"] if start else []
+    bounds.append(f"{cursor_field} < {_literal(_round_up(end))}")
     return " WHERE " + " AND ".join(bounds)
 
 
 def _literal(moment: datetime) -> str:
-    """A SOQL datetime literal (whole seconds: flooring a lower bound only widens it)."""
+    """A SOQL datetime literal, floored to the second."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _round_up(moment: datetime) -> datetime:
+    """The next whole second, unless ``moment`` is one."""
+    whole = moment.replace(microsecond=0)
+    return whole if whole == moment else whole + timedelta(seconds=1)
 
 
 def _quote(text: str) -> str:

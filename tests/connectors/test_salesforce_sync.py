@@ -125,6 +125,13 @@ def live(org: Org, sobject: str) -> list[dict[str, Any]]:
     return list(org.records[sobject].values())
 
 
+def window_end(started_at: datetime) -> str:
+    """The SOQL literal a sync started at ``started_at`` ends its windows with: rounded up to the second."""
+    moment = started_at.replace(tzinfo=UTC)
+    whole = moment.replace(microsecond=0)
+    return (whole if whole == moment else whole + timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def expected_stage_changes(org: Org) -> dict[str, tuple]:
     """Independently: the first history row of each run of equal stages, per opportunity."""
     rows = sorted(live(org, "OpportunityHistory"),
@@ -280,9 +287,8 @@ def test_second_sync_reads_only_the_changes_and_the_lookback(project_any_store: 
     p.sync()
 
     literal = window_start.strftime("%Y-%m-%dT%H:%M:%SZ")
-    second = p.runs()[-1]["started_at"].replace(tzinfo=UTC, microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
     queries = [q for q in org.soql[before_queries:] if not q.startswith("SELECT COUNT()")]
-    where = f"WHERE SystemModstamp >= {literal} AND SystemModstamp < {second}"
+    where = f"WHERE SystemModstamp >= {literal} AND SystemModstamp < {window_end(p.runs()[-1]['started_at'])}"
     assert all(where in q for q in queries), queries
     assert len(queries) == 8
     returned = dict(zip([q.split(" FROM ")[1].split()[0] for q in queries], org.returned[before_pages:]))
@@ -663,7 +669,7 @@ def _states(project: Project) -> dict[str, tuple]:
 
 def test_cursors_end_at_the_sync_start(project: Project):
     project.sync()
-    start = project.runs()[-1]["started_at"].replace(tzinfo=UTC, microsecond=0)
+    start = project.runs()[-1]["started_at"].replace(tzinfo=UTC)  # exact: the window's end was rounded up
     assert _states(project) == {name: (start.isoformat(), None) for name in (
         "User", "Account", "Contact", "Lead", "Opportunity", "OpportunityHistory", "OpportunityStage", "Case")}
 
@@ -720,3 +726,33 @@ def test_a_sync_more_than_30_days_later_says_which_deletes_it_cannot_see(project
     assert project.rows("contacts")[gone]["is_deleted"] is True  # within the 30 days: still found
     details = project.runs()[-1]["details"]["Contact"]
     assert details["errors"] == [] and details["notes"][0].startswith("getDeleted reaches back 30 days only")
+
+
+# -- the window's end ------------------------------------------------------------------------------
+
+
+def fix_clock(monkeypatch, moment: datetime) -> None:
+    """``crmkpi sync`` starts at ``moment``: its windows end there."""
+    class Clock(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return moment.astimezone(tz)
+    monkeypatch.setattr("crmkpi.sync.datetime", Clock)
+
+
+def test_a_change_in_the_second_the_sync_starts_is_read_by_that_sync(project: Project, org: Org, monkeypatch):
+    project.write(lookback_seconds=0)  # nothing re-read: the window's bounds alone must lose nothing
+    started = (datetime.now(UTC) - timedelta(seconds=5)).replace(microsecond=600_000)
+    case_id, account_id = live(org, "Case")[0]["Id"], live(org, "Account")[0]["Id"]
+    org.touch("Case", case_id, started - timedelta(milliseconds=100), Priority="Urgent")  # that second, before it
+    fix_clock(monkeypatch, started)
+    project.sync()
+    assert project.rows("tickets")[case_id]["priority"] == "Urgent"
+    assert f"SystemModstamp < {window_end(started)}" in org.soql[-1]
+    assert _states(project)["Case"] == (started.isoformat(), None)  # the exact start, not the rounded-up end
+
+    # a change in that second after the sync read the object: the next window, floored, starts before it
+    org.touch("Account", account_id, started + timedelta(milliseconds=200), Name="Late Ltd")
+    fix_clock(monkeypatch, started + timedelta(seconds=3))
+    project.sync()
+    assert project.rows("accounts")[account_id]["name"] == "Late Ltd"
