@@ -6,6 +6,8 @@ interrupted sync resumes where its last committed page ended. SOQL datetimes are
 seconds: the start is floored and the end rounded up, so the window holds every change
 made before the sync started; the cursor saved at its end is the exact start, so the
 next window (floored again) re-reads that last second.
+
+An object this login cannot see is skipped with a note, unless the config names it.
 """
 
 from __future__ import annotations
@@ -15,11 +17,11 @@ from typing import Any, Iterable, Iterator
 from urllib.parse import urlencode
 
 from crmkpi.connector import Checkpoint, StreamStats, SyncContext
-from crmkpi.errors import SourceDataError
+from crmkpi.errors import ConfigError, SourceDataError
 from crmkpi.normalize import FieldError
 
 from . import bulk
-from .client import SalesforceClient
+from .client import ObjectNotVisible, SalesforceClient
 from .objects import OBJECTS, SObject
 from .records import Plan, StageRuns, make_plan
 from .settings import ObjectOptions, SalesforceSettings
@@ -56,6 +58,10 @@ class ObjectStream:
         self.columns = plan.rows.columns
         return plan
 
+    def _needs(self) -> tuple[str, ...]:
+        """The sObjects this stream must see to read anything."""
+        return (self.name,)
+
     def _window(self, cursor: str | None, state: dict | None) -> tuple[datetime | None, datetime]:
         """[start, end) of this read; end is the sync's exact start, or a resumed job's."""
         if cursor:
@@ -67,6 +73,28 @@ class ObjectStream:
         return start, self.context.synced_at.astimezone(UTC)
 
     def read(self, cursor: str | None, state: dict[str, Any] | None) -> Iterator[Item]:
+        """The stream's rows and checkpoints, if this login can see what it needs."""
+        try:
+            for name in self._needs():
+                self.client.describe(name)
+        except ObjectNotVisible as exc:
+            self._not_visible(exc, cursor)
+            return
+        yield from self._read(cursor, state)
+
+    def _not_visible(self, exc: ObjectNotVisible, cursor: str | None) -> None:
+        """Skip an object the login cannot see, with a note; one the config names is an error."""
+        if self.options is not None:
+            raise ConfigError(f"connectors.{self.context.name}.objects.{self.name}: {exc}; check the API name "
+                              "and the login's object permissions") from None
+        if cursor:
+            kept = f"{self.table} keep what earlier syncs stored and miss every change since"
+        else:
+            kept = f"{self.table} get no rows from it, so KPIs on {self.table} count none from {self.context.name}"
+        self.stats.note(f"{exc}: {self.name} not synced; {kept}; grant the login read access, or set "
+                        f"objects.{self.name}.enabled: false")
+
+    def _read(self, cursor: str | None, state: dict[str, Any] | None) -> Iterator[Item]:
         plan = self._plan()
         start, end = self._window(cursor, state)
         where = _where(plan.cursor, start, end)
@@ -173,7 +201,10 @@ class StageHistoryStream(ObjectStream):
     read in full, so a resumed sync continues after it.
     """
 
-    def read(self, cursor: str | None, state: dict[str, Any] | None) -> Iterator[Item]:
+    def _needs(self) -> tuple[str, ...]:
+        return (self.name, "Opportunity")
+
+    def _read(self, cursor: str | None, state: dict[str, Any] | None) -> Iterator[Item]:
         plan = self._plan()
         start, end = self._window(cursor, state)
         deal_cursor = OBJECTS["Opportunity"].cursor_in(self.client.describe("Opportunity"))

@@ -107,6 +107,13 @@ class Org:
         del self.records[sobject][record_id]
         self.deleted_log[sobject].append((record_id, at))
 
+    def hide(self, sobject: str) -> None:
+        """Answer as an org without the object, or a login that may not read it, does.
+
+        describe answers 404 NOT_FOUND, and SOQL on it INVALID_TYPE.
+        """
+        del self.schema[sobject]
+
     def expire_sessions(self) -> None:
         self.tokens.clear()
 

@@ -557,8 +557,9 @@ def test_object_tables_are_checked(project: Project):
 
 def test_unknown_object_is_one_line(project: Project):
     project.write(objects={"Renewal__c": {"table": "subscriptions"}})
-    message = project.fails()
-    assert message.startswith("Salesforce error 404 during describe Renewal__c: NOT_FOUND")
+    assert project.fails() == ("connectors.sf.objects.Renewal__c: Renewal__c is not visible to this login (NOT_FOUND: "
+                               "The requested resource does not exist); check the API name and the login's object "
+                               "permissions")
 
 
 def test_untrusted_certificate_is_one_line(project: Project):
@@ -756,3 +757,61 @@ def test_a_change_in_the_second_the_sync_starts_is_read_by_that_sync(project: Pr
     fix_clock(monkeypatch, started + timedelta(seconds=3))
     project.sync()
     assert project.rows("accounts")[account_id]["name"] == "Late Ltd"
+
+
+# -- objects the login cannot see ------------------------------------------------------------------
+
+
+def invisible(sobject: str, answer: str, table: str, kept: bool = False, because: str | None = None) -> str:
+    """The note of an object skipped because ``because`` (itself by default) is not visible."""
+    stored = (f"{table} keep what earlier syncs stored and miss every change since" if kept else
+              f"{table} get no rows from it, so KPIs on {table} count none from sf")
+    return (f"{because or sobject} is not visible to this login ({answer}): {sobject} not synced; {stored}; grant the "
+            f"login read access, or set objects.{sobject}.enabled: false")
+
+
+NOT_FOUND = "NOT_FOUND: The requested resource does not exist"
+
+
+def test_an_object_the_org_lacks_is_skipped_with_a_note(project_any_store: Project, org: Org, clean: dict):
+    org.hide("Case")  # an org without Service Cloud
+    err = project_any_store.sync()
+    note = invisible("Case", NOT_FOUND, "tickets")
+    assert f"sf/Case: 0 read, 0 written\n  note: {note}\n" in err
+    run = project_any_store.runs()[-1]
+    assert run["status"] == "success" and run["details"]["Case"]["notes"] == [note]
+    assert project_any_store.snapshot() == {**clean, "tickets": []}  # everything else as usual
+
+
+def test_an_object_the_login_may_no_longer_read_keeps_its_rows_and_says_so(project: Project, api: Emulator,
+                                                                          clean: dict):
+    project.sync()
+    refusal = [{"message": "insufficient access rights on cross-reference id", "errorCode": "INSUFFICIENT_ACCESS"}]
+    api.fail(403, refusal, match=lambda r: r.path.endswith("/sobjects/Case/describe"))
+    err = project.sync()
+    note = invisible("Case", "INSUFFICIENT_ACCESS: insufficient access rights on cross-reference id", "tickets",
+                     kept=True)
+    assert f"sf/Case: 0 read, 0 written\n  note: {note}\n" in err
+    assert project.runs()[-1]["status"] == "success" and project.snapshot() == clean
+
+
+def test_without_opportunities_their_stage_history_is_skipped_with_a_note_too(project: Project, org: Org,
+                                                                            clean: dict):
+    org.hide("Opportunity")
+    err = project.sync()
+    assert f"sf/Opportunity: 0 read, 0 written\n  note: {invisible('Opportunity', NOT_FOUND, 'deals')}\n" in err
+    history = invisible("OpportunityHistory", NOT_FOUND, "deal_stage_changes", because="Opportunity")
+    assert f"sf/OpportunityHistory: 0 read, 0 written\n  note: {history}\n" in err
+    assert project.runs()[-1]["status"] == "success"
+    assert project.snapshot() == {**clean, "deals": [], "deal_stage_changes": []}
+
+
+@pytest.mark.parametrize("named, hidden", [("Case", "Case"), ("OpportunityHistory", "Opportunity")])
+def test_an_object_the_config_names_that_the_login_cannot_see_is_an_error(project: Project, org: Org, named: str,
+                                                                          hidden: str):
+    org.hide(hidden)
+    project.write(objects={named: {"enabled": True}})
+    message = project.fails()
+    assert message == (f"connectors.sf.objects.{named}: {hidden} is not visible to this login ({NOT_FOUND}); "
+                       "check the API name and the login's object permissions")
+    assert project.runs()[-1]["status"] == "failed" and project.runs()[-1]["error"] == message
