@@ -17,7 +17,7 @@ from crmkpi.connectors.salesforce import bulk
 from crmkpi.connectors.salesforce.client import SalesforceClient, SalesforceLimitError
 from crmkpi.connectors.salesforce.objects import OBJECTS
 from crmkpi.connectors.salesforce.settings import SalesforceSettings
-from crmkpi.connectors.salesforce.streams import ObjectStream
+from crmkpi.connectors.salesforce.streams import ObjectStream, References
 
 INSTANCE = "https://acme.my.salesforce.com"
 DATA = f"{INSTANCE}/services/data/v59.0"
@@ -63,7 +63,8 @@ def context(**changes) -> SyncContext:
 
 def stream(**changes) -> ObjectStream:
     ctx = context(**changes)
-    return ObjectStream(SalesforceClient(ctx.settings, Path("."), "sf"), OBJECTS["Contact"], None, ctx.settings, ctx)
+    return ObjectStream(SalesforceClient(ctx.settings, Path("."), "sf"), OBJECTS["Contact"], None, ctx.settings, ctx,
+                        References())
 
 
 @responses.activate
