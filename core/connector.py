@@ -83,6 +83,10 @@ class SyncContext:
     #: ``status(stream, message)``: what a stream is waiting for (a Bulk job, a rate limit), shown
     #: beside its progress on a terminal, so a long wait does not look like a hang.
     status: Callable[[str, str], None] = lambda stream, message: None
+    #: ``dangling(table, column, target)``: the distinct ``column`` values of this connector's live
+    #: rows in ``table`` that no row of its ``target`` table has as ``id`` (committed rows only):
+    #: references to records the store lacks, for a connector to fetch.
+    dangling: Callable[[str, str, str], list[str]] = lambda table, column, target: []
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from sqlalchemy import (JSON, Boolean, Date, DateTime, Float, Integer, TypeDecorator, create_engine, event, inspect,
-                        select, text, update)
+from sqlalchemy import (JSON, Boolean, Date, DateTime, Float, Integer, TypeDecorator, create_engine, event, exists,
+                        inspect, select, text, update)
 from sqlalchemy.engine import Connection, Engine, make_url
 from pydantic_core import PydanticUndefined
 from sqlalchemy.exc import SQLAlchemyError
@@ -227,6 +227,17 @@ class Store:
                 .values(is_deleted=True, synced_at=synced_at)
             ).rowcount
         return changed
+
+    def dangling_references(self, source: str, table: str, column: str, target: str) -> list[str]:
+        """Distinct ``table.column`` values of ``source``'s live rows that are no ``id`` of its ``target`` rows."""
+        rows, targets = ENTITIES[table].__table__, ENTITIES[target].__table__
+        value = rows.c[column]
+        query = (select(value).distinct()
+                 .where(rows.c.source == source, rows.c.is_deleted.is_(False), value.is_not(None),
+                        ~exists().where(targets.c.source == source, targets.c.id == value))
+                 .order_by(value))
+        with self.engine.connect() as conn:
+            return list(conn.execute(query).scalars())
 
     # -- sync state ------------------------------------------------------------------
 

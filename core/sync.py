@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -59,7 +60,8 @@ def sync_connector(store: Store, registry: Registry, name: str, cfg: ConnectorCo
     ctype = registry.connector_type(cfg.type)
     started = datetime.now(UTC)
     context = SyncContext(name=name, settings=cfg.settings, base_dir=base_dir, synced_at=started,
-                          encoder=store.encoder, full_refresh=full_refresh)
+                          encoder=store.encoder, full_refresh=full_refresh,
+                          dangling=functools.partial(store.dangling_references, name))
     if status is not None:
         context.status = status
     run_id = _start_run(store, name, started)

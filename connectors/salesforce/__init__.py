@@ -13,7 +13,7 @@ from .settings import SalesforceSettings
 def _streams(context: SyncContext) -> list[Stream]:
     # Imported here, not at load: simple-salesforce and requests would slow every crmkpi command.
     from .client import SalesforceClient
-    from .streams import ObjectStream, StageHistoryStream
+    from .streams import ObjectStream, References, StageHistoryStream
 
     settings: SalesforceSettings = context.settings
     objects = dict(OBJECTS)
@@ -26,10 +26,13 @@ def _streams(context: SyncContext) -> list[Stream]:
             raise ConfigError(f"{where}: needed for {name} (which table it maps onto)")
         else:
             objects[name] = SObject(name, options.table)
-    chosen = [o for o in objects.values() if _enabled(settings, o.name)]
+    # Custom objects too are read before the objects read by Id when rows point at them (see OBJECTS).
+    chosen = sorted((o for o in objects.values() if _enabled(settings, o.name)),
+                    key=lambda o: o.before_start_date == "referenced")
     client = SalesforceClient(settings, context.base_dir, context.name)
+    references = References()
     return [(StageHistoryStream if o.kind == "stage_history" else ObjectStream)(
-        client, o, settings.objects.get(o.name), settings, context) for o in chosen]
+        client, o, settings.objects.get(o.name), settings, context, references) for o in chosen]
 
 
 def _enabled(settings: SalesforceSettings, name: str) -> bool:

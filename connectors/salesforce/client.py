@@ -22,7 +22,7 @@ from requests.adapters import HTTPAdapter
 from simple_salesforce import Salesforce
 from simple_salesforce.exceptions import (
     SalesforceAuthenticationFailed, SalesforceError, SalesforceExpiredSession, SalesforceMalformedRequest,
-    SalesforceRefusedRequest,
+    SalesforceRefusedRequest, SalesforceResourceNotFound,
 )
 from simple_salesforce.login import SalesforceLogin, token_login
 from simple_salesforce.util import exception_handler
@@ -33,9 +33,21 @@ from .settings import SalesforceSettings
 
 T = TypeVar("T")
 
+#: Error codes describe answers for an sObject the org does not have (e.g. Case without Service Cloud) or
+#: this login may not read: 404 NOT_FOUND as a rule, INVALID_TYPE and INSUFFICIENT_ACCESS from some orgs.
+NOT_VISIBLE = ("NOT_FOUND", "INVALID_TYPE", "INSUFFICIENT_ACCESS")
+
 
 class SalesforceLimitError(ConnectorError):
     """The org's API limit or this run's budget is used up; committed data stays committed."""
+
+
+class ObjectNotVisible(ConnectorError):
+    """describe found no such sObject for this login: the org lacks it, or the login may not read it."""
+
+    def __init__(self, sobject: str, code: str, message: str) -> None:
+        super().__init__(f"{sobject} is not visible to this login ({code}: {message})")
+        self.sobject = sobject
 
 
 class SalesforceSession(requests.Session):
@@ -168,11 +180,19 @@ class SalesforceClient:
             raise _one_line(exc, what) from None
 
     def describe(self, sobject: str) -> dict[str, Any]:
-        """The object's describe, asked once per sync."""
+        """The object's describe, asked once per sync; ObjectNotVisible when the login cannot see it."""
         if sobject not in self._describes:
-            describe = lambda: getattr(self.sf, sobject).describe()  # noqa: E731 - self.sf changes on re-login
-            self._describes[sobject] = self._call(describe, f"describe {sobject}")
+            self._describes[sobject] = self._call(lambda: self._describe(sobject), f"describe {sobject}")
         return self._describes[sobject]
+
+    def _describe(self, sobject: str) -> dict[str, Any]:
+        try:
+            return getattr(self.sf, sobject).describe()  # self.sf, not a bound method: it changes on re-login
+        except (SalesforceResourceNotFound, SalesforceMalformedRequest, SalesforceRefusedRequest) as exc:
+            code, message = _first_error(exc.content)
+            if code in NOT_VISIBLE:
+                raise ObjectNotVisible(sobject, code, message) from None
+            raise
 
     def count(self, soql: str) -> int | None:
         """totalSize of a ``SELECT COUNT()`` query (deleted records included).

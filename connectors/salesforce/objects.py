@@ -3,6 +3,8 @@
 Every object is read incrementally through /queryAll (so soft deletes arrive with
 ``IsDeleted``) on the first of its ``cursors`` that its describe lists; objects with
 ``hard_deletes`` that describe marks ``replicateable`` are also swept with getDeleted.
+Records last changed before ``start_date`` arrive only as ``before_start_date`` says:
+reference data other records point at must be there whatever the window.
 A user's ``objects:`` block is merged over these defaults; objects it adds (custom
 objects) get the defaults of :class:`SObject`.
 """
@@ -37,6 +39,12 @@ class SObject:
     OpportunityHistory per opportunity and keeps only the rows that enter a new stage (see
     ``streams.StageHistoryStream``). ``prepare`` adjusts a record in place before it is
     mapped (units the store defines differently).
+
+    ``before_start_date``: which records last changed before ``start_date`` arrive anyway.
+    "none": none. "all": the first sync reads the whole object (users, stages: few, and
+    every owner or stage must resolve). "referenced": after its window each sync reads by
+    Id the records that synced rows point at but the store lacks (accounts, contacts: many,
+    most never referenced by anything in the window).
     """
 
     name: str
@@ -47,6 +55,7 @@ class SObject:
     kind: Literal["records", "stage_history"] = "records"
     prepare: Callable[[dict[str, Any]], None] | None = None
     values: dict[str, dict[str, Any]] = field(default_factory=dict)  # column -> {field value: stored value}
+    before_start_date: Literal["none", "all", "referenced"] = "none"
 
     def cursor_in(self, describe: dict[str, Any]) -> str | None:
         """The first of ``cursors`` that the object's describe lists."""
@@ -54,13 +63,11 @@ class SObject:
         return next((c for c in self.cursors if c in names), None)
 
 
+#: In the order a sync reads them. The objects read by Id when referenced come last, so that the
+#: rows pointing at them are stored first: Contact, then Account (contacts point at accounts).
 OBJECTS: dict[str, SObject] = {o.name: o for o in (
     SObject("User", "users", {"name": "Name", "email": "Email", "is_active": "IsActive", "team": "Department",
-                              "role": "UserRole.Name"}),
-    SObject("Account", "accounts", {"name": "Name", "industry": "Industry", "region": "BillingCountry",
-                                    "owner_id": "OwnerId"}),
-    SObject("Contact", "contacts", {"account_id": "AccountId", "email": "Email", "name": "Name",
-                                    "owner_id": "OwnerId"}),
+                              "role": "UserRole.Name"}, before_start_date="all"),
     SObject("Lead", "leads", {"email": "Email", "name": "Name", "company": "Company", "lead_source": "LeadSource",
                               "status": "Status", "owner_id": "OwnerId", "converted_at": "ConvertedDate",
                               "converted_account_id": "ConvertedAccountId",
@@ -83,10 +90,14 @@ OBJECTS: dict[str, SObject] = {o.name: o for o in (
                                                     "display_order": "SortOrder",
                                                     "probability": "DefaultProbability", "is_closed": "IsClosed",
                                                     "is_won": "IsWon"},
-            hard_deletes=False, prepare=_percent_to_fraction),  # a setup object: no getDeleted
+            hard_deletes=False, prepare=_percent_to_fraction, before_start_date="all"),  # setup: no getDeleted
     SObject("Case", "tickets", {"account_id": "AccountId", "contact_id": "ContactId", "owner_id": "OwnerId",
                                 "status": "Status", "priority": "Priority", "channel": "Origin",
                                 "resolved_at": "ClosedDate"}),
+    SObject("Contact", "contacts", {"account_id": "AccountId", "email": "Email", "name": "Name",
+                                    "owner_id": "OwnerId"}, before_start_date="referenced"),
+    SObject("Account", "accounts", {"name": "Name", "industry": "Industry", "region": "BillingCountry",
+                                    "owner_id": "OwnerId"}, before_start_date="referenced"),
 )}
 
 #: Field types SOQL cannot select alongside others in Bulk, or that are too big to sync.

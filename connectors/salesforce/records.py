@@ -38,6 +38,7 @@ class Plan:
     hard_deletes: bool  # getDeleted is allowed (describe: replicateable)
     coerce: Coercion
     rows: RecordRows
+    references: dict[str, str]  # column -> the sObject its reference field points at (one target only)
 
 
 def make_plan(sobject: SObject, options: ObjectOptions | None, describe: Describe, context: SyncContext) -> Plan:
@@ -65,9 +66,12 @@ def make_plan(sobject: SObject, options: ObjectOptions | None, describe: Describ
     except FieldError as exc:
         raise ConfigError(f"connectors.{context.name}.objects.{sobject.name}: {exc}") from None
     cursor = sobject.cursor_in(info)
+    # A polymorphic field (a case's OwnerId: a user or a queue) names no one object to look its ids up in.
+    references = {column: by_name[name]["referenceTo"][0] for column, name in mapping.items()
+                  if len(by_name.get(name, {}).get("referenceTo") or ()) == 1}
     return Plan(sobject, fields, cursor, sobject.hard_deletes and bool(info.get("replicateable")),
                 Coercion(kinds, {f["relationshipName"] for f in by_name.values() if f.get("relationshipName")}),
-                rows)
+                rows, references)
 
 
 def _resolve(name: str, by_name: dict[str, dict], describe: Describe) -> bool:

@@ -69,7 +69,8 @@ class SalesforceSettings(HttpSettings):
     api_version: str = Field("59.0", pattern=r"^\d+\.\d$", description="REST API version, e.g. 59.0")
     start_date: StartDate = Field(
         description="first sync reads records changed since this date (ISO 8601, UTC if no offset), "
-                    "or 'all' for everything; required so that nothing is silently left out")
+                    "or 'all' for everything; required so that nothing is silently left out. Users, "
+                    "stages, and the accounts and contacts synced records point at arrive from before it too")
     lookback_seconds: int = Field(600, ge=0, description="re-read this much before the stored cursor, for "
                                                          "records whose timestamp lags their commit")
     bulk_threshold: int = Field(10000, ge=1, description="use Bulk API 2.0 when a delta has this many records")

@@ -5,7 +5,9 @@ answers the calls the connector makes, in Salesforce's shapes: error bodies
 ``[{"message", "errorCode"}]``, ``nextRecordsUrl`` paging, ``Sforce-Limit-Info``,
 Bulk 2.0 CSV pages with ``Sforce-Locator``. The SOQL it understands is the subset the
 connector sends: ``SELECT fields|COUNT() FROM Obj [WHERE a AND b ...] [ORDER BY f, ...]``
-with comparisons and ``Field IN (SELECT ...)``. ``build_org`` makes a deterministic org.
+with comparisons, ``Field IN (SELECT ...)`` and ``Field IN ('a', 'b')``; like Salesforce it
+refuses a REST query whose URL is longer than 16,384 characters. ``build_org`` makes a
+deterministic org.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
 import jwt
 
@@ -27,6 +29,8 @@ from emulator import Request, Response
 
 VERSION = "59.0"
 PREFIX = f"/services/data/v{VERSION}/"
+#: Salesforce refuses longer request URLs.
+MAX_URL = 16_384
 
 
 def sf_datetime(moment: datetime) -> str:
@@ -107,6 +111,13 @@ class Org:
         del self.records[sobject][record_id]
         self.deleted_log[sobject].append((record_id, at))
 
+    def hide(self, sobject: str) -> None:
+        """Answer as an org without the object, or a login that may not read it, does.
+
+        describe answers 404 NOT_FOUND, and SOQL on it INVALID_TYPE.
+        """
+        del self.schema[sobject]
+
     def expire_sessions(self) -> None:
         self.tokens.clear()
 
@@ -134,7 +145,10 @@ class Org:
     def _data(self, request: Request, path: str) -> Response:
         parts = path.strip("/").split("/")
         if parts[0] in ("query", "queryAll") and len(parts) == 1:
-            return self._query(request.arg("q") or "", include_deleted=parts[0] == "queryAll")
+            soql = request.arg("q") or ""
+            if len(f"{request.path}?{urlencode({'q': soql})}") > MAX_URL:
+                return Response(414, "URI Too Long")
+            return self._query(soql, include_deleted=parts[0] == "queryAll")
         if parts[0] in ("query", "queryAll") and len(parts) == 2:
             return self._page(parts[1])
         if parts[0] == "sobjects" and len(parts) == 3 and parts[1] in self.schema:
@@ -287,6 +301,8 @@ SOQL = re.compile(r"SELECT (?P<fields>.+?) FROM (?P<sobject>\w+)(?: WHERE (?P<wh
                   r"(?: ORDER BY (?P<order>.+?))?", re.S)
 CONDITION = re.compile(r"(?P<field>[\w.]+)\s*(?P<op>>=|<=|!=|=|<|>)\s*(?P<value>.+)", re.S)
 IN_SUBQUERY = re.compile(r"(?P<field>[\w.]+) IN \((?P<query>SELECT .+)\)", re.S)
+IN_LIST = re.compile(r"(?P<field>[\w.]+) IN \((?P<values>'.*')\)", re.S)
+QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'")
 
 
 class Soql:
@@ -320,6 +336,11 @@ class Soql:
             inner = Soql(self.org, sub["query"])
             ids = {r[inner.fields[0]] for r in inner.run(include_deleted=True)}
             return lambda r, f=sub["field"]: r.get(f) in ids
+        listed = IN_LIST.fullmatch(text.strip())
+        if listed:
+            self._check(listed["field"])
+            values = {_literal(v) for v in QUOTED.findall(listed["values"])}
+            return lambda r, f=listed["field"]: r.get(f) in values
         cond = CONDITION.fullmatch(text.strip())
         if not cond:
             raise SoqlError("MALFORMED_QUERY", f"unexpected condition: {text}")

@@ -17,7 +17,7 @@ from crmkpi.connectors.salesforce import bulk
 from crmkpi.connectors.salesforce.client import SalesforceClient, SalesforceLimitError
 from crmkpi.connectors.salesforce.objects import OBJECTS
 from crmkpi.connectors.salesforce.settings import SalesforceSettings
-from crmkpi.connectors.salesforce.streams import ObjectStream
+from crmkpi.connectors.salesforce.streams import ObjectStream, References
 
 INSTANCE = "https://acme.my.salesforce.com"
 DATA = f"{INSTANCE}/services/data/v59.0"
@@ -63,7 +63,8 @@ def context(**changes) -> SyncContext:
 
 def stream(**changes) -> ObjectStream:
     ctx = context(**changes)
-    return ObjectStream(SalesforceClient(ctx.settings, Path("."), "sf"), OBJECTS["Contact"], None, ctx.settings, ctx)
+    return ObjectStream(SalesforceClient(ctx.settings, Path("."), "sf"), OBJECTS["Contact"], None, ctx.settings, ctx,
+                        References())
 
 
 @responses.activate
@@ -83,7 +84,7 @@ def test_incremental_window_cursor_checkpoints_and_get_deleted():
     responses.get(f"{DATA}/queryAll/", json={"totalSize": 2, "done": True, "records": []},
                   match=[responses.matchers.query_param_matcher(
                       {"q": "SELECT COUNT() FROM Contact WHERE SystemModstamp >= 2026-03-10T09:50:00Z "
-                            "AND SystemModstamp < 2026-03-10T12:00:30Z"})])
+                            "AND SystemModstamp < 2026-03-10T12:00:31Z"})])
     responses.get(f"{DATA}/queryAll/", json={
         "totalSize": 2, "done": False, "nextRecordsUrl": "/services/data/v59.0/query/01g-1",
         "records": [contact(1, "2026-03-10T10:00:00.000+0000")]})
@@ -97,11 +98,12 @@ def test_incremental_window_cursor_checkpoints_and_get_deleted():
     queries = [query_of(c) for c in responses.calls if "/queryAll/" in c.request.url]
     assert queries[1] == ("SELECT Id, IsDeleted, Name, Email, AccountId, CreatedDate, LastModifiedDate, SystemModstamp "
                           "FROM Contact WHERE SystemModstamp >= 2026-03-10T09:50:00Z AND SystemModstamp < "
-                          "2026-03-10T12:00:30Z ORDER BY SystemModstamp, Id")
+                          "2026-03-10T12:00:31Z ORDER BY SystemModstamp, Id")
     checkpoints = [i for i in items if isinstance(i, Checkpoint)]
-    # each page moves the cursor to its last record; the end is the sync's start, floored to the second
+    # each page moves the cursor to its last record; at the end it is the sync's exact start (12:00:30.5): the
+    # window's end was rounded up to 12:00:31, so changes made in that second before the sync are in
     assert [c.cursor for c in checkpoints] == ["2026-03-10T10:00:00+00:00", "2026-03-10T11:00:00.000+00:00",
-                                               "2026-03-10T12:00:30+00:00"]
+                                               "2026-03-10T12:00:30.500000+00:00"]
     assert checkpoints[-1].deleted == ("003gone",)
     deleted_url = next(c.request.url for c in responses.calls if "/deleted/" in c.request.url)
     assert parse_qs(urlsplit(deleted_url).query) == {"start": ["2026-03-10T09:50:00+00:00"],
@@ -123,7 +125,7 @@ def test_a_count_that_times_out_sends_the_read_through_bulk():
     s = stream()
     items = list(s.read(None, None))
     assert [len(i) for i in items if not isinstance(i, Checkpoint)] == [1]
-    assert items[-1] == Checkpoint(cursor="2026-03-10T12:00:30+00:00")
+    assert items[-1] == Checkpoint(cursor="2026-03-10T12:00:30.500000+00:00")
     assert s.stats.notes == ["Salesforce timed out counting the changes (QUERY_TIMEOUT): read through Bulk 2.0"]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import signal
@@ -11,6 +12,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 import yaml
@@ -18,7 +20,8 @@ from click.testing import CliRunner
 from sqlalchemy import create_engine, select
 
 from crmkpi.cli import cli
-from crmkpi.models import SyncState
+from crmkpi.connectors.salesforce import streams
+from crmkpi.models import ENTITIES, SyncState
 from crmkpi.store import Store
 from emulator import Emulator, write_ca_bundle
 from salesforce_api import STAGES, Org, build_org, parse_dt, sf_datetime
@@ -26,6 +29,8 @@ from storecheck import one_line_error, snapshot, sync_runs, table_rows
 
 PLUGINS = "salesforce,sales_metrics,pipeline_metrics,service_metrics"
 TABLES = ("users", "accounts", "contacts", "leads", "deals", "deal_stage_changes", "pipeline_stages", "tickets")
+#: The order a sync reads the objects in: those read by Id when referenced last.
+READ_ORDER = ("User", "Lead", "Opportunity", "OpportunityHistory", "OpportunityStage", "Case", "Contact", "Account")
 SECRET = "00D!super-secret-access-token"
 
 
@@ -123,6 +128,13 @@ def project_any_store(tmp_path: Path, store_url: str, api: Emulator, org: Org, t
 
 def live(org: Org, sobject: str) -> list[dict[str, Any]]:
     return list(org.records[sobject].values())
+
+
+def window_end(started_at: datetime) -> str:
+    """The SOQL literal a sync started at ``started_at`` ends its windows with: rounded up to the second."""
+    moment = started_at.replace(tzinfo=UTC)
+    whole = moment.replace(microsecond=0)
+    return (whole if whole == moment else whole + timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def expected_stage_changes(org: Org) -> dict[str, tuple]:
@@ -280,9 +292,8 @@ def test_second_sync_reads_only_the_changes_and_the_lookback(project_any_store: 
     p.sync()
 
     literal = window_start.strftime("%Y-%m-%dT%H:%M:%SZ")
-    second = p.runs()[-1]["started_at"].replace(tzinfo=UTC, microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
     queries = [q for q in org.soql[before_queries:] if not q.startswith("SELECT COUNT()")]
-    where = f"WHERE SystemModstamp >= {literal} AND SystemModstamp < {second}"
+    where = f"WHERE SystemModstamp >= {literal} AND SystemModstamp < {window_end(p.runs()[-1]['started_at'])}"
     assert all(where in q for q in queries), queries
     assert len(queries) == 8
     returned = dict(zip([q.split(" FROM ")[1].split()[0] for q in queries], org.returned[before_pages:]))
@@ -321,14 +332,13 @@ def test_bulk_path_writes_the_same_rows_as_rest(tmp_path: Path, migrated: Path, 
     assert bulk.snapshot() == rest.snapshot()
     jobs = [r for r in api.requests if r.method == "POST" and r.path.endswith("/jobs/query")]
     assert {r.json()["operation"] for r in jobs} == {"queryAll"}
-    assert sorted(r.json()["query"].split(" FROM ")[1].split()[0] for r in jobs) == sorted(
-        ["User", "Account", "Contact", "Lead", "Opportunity", "OpportunityStage", "Case"])
+    bulk_read = [o for o in READ_ORDER if o != "OpportunityHistory"]  # history is always read through REST
+    assert [r.json()["query"].split(" FROM ")[1].split()[0] for r in jobs] == bulk_read
     pages = [r for r in api.requests if r.path.endswith("/results")]
     contact_job = next(r for r in jobs if " FROM Contact" in r.json()["query"])
     assert "ORDER BY" not in contact_job.json()["query"]
     assert {r.arg("maxRecords") for r in pages} == {"15"}
-    sizes = [len(org.records[o]) for o in ("User", "Account", "Contact", "Lead", "Opportunity", "OpportunityStage",
-                                            "Case")]
+    sizes = [len(org.records[o]) for o in bulk_read]
     # each job from its first page, then every Sforce-Locator the emulator handed out
     assert [r.arg("locator") for r in pages] == [
         locator for size in sizes for locator in [None, *(str(n) for n in range(15, size, 15))]]
@@ -351,7 +361,7 @@ def test_soft_and_hard_deletes_are_marked_not_removed(project_any_store: Project
     assert sum(a["is_deleted"] for a in accounts.values()) == 1 and sum(c["is_deleted"] for c in contacts.values()) == 1
     swept = [r.path.split("/")[-3] for r in p.api.requests if r.path.endswith("/deleted/")]
     # getDeleted for replicateable objects only (not OpportunityHistory / OpportunityStage)
-    assert swept == ["User", "Account", "Contact", "Lead", "Opportunity", "Case"]
+    assert swept == ["User", "Lead", "Opportunity", "Case", "Contact", "Account"]
     p.sync("--full-refresh")  # reads everything again: the marks stay
     assert p.rows("accounts")[soft]["is_deleted"] is True and p.rows("contacts")[hard]["is_deleted"] is True
 
@@ -396,7 +406,7 @@ def test_api_budget_stops_cleanly(project: Project, clean: dict):
     message = project.fails()
     assert message == ("stopped after max_api_calls=9 API calls; what was synced so far is committed and the next "
                        "sync continues from there")
-    assert len(project.rows("users")) == 6 and len(project.rows("accounts")) == 20
+    assert len(project.rows("users")) == 6 and len(project.rows("leads")) == 60
     project.write(max_api_calls=None)
     project.sync()
     assert project.snapshot() == clean
@@ -551,8 +561,9 @@ def test_object_tables_are_checked(project: Project):
 
 def test_unknown_object_is_one_line(project: Project):
     project.write(objects={"Renewal__c": {"table": "subscriptions"}})
-    message = project.fails()
-    assert message.startswith("Salesforce error 404 during describe Renewal__c: NOT_FOUND")
+    assert project.fails() == ("connectors.sf.objects.Renewal__c: Renewal__c is not visible to this login (NOT_FOUND: "
+                               "The requested resource does not exist); check the API name and the login's object "
+                               "permissions")
 
 
 def test_untrusted_certificate_is_one_line(project: Project):
@@ -663,9 +674,10 @@ def _states(project: Project) -> dict[str, tuple]:
 
 def test_cursors_end_at_the_sync_start(project: Project):
     project.sync()
-    start = project.runs()[-1]["started_at"].replace(tzinfo=UTC, microsecond=0)
-    assert _states(project) == {name: (start.isoformat(), None) for name in (
-        "User", "Account", "Contact", "Lead", "Opportunity", "OpportunityHistory", "OpportunityStage", "Case")}
+    start = project.runs()[-1]["started_at"].replace(tzinfo=UTC)  # exact: the window's end was rounded up
+    read_whole = ("User", "OpportunityStage")
+    assert _states(project) == {name: (start.isoformat(), {"whole": True} if name in read_whole else None)
+                                for name in READ_ORDER}
 
 
 def test_interrupted_bulk_job_resumes_at_its_locator(project: Project, clean: dict, api: Emulator, org: Org):
@@ -673,15 +685,16 @@ def test_interrupted_bulk_job_resumes_at_its_locator(project: Project, clean: di
     limit = [{"message": "TotalRequests Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}]
     api.fail(403, limit, match=lambda r: r.path.endswith("/results") and r.arg("locator") == "30")
     project.fails()
-    cursor, state = _states(project)["Contact"]
+    cursor, state = _states(project)["Lead"]  # the first object read with more than two pages
     assert cursor is None and state["locator"] == "30" and state["bulk_job"] in org.jobs
-    assert len(project.rows("contacts")) == 30  # the two pages committed before the refusal
+    assert len(project.rows("leads")) == 30  # the two pages committed before the refusal
     api.requests.clear()
     project.sync()
-    contact_job = state["bulk_job"]
-    contact_calls = [(r.method, r.arg("locator")) for r in api.requests if contact_job in r.path]
-    assert contact_calls == [("GET", None), ("GET", None), ("GET", "30"), ("DELETE", None)]  # state, wait, page 3
-    assert not any(" FROM Contact" in r.body.decode() for r in api.requests if r.method == "POST")
+    lead_job = state["bulk_job"]
+    lead_calls = [(r.method, r.arg("locator")) for r in api.requests if lead_job in r.path]
+    # state, wait, pages 3 and 4
+    assert lead_calls == [("GET", None), ("GET", None), ("GET", "30"), ("GET", "45"), ("DELETE", None)]
+    assert not any(" FROM Lead" in r.body.decode() for r in api.requests if r.method == "POST")
     assert project.snapshot() == clean
 
 
@@ -720,3 +733,252 @@ def test_a_sync_more_than_30_days_later_says_which_deletes_it_cannot_see(project
     assert project.rows("contacts")[gone]["is_deleted"] is True  # within the 30 days: still found
     details = project.runs()[-1]["details"]["Contact"]
     assert details["errors"] == [] and details["notes"][0].startswith("getDeleted reaches back 30 days only")
+
+
+# -- start_date: reference data arrives whatever the window ----------------------------------------
+
+#: A start_date after every user, stage, account and contact of the test org last changed.
+MID_2025 = datetime(2025, 7, 1, tzinfo=UTC)
+
+
+def changed_since(org: Org, sobject: str, moment: datetime) -> list[dict[str, Any]]:
+    return [r for r in live(org, sobject) if parse_dt(r["SystemModstamp"]) >= moment]
+
+
+def rows_of(snapshot_rows: list, ids: set[str]) -> list:
+    """The rows of a snapshot table (values as repr) whose id is one of ``ids``."""
+    wanted = {repr(i) for i in ids}
+    return [row for row in snapshot_rows if dict(row)["id"] in wanted]
+
+
+def reads_by_id(queries: list[str]) -> list[tuple[str, list[str]]]:
+    """(object, ids) of each query by Id among ``queries`` (REST queries and Bulk jobs alike)."""
+    return [(q.split(" FROM ")[1].split()[0], re.findall(r"'(\w+)'", q)) for q in queries if " WHERE Id IN (" in q]
+
+
+def expected_from(org: Org, moment: datetime) -> dict[str, set[str]]:
+    """Independently: the ids a sync from ``moment`` must store, table by table."""
+    deals, cases, leads = (changed_since(org, o, moment) for o in ("Opportunity", "Case", "Lead"))
+    contacts = {c["Id"] for c in changed_since(org, "Contact", moment)} | {c["ContactId"] for c in cases}
+    accounts = ({a["Id"] for a in changed_since(org, "Account", moment)} | {r["AccountId"] for r in deals + cases}
+                | {org.records["Contact"][i]["AccountId"] for i in contacts}
+                | {lead["ConvertedAccountId"] for lead in leads if lead["ConvertedAccountId"]})
+    deal_ids = {d["Id"] for d in deals}
+    return {"users": set(org.records["User"]), "pipeline_stages": set(org.records["OpportunityStage"]),
+            "accounts": accounts, "contacts": contacts, "deals": deal_ids, "leads": {lead["Id"] for lead in leads},
+            "tickets": {c["Id"] for c in cases},
+            "deal_stage_changes": {i for i, c in expected_stage_changes(org).items() if c[0] in deal_ids}}
+
+
+def clean_rows_from(moment: datetime, org: Org, clean: dict[str, list]) -> dict[str, list]:
+    """What a sync from ``moment`` must store: the rows a sync of everything (``clean``) writes, for those ids."""
+    return {table: rows_of(clean[table], ids) for table, ids in expected_from(org, moment).items()}
+
+
+def test_start_date_still_brings_every_user_and_stage_and_the_accounts_and_contacts_rows_point_at(
+        project_any_store: Project, org: Org, clean: dict):
+    p = project_any_store
+    p.write(start_date=MID_2025.date().isoformat())
+    expected = expected_from(org, MID_2025)
+    assert not changed_since(org, "User", MID_2025) and not changed_since(org, "Account", MID_2025)
+    old_contacts = expected["contacts"] - {c["Id"] for c in changed_since(org, "Contact", MID_2025)}
+    old_accounts = expected["accounts"] - {a["Id"] for a in changed_since(org, "Account", MID_2025)}
+    assert len(old_contacts) == 15 and len(old_accounts) == 19  # of 40 and 20: what the window leaves out
+    since = len(org.soql)
+
+    err = p.sync()
+
+    assert p.snapshot() == clean_rows_from(MID_2025, org, clean)
+    deals = p.rows("deals").values()
+    assert {d["owner_id"] for d in deals} <= p.rows("users").keys()  # no deal falls into team (none)
+    assert {d["account_id"] for d in deals} <= p.rows("accounts").keys()
+    # one query by Id per object: the contacts tickets point at, then the accounts all of them point at
+    assert reads_by_id(org.soql[since:]) == [("Contact", sorted(old_contacts)), ("Account", sorted(old_accounts))]
+    assert ("sf/Contact: 15 read, 15 written\n  note: records outside the window that tickets.contact_id point at, "
+            "read by Id: 15\n") in err
+    assert ("sf/Account: 19 read, 19 written\n  note: records outside the window that leads.converted_account_id, "
+            "deals.account_id, tickets.account_id, contacts.account_id point at, read by Id: 19\n") in err
+    assert "sf/User: 6 read, 6 written\n" in err and "sf/OpportunityStage: 6 read, 6 written\n" in err
+
+    since = len(org.soql)
+    p.sync()  # nothing is missing any more: no query by Id, and users and stages are read incrementally
+    assert reads_by_id(org.soql[since:]) == []
+    user_query = next(q for q in org.soql[since:] if " FROM User " in q and "COUNT()" not in q)
+    assert " WHERE SystemModstamp >= " in user_query
+
+
+def test_a_later_sync_reads_by_id_only_what_the_store_lacks_and_names_what_salesforce_lacks(project: Project,
+                                                                                          org: Org):
+    project.write(start_date=MID_2025.date().isoformat())
+    project.sync()
+    [unreferenced] = [a for a in live(org, "Account") if a["Id"] not in project.rows("accounts")]
+    gone = org.insert("Account", Name="Gone Ltd")
+    org.hard_delete("Account", gone, MID_2025)  # deleted for good before any sync saw it
+    now = datetime.now(UTC) - timedelta(seconds=1)
+    first, second = sorted(project.rows("deals"))[:2]
+    org.touch("Opportunity", first, now, AccountId=unreferenced["Id"])  # an old account a deal now points at
+    org.touch("Opportunity", second, now, AccountId=gone)
+    since = len(org.soql)
+
+    err = project.sync()
+
+    # only these two: not the 19 accounts stored earlier
+    assert reads_by_id(org.soql[since:]) == [("Account", sorted([unreferenced["Id"], gone]))]
+    assert project.rows("accounts")[unreferenced["Id"]]["name"] == unreferenced["Name"]
+    assert gone not in project.rows("accounts") and project.rows("deals")[second]["account_id"] == gone
+    notes = ["records outside the window that leads.converted_account_id, deals.account_id, tickets.account_id, "
+             "contacts.account_id point at, read by Id: 1",
+             "ids in deals.account_id that match no Account this login can read (deleted for good, or hidden by "
+             f"sharing rules), so their rows join no accounts row: 1, e.g. {gone}"]
+    assert "sf/Account: 1 read, 1 written\n" + "".join(f"  note: {n}\n" for n in notes) in err
+    run = project.runs()[-1]
+    assert run["status"] == "success" and run["details"]["Account"]["notes"] == notes
+
+
+def test_reads_by_id_are_cut_to_fit_a_rest_url(project: Project, org: Org, clean: dict, monkeypatch):
+    monkeypatch.setattr(streams, "MAX_REST_QUERY", 600)  # room for 15 contact ids, or 13 account ids
+    project.write(start_date=MID_2025.date().isoformat())
+    since = len(org.soql)
+    project.sync()
+    reads = [q for q in org.soql[since:] if " WHERE Id IN (" in q]
+    assert [(sobject, len(ids)) for sobject, ids in reads_by_id(reads)] == [
+        ("Contact", 15), ("Account", 13), ("Account", 6)]
+    assert all(len(urlencode({"q": q})) <= 600 for q in reads)
+    assert project.snapshot() == clean_rows_from(MID_2025, org, clean)
+
+
+def test_records_too_wide_for_a_rest_url_are_read_by_id_through_bulk(tmp_path: Path, migrated: Path, api: Emulator,
+                                                                     org: Org, tls_ca, monkeypatch):
+    for n in range(700):  # ~20,000 characters of SELECT: not one id fits beside it in a REST URL
+        name = f"Custom_Measure_Number_{n:03}__c"
+        org.schema["Account"][name] = {"name": name, "type": "double", "relationshipName": None, "referenceTo": []}
+    everything = Project(tmp_path, sqlite_store(migrated, tmp_path / "all.db"), api, org, tls_ca, monkeypatch)
+    everything.sync()
+    windowed = Project(tmp_path, sqlite_store(migrated, tmp_path / "windowed.db"), api, org, tls_ca, monkeypatch)
+    windowed.write(start_date=MID_2025.date().isoformat())
+    api.requests.clear()
+    err = windowed.sync()
+    jobs = [r.json()["query"] for r in api.requests if r.method == "POST" and r.path.endswith("/jobs/query")]
+    assert [(sobject, len(ids)) for sobject, ids in reads_by_id(jobs)] == [("Account", 19)]  # the 15 contacts: REST
+    assert ("  note: records outside the window that leads.converted_account_id, deals.account_id, "
+            "tickets.account_id, contacts.account_id point at, read by Id: 19\n") in err
+    assert not org.jobs  # deleted once read
+    expected = expected_from(org, MID_2025)["accounts"]
+    assert windowed.snapshot()["accounts"] == rows_of(everything.snapshot()["accounts"], expected)
+
+
+def test_a_sync_stopped_while_reading_by_id_ends_as_a_clean_run_after_a_rerun(project: Project, org: Org,
+                                                                             clean: dict, api: Emulator):
+    project.write(start_date=MID_2025.date().isoformat())
+    limit = [{"message": "TotalRequests Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}]
+    api.fail(403, limit, match=lambda r: " FROM Account WHERE Id IN (" in (r.arg("q") or ""))
+    assert project.fails().startswith("Salesforce API request limit exceeded (REQUEST_LIMIT_EXCEEDED)")
+    # the window is committed with its cursor; the accounts that rows point at are still missing
+    start = project.runs()[-1]["started_at"].replace(tzinfo=UTC)
+    assert _states(project)["Account"] == (start.isoformat(), None) and not project.rows("accounts")
+    project.sync()
+    assert project.snapshot() == clean_rows_from(MID_2025, org, clean)
+
+
+def test_a_store_an_older_version_synced_from_start_date_gets_what_it_missed(project: Project, org: Org,
+                                                                            clean: dict):
+    project.write(start_date=MID_2025.date().isoformat())
+    project.sync()
+    # as the older version left it: no user, stage or account older than start_date, cursors without the mark
+    engine = create_engine(project.store_url)
+    with engine.begin() as conn:
+        for table in ("users", "pipeline_stages", "accounts"):
+            conn.execute(ENTITIES[table].__table__.delete())
+        conn.execute(SyncState.__table__.update().values(state=None))
+    engine.dispose()
+    project.sync()
+    assert project.snapshot() == clean_rows_from(MID_2025, org, clean)
+    assert _states(project)["User"][1] == {"whole": True}
+
+
+# -- the window's end ------------------------------------------------------------------------------
+
+
+def fix_clock(monkeypatch, moment: datetime) -> None:
+    """``crmkpi sync`` starts at ``moment``: its windows end there."""
+    class Clock(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return moment.astimezone(tz)
+    monkeypatch.setattr("crmkpi.sync.datetime", Clock)
+
+
+def test_a_change_in_the_second_the_sync_starts_is_read_by_that_sync(project: Project, org: Org, monkeypatch):
+    project.write(lookback_seconds=0)  # nothing re-read: the window's bounds alone must lose nothing
+    started = (datetime.now(UTC) - timedelta(seconds=5)).replace(microsecond=600_000)
+    case_id, account_id = live(org, "Case")[0]["Id"], live(org, "Account")[0]["Id"]
+    org.touch("Case", case_id, started - timedelta(milliseconds=100), Priority="Urgent")  # that second, before it
+    fix_clock(monkeypatch, started)
+    project.sync()
+    assert project.rows("tickets")[case_id]["priority"] == "Urgent"
+    assert f"SystemModstamp < {window_end(started)}" in org.soql[-1]
+    assert _states(project)["Case"] == (started.isoformat(), None)  # the exact start, not the rounded-up end
+
+    # a change in that second after the sync read the object: the next window, floored, starts before it
+    org.touch("Account", account_id, started + timedelta(milliseconds=200), Name="Late Ltd")
+    fix_clock(monkeypatch, started + timedelta(seconds=3))
+    project.sync()
+    assert project.rows("accounts")[account_id]["name"] == "Late Ltd"
+
+
+# -- objects the login cannot see ------------------------------------------------------------------
+
+
+def invisible(sobject: str, answer: str, table: str, kept: bool = False, because: str | None = None) -> str:
+    """The note of an object skipped because ``because`` (itself by default) is not visible."""
+    stored = (f"{table} keep what earlier syncs stored and miss every change since" if kept else
+              f"{table} get no rows from it, so KPIs on {table} count none from sf")
+    return (f"{because or sobject} is not visible to this login ({answer}): {sobject} not synced; {stored}; grant the "
+            f"login read access, or set objects.{sobject}.enabled: false")
+
+
+NOT_FOUND = "NOT_FOUND: The requested resource does not exist"
+
+
+def test_an_object_the_org_lacks_is_skipped_with_a_note(project_any_store: Project, org: Org, clean: dict):
+    org.hide("Case")  # an org without Service Cloud
+    err = project_any_store.sync()
+    note = invisible("Case", NOT_FOUND, "tickets")
+    assert f"sf/Case: 0 read, 0 written\n  note: {note}\n" in err
+    run = project_any_store.runs()[-1]
+    assert run["status"] == "success" and run["details"]["Case"]["notes"] == [note]
+    assert project_any_store.snapshot() == {**clean, "tickets": []}  # everything else as usual
+
+
+def test_an_object_the_login_may_no_longer_read_keeps_its_rows_and_says_so(project: Project, api: Emulator,
+                                                                          clean: dict):
+    project.sync()
+    refusal = [{"message": "insufficient access rights on cross-reference id", "errorCode": "INSUFFICIENT_ACCESS"}]
+    api.fail(403, refusal, match=lambda r: r.path.endswith("/sobjects/Case/describe"))
+    err = project.sync()
+    note = invisible("Case", "INSUFFICIENT_ACCESS: insufficient access rights on cross-reference id", "tickets",
+                     kept=True)
+    assert f"sf/Case: 0 read, 0 written\n  note: {note}\n" in err
+    assert project.runs()[-1]["status"] == "success" and project.snapshot() == clean
+
+
+def test_without_opportunities_their_stage_history_is_skipped_with_a_note_too(project: Project, org: Org,
+                                                                            clean: dict):
+    org.hide("Opportunity")
+    err = project.sync()
+    assert f"sf/Opportunity: 0 read, 0 written\n  note: {invisible('Opportunity', NOT_FOUND, 'deals')}\n" in err
+    history = invisible("OpportunityHistory", NOT_FOUND, "deal_stage_changes", because="Opportunity")
+    assert f"sf/OpportunityHistory: 0 read, 0 written\n  note: {history}\n" in err
+    assert project.runs()[-1]["status"] == "success"
+    assert project.snapshot() == {**clean, "deals": [], "deal_stage_changes": []}
+
+
+@pytest.mark.parametrize("named, hidden", [("Case", "Case"), ("OpportunityHistory", "Opportunity")])
+def test_an_object_the_config_names_that_the_login_cannot_see_is_an_error(project: Project, org: Org, named: str,
+                                                                          hidden: str):
+    org.hide(hidden)
+    project.write(objects={named: {"enabled": True}})
+    message = project.fails()
+    assert message == (f"connectors.sf.objects.{named}: {hidden} is not visible to this login ({NOT_FOUND}); "
+                       "check the API name and the login's object permissions")
+    assert project.runs()[-1]["status"] == "failed" and project.runs()[-1]["error"] == message
