@@ -953,6 +953,8 @@ class Bench:
                                   self.settings, persist=False)
         seconds = time.perf_counter() - started
         (r,) = results
+        if r["error"]:
+            raise RuntimeError(r["error"])
         return seconds, Result(r["value"], r["numerator"], r["denominator"])
 
     @contextmanager

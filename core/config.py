@@ -52,7 +52,8 @@ class TargetSettings(BaseModel):
     period: str | None = Field(None, description="the period the goal covers: 2025, 2025-Q4, this-year, ...")
     deadline: date | None = Field(None, description="instead of period: the goal's last day")
     start: date | None = Field(None, description="with deadline: the first day (default: its fiscal year's)")
-    segment: dict[str, Any] | None = Field(None, description="e.g. {owner: u-17}: the goal of one segment value")
+    segment: dict[str, Any] | None = Field(None, description="e.g. {owner: u-17}: the goal of one segment value "
+                                           "(several dimensions: of one combination)")
     direction: Literal["higher", "lower"] | None = Field(None, description="default: the metric's")
     tolerance: float = Field(0.1, ge=0, description="how far short (as a share of the goal) is still at risk")
 
@@ -64,8 +65,9 @@ class TargetSettings(BaseModel):
             raise ValueError("start goes with deadline")
         if self.start and self.start > self.deadline:
             raise ValueError("start is after deadline")
-        if self.segment is not None and len(self.segment) != 1:
-            raise ValueError("segment: give one dimension and its value, e.g. {owner: u-17}")
+        if self.segment is not None and not self.segment:
+            raise ValueError("segment: give a dimension and its value, e.g. {owner: u-17} (or several: "
+                             "{team: East, region: EMEA} judges the results of --segment team --segment region)")
         return self
 
 

@@ -37,6 +37,9 @@ class Param:
     default: Any
     description: str
     choices: tuple[Any, ...] | None = None
+    #: What else a value must satisfy: returns the problem with a value (None: fine), checked with the
+    #: type before anything is computed (``crmkpi validate`` and ``crmkpi run`` report it).
+    check: Callable[[Any], str | None] | None = None
 
     def coerce(self, metric_id: str, raw: Any) -> Any:
         try:
@@ -51,7 +54,15 @@ class Param:
         if self.choices and value not in self.choices:
             options = ", ".join(map(str, self.choices))
             raise MetricError(f"{metric_id}: param {self.name}: {value!r} is not one of {options}")
+        problem = self.check(value) if self.check else None
+        if problem:
+            raise MetricError(f"{metric_id}: param {self.name}: {problem}")
         return value
+
+
+def at_least(minimum: float) -> Callable[[Any], str | None]:
+    """A :class:`Param` check: the value is ``minimum`` or more."""
+    return lambda value: None if value >= minimum else f"must be {minimum:g} or more, got {value:g}"
 
 
 @dataclass(frozen=True)
@@ -65,8 +76,8 @@ class Value:
     note: str | None = None
 
     def noted(self, *notes: str | None) -> Value:
-        """The same value with ``notes`` appended to its note (empty ones ignored)."""
-        return replace(self, note="; ".join(n for n in (self.note, *notes) if n) or None)
+        """The same value with ``notes`` appended to its note (empty ones and repeats ignored)."""
+        return replace(self, note="; ".join(dict.fromkeys(n for n in (self.note, *notes) if n)) or None)
 
 
 def ratio(numerator: float | None, denominator: float | None, *, empty: str = "denominator is zero") -> Value:

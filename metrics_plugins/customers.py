@@ -24,8 +24,7 @@ from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import ColumnElement
 
 from crmkpi import hookimpl
-from crmkpi.errors import MetricError
-from crmkpi.metrics import Input, Metric, MetricContext, Param, Value, ratio
+from crmkpi.metrics import Input, Metric, MetricContext, Param, Value, at_least, ratio
 
 #: Relative tolerance when comparing MRR sums (fx conversion makes them floats).
 _EPSILON = 1e-9
@@ -167,8 +166,6 @@ def _succeeds(ctx: MetricContext, sub, later, grace: int) -> ColumnElement:
 
 def renewal_rate(ctx: MetricContext) -> Value:
     grace, evidence = ctx.params["grace_days"], ctx.params["evidence"]
-    if grace < 0:
-        raise MetricError(f"param grace_days must be 0 or more, got {grace}")
     subs = ctx.table("subscriptions")
     term = ctx.in_period(subs.c.term_end)
     # Only renewals that have come due by the end of the reporting day are decided.
@@ -232,9 +229,7 @@ def upsell_rate(ctx: MetricContext) -> Value:
         ctx.record("subscriptions of those customers running at the period end", subs,
                 active_at(subs, ctx.end), is_customer_at(ctx, subs, ctx.start))
         return ratio(upsold, total, empty="no customers at the period start")
-    types = [t.strip().lower() for t in ctx.params["deal_types"].split(",") if t.strip()]
-    if not types:
-        raise MetricError("param deal_types names no deal type")
+    types = _deal_types(ctx.params["deal_types"])
     deals = ctx.table("deals")
     qualifying = (ctx.live(deals), deals.c.is_won.is_(True), ctx.in_period(deals.c.closed_at),
                   func.lower(deals.c.deal_type).in_(types), deals.c.account_id.isnot(None))
@@ -244,6 +239,10 @@ def upsell_rate(ctx: MetricContext) -> Value:
     ctx.inputs.append(Input(f"won {'/'.join(types)} deals of those customers closed in the period", deals,
                             (*qualifying, is_customer_at(ctx, deals, ctx.start))))
     return ratio(upsold, total, empty="no customers at the period start")
+
+
+def _deal_types(text: str) -> list[str]:
+    return [t.strip().lower() for t in text.split(",") if t.strip()]
 
 
 def _mrr_retention(ctx: MetricContext, net: bool) -> Value:
@@ -278,8 +277,6 @@ def _year_before(instant: datetime) -> datetime:
 
 def clv(ctx: MetricContext) -> Value:
     lifespan = ctx.params["lifespan_years"]
-    if lifespan < 0:
-        raise MetricError(f"param lifespan_years must be 0 (derive) or more, got {lifespan}")
     orders = ctx.table("orders")
     where = (ctx.in_period(orders.c.ordered_at), orders.c.account_id.isnot(None))
     amount = ctx.money(orders, func.coalesce(orders.c.amount, 0), orders.c.ordered_at, *where)
@@ -438,7 +435,7 @@ METRICS = [
         needs=("subscriptions.account_id", "subscriptions.started_at", "subscriptions.term_end"),
         params=(
             Param("grace_days", int, 30, "a successor counts when it starts within this many days before or "
-                                         "after the term_end"),
+                                         "after the term_end", check=at_least(0)),
             Param("evidence", str, "either", "what shows a renewal: a successor subscription, status "
                                              "'renewed', or either", choices=("successor", "status", "either")),
         ),
@@ -465,7 +462,8 @@ METRICS = [
         ),
         params=(
             Param("deal_types", str, "upsell,cross_sell,expansion",
-                  "comma-separated deal_type values that count as an upsell (any case)"),
+                  "comma-separated deal_type values that count as an upsell (any case)",
+                  check=lambda text: None if _deal_types(text) else "names no deal type"),
             Param("evidence", str, "deals", "what shows an upsell: a won deal of those types, or MRR rising "
                                             "from the period start to its end", choices=("deals", "mrr")),
         ),
@@ -490,7 +488,8 @@ METRICS = [
         compute=clv,
         needs=("orders.account_id", "orders.amount", "orders.ordered_at"),
         params=(Param("lifespan_years", float, 0.0,
-                      "average customer lifespan in years; 0 derives it as 1 / annual customer churn"),),
+                      "average customer lifespan in years; 0 derives it as 1 / annual customer churn",
+                      check=at_least(0)),),
     ),
     Metric(
         id="net_new_revenue",

@@ -19,7 +19,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from crmkpi import hookimpl
 from crmkpi.errors import MetricError
-from crmkpi.metrics import Metric, MetricContext, Param, Value, ratio
+from crmkpi.metrics import Metric, MetricContext, Param, Value, at_least, ratio
 from crmkpi.models import ENTITIES
 from crmkpi.store import column_kinds
 
@@ -187,8 +187,6 @@ def _filled(table: Table, field: str) -> ColumnElement:
 
 def stale_open_deals(ctx: MetricContext) -> Value:
     days_past = ctx.params["days_past"]
-    if days_past < 0:
-        raise MetricError(f"param days_past: must be 0 or more, got {days_past}")
     deals = ctx.table("deals")
     moment = ctx.as_of()
     # Open at the as-of moment: created by then, and still open or closed after it.
@@ -305,7 +303,7 @@ METRICS = [
         compute=stale_open_deals,
         needs=("deals.created_at", "deals.is_closed", "deals.closed_at"),
         params=(Param("days_past", int, 0, "grace period: stale only when the expected close date is more "
-                      "than this many days past"),),
+                      "than this many days past", check=at_least(0)),),
     ),
     Metric(
         id="days_since_sync",

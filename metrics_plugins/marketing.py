@@ -150,8 +150,6 @@ def cac(ctx: MetricContext) -> Value:
 
 def cac_payback_months(ctx: MetricContext) -> Value:
     margin = ctx.params["gross_margin"]
-    if not 0 < margin <= 1:
-        raise MetricError(f"param gross_margin: expected a fraction in (0, 1], got {margin}")
     spent, note = _spend(ctx)
     if spent is None:
         return Value(None, note=note)
@@ -202,8 +200,6 @@ def cost_per_sale(ctx: MetricContext) -> Value:
 
 def marketing_roi(ctx: MetricContext) -> Value:
     margin = ctx.params["gross_margin"]
-    if not 0 < margin <= 1:
-        raise MetricError(f"param gross_margin: expected a fraction in (0, 1], got {margin}")
     spent, note = _spend(ctx)
     if spent is None:
         return Value(None, note=note)
@@ -231,7 +227,8 @@ NEW_CUSTOMER = Param("new_customer", str, "first_won_deal",
                      "period, or whose first subscription (subscriptions.started_at) does",
                      choices=("first_won_deal", "first_subscription"))
 GROSS_MARGIN = Param("gross_margin", float, 1.0,
-                     "gross margin as a fraction (0.8 = 80%) applied to revenue; 1.0 leaves revenue as it is")
+                     "gross margin as a fraction (0.8 = 80%) applied to revenue; 1.0 leaves revenue as it is",
+                     check=lambda margin: None if 0 < margin <= 1 else f"expected a fraction in (0, 1], got {margin}")
 
 
 def _attribution(default: str, counted: str) -> Param:
@@ -255,7 +252,7 @@ METRICS = [
         direction="lower",
         tables=("marketing_spend", "deals", "subscriptions"),
         compute=cac,
-        needs=("marketing_spend.amount", "subscriptions.account_id", "subscriptions.started_at"),
+        needs=("marketing_spend.amount", "deals.account_id", "deals.is_won", "deals.closed_at"),
         params=(CHANNELS, NEW_CUSTOMER),
     ),
     Metric(
@@ -275,7 +272,8 @@ METRICS = [
         direction="lower",
         tables=("marketing_spend", "deals", "subscriptions"),
         compute=cac_payback_months,
-        needs=("marketing_spend.amount", "subscriptions.account_id", "subscriptions.started_at", "subscriptions.mrr"),
+        needs=("marketing_spend.amount", "deals.account_id", "deals.is_won", "deals.closed_at",
+               "subscriptions.account_id", "subscriptions.started_at", "subscriptions.mrr"),
         params=(CHANNELS, NEW_CUSTOMER, GROSS_MARGIN),
     ),
     Metric(

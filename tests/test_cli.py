@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import sqlite3
 import subprocess
 import sys
@@ -17,7 +18,9 @@ from click.testing import CliRunner
 
 import crmkpi
 import crmkpi.cli
+from conftest import ALL_BUILTINS
 from crmkpi.cli import STARTER_CONFIG, cli
+from crmkpi.plugins import load_registry
 
 BUILTIN = "files,sales_metrics"
 SECRET = "Xy9-sup3r-s3cret-Pw"
@@ -107,10 +110,11 @@ def test_init_writes_a_starter_config_that_validates(isolated):
     assert result.exit_code == 0, result.output
     written = isolated / "crmkpi.yaml"
     assert written.read_text(encoding="utf-8") == STARTER_CONFIG
-    assert "Wrote crmkpi.yaml" in result.stdout
+    assert result.stdout.startswith("Wrote crmkpi.yaml and created data/.")
+    assert (isolated / "data").is_dir()  # the README's next step copies files there
     result = invoke("validate")  # --config defaults to crmkpi.yaml in the current folder
     assert result.exit_code == 0, result.output
-    assert result.stdout == "crmkpi.yaml: OK (1 connectors, 2 metrics, 0 schedules)\n"
+    assert result.stdout == "crmkpi.yaml: OK (1 connectors, all 2 metrics, 0 schedules)\n"
     assert result.stderr == ""
 
 
@@ -124,19 +128,35 @@ def test_init_refuses_to_overwrite_unless_forced(isolated):
     assert target.read_text(encoding="utf-8") == STARTER_CONFIG
 
 
-def test_init_into_a_new_folder_then_sync_the_starter_project(isolated):
+def test_init_into_a_new_folder_then_sync_and_run_the_whole_catalog(isolated, monkeypatch):
+    monkeypatch.setenv("CRMKPI_LOAD_PLUGINS", ALL_BUILTINS)
     result = invoke("init", "--path", "acme/crmkpi.yaml")
     assert result.exit_code == 0, result.output
     config = isolated / "acme" / "crmkpi.yaml"
-    assert config.is_file()
-    # the starter config points at a data folder the user still has to fill
-    fails(invoke("sync", "--config", str(config)),
-          f"connectors.files.path: folder not found: {config.parent.resolve() / 'data'}")
-    (config.parent / "data").mkdir()
+    assert config.is_file() and (config.parent / "data").is_dir()
     (config.parent / "data" / "deals.csv").write_text(DEALS, encoding="utf-8")
     assert invoke("sync", "--config", str(config)).exit_code == 0
     rows = run_json(config, "--period", "2024")
-    assert [(r["metric"], r["value"]) for r in rows] == [("close_rate", 0.3), ("win_rate", 0.6)]
+    # every metric of the catalog, not the two the starter config used to list
+    assert [r["metric"] for r in rows] == list(load_registry().metrics)
+    assert {r["metric"]: r["value"] for r in rows}["close_rate"] == 0.3
+
+
+def test_a_store_without_records_is_an_error_not_a_table_of_zeros(tmp_path):
+    config = make_project(tmp_path)
+    store = f"sqlite:///{(tmp_path / 'crmkpi.db').resolve()}"
+    sync = f"crmkpi sync --config {config}"
+    fails(invoke("run", "--config", str(config), "--period", "2024"),
+          f"the store {store} is empty: nothing was synced into it yet (run `{sync}`)")
+    fails(invoke("explain", "close_rate", "--config", str(config), "--period", "2024"),
+          f"the store {store} is empty: nothing was synced into it yet (run `{sync}`)")
+    (tmp_path / "data" / "deals.csv").write_text(DEALS.splitlines()[0] + "\n", encoding="utf-8")  # no rows
+    assert invoke("sync", "--config", str(config)).exit_code == 0
+    result = invoke("run", "--config", str(config), "--period", "2024")
+    assert result.exit_code == 1 and result.stdout == ""
+    assert re.fullmatch(rf"Error: the store {re.escape(store)} holds no records: its last sync \(crm, success, "
+                        rf"started \d{{4}}-\d\d-\d\d \d\d:\d\d UTC\) loaded none \(check the connector's source "
+                        rf"and run `{re.escape(sync)}`\)\n", result.stderr)
 
 
 def test_validate_reports_ok_and_counts(tmp_path):
@@ -292,9 +312,10 @@ def test_amounts_in_other_currencies_need_a_dated_rate(tmp_path):
     config = make_project(tmp_path, deals=deals)
     assert invoke("sync", "--config", str(config)).exit_code == 0
     result = invoke("run", "--config", str(config), "--metric", "win_rate", "--period", "2024",
-                    "--param", "by=amount", "--no-save")
-    fails(result, "win_rate: no fx_rates rate for EUR on or before 2024-05-01 "
-                  "(rates convert to the reporting currency USD)")
+                    "--param", "by=amount", "--param", "cohort=created", "--no-save", "--format", "json")
+    assert result.exit_code == 3
+    assert json.loads(result.stdout)[0]["error"] == \
+        "no fx_rates rate for EUR on or before 2024-05-01 (rates convert to the reporting currency USD)"
     assert one(config, "win_rate", "--period", "2024")["value"] == 0.6  # by count is unaffected
 
     # A rate valid from after the close date does not count; one valid before it does.
@@ -324,8 +345,8 @@ def test_csv_format(synced):
     result = invoke("run", "--config", str(synced), "--period", "2024-Q1", "--format", "csv", "--no-save")
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
-    assert list(rows[0]) == ["metric", "period", "period_start", "period_end", "segment", "value", "unit",
-                             "numerator", "denominator", "note"]
+    assert list(rows[0]) == ["metric", "period", "period_start", "period_end", "segment", "segment_labels",
+                             "value", "unit", "currency", "numerator", "denominator", "note", "error"]
     assert [(r["metric"], float(r["value"]), float(r["numerator"]), float(r["denominator"])) for r in rows] == [
         ("close_rate", 1.0, 3, 3), ("win_rate", 1.0, 3, 3)]
     assert rows[0]["period"] == "2024-Q1" and rows[0]["period_start"].startswith("2024-01-01")

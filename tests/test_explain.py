@@ -146,7 +146,7 @@ def test_explain_api(project):
     store = Store(project.store)
     try:
         period = Calendar().parse("2024-Q1", today=date(2024, 6, 1))
-        result = explain(store.engine, CLOSE_RATE, period, {}, Segment("owner", "u1"), Settings(), limit=1)
+        result = explain(store.engine, CLOSE_RATE, period, {}, Segment.of({"owner": "u1"}), Settings(), limit=1)
     finally:
         store.engine.dispose()
     assert {k: result[k] for k in ("metric", "period", "segment", "value", "params")} == {

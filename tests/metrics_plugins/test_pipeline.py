@@ -326,7 +326,7 @@ def test_quota_attainment_year_partial_overlap_and_currency(kpi) -> None:
         {"id": "q9", "owner_id": "u1", "period_start": "2025-01-01", "period_end": "2025-01-31", "amount": 3000},
     ])
     kpi.sync()
-    error = kpi.fails("run", "--metric", "quota_attainment", "--period", "2025-Q1")
+    error = kpi.error("quota_attainment", "--period", "2025-Q1")
     assert "quotas overlap for owner u1" in error
     kpi.write("quotas", [
         {"id": "q1", "owner_id": "u1", "period_start": "2025-01-01", "period_end": "2025-03-31", "amount": 10000,
@@ -379,7 +379,7 @@ def test_sales_volume_and_avg_deal_size(kpi) -> None:
     assert_empty(kpi.one("sales_volume", "--period", "2023"))
     assert_empty(kpi.one("avg_deal_size", "--period", "2023"))
     kpi.configure("reporting:\n  currency: EUR\n")
-    error = kpi.fails("run", "--metric", "sales_volume", "--period", "2025-01")
+    error = kpi.error("sales_volume", "--period", "2025-01")
     assert "no fx_rates rate for USD" in error
 
 
@@ -460,5 +460,5 @@ def test_pipeline_value(kpi) -> None:
     kpi.write("pipeline_stages", [{**STAGES[0], "is_deleted": T}, *STAGES[1:]])  # no qualify row
     kpi.sync()
     assert_value(kpi.one("pipeline_value", "--period", "2025-01"), 8000)  # unweighted needs no stages
-    error = kpi.fails("run", "--metric", "pipeline_value", "--period", "2025-01", "--param", "weighted=true")
+    error = kpi.error("pipeline_value", "--period", "2025-01", "--param", "weighted=true")
     assert "stage 'qualify' have no probability" in error

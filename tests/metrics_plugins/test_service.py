@@ -192,10 +192,10 @@ def test_nps_rejects_scales_it_cannot_read(kpi):
                                    response("seven", 6, "2024-03-02T00:00:00Z", scale=7),
                                    response("high", 6, "2024-05-02T00:00:00Z", scale=5)])
     kpi.sync()
-    assert kpi.fails("run", "--metric", "nps", "--period", "2024-03") == \
-        "nps: survey_responses row 'seven': score 6 on scale_max 7 is not a 0-10 or 1-5 answer"
-    assert kpi.fails("run", "--metric", "nps", "--period", "2024-05") == \
-        "nps: survey_responses row 'high': score 6 on scale_max 5 is not a 0-10 or 1-5 answer"
+    assert kpi.error("nps", "--period", "2024-03") == \
+        "survey_responses row 'seven': score 6 on scale_max 7 is not a 0-10 or 1-5 answer"
+    assert kpi.error("nps", "--period", "2024-05") == \
+        "survey_responses row 'high': score 6 on scale_max 5 is not a 0-10 or 1-5 answer"
 
 
 def test_csat(kpi_any_store):
@@ -235,5 +235,5 @@ def test_csat_on_other_scales(kpi):
     row = kpi.one("csat", "--period", "2024-03", "--param", "default_scale=7", "--param", "method=mean_score")
     assert sides(row) == (pytest.approx((1 + 0.8 + 4 / 7) / 3), pytest.approx(1 + 0.8 + 4 / 7), 3)
     assert row["note"] == "responses on different scales"
-    assert kpi.fails("run", "--metric", "csat", "--period", "2024-04") == \
-        "csat: survey_responses row 'bad': score 6 on scale_max 5 is not a valid answer"
+    assert kpi.error("csat", "--period", "2024-04") == \
+        "survey_responses row 'bad': score 6 on scale_max 5 is not a valid answer"
