@@ -167,7 +167,7 @@ def _close_rate(conn, w, p):
     return ratio(won, total)
 
 
-@baseline("win_rate", {"by": "amount"}, {"cohort": "closed"})
+@baseline("win_rate", {"by": "amount"}, {"cohort": "created"})
 def _win_rate(conn, w, p):
     cohort = "created_at" if p["cohort"] == "created" else "closed_at"
     decided = f"d.is_deleted = 0 AND d.is_closed = 1 AND d.{cohort} >= :start AND d.{cohort} < :end"

@@ -31,11 +31,13 @@ def win_rate(ctx: MetricContext) -> Value:
         weight = ctx.money(deals, func.coalesce(deals.c.amount, 0), deals.c.closed_at, *decided)
     wins, total = ctx.conn.execute(
         select(func.sum(case((won, weight), else_=0)), func.sum(weight)).where(*ctx.scope(deals), *decided)).one()
-    return ratio(wins, total, empty="no deals closed (won or lost) in the cohort")
+    empty = "no deals closed (won or lost) in the period" if ctx.params["cohort"] == "closed" \
+        else "no deal created in the period is closed (won or lost)"
+    return ratio(wins, total, empty=empty)
 
 
-COHORT = Param("cohort", str, "created", "which deals count: those created in the period, or those closed in it",
-               choices=("created", "closed"))
+COHORT = Param("cohort", str, "closed", "which deals count: those closed in the period (as CRM win-rate reports "
+               "count them), or those created in it", choices=("closed", "created"))
 
 METRICS = [
     Metric(
@@ -53,10 +55,14 @@ METRICS = [
     Metric(
         id="win_rate",
         title="Win rate",
-        description="Share of the decided deals that were won: open deals are left out. By count (every "
+        description="Share of the decided deals that were won: open deals are left out. The cohort is, by "
+                    "default (`cohort=closed`), the deals closed (won or lost) in the period by `closed_at`, as "
+                    "CRM win-rate reports count them: a period's win rate is settled once the period is over. "
+                    "With `cohort=created` it is the deals created in the period (`created_at`) that have "
+                    "closed since, so a young cohort's rate still moves as its deals close. By count (every "
                     "deal weighs one) or by amount (each deal weighs its amount, converted to the reporting "
                     "currency at the rate of its close date).",
-        formula="won deals / (won deals + lost deals), over the cohort",
+        formula="won deals / (won deals + lost deals), over the deals closed in the period (or created in it)",
         unit="ratio",
         direction="higher",
         tables=("deals",),
