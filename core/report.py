@@ -84,7 +84,7 @@ def _table(rows: list[dict], metrics: dict[str, Metric]) -> str:
     table.add_column("Note")
     for row in rows:
         unit, currency = row["unit"], row["currency"]
-        cells = [metrics[row["metric"]].title, row["period"]]
+        cells = [title(metrics[row["metric"]], row["params"]), row["period"]]
         if segmented:
             cells.append(segment_text(row["segment"], row["segment_labels"], shared))
         cells += [format_value(row["value"], unit, currency), _number(row["numerator"]),
@@ -97,6 +97,12 @@ def _table(rows: list[dict], metrics: dict[str, Metric]) -> str:
     console = Console(file=io.StringIO(), width=160, force_terminal=False)
     console.print(table)
     return console.file.getvalue().rstrip("\n")
+
+
+def title(metric: Metric, params: dict[str, Any]) -> str:
+    """The metric's title, with the statistic when it is not the mean: ``Sales cycle length (median)``."""
+    stat = params.get("stat", "mean")
+    return metric.title if stat == "mean" else f"{metric.title} ({stat})"
 
 
 def _shared_labels(rows: list[dict]) -> set[tuple[str, Any]]:
@@ -170,7 +176,7 @@ def render_explanation(explanation: dict, metric: Metric) -> str:
     value = explanation["value"]
     segment = segment_text(explanation["segment"], explanation["segment_labels"]) or "whole company"
     currency = explanation["currency"]
-    lines = [f"{metric.id}: {metric.title}, {explanation['period']} ({segment})", "",
+    lines = [f"{metric.id}: {title(metric, explanation['params'])}, {explanation['period']} ({segment})", "",
              f"Formula: {metric.formula}",
              f"Params: {', '.join(f'{k}={v}' for k, v in explanation['params'].items()) or 'none'}",
              f"Value: {format_value(value.value, metric.unit, currency)}" + _sides(value)

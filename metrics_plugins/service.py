@@ -8,13 +8,14 @@ paused SLA clocks.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import and_, case, func, literal, or_, select
+from sqlalchemy import Select, and_, case, func, literal, or_, select
 
 from crmkpi import hookimpl
 from crmkpi.errors import MetricError
-from crmkpi.metrics import Metric, MetricContext, Param, Value, ratio
+from crmkpi.metrics import STAT_DOC, Metric, MetricContext, Param, Value, ratio, stat_param, statistic
 
 
 def _hours(ctx: MetricContext, start, end):
@@ -31,7 +32,7 @@ def _plural(n: int, word: str) -> str:
 def avg_resolution_time(ctx: MetricContext) -> Value:
     tickets = ctx.table("tickets")
     created, resolved_at = tickets.c.created_at, tickets.c.resolved_at
-    resolved = and_(resolved_at.is_not(None), ctx.in_period(resolved_at), created.is_not(None))
+    resolved = and_(resolved_at.is_not(None), ctx.in_period(resolved_at))
     hours = _hours(ctx, created, resolved_at)
     label = "tickets resolved in the period"
     if ctx.params["include_open"]:
@@ -44,39 +45,52 @@ def avg_resolution_time(ctx: MetricContext) -> Value:
         label = f"tickets resolved in the period, and tickets open at {as_of.isoformat(timespec='seconds')}"
     else:
         where = resolved
-    valid = hours >= 0
-    ctx.record(label, tickets, where)
-    total, counted, backwards = ctx.conn.execute(
-        select(func.sum(case((valid, hours))), func.count(case((valid, 1))), func.count(case((~valid, 1))))
-        .where(*ctx.scope(tickets), where)).one()
-    note = f"{_plural(backwards, 'ticket')} resolved before created left out" if backwards else None
-    if not counted:
+    ctx.record(label, tickets, where, created.is_not(None), hours >= 0)
+    measured = _measured(ctx, select(hours.label("hours")).where(*ctx.scope(tickets), where))
+    notes = measured.notes("resolved before created", "resolved in the period without created_at")
+    if not measured.count:
         empty = "no tickets resolved in the period" + (" and none open" if ctx.params["include_open"] else "")
-        return Value(None, note=f"{empty}; {note}" if note else empty)
-    return Value(float(total) / counted, float(total), counted, note=note)
+        return Value(None, note=empty).noted(*notes)
+    return statistic(ctx, measured.hours, measured.total, measured.count).noted(*notes)
 
 
 def first_response_time(ctx: MetricContext) -> Value:
     tickets = ctx.table("tickets")
     created, responded = tickets.c.created_at, tickets.c.first_response_at
-    hours = _hours(ctx, created, responded)
-    answered = responded.is_not(None)
-    valid = and_(answered, hours >= 0)
     ctx.record("tickets created in the period", tickets, ctx.in_period(created))
-    total, counted, waiting, backwards = ctx.conn.execute(
-        select(func.sum(case((valid, hours))), func.count(case((valid, 1))), func.count(case((~answered, 1))),
-               func.count(case((and_(answered, hours < 0), 1))))
-        .where(*ctx.scope(tickets), ctx.in_period(created))).one()
-    notes = []
-    if waiting:
-        notes.append(f"{_plural(waiting, 'ticket')} without a first response left out")
-    if backwards:
-        notes.append(f"{_plural(backwards, 'ticket')} answered before created left out")
-    note = "; ".join(notes) or None
-    if not counted:
-        empty = "no answered tickets created in the period"
-        return Value(None, note=f"{empty}; {note}" if note else empty)
-    return Value(float(total) / counted, float(total), counted, note=note)
+    measured = _measured(ctx, select(_hours(ctx, created, responded).label("hours"))
+                         .where(*ctx.scope(tickets), ctx.in_period(created)))
+    notes = measured.notes("answered before created", "without a first response")
+    if not measured.count:
+        return Value(None, note="no answered tickets created in the period").noted(*notes)
+    return statistic(ctx, measured.hours, measured.total, measured.count).noted(*notes)
+
+
+@dataclass(frozen=True)
+class Measured:
+    """Tickets' durations in hours: those measured, and those that could not be (negative or missing)."""
+
+    #: Selects the hours of each measured ticket (for a percentile).
+    hours: Select
+    total: float
+    count: int
+    negative: int
+    missing: int
+
+    def notes(self, negative: str, missing: str) -> list[str]:
+        return [f"{_plural(n, 'ticket')} {what} left out" for n, what in ((self.missing, missing),
+                                                                         (self.negative, negative)) if n]
+
+
+def _measured(ctx: MetricContext, durations: Select) -> Measured:
+    """The tickets ``durations`` selects (one ``hours`` column): the non-negative ones are measured."""
+    rows = durations.subquery("durations")
+    hours = rows.c.hours
+    total, count, negative, missing = ctx.conn.execute(select(
+        func.sum(case((hours >= 0, hours))), func.count(case((hours >= 0, 1))), func.count(case((hours < 0, 1))),
+        func.count(case((hours.is_(None), 1))))).one()
+    return Measured(select(hours).where(hours >= 0), float(total or 0), int(count or 0), int(negative or 0),
+                    int(missing or 0))
 
 
 def _no_tickets(ctx: MetricContext) -> bool:
@@ -180,7 +194,8 @@ METRICS = [
                     "period (by resolved_at). With include_open=true, the tickets still open at the end of the "
                     "period (or now, for a period not over yet) count too, with their age at that moment "
                     "(now − created, as CRMs commonly report open cases), however old they are. Tickets resolved "
-                    "before they were created are left out and counted in the note. " + TICKETS_DOC,
+                    "before they were created, or without created_at, are left out and counted in the note. "
+                    + STAT_DOC + " " + TICKETS_DOC,
         formula="sum of (resolved_at − created_at) in hours / tickets resolved in the period",
         unit="hours",
         direction="lower",
@@ -188,20 +203,22 @@ METRICS = [
         compute=avg_resolution_time,
         needs=("tickets.created_at", "tickets.resolved_at"),
         params=(Param("include_open", bool, False,
-                      "also count tickets open at the period's end (or now), aged up to that moment"),),
+                      "also count tickets open at the period's end (or now), aged up to that moment"),
+                stat_param("tickets' hours")),
     ),
     Metric(
         id="first_response_time",
         title="First response time",
         description="Mean hours from a ticket's created_at to its first_response_at, over the tickets created in "
                     "the period (by created_at) that have a first response; tickets still waiting for one are "
-                    "left out and counted in the note. " + TICKETS_DOC,
+                    "left out and counted in the note. " + STAT_DOC + " " + TICKETS_DOC,
         formula="sum of (first_response_at − created_at) in hours / answered tickets created in the period",
         unit="hours",
         direction="lower",
         tables=("tickets",),
         compute=first_response_time,
         needs=("tickets.created_at", "tickets.first_response_at"),
+        params=(stat_param("tickets' hours"),),
     ),
     Metric(
         id="ticket_volume",
