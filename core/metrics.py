@@ -181,6 +181,13 @@ class MetricContext:
         self.inputs.append(Input(label, table, where))
         return float(self.conn.execute(select(func.sum(expression)).where(*where)).scalar() or 0)
 
+    def left_out(self, rows: str, table: Table, *where: ColumnElement, then: str = "left out") -> str | None:
+        """``"3 won deal(s) without closed_at left out"``: a note counting the in-scope rows of ``table``
+        matching ``where``, rows a value cannot use (or, ``then``, takes as 0) because a column it needs is
+        empty; None when there is no such row. Empty columns must never move a value silently."""
+        count = self.conn.execute(select(func.count()).select_from(table).where(*self.scope(table), *where)).scalar()
+        return f"{count} {rows} {then}" if count else None
+
     def record(self, label: str, table: Table, *where: ColumnElement) -> None:
         """Declare the rows behind a side computed with a query of the metric's own."""
         self.inputs.append(Input(label, table, (*self.scope(table), *where)))

@@ -107,6 +107,13 @@ def _churn(ctx: MetricContext, start: datetime, end: datetime) -> tuple[int, int
     return int(row[0] or 0), int(row[1] or 0), int(row[2] or 0)
 
 
+def _uncounted(ctx: MetricContext) -> str | None:
+    """The note on the subscriptions that cannot make anyone a customer: no account, or no start."""
+    subs = ctx.table("subscriptions")
+    return ctx.left_out("subscription(s) without account_id or started_at", subs,
+                        or_(subs.c.account_id.is_(None), subs.c.started_at.is_(None)))
+
+
 def _instant(ctx: MetricContext, value: datetime) -> ColumnElement:
     """A bound instant typed like the store's timestamps (so SQLite compares it as stored text)."""
     return literal(value, ctx.table("subscriptions").c.started_at.type)
@@ -136,7 +143,7 @@ def churn_rate(ctx: MetricContext) -> Value:
                 ~is_customer_at(ctx, subs, ctx.start),
                 ~is_customer_at(ctx, subs, ctx.end))
         lost += joined_and_lost
-    return ratio(lost, customers, empty="no customers at the period start")
+    return ratio(lost, customers, empty="no customers at the period start").noted(_uncounted(ctx))
 
 
 def retention_rate(ctx: MetricContext) -> Value:
@@ -149,7 +156,7 @@ def retention_rate(ctx: MetricContext) -> Value:
     firsts = _firsts(ctx, subs, subs.c.started_at)
     ctx.record("first subscriptions of new customers", subs,
             exists(select(firsts.c.id).where(firsts.c.source == subs.c.source, firsts.c.id == subs.c.id)))
-    return ratio((end or 0) - (new or 0), start, empty="no customers at the period start")
+    return ratio((end or 0) - (new or 0), start, empty="no customers at the period start").noted(_uncounted(ctx))
 
 
 # --- renewals -------------------------------------------------------------------------------------
@@ -197,7 +204,8 @@ def renewal_rate(ctx: MetricContext) -> Value:
     if pending:
         value = value.noted(f"{pending} subscription(s) with term_end in the period not due yet (after today) "
                             "are left out")
-    return value
+    return value.noted(ctx.left_out("subscription(s) without term_end (never up for renewal)", subs,
+                                    subs.c.term_end.is_(None)))
 
 
 # --- expansion ------------------------------------------------------------------------------------
@@ -228,17 +236,20 @@ def upsell_rate(ctx: MetricContext) -> Value:
             m.c.mrr_end > m.c.mrr_start + _EPSILON * func.abs(m.c.mrr_start) + _EPSILON)).scalar() or 0
         ctx.record("subscriptions of those customers running at the period end", subs,
                 active_at(subs, ctx.end), is_customer_at(ctx, subs, ctx.start))
-        return ratio(upsold, total, empty="no customers at the period start")
+        return ratio(upsold, total, empty="no customers at the period start").noted(_uncounted(ctx),
+                                                                                   _no_mrr(ctx))
     types = _deal_types(ctx.params["deal_types"])
     deals = ctx.table("deals")
-    qualifying = (ctx.live(deals), deals.c.is_won.is_(True), ctx.in_period(deals.c.closed_at),
-                  func.lower(deals.c.deal_type).in_(types), deals.c.account_id.isnot(None))
+    upsells = (deals.c.is_won.is_(True), ctx.in_period(deals.c.closed_at), func.lower(deals.c.deal_type).in_(types))
+    qualifying = (ctx.live(deals), *upsells, deals.c.account_id.isnot(None))
     won = select(deals.c.source, deals.c.account_id).where(*qualifying).distinct().subquery("upsold")
     upsold = ctx.conn.execute(select(func.count()).select_from(customers.join(won, and_(
         customers.c.source == won.c.source, customers.c.account_id == won.c.account_id)))).scalar() or 0
     ctx.inputs.append(Input(f"won {'/'.join(types)} deals of those customers closed in the period", deals,
                             (*qualifying, is_customer_at(ctx, deals, ctx.start))))
-    return ratio(upsold, total, empty="no customers at the period start")
+    unowned = ctx.left_out(f"won {'/'.join(types)} deal(s) closed in the period without account_id", deals,
+                           *upsells, deals.c.account_id.is_(None))
+    return ratio(upsold, total, empty="no customers at the period start").noted(_uncounted(ctx), unowned)
 
 
 def _deal_types(text: str) -> list[str]:
@@ -254,7 +265,15 @@ def _mrr_retention(ctx: MetricContext, net: bool) -> Value:
             active_at(subs, ctx.start))
     ctx.record("subscriptions of those customers running at the period end", subs,
             active_at(subs, ctx.end), is_customer_at(ctx, subs, ctx.start))
-    return ratio(end, start, empty="no MRR at the period start")
+    return ratio(end, start, empty="no MRR at the period start").noted(_uncounted(ctx), _no_mrr(ctx))
+
+
+def _no_mrr(ctx: MetricContext) -> str | None:
+    """The note on the subscriptions running at the period start or end without an MRR (counted as 0)."""
+    subs = ctx.table("subscriptions")
+    return ctx.left_out("subscription(s) running at the period start or end without mrr", subs,
+                        or_(active_at(subs, ctx.start), active_at(subs, ctx.end)), subs.c.mrr.is_(None),
+                        then="counted as 0")
 
 
 def gross_mrr_retention(ctx: MetricContext) -> Value:
@@ -275,6 +294,17 @@ def _year_before(instant: datetime) -> datetime:
         return instant.replace(year=instant.year - 1, day=28)
 
 
+def _order_notes(ctx: MetricContext) -> list[str | None]:
+    """Notes on the orders a value of the period's orders cannot use, or takes as 0."""
+    orders = ctx.table("orders")
+    in_period = ctx.in_period(orders.c.ordered_at)
+    return [ctx.left_out("order(s) in the period without account_id", orders, in_period,
+                         orders.c.account_id.is_(None)),
+            ctx.left_out("order(s) without ordered_at (in no period)", orders, orders.c.ordered_at.is_(None)),
+            ctx.left_out("order(s) in the period without amount", orders, in_period, orders.c.account_id.isnot(None),
+                         orders.c.amount.is_(None), then="counted as 0")]
+
+
 def clv(ctx: MetricContext) -> Value:
     lifespan = ctx.params["lifespan_years"]
     orders = ctx.table("orders")
@@ -286,8 +316,9 @@ def clv(ctx: MetricContext) -> Value:
     revenue, purchases, customers = ctx.conn.execute(select(
         func.sum(per_customer.c.revenue), func.sum(per_customer.c.purchases), func.count())).one()
     ctx.record("orders in the period", orders, *where)
+    notes = _order_notes(ctx)
     if not customers:
-        return Value(None, note="no orders (with an account) in the period")
+        return Value(None, note="no orders (with an account) in the period").noted(*notes)
     note = None
     if lifespan == 0:
         window = _year_before(ctx.end)
@@ -299,13 +330,13 @@ def clv(ctx: MetricContext) -> Value:
             why = "no customers 12 months before the period end" if not base else \
                 "no customer churned in the 12 months to the period end"
             return Value(None, note=f"lifespan cannot be derived from subscriptions ({why}); "
-                                    f"set --param lifespan_years=N")
+                                    f"set --param lifespan_years=N").noted(*notes)
         lifespan = base / lost
         note = (f"lifespan {lifespan:.2f} years = 1 / annual customer churn {lost}/{base} "
                 f"(subscriptions, 12 months to the period end)")
     revenue = float(revenue or 0)
     return Value(revenue / customers * lifespan, numerator=revenue * lifespan, denominator=float(customers),
-                 note=note)
+                 note=note).noted(*notes)
 
 
 def profit_margin_per_customer(ctx: MetricContext) -> Value:
@@ -331,7 +362,8 @@ def profit_margin_per_customer(ctx: MetricContext) -> Value:
         notes.append(f"{unpaid} customer(s) with zero or negative revenue left out")
     if no_cost:
         notes.append(f"{no_cost} order(s) without a cost counted at cost 0")
-    return ratio(margins, customers, empty="no customer with revenue (orders) in the period").noted(*notes)
+    return ratio(margins, customers, empty="no customer with revenue (orders) in the period").noted(
+        *notes, *_order_notes(ctx))
 
 
 def net_new_revenue(ctx: MetricContext) -> Value:
@@ -346,15 +378,19 @@ def net_new_revenue(ctx: MetricContext) -> Value:
     firsts = _firsts(ctx, table, at)
     where = (table.c.source == firsts.c.source, table.c.id == firsts.c.id)
     money = ctx.money(table, func.coalesce(amount, 0), at, *where)
-    total, rows = ctx.conn.execute(select(func.sum(money), func.count()).where(*scope, *where)).one()
+    total, rows, unvalued = ctx.conn.execute(select(func.sum(money), func.count(), func.count() - func.count(amount))
+                                             .where(*scope, *where)).one()
     ctx.record(f"first {what} of new customers, in the period", table, exists(select(firsts.c.id).where(*where)))
+    notes = (ctx.left_out(f"{what} without account_id or {at.name}", table,
+                          or_(table.c.account_id.is_(None), at.is_(None))),
+             f"{unvalued} first {what} without {amount.name} counted as 0" if unvalued else None)
     if not rows:
         loaded = ctx.conn.execute(select(func.count()).where(*scope)).scalar()
         if not loaded:
-            return Value(None, note=f"no {what} with an account loaded")
+            return Value(None, note=f"no {what} with an account loaded").noted(*notes)
         return Value(0.0, note=f"no new customers ({'first order' if what == 'orders' else 'first subscription'}"
-                               f" in the period)")
-    return Value(float(total or 0))
+                               f" in the period)").noted(*notes)
+    return Value(float(total or 0)).noted(*notes)
 
 
 # --- declarations ---------------------------------------------------------------------------------

@@ -26,14 +26,34 @@ def _won_in_period(ctx: MetricContext, deals) -> tuple[ColumnElement, ...]:
     return deals.c.is_won.is_(True), ctx.in_period(deals.c.closed_at)
 
 
-def _won_amounts(ctx: MetricContext) -> tuple[float, int]:
-    """(sum of converted amounts, number of won deals with an amount) closed in the period."""
+@dataclass(frozen=True)
+class Won:
+    """The deals won in the period: their converted amounts, and how many have an amount and how many not."""
+
+    total: float
+    sized: int
+    unsized: int
+
+    def note(self, unsized: str = "left out") -> str | None:
+        return f"{self.unsized} won deal(s) without amount {unsized}" if self.unsized else None
+
+
+def _won_amounts(ctx: MetricContext) -> Won:
+    """The deals won whose close date falls in the period, and their amounts in the reporting currency."""
     deals = ctx.table("deals")
-    where = (*_won_in_period(ctx, deals), deals.c.amount.is_not(None))
-    amount = ctx.money(deals, deals.c.amount, deals.c.closed_at, *where)
-    ctx.record("won deals with an amount, closed in the period", deals, *where)
-    total, count = ctx.conn.execute(select(func.sum(amount), func.count()).where(*ctx.scope(deals), *where)).one()
-    return float(total or 0), int(count or 0)
+    won, sized = _won_in_period(ctx, deals), deals.c.amount.is_not(None)
+    amount = ctx.money(deals, deals.c.amount, deals.c.closed_at, *won, sized)
+    ctx.record("won deals with an amount, closed in the period", deals, *won, sized)
+    total, count, unsized = ctx.conn.execute(
+        select(func.sum(amount), func.count(deals.c.amount), func.count() - func.count(deals.c.amount))
+        .where(*ctx.scope(deals), *won)).one()
+    return Won(float(total or 0), int(count or 0), int(unsized or 0))
+
+
+def _undated(ctx: MetricContext, deals, which: str, decided: ColumnElement) -> str | None:
+    """The note on the ``which`` deals (won, closed) without a close date: no period holds them."""
+    return ctx.left_out(f"{which} deal(s) without closed_at (in no period)", deals, decided,
+                        deals.c.closed_at.is_(None))
 
 
 @dataclass(frozen=True)
@@ -95,9 +115,12 @@ def lead_conversion_rate(ctx: MetricContext) -> Value:
     cohort = ctx.in_period(leads.c.created_at)
     converted = leads.c.converted_at.is_not(None)
     total = ctx.count("leads created in the period", leads, cohort)
+    converted_count = ctx.count("converted leads", leads, cohort, converted)
+    notes = [ctx.left_out("lead(s) without created_at (in no period)", leads, leads.c.created_at.is_(None))]
+    if total and not converted_count:  # a rate of 0 that may only mean converted_at was never loaded
+        notes.append(f"none of the {total} lead(s) created in the period has converted_at")
     if ctx.params["into"] == "any":
-        won = ctx.count("converted leads", leads, cohort, converted)
-        return ratio(won, total, empty="no leads created in the period")
+        return ratio(converted_count, total, empty="no leads created in the period").noted(*notes)
     # Customers: the lead's own deal was won, or the account it converted into won a deal closed at
     # or after the conversion. One set-based subquery, so large lead tables are not scanned per row.
     lead = leads.alias("lead")
@@ -117,7 +140,7 @@ def lead_conversion_rate(ctx: MetricContext) -> Value:
     )
     won = ctx.count("leads converted into paying customers", leads, cohort, converted,
                     tuple_(leads.c.source, leads.c.id).in_(customers))
-    return ratio(won, total, empty="no leads created in the period")
+    return ratio(won, total, empty="no leads created in the period").noted(*notes)
 
 
 # -- stage length ------------------------------------------------------------------------------
@@ -179,11 +202,12 @@ def sales_cycle_length(ctx: MetricContext) -> Value:
     kind = ctx.params["deals"]
     decided = deals.c.is_won.is_(True) if kind == "won" else deals.c.is_closed.is_(True)
     cycle = _cycle(ctx, deals, decided, ctx.in_period(deals.c.closed_at))
+    notes = [*cycle.notes(kind), _undated(ctx, deals, kind, decided)]
     if not cycle.count:
         empty = f"no {kind} deal closed in the period could be measured" if cycle.backwards or cycle.undated \
             else f"no deals {kind} in the period"
-        return Value(None, note=empty).noted(*cycle.notes(kind))
-    return statistic(ctx, cycle.days, cycle.total, cycle.count).noted(*cycle.notes(kind))
+        return Value(None, note=empty).noted(*notes)
+    return statistic(ctx, cycle.days, cycle.total, cycle.count).noted(*notes)
 
 
 # -- quota attainment --------------------------------------------------------------------------
@@ -199,18 +223,25 @@ def quota_attainment(ctx: MetricContext) -> Value:
     _check_overlaps(ctx, quotas, level, holder, within)
 
     quota = ctx.money(quotas, func.coalesce(quotas.c.amount, 0), quotas.c.period_start, holder, *within)
-    counted, quota_total = ctx.conn.execute(
-        select(func.count(), func.sum(quota)).where(*ctx.scope(quotas), holder, *within)).one()
+    counted, quota_total, unsized = ctx.conn.execute(
+        select(func.count(), func.sum(quota), func.count() - func.count(quotas.c.amount))
+        .where(*ctx.scope(quotas), holder, *within)).one()
     ctx.record(f"{level} quotas within the period", quotas, holder, *within)
-    won, _ = _won_amounts(ctx)
+    deals = ctx.table("deals")
+    amounts = _won_amounts(ctx)
+    won = amounts.total
+    notes = [ctx.left_out(f"{level} quota(s) without period_start or period_end", quotas, holder,
+                          or_(quotas.c.period_start.is_(None), quotas.c.period_end.is_(None))),
+             f"{unsized} {level} quota(s) without amount counted as 0" if unsized else None, amounts.note(),
+             _undated(ctx, deals, "won", deals.c.is_won.is_(True))]
     if not counted:
         partial = ctx.count(f"{level} quotas overlapping the period only in part", quotas, holder, *dated,
                             quotas.c.period_start <= ctx.period.last_day, quotas.c.period_end >= ctx.period.start)
         note = f"no {level} quota lies within the period"
         if partial:
             note += f" ({partial} cover it only in part; quotas are not prorated)"
-        return Value(None, won, 0.0, note=note)
-    return ratio(won, quota_total, empty=f"the {level} quotas within the period add up to zero")
+        return Value(None, won, 0.0, note=note).noted(*notes)
+    return ratio(won, quota_total, empty=f"the {level} quotas within the period add up to zero").noted(*notes)
 
 
 def _check_overlaps(ctx: MetricContext, quotas, level: str, holder: ColumnElement,
@@ -245,20 +276,20 @@ def _check_overlaps(ctx: MetricContext, quotas, level: str, holder: ColumnElemen
 
 def sales_volume(ctx: MetricContext) -> Value:
     deals = ctx.table("deals")
-    won = _won_in_period(ctx, deals)
-    amount = ctx.money(deals, func.coalesce(deals.c.amount, 0), deals.c.closed_at, *won)
-    ctx.record("won deals closed in the period", deals, *won)
-    total, count = ctx.conn.execute(select(func.sum(amount), func.count()).where(*ctx.scope(deals), *won)).one()
-    if not count:
-        return Value(None, note="no deals won in the period")
-    return Value(float(total or 0))
+    won = _won_amounts(ctx)
+    undated = _undated(ctx, deals, "won", deals.c.is_won.is_(True))
+    if not won.sized + won.unsized:
+        return Value(None, note="no deals won in the period").noted(undated)
+    return Value(won.total).noted(won.note("added nothing"), undated)
 
 
 def avg_deal_size(ctx: MetricContext) -> Value:
-    total, count = _won_amounts(ctx)
-    if not count:
-        return Value(None, note="no deals with an amount won in the period")
-    return Value(total / count, numerator=total, denominator=count)
+    deals = ctx.table("deals")
+    won = _won_amounts(ctx)
+    notes = (won.note(), _undated(ctx, deals, "won", deals.c.is_won.is_(True)))
+    if not won.sized:
+        return Value(None, note="no deals with an amount won in the period").noted(*notes)
+    return Value(won.total / won.sized, numerator=won.total, denominator=won.sized).noted(*notes)
 
 
 def sales_velocity(ctx: MetricContext) -> Value:
@@ -272,16 +303,17 @@ def sales_velocity(ctx: MetricContext) -> Value:
     closed = (deals.c.is_closed.is_(True), ctx.in_period(deals.c.closed_at))
     won_count = ctx.count("won deals closed in the period", deals, *closed, deals.c.is_won.is_(True))
     decided = ctx.count("won and lost deals closed in the period", deals, *closed)
-    won_total, sized = _won_amounts(ctx)
+    won = _won_amounts(ctx)
     cycle = _cycle(ctx, deals, *_won_in_period(ctx, deals))
-    if not won_count or not sized or not cycle.count:
+    notes = (*cycle.notes("won"), won.note(), _undated(ctx, deals, "closed", deals.c.is_closed.is_(True)))
+    if not won_count or not won.sized or not cycle.count:
         return Value(None, note="no deals won in the period (with an amount and a creation date): "
-                                "deal size, win rate and cycle length are undefined").noted(*cycle.notes("won"))
-    deal_size, win_rate, days = won_total / sized, won_count / decided, cycle.total / cycle.count
+                                "deal size, win rate and cycle length are undefined").noted(*notes)
+    deal_size, win_rate, days = won.total / won.sized, won_count / decided, cycle.total / cycle.count
     numerator = opportunities * deal_size * win_rate
     if days <= 0:
-        return Value(None, numerator, days, note="the won deals' sales cycle length is zero days")
-    return Value(numerator / days, numerator=numerator, denominator=days).noted(*cycle.notes("won"))
+        return Value(None, numerator, days, note="the won deals' sales cycle length is zero days").noted(*notes)
+    return Value(numerator / days, numerator=numerator, denominator=days).noted(*notes)
 
 
 # -- pipeline value ----------------------------------------------------------------------------
@@ -294,12 +326,15 @@ def pipeline_value(ctx: MetricContext) -> Value:
     # Convert at the rate of the period's last day: this is a snapshot at the period's end.
     amount = ctx.money(deals, deals.c.amount, literal(ctx.period.last_day, Date()), *valued)
     ctx.record("deals open at the end of the period", deals, *open_)
+    notes = (ctx.left_out("open deal(s) without amount", deals, *open_, deals.c.amount.is_(None)),
+             ctx.left_out("deal(s) without created_at (never open)", deals, deals.c.created_at.is_(None),
+                          open_[1]))
     if not ctx.params["weighted"]:
         total, count = ctx.conn.execute(
             select(func.sum(amount), func.count()).where(*ctx.scope(deals), *valued)).one()
         if not count:
-            return Value(None, note="no deal with an amount was open at the end of the period")
-        return Value(float(total))
+            return Value(None, note="no deal with an amount was open at the end of the period").noted(*notes)
+        return Value(float(total)).noted(*notes)
 
     # The stage each deal was in at the period's end: its last stage change entered before the end
     # (the stage history), else its current stage.
@@ -329,8 +364,8 @@ def pipeline_value(ctx: MetricContext) -> Value:
     if top is not None and top > 1:
         raise MetricError(f"pipeline_stages.probability must be a fraction 0..1, found {top:g}")
     if not count:
-        return Value(None, note="no deal with an amount was open at the end of the period")
-    return Value(float(weighted))
+        return Value(None, note="no deal with an amount was open at the end of the period").noted(*notes)
+    return Value(float(weighted)).noted(*notes)
 
 
 # -- declarations ------------------------------------------------------------------------------

@@ -60,7 +60,7 @@ def first_response_time(ctx: MetricContext) -> Value:
     ctx.record("tickets created in the period", tickets, ctx.in_period(created))
     measured = _measured(ctx, select(_hours(ctx, created, responded).label("hours"))
                          .where(*ctx.scope(tickets), ctx.in_period(created)))
-    notes = measured.notes("answered before created", "without a first response")
+    notes = [*measured.notes("answered before created", "without a first response"), _undated(ctx)]
     if not measured.count:
         return Value(None, note="no answered tickets created in the period").noted(*notes)
     return statistic(ctx, measured.hours, measured.total, measured.count).noted(*notes)
@@ -93,6 +93,12 @@ def _measured(ctx: MetricContext, durations: Select) -> Measured:
                     int(missing or 0))
 
 
+def _undated(ctx: MetricContext) -> str | None:
+    """The note on the tickets without created_at, which no period of creation holds."""
+    tickets = ctx.table("tickets")
+    return ctx.left_out("ticket(s) without created_at (in no period)", tickets, tickets.c.created_at.is_(None))
+
+
 def _no_tickets(ctx: MetricContext) -> bool:
     tickets = ctx.table("tickets")
     return not ctx.conn.execute(select(tickets.c.id).where(*ctx.scope(tickets)).limit(1)).first()
@@ -103,7 +109,7 @@ def ticket_volume(ctx: MetricContext) -> Value:
     count = ctx.count("tickets created in the period", tickets, ctx.in_period(tickets.c.created_at))
     if not count and _no_tickets(ctx):
         return Value(None, note="no tickets in the store")
-    return Value(float(count))
+    return Value(float(count)).noted(_undated(ctx))
 
 
 def resolution_rate(ctx: MetricContext) -> Value:
@@ -112,7 +118,7 @@ def resolution_rate(ctx: MetricContext) -> Value:
     resolved = ctx.count("tickets created in the period and resolved", tickets, created,
                          tickets.c.resolved_at.is_not(None))
     total = ctx.count("tickets created in the period", tickets, created)
-    return ratio(resolved, total, empty="no tickets created in the period")
+    return ratio(resolved, total, empty="no tickets created in the period").noted(_undated(ctx))
 
 
 # --- surveys -----------------------------------------------------------------
@@ -124,6 +130,18 @@ def _responses(ctx: MetricContext):
              answers.c.score.is_not(None))
     scale = func.coalesce(answers.c.scale_max, ctx.params["default_scale"])
     return answers, where, scale
+
+
+def _unanswered(ctx: MetricContext) -> list[str | None]:
+    """Notes on the responses the period cannot count: no responded_at, no survey label, no score."""
+    answers = ctx.table("survey_responses")
+    in_period = ctx.in_period(answers.c.responded_at)
+    survey = ctx.params["survey"]
+    return [ctx.left_out("response(s) without responded_at (in no period)", answers, answers.c.responded_at.is_(None)),
+            ctx.left_out(f"response(s) in the period without a survey label (give them survey: {survey})", answers,
+                         in_period, answers.c.survey.is_(None)),
+            ctx.left_out(f"{survey} response(s) in the period without score", answers, in_period,
+                         func.lower(answers.c.survey) == survey.lower(), answers.c.score.is_(None))]
 
 
 def _unreadable(ctx: MetricContext, answers, where, bad, supported: str) -> None:
@@ -147,10 +165,11 @@ def nps(ctx: MetricContext) -> Value:
         select(func.count(case((promoter, 1))), func.count(case((detractor, 1))), func.count())
         .where(*ctx.scope(answers), *where)).one()
     if not total:
-        return Value(None, note=f"no {ctx.params['survey']} responses in the period")
+        return Value(None, note=f"no {ctx.params['survey']} responses in the period").noted(*_unanswered(ctx))
     net = promoters - detractors
     return Value(100.0 * net / total, float(net), float(total),
-                 note=f"{promoters} promoters, {total - promoters - detractors} passives, {detractors} detractors")
+                 note=f"{promoters} promoters, {total - promoters - detractors} passives, {detractors} detractors"
+                 ).noted(*_unanswered(ctx))
 
 
 def csat(ctx: MetricContext) -> Value:
@@ -160,15 +179,16 @@ def csat(ctx: MetricContext) -> Value:
     if ctx.params["method"] == "share_satisfied":
         satisfied = ctx.count("satisfied responses (top two of the scale)", answers, *where, score >= scale - 1)
         total = ctx.count(f"{ctx.params['survey']} responses in the period", answers, *where)
-        return ratio(satisfied, total, empty=f"no {ctx.params['survey']} responses in the period")
+        return ratio(satisfied, total, empty=f"no {ctx.params['survey']} responses in the period").noted(
+            *_unanswered(ctx))
     ctx.record(f"{ctx.params['survey']} responses in the period", answers, *where)
     part, total, raw, low, high = ctx.conn.execute(
         select(func.sum(score * 1.0 / scale), func.count(), func.sum(score), func.min(scale), func.max(scale))
         .where(*ctx.scope(answers), *where)).one()
     if not total:
-        return Value(None, note=f"no {ctx.params['survey']} responses in the period")
+        return Value(None, note=f"no {ctx.params['survey']} responses in the period").noted(*_unanswered(ctx))
     note = f"mean score {float(raw) / total:.2f} out of {low}" if low == high else "responses on different scales"
-    return Value(float(part) / total, float(part), float(total), note=note)
+    return Value(float(part) / total, float(part), float(total), note=note).noted(*_unanswered(ctx))
 
 
 # --- declarations ------------------------------------------------------------

@@ -92,8 +92,9 @@ def sides(row):
 def test_cac_hand_computed(march):
     row = march.one("cac", "--period", "2024-03")
     assert row["value"] == pytest.approx(3200 / 3)
-    assert (row["numerator"], row["denominator"], row["unit"], row["note"]) == (pytest.approx(3200), 3, "currency",
-                                                                                  None)
+    # d10 has no account: it cannot make anyone a customer, and the note counts it
+    assert (row["numerator"], row["denominator"], row["unit"], row["note"]) == \
+        (pytest.approx(3200), 3, "currency", "1 won deal(s) closed in the period without account_id left out")
     # marketing only: leave the 'sales' rows out (1,000 + 600 + 50)
     row = march.one("cac", "--period", "2024-03", "--param", "channels=paid_search, Events,display")
     assert sides(row) == (pytest.approx(1650 / 3), pytest.approx(1650), 3)
@@ -109,7 +110,7 @@ def test_cac_prorates_ranges_across_periods(march):
     assert [(r["period"], r["value"], r["numerator"], r["denominator"], r["note"]) for r in rows] == [
         ("2024-01", None, None, None, rows[0]["note"]),
         ("2024-02", None, pytest.approx(1550), 0, "no customers acquired in the period"),
-        ("2024-03", pytest.approx(3200 / 3), pytest.approx(3200), 3, None),
+        ("2024-03", pytest.approx(3200 / 3), pytest.approx(3200), 3, "1 won deal(s) closed in the period without account_id left out"),
     ]
     assert rows[0]["note"].startswith("no marketing spend recorded in the period")
     assert "marketing_spend.csv" in rows[0]["note"]
@@ -224,8 +225,8 @@ def test_payback_without_subscriptions_is_null(kpi):
     kpi.write("deals", DEALS)
     kpi.sync()
     row = kpi.one("cac_payback_months", "--period", "2024-03")
-    assert row["value"] is None and \
-        row["note"] == "the new customers have no first-month MRR (subscriptions); no subscriptions in the store"
+    assert row["value"] is None and row["note"] == "the new customers have no first-month MRR (subscriptions); " \
+        "1 won deal(s) closed in the period without account_id left out; no subscriptions in the store"
 
 
 def test_data_the_metrics_cannot_use(kpi):
