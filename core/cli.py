@@ -137,7 +137,7 @@ def init(target: str, force: bool) -> None:
 @config_option
 @click.pass_obj
 def validate(app: App, config_path: str) -> None:
-    """Check a config file and report the first problem precisely."""
+    """Check a config file and name every problem of its first faulty block, with did-you-mean for typos."""
     config = app.config(config_path)
     click.echo(f"{config_path}: OK ({len(config.connectors)} connectors, "
                f"{len(config.metrics) if config.metrics is not None else f'all {len(app.registry.metrics)}'} metrics, "

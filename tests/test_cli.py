@@ -177,6 +177,13 @@ def test_validate_failure_is_one_line_with_exit_code_1(tmp_path):
     fails(invoke("validate", "--config", str(config)), "connectors.crm.path: field required")
     config.write_text(CONFIG + "    on_error: maybe\n", encoding="utf-8")
     fails(invoke("validate", "-c", str(config)), "connectors.crm.on_error: input should be 'fail' or 'skip'")
+    # a typo used to read "path: field required (and 1 more problem)"
+    config.write_text("connectors:\n  crm:\n    type: files\n    pth: data\n", encoding="utf-8")
+    fails(invoke("validate", "-c", str(config)), "connectors.crm.pth: unknown field; did you mean 'path'?")
+    config.write_text("connectors:\n  crm:\n    type: files\n    pth: data\n    on_eror: skip\n", encoding="utf-8")
+    fails(invoke("validate", "-c", str(config)), "2 problems: (1) connectors.crm.pth: unknown field; did you mean "
+                                                 "'path'? (2) connectors.crm.on_eror: unknown field; did you mean "
+                                                 "'on_error'?")
 
 
 def test_validate_missing_file_and_config_from_environment(tmp_path):
