@@ -140,6 +140,9 @@ def lead_conversion_rate(ctx: MetricContext) -> Value:
     )
     won = ctx.count("leads converted into paying customers", leads, cohort, converted,
                     tuple_(leads.c.source, leads.c.id).in_(customers))
+    notes.append(ctx.left_out("converted lead(s) created in the period without converted_deal_id or "
+                              "converted_account_id (cannot be customers)", leads, cohort, converted,
+                              leads.c.converted_deal_id.is_(None), leads.c.converted_account_id.is_(None)))
     return ratio(won, total, empty="no leads created in the period").noted(*notes)
 
 
@@ -478,8 +481,8 @@ METRICS = [
         tables=("quotas", "deals"),
         compute=quota_attainment,
         needs=(
-            "quotas.period_start", "quotas.period_end", "quotas.amount", "deals.is_won", "deals.closed_at",
-            "deals.amount",
+            "quotas.owner_id", "quotas.period_start", "quotas.period_end", "quotas.amount", "deals.is_won",
+            "deals.closed_at", "deals.amount",
         ),
         params=(Param("level", str, "rep", "which quotas to add up: rep quotas (owner_id set) or team quotas "
                       "(owner_id empty, team set)", choices=("rep", "team")),),

@@ -327,6 +327,8 @@ def test_lead_conversion_rate_acceptance(kpi_any_store) -> None:
     customers = kpi_any_store.one("lead_conversion_rate", "--period", "2025-Q1")
     assert_value(customers, 2 / 6, 2, 6)  # L1, L2 of L1-L5, L8
     assert customers["unit"] == "ratio"
+    assert customers["note"] == ("1 converted lead(s) created in the period without converted_deal_id or "
+                                 "converted_account_id (cannot be customers) left out")  # L4
     assert_value(kpi_any_store.one("lead_conversion_rate", "--period", "2025-Q1", "--param", "into=any"),
                  5 / 6, 5, 6)
 
