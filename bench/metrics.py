@@ -241,7 +241,8 @@ def _stage_length(conn, w, p):
 CYCLE_DAYS = """COALESCE(
     julianday((SELECT MAX(c.entered_at) FROM deal_stage_changes c WHERE c.source = d.source AND c.deal_id = d.id
                AND c.stage = d.stage AND c.is_deleted = 0)) - julianday(d.created_at),
-    CASE WHEN substr(d.closed_at, 12) = '00:00:00.000000' THEN julianday(date(d.closed_at)) - julianday(date(d.created_at))
+    CASE WHEN substr(d.closed_at, 12) = '00:00:00.000000'
+         THEN julianday(date(d.closed_at)) - julianday(date(d.created_at))
          ELSE julianday(d.closed_at) - julianday(d.created_at) END)"""
 
 

@@ -74,64 +74,25 @@ def run_metrics(engine: Engine, run: Run, settings: Settings | None = None, *, p
     failure instead (``crmkpi --debug``). ``progress(metric, index)`` is called as each metric starts.
     """
     settings = settings or Settings()
-    today = settings.today or datetime.now(UTC).date()
-    run_id = uuid.uuid4().hex
-    computed_at = datetime.now(UTC)
     periods = settings.calendar.split(run.period, run.grain) if run.grain else [run.period]
     params = {metric.id: metric.resolve_params(run.params.get(metric.id, {})) for metric in run.metrics}
     results = []
     with engine.connect() as conn:
-        freshness = data_freshness(conn)
-        empty = empty_tables(conn)
+        cells = _Cells(conn, run, settings, settings.today or datetime.now(UTC).date(), stop_on_error,
+                       uuid.uuid4().hex, datetime.now(UTC), data_freshness(conn), empty_tables(conn))
         splits = _splits(conn, run.metrics, params, run.segments)
         for index, metric in enumerate(run.metrics):
             if progress is not None:
                 progress(metric, index)
-            split = splits[metric.id]
-            for segment in split.segments:
-                for period in periods:
-                    result = {
-                        "run_id": run_id, "metric": metric.id, "period": period.label,
-                        "period_start": period.bounds(settings.timezone)[0],
-                        "period_end": period.bounds(settings.timezone)[1], "grain": run.grain,
-                        "segment": segment.as_dict() if segment else {},
-                        "segment_labels": {d: split.labels[d].get(v, v) for d, v in segment.parts} if segment else {},
-                        "unit": metric.unit, "currency": settings.currency if metric.unit == "currency" else None,
-                        "params": params[metric.id], "computed_at": computed_at, "data_freshness": freshness,
-                    }
-                    value, error = (None, split.error) if split.error else _attempt(
-                        conn, metric, stop_on_error,
-                        lambda: compute(conn, metric, period, params[metric.id], segment, settings, today))
-                    if value is not None:
-                        value = value.noted(split.note, *_empty_notes(metric, empty))
-                    result.update(value=value.value if value else None,
-                                  numerator=value.numerator if value else None,
-                                  denominator=value.denominator if value else None,
-                                  note=value.note if value else None, error=error)
-                    for kind in run.compare if value is not None else ():
-                        other = (settings.calendar.previous if kind == "previous" else settings.calendar.year_ago)(
-                            period)
-                        before, failed = _attempt(
-                            conn, metric, stop_on_error,
-                            lambda: compute(conn, metric, other, params[metric.id], segment, settings, today))
-                        result[kind] = comparison(before or Value(None), value, other)
-                        if failed:
-                            result[kind]["error"] = failed
-                            result["error"] = result["error"] or f"{TITLES[kind]} ({other.label}): {failed}"
-                    # A target over exactly this period wins over one this period is only a to-date part of.
-                    target = next((t for t in sorted(run.targets, key=lambda t: t.period.end != period.end)
-                                   if t.applies_to(metric.id, period, result["segment"])), None)
-                    result["target"] = evaluate(target, result["value"], period, metric.additive, today) \
-                        if target else None
-                    results.append(result)
-    if persist and results:
+            results += [cells.result(metric, params[metric.id], splits[metric.id], segment, period)
+                        for segment in splits[metric.id].segments for period in periods]
+    saved = [r for r in results if not r["error"]]
+    if persist and saved:
         columns = set(MetricResult.__table__.columns.keys())
-        saved = [r for r in results if not r["error"]]
-        if saved:
-            with engine.begin() as conn:
-                conn.execute(MetricResult.__table__.insert(), [
-                    {**{k: v for k, v in r.items() if k in columns},
-                     "target_status": r["target"]["status"] if r["target"] else None} for r in saved])
+        with engine.begin() as conn:
+            conn.execute(MetricResult.__table__.insert(), [
+                {**{k: v for k, v in r.items() if k in columns},
+                 "target_status": r["target"]["status"] if r["target"] else None} for r in saved])
     return results
 
 
@@ -139,16 +100,61 @@ def run_metrics(engine: Engine, run: Run, settings: Settings | None = None, *, p
 TITLES = {"previous": "previous period", "year_ago": "year ago"}
 
 
-def _attempt(conn: Connection, metric: Metric, stop_on_error: bool,
-             work: Callable[[], Value]) -> tuple[Value | None, str | None]:
-    """``work()``, or None and the error (without the metric's name) when the metric fails."""
-    try:
-        return work(), None
-    except MetricError as exc:
-        if stop_on_error:
-            raise
-        conn.rollback()  # PostgreSQL refuses every later statement of a transaction a statement failed in
-        return None, str(exc).removeprefix(f"{metric.id}: ")
+@dataclass
+class _Cells:
+    """Computes the results of one run, one (metric, segment, period) at a time."""
+
+    conn: Connection
+    run: Run
+    settings: Settings
+    today: date
+    stop_on_error: bool
+    run_id: str
+    computed_at: datetime
+    freshness: datetime | None
+    #: The entity tables without a live row (a metric needing one says so).
+    empty: set[str]
+
+    def result(self, metric: Metric, params: dict[str, Any], split: _Split, segment: segments.Segment | None,
+               period: Period) -> dict[str, Any]:
+        settings = self.settings
+        start, end = period.bounds(settings.timezone)
+        value, error = (None, split.error) if split.error else self.attempt(metric, period, params, segment)
+        if value is not None:
+            value = value.noted(split.note, *_empty_notes(metric, self.empty))
+        result = {
+            "run_id": self.run_id, "metric": metric.id, "period": period.label, "period_start": start,
+            "period_end": end, "grain": self.run.grain, "segment": segment.as_dict() if segment else {},
+            "segment_labels": {d: split.labels[d].get(v, v) for d, v in segment.parts} if segment else {},
+            "value": value.value if value else None, "numerator": value.numerator if value else None,
+            "denominator": value.denominator if value else None, "unit": metric.unit,
+            "currency": settings.currency if metric.unit == "currency" else None,
+            "note": value.note if value else None, "error": error, "params": params,
+            "computed_at": self.computed_at, "data_freshness": self.freshness,
+        }
+        for kind in self.run.compare if value is not None else ():
+            other = (settings.calendar.previous if kind == "previous" else settings.calendar.year_ago)(period)
+            before, failed = self.attempt(metric, other, params, segment)
+            result[kind] = comparison(before or Value(None), value, other)
+            if failed:
+                result[kind]["error"] = failed
+                result["error"] = result["error"] or f"{TITLES[kind]} ({other.label}): {failed}"
+        # A target over exactly this period wins over one this period is only a to-date part of.
+        target = next((t for t in sorted(self.run.targets, key=lambda t: t.period.end != period.end)
+                       if t.applies_to(metric.id, period, result["segment"])), None)
+        result["target"] = evaluate(target, result["value"], period, metric.additive, self.today) if target else None
+        return result
+
+    def attempt(self, metric: Metric, period: Period, params: dict[str, Any],
+                segment: segments.Segment | None) -> tuple[Value | None, str | None]:
+        """The metric's value, or None and the error (without the metric's name) when it fails."""
+        try:
+            return compute(self.conn, metric, period, params, segment, self.settings, self.today), None
+        except MetricError as exc:
+            if self.stop_on_error:
+                raise
+            self.conn.rollback()  # PostgreSQL refuses every later statement of a transaction a statement failed in
+            return None, str(exc).removeprefix(f"{metric.id}: ")
 
 
 def empty_tables(conn: Connection) -> set[str]:

@@ -110,7 +110,8 @@ def test_cac_prorates_ranges_across_periods(march):
     assert [(r["period"], r["value"], r["numerator"], r["denominator"], r["note"]) for r in rows] == [
         ("2024-01", None, None, None, rows[0]["note"]),
         ("2024-02", None, pytest.approx(1550), 0, "no customers acquired in the period"),
-        ("2024-03", pytest.approx(3200 / 3), pytest.approx(3200), 3, "1 won deal(s) closed in the period without account_id left out"),
+        ("2024-03", pytest.approx(3200 / 3), pytest.approx(3200), 3,
+         "1 won deal(s) closed in the period without account_id left out"),
     ]
     assert rows[0]["note"].startswith("no marketing spend recorded in the period")
     assert "marketing_spend.csv" in rows[0]["note"]
@@ -243,7 +244,8 @@ def test_data_the_metrics_cannot_use(kpi):
     assert row["note"] == "1 marketing_spend rows without spent_on or period_start were left out"
     assert kpi.error("cost_per_lead", "--period", "2024-05") == \
         "no fx_rates rate for GBP on or before 2024-05-05 (rates convert to the reporting currency USD)"
-    assert kpi.error("cac", "--period", "2024-06") == "marketing_spend row 'backwards': period_end is before period_start"
+    assert kpi.error("cac", "--period", "2024-06") == \
+        "marketing_spend row 'backwards': period_end is before period_start"
 
 
 def test_explain_lists_the_rows_behind_each_side(march):

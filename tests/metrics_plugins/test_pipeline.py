@@ -105,6 +105,21 @@ def test_stage_length_segments_by_stage_and_owner(kpi_any_store) -> None:
     assert_value(owners["u2"], 3, 3, 1)
 
 
+def test_stage_segments_show_the_stage_labels(kpi) -> None:
+    stage_history(kpi)
+    kpi.write("pipeline_stages", [{**stage, "label": stage["stage"].title()} for stage in STAGES])
+    kpi.sync()
+    results = kpi.run("stage_length", "--period", "2025-01", "--segment", "stage")
+    assert [(r["segment"]["stage"], r["segment_labels"]["stage"]) for r in results] == [
+        ("closedwon", "Closedwon"), ("demo", "Demo"), ("proposal", "Proposal"), ("qualify", "Qualify")]
+    table = kpi.invoke("run", "--metric", "stage_length", "--period", "2025-01", "--segment", "stage",
+                       "--no-save").stdout
+    assert [line.split("│")[2].strip() for line in table.splitlines()[2:]] == \
+        ["stage=Closedwon", "stage=Demo", "stage=Proposal", "stage=Qualify"]
+    assert [line.split("│")[3].strip() for line in table.splitlines()[2:]] == \
+        ["—", "1.0 days", "5.0 days", "3.2 days"]
+
+
 def test_stage_length_pooled_empty_and_explain(kpi) -> None:
     stage_history(kpi)
     # all stages: qualify 2 + 4.5 + 3, demo 1, proposal 5

@@ -101,7 +101,8 @@ def test_resolution_and_response_time_percentiles(tickets):
     rows = tickets.run("avg_resolution_time", "--period", "2024-03", "--param", "stat=median", "--segment", "agent")
     # an even count: the mean of the middle two
     assert by_segment(rows) == [({"agent": "u1"}, pytest.approx(18), None, 2),
-                                ({"agent": "u2"}, pytest.approx(39), None, 2), ({"agent": None}, pytest.approx(10), None, 1)]
+                                ({"agent": "u2"}, pytest.approx(39), None, 2),
+                                ({"agent": None}, pytest.approx(10), None, 1)]
     # first responses 1, 1, 2, 3, 6 hours: median 2, p75 exactly the fourth
     assert sides(tickets.one("first_response_time", "--period", "2024-03", "--param", "stat=median")) == \
         (pytest.approx(2), None, 5)
