@@ -276,16 +276,21 @@ def run(app: App, config_path: str, metric_ids: tuple[str, ...], period: str | N
         results = run_metrics(store.engine, request, settings, persist=not no_save, progress=progress,
                               stop_on_error=app.debug)
     click.echo(render(results, fmt, {m.id: m for m in metrics}))
-    failed = list(dict.fromkeys(r["metric"] for r in results if r["error"]))
-    if failed:
-        first = next(r for r in results if r["error"])
-        more = f"; {len(failed) - 1} more metric{'s' * (len(failed) > 2)} failed ({', '.join(failed[1:])})" \
-            if failed[1:] else ""
-        ok = sum(not r["error"] for r in results)
-        done = f"{ok} other result{'s' * (ok != 1)} computed{'' if no_save else ' and saved'}" if ok \
-            else "no result computed"
-        click.echo(f"Error: {first['metric']}: {first['error']}{more}; {done}", err=True)
+    if any(r["error"] for r in results):
+        click.echo(f"Error: {_failures(results, saved=not no_save)}", err=True)
         click.get_current_context().exit(EXIT_METRICS_FAILED)
+
+
+def _failures(results: list[dict], saved: bool) -> str:
+    """One line: the first failure, which other metrics failed, and how many results were computed."""
+    failed = list(dict.fromkeys(r["metric"] for r in results if r["error"]))
+    first = next(r for r in results if r["error"])
+    more = f"; {len(failed) - 1} more metric{'s' * (len(failed) > 2)} failed ({', '.join(failed[1:])})" \
+        if failed[1:] else ""
+    ok = sum(not r["error"] for r in results)
+    done = f"{ok} other result{'s' * (ok != 1)} computed{' and saved' if saved else ''}" if ok \
+        else "no result computed"
+    return f"{first['metric']}: {first['error']}{more}; {done}"
 
 
 def _store_with_records(app: App, config: Config, config_path: str) -> Store:

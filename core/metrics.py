@@ -188,6 +188,13 @@ class MetricContext:
         count = self.conn.execute(select(func.count()).select_from(table).where(*self.scope(table), *where)).scalar()
         return f"{count} {rows} {then}" if count else None
 
+    def left_out_each(self, table: Table, missing: dict[str, ColumnElement]) -> list[str | None]:
+        """:meth:`left_out` notes for several conditions, counted in one scan: ``{"order(s) without
+        ordered_at left out": condition, ...}`` gives ``"2 order(s) without ordered_at left out"``."""
+        counts = self.conn.execute(select(*(func.count(case((condition, 1))) for condition in missing.values()))
+                                   .select_from(table).where(*self.scope(table))).one()
+        return [f"{count} {note}" if count else None for note, count in zip(missing, counts)]
+
     def record(self, label: str, table: Table, *where: ColumnElement) -> None:
         """Declare the rows behind a side computed with a query of the metric's own."""
         self.inputs.append(Input(label, table, (*self.scope(table), *where)))
@@ -218,7 +225,8 @@ class MetricContext:
         (the median of an even count is the mean of the middle two). Computed the same way on every
         backend (SQLite has no percentile function): the two values are found by rank with window
         functions, and the interpolation is done here from the count, with integer arithmetic for the
-        position, so the result is exact and identical on SQLite and PostgreSQL.
+        position: no approximation, and the same result from the same values on SQLite and PostgreSQL
+        (durations themselves may differ in the last digits: SQLite's julianday keeps milliseconds).
         """
         column = values.subquery("measured").c[0]
         ranked = select(column.label("x"), func.row_number().over(order_by=column).label("rank"),

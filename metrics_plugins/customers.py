@@ -298,11 +298,12 @@ def _order_notes(ctx: MetricContext) -> list[str | None]:
     """Notes on the orders a value of the period's orders cannot use, or takes as 0."""
     orders = ctx.table("orders")
     in_period = ctx.in_period(orders.c.ordered_at)
-    return [ctx.left_out("order(s) in the period without account_id", orders, in_period,
-                         orders.c.account_id.is_(None)),
-            ctx.left_out("order(s) without ordered_at (in no period)", orders, orders.c.ordered_at.is_(None)),
-            ctx.left_out("order(s) in the period without amount", orders, in_period, orders.c.account_id.isnot(None),
-                         orders.c.amount.is_(None), then="counted as 0")]
+    return ctx.left_out_each(orders, {
+        "order(s) in the period without account_id left out": and_(in_period, orders.c.account_id.is_(None)),
+        "order(s) without ordered_at (in no period) left out": orders.c.ordered_at.is_(None),
+        "order(s) in the period without amount counted as 0": and_(in_period, orders.c.account_id.isnot(None),
+                                                                  orders.c.amount.is_(None)),
+    })
 
 
 def clv(ctx: MetricContext) -> Value:

@@ -329,15 +329,17 @@ def pipeline_value(ctx: MetricContext) -> Value:
     # Convert at the rate of the period's last day: this is a snapshot at the period's end.
     amount = ctx.money(deals, deals.c.amount, literal(ctx.period.last_day, Date()), *valued)
     ctx.record("deals open at the end of the period", deals, *open_)
-    notes = (ctx.left_out("open deal(s) without amount", deals, *open_, deals.c.amount.is_(None)),
-             ctx.left_out("deal(s) without created_at (never open)", deals, deals.c.created_at.is_(None),
-                          open_[1]))
+    never_open = ctx.left_out("deal(s) without created_at (never open)", deals, deals.c.created_at.is_(None),
+                              open_[1])
     if not ctx.params["weighted"]:
-        total, count = ctx.conn.execute(
-            select(func.sum(amount), func.count()).where(*ctx.scope(deals), *valued)).one()
+        total, count, unvalued = ctx.conn.execute(  # one scan: the values and the open deals without one
+            select(func.sum(amount), func.count(deals.c.amount), func.count() - func.count(deals.c.amount))
+            .where(*ctx.scope(deals), *open_)).one()
+        notes = (f"{unvalued} open deal(s) without amount left out" if unvalued else None, never_open)
         if not count:
             return Value(None, note="no deal with an amount was open at the end of the period").noted(*notes)
         return Value(float(total)).noted(*notes)
+    notes = (ctx.left_out("open deal(s) without amount", deals, *open_, deals.c.amount.is_(None)), never_open)
 
     # The stage each deal was in at the period's end: its last stage change entered before the end
     # (the stage history), else its current stage.

@@ -137,11 +137,13 @@ def _unanswered(ctx: MetricContext) -> list[str | None]:
     answers = ctx.table("survey_responses")
     in_period = ctx.in_period(answers.c.responded_at)
     survey = ctx.params["survey"]
-    return [ctx.left_out("response(s) without responded_at (in no period)", answers, answers.c.responded_at.is_(None)),
-            ctx.left_out(f"response(s) in the period without a survey label (give them survey: {survey})", answers,
-                         in_period, answers.c.survey.is_(None)),
-            ctx.left_out(f"{survey} response(s) in the period without score", answers, in_period,
-                         func.lower(answers.c.survey) == survey.lower(), answers.c.score.is_(None))]
+    return ctx.left_out_each(answers, {
+        "response(s) without responded_at (in no period) left out": answers.c.responded_at.is_(None),
+        f"response(s) in the period without a survey label (give them survey: {survey}) left out":
+            and_(in_period, answers.c.survey.is_(None)),
+        f"{survey} response(s) in the period without score left out":
+            and_(in_period, func.lower(answers.c.survey) == survey.lower(), answers.c.score.is_(None)),
+    })
 
 
 def _unreadable(ctx: MetricContext, answers, where, bad, supported: str) -> None:

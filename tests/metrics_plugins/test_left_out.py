@@ -76,3 +76,26 @@ def test_tickets_and_responses_without_the_columns_a_value_needs(gaps):
                                         "1 response(s) without responded_at (in no period) left out; "
                                         "1 response(s) in the period without a survey label (give them survey: "
                                         "nps) left out; 1 nps response(s) in the period without score left out")
+
+
+def test_orders_and_subscriptions_without_the_columns_a_value_needs(kpi_any_store):
+    kpi_any_store.write("orders", [
+        {"id": "o1", "account_id": "a1", "ordered_at": "2025-01-05T00:00:00Z", "amount": 100},
+        {"id": "o2", "ordered_at": "2025-01-06T00:00:00Z", "amount": 50},  # no account
+        {"id": "o3", "account_id": "a1", "amount": 70},  # no date
+        {"id": "o4", "account_id": "a2", "ordered_at": "2025-01-07T00:00:00Z"},  # no amount
+    ])
+    kpi_any_store.write("subscriptions", [
+        {"id": "s1", "account_id": "a1", "started_at": "2024-06-01T00:00:00Z", "mrr": 10},
+        {"id": "s2", "started_at": "2024-06-01T00:00:00Z", "mrr": 10},  # no account
+        {"id": "s3", "account_id": "a2", "mrr": 10},  # no start
+    ])
+    kpi_any_store.sync()
+    # a1 100 and a2 0 over two years: 100 per customer
+    assert result(kpi_any_store, "clv", "lifespan_years=2") == (
+        100, "1 order(s) in the period without account_id left out; 1 order(s) without ordered_at (in no period) "
+             "left out; 1 order(s) in the period without amount counted as 0")
+    assert result(kpi_any_store, "churn_rate") == (0.0, "2 subscription(s) without account_id or started_at left out")
+    assert result(kpi_any_store, "renewal_rate") == (
+        None, "no subscription came up for renewal (term_end) in the period; "
+              "3 subscription(s) without term_end (never up for renewal) left out")
