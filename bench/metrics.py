@@ -167,7 +167,7 @@ def _close_rate(conn, w, p):
     return ratio(won, total)
 
 
-@baseline("win_rate", {"by": "amount"}, {"cohort": "closed"})
+@baseline("win_rate", {"by": "amount"}, {"cohort": "created"})
 def _win_rate(conn, w, p):
     cohort = "created_at" if p["cohort"] == "created" else "closed_at"
     decided = f"d.is_deleted = 0 AND d.is_closed = 1 AND d.{cohort} >= :start AND d.{cohort} < :end"
@@ -215,7 +215,7 @@ def _lead_conversion_rate(conn, w, p):
     return ratio(won, total)
 
 
-@baseline("stage_length", {"per": "deal"})
+@baseline("stage_length", {"per": "deal"}, {"stat": "p90"})
 def _stage_length(conn, w, p):
     stage = "AND s.stage = :stage" if p["stage"] else ""
     stays = f"""
@@ -231,29 +231,44 @@ def _stage_length(conn, w, p):
                           AND ps.is_deleted = 0 AND ps.is_closed = 1)"""
     if p["open_stays"] != "exclude" and w.first <= w.today < w.end_date:
         raise BaselineError("open_stays=until_today in a period holding today is not covered")
-    if p["per"] == "stay":
-        total, count = one(conn, f"SELECT SUM(days), COUNT(*) FROM ({stays})", w, stage=p["stage"])
-    else:
-        total, count = one(conn, f"SELECT SUM(days), COUNT(*) FROM (SELECT SUM(days) AS days FROM ({stays}) "
-                                 "GROUP BY source, deal_id, stage)", w, stage=p["stage"])
-    if not count:
+    if p["per"] == "deal":
+        stays = f"SELECT SUM(days) AS days FROM ({stays}) GROUP BY source, deal_id, stage"
+    return durations(conn, f"SELECT days FROM ({stays})", {**w.params(), "stage": p["stage"]}, p["stat"])
+
+
+#: Days from a deal's creation to its close: the latest entry into its current stage in the stage history,
+#: else whole days to closed_at's date when it is one (midnight UTC), else to closed_at.
+CYCLE_DAYS = """COALESCE(
+    julianday((SELECT MAX(c.entered_at) FROM deal_stage_changes c WHERE c.source = d.source AND c.deal_id = d.id
+               AND c.stage = d.stage AND c.is_deleted = 0)) - julianday(d.created_at),
+    CASE WHEN substr(d.closed_at, 12) = '00:00:00.000000'
+         THEN julianday(date(d.closed_at)) - julianday(date(d.created_at))
+         ELSE julianday(d.closed_at) - julianday(d.created_at) END)"""
+
+
+def durations(conn, sql: str, params: dict[str, Any], stat: str) -> Result:
+    """What ``stat`` asks of the one column ``sql`` selects: the mean (SUM / COUNT in SQL), or a percentile
+    linear between the closest ranks, from the sorted values (numerator null, denominator the count)."""
+    if stat == "mean":
+        total, count = conn.execute(f"WITH measured(v) AS ({sql}) SELECT SUM(v), COUNT(v) FROM measured",
+                                    params).fetchone()
+        return Result(float(total) / count, float(total), count) if count else Result(None)
+    ordered = sorted(v for (v,) in conn.execute(sql, params) if v is not None)
+    if not ordered:
         return Result(None)
-    return Result(float(total) / count, float(total), count)
+    position = (len(ordered) - 1) * {"median": 50, "p75": 75, "p90": 90, "p95": 95}[stat] / 100
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return Result(ordered[low] + (position - low) * (ordered[high] - ordered[low]), None, len(ordered))
 
 
-def _cycle(conn, w, decided: str) -> tuple[float, int]:
-    total, count = one(conn, f"""
-        SELECT SUM(CASE WHEN d.closed_at >= d.created_at THEN julianday(d.closed_at) - julianday(d.created_at) END),
-               COUNT(CASE WHEN d.closed_at >= d.created_at THEN 1 END)
-        FROM deals d WHERE d.is_deleted = 0 AND {decided} AND d.closed_at >= :start AND d.closed_at < :end
-          AND d.created_at IS NOT NULL""", w)
-    return float(total or 0), int(count or 0)
-
-
-@baseline("sales_cycle_length", {"deals": "closed"})
+@baseline("sales_cycle_length", {"deals": "closed"}, {"stat": "median"})
 def _sales_cycle_length(conn, w, p):
-    total, count = _cycle(conn, w, "d.is_won = 1" if p["deals"] == "won" else "d.is_closed = 1")
-    return Result(total / count, total, count) if count else Result(None)
+    decided = "d.is_won = 1" if p["deals"] == "won" else "d.is_closed = 1"
+    return durations(conn, f"""
+        SELECT days FROM (SELECT {CYCLE_DAYS} AS days FROM deals d
+                          WHERE d.is_deleted = 0 AND {decided} AND d.closed_at >= :start AND d.closed_at < :end)
+        WHERE days >= 0""", w.params(), p["stat"])
 
 
 @baseline("quota_attainment", {"level": "team"})
@@ -299,15 +314,14 @@ def _sales_velocity(conn, w, p):
     # One pass over the deals closed in the period: win rate, won amounts and cycle lengths.
     won_count, decided, won_total, sized, cycle_total, cycled, missing = one(conn, f"""
         WITH {RATES}
-        SELECT SUM(d.is_won), COUNT(*),
-               SUM(CASE WHEN d.is_won = 1 AND d.amount IS NOT NULL THEN d.amount * {fx_factor('d')} END),
-               COUNT(CASE WHEN d.is_won = 1 AND d.amount IS NOT NULL THEN 1 END),
-               SUM(CASE WHEN d.is_won = 1 AND d.created_at IS NOT NULL AND d.closed_at >= d.created_at
-                        THEN julianday(d.closed_at) - julianday(d.created_at) END),
-               COUNT(CASE WHEN d.is_won = 1 AND d.created_at IS NOT NULL AND d.closed_at >= d.created_at THEN 1 END),
-               SUM(d.is_won = 1 AND d.amount IS NOT NULL AND {fx_missing('d')})
-        FROM deals d {fx_join('d', 'd.closed_at')}
-        WHERE d.is_deleted = 0 AND d.is_closed = 1 AND d.closed_at >= :start AND d.closed_at < :end""", w)
+        SELECT SUM(is_won), COUNT(*), SUM(CASE WHEN is_won = 1 THEN amount END),
+               COUNT(CASE WHEN is_won = 1 THEN amount END), SUM(CASE WHEN is_won = 1 AND days >= 0 THEN days END),
+               COUNT(CASE WHEN is_won = 1 AND days >= 0 THEN 1 END), SUM(is_won = 1 AND missing)
+        FROM (SELECT d.is_won, d.amount * {fx_factor('d')} AS amount,
+                     d.amount IS NOT NULL AND {fx_missing('d')} AS missing,
+                     CASE WHEN d.is_won = 1 THEN {CYCLE_DAYS} END AS days
+              FROM deals d {fx_join('d', 'd.closed_at')}
+              WHERE d.is_deleted = 0 AND d.is_closed = 1 AND d.closed_at >= :start AND d.closed_at < :end)""", w)
     check_rates(missing)
     if not won_count or not sized or not cycled:
         return Result(None)
@@ -647,7 +661,7 @@ def _marketing_roi(conn, w, p):
 HOURS = "(julianday({end}) - julianday({start})) * 24.0"
 
 
-@baseline("avg_resolution_time", {"include_open": True})
+@baseline("avg_resolution_time", {"include_open": True}, {"stat": "median"})
 def _avg_resolution_time(conn, w, p):
     resolved = ("(t.resolved_at IS NOT NULL AND t.resolved_at >= :start AND t.resolved_at < :end "
                 "AND t.created_at IS NOT NULL)")
@@ -660,20 +674,17 @@ def _avg_resolution_time(conn, w, p):
                       f"AND (t.resolved_at IS NULL OR t.resolved_at >= {as_of}))")
         where = f"({resolved} OR {still_open})"
         hours = f"(CASE WHEN {resolved} THEN {hours} ELSE {HOURS.format(start='t.created_at', end=as_of)} END)"
-    total, counted = one(conn, f"""
-        SELECT SUM(CASE WHEN h >= 0 THEN h END), COUNT(CASE WHEN h >= 0 THEN 1 END)
-        FROM (SELECT {hours} AS h FROM tickets t WHERE t.is_deleted = 0 AND {where})""", w,
-                         as_of_open=min(w.end, _text(datetime.now(UTC))))
-    return Result(float(total) / counted, float(total), counted) if counted else Result(None)
+    return durations(conn, f"SELECT h FROM (SELECT {hours} AS h FROM tickets t WHERE t.is_deleted = 0 AND {where}) "
+                           "WHERE h >= 0", {**w.params(), "as_of_open": min(w.end, _text(datetime.now(UTC)))},
+                     p["stat"])
 
 
-@baseline("first_response_time")
+@baseline("first_response_time", {"stat": "p75"})
 def _first_response_time(conn, w, p):
-    total, counted = one(conn, f"""
-        SELECT SUM(CASE WHEN h >= 0 THEN h END), COUNT(CASE WHEN h >= 0 THEN 1 END)
-        FROM (SELECT {HOURS.format(start='t.created_at', end='t.first_response_at')} AS h FROM tickets t
-              WHERE t.is_deleted = 0 AND t.created_at >= :start AND t.created_at < :end)""", w)
-    return Result(float(total) / counted, float(total), counted) if counted else Result(None)
+    return durations(conn, f"""
+        SELECT h FROM (SELECT {HOURS.format(start='t.created_at', end='t.first_response_at')} AS h FROM tickets t
+                       WHERE t.is_deleted = 0 AND t.created_at >= :start AND t.created_at < :end)
+        WHERE h >= 0""", w.params(), p["stat"])
 
 
 @baseline("ticket_volume")
@@ -953,6 +964,8 @@ class Bench:
                                   self.settings, persist=False)
         seconds = time.perf_counter() - started
         (r,) = results
+        if r["error"]:
+            raise RuntimeError(r["error"])
         return seconds, Result(r["value"], r["numerator"], r["denominator"])
 
     @contextmanager

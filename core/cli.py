@@ -12,12 +12,14 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import click
+from sqlalchemy import select
 
 from . import __version__
 from .config import Config, load_config
-from .engine import COMPARISONS, Run, Settings, run_metrics
+from .engine import COMPARISONS, Run, Settings, empty_tables, run_metrics
 from .engine import explain as explain_metric
-from .errors import ConfigError, CrmkpiError
+from .errors import ConfigError, CrmkpiError, StoreError
+from .models import ENTITIES, SyncRun
 from .periods import GRAINS, Calendar, Period
 from .plugins import Registry, load_registry
 from .report import render, render_explanation
@@ -106,11 +108,13 @@ connectors:
     path: data          # one CSV/JSONL per table: deals.csv, accounts.csv, ...
     on_error: fail      # or skip: skip bad rows and report them
 
-# Which metrics `crmkpi run` computes (default: all), with their params.
-metrics:
-  close_rate: {}
-  win_rate:
-    params: {by: count}
+# `crmkpi run` computes every metric (`crmkpi metrics list`). To compute only some, or to set
+# their params, list them here: only the listed ones are then computed.
+# metrics:
+#   win_rate:
+#     params: {by: amount}
+#   sales_cycle_length:
+#     params: {stat: median}
 """
 
 
@@ -118,23 +122,25 @@ metrics:
 @click.option("--path", "target", default="crmkpi.yaml", show_default=True, type=click.Path(dir_okay=False))
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
 def init(target: str, force: bool) -> None:
-    """Write a starter config."""
+    """Write a starter config (every metric, files read from data/) and create the data/ folder."""
     path = Path(target)
     if path.exists() and not force:
         raise ConfigError(f"{path} already exists (use --force to overwrite)")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    data = path.parent / "data"
+    data.mkdir(parents=True, exist_ok=True)
     path.write_text(STARTER_CONFIG, encoding="utf-8")
-    click.echo(f"Wrote {path}. Put your files in {path.parent / 'data'} and run: crmkpi sync --config {path}")
+    click.echo(f"Wrote {path} and created {data}/. Put one file per table there (deals.csv, accounts.csv, ...; "
+               f"README: the columns each table needs), then run: crmkpi sync --config {path}")
 
 
 @cli.command()
 @config_option
 @click.pass_obj
 def validate(app: App, config_path: str) -> None:
-    """Check a config file and report the first problem precisely."""
+    """Check a config file and name every problem of its first faulty block, with did-you-mean for typos."""
     config = app.config(config_path)
     click.echo(f"{config_path}: OK ({len(config.connectors)} connectors, "
-               f"{len(config.metrics) if config.metrics is not None else 'all'} metrics, "
+               f"{len(config.metrics) if config.metrics is not None else f'all {len(app.registry.metrics)}'} metrics, "
                f"{len(config.schedules)} schedules)")
 
 
@@ -223,13 +229,18 @@ class _progress:
             self.bar.stop()
 
 
+#: ``crmkpi run``'s exit status when it finished but some metric failed (1: nothing was computed).
+EXIT_METRICS_FAILED = 3
+
+
 @cli.command()
 @config_option
 @click.option("--metric", "-m", "metric_ids", multiple=True, help="Metric id (repeatable); default: the config's.")
 @click.option("--period", "-p", help="2024, 2024-Q1, 2024-03, 2024-W05, 2024-01-01..2024-03-31, last-month, ...")
 @click.option("--grain", "-g", type=click.Choice(GRAINS), help="Split the period into days, weeks, ... (a series).")
-@click.option("--segment", "-s", metavar="DIMENSION",
-              help="Split by owner, team, region, pipeline, lead_source, ... or extra.<custom field>.")
+@click.option("--segment", "-s", "dimensions", multiple=True, metavar="DIMENSION",
+              help="Split by owner, team, region, pipeline, lead_source, ... or extra.<custom field>; repeat it "
+                   "to split by each combination of values that occurs (--segment team --segment region).")
 @click.option("--compare", type=click.Choice(["previous", "year_ago", "both"]),
               help="Add the previous period's or the same period last year's value and the change.")
 @click.option("--param", "param_args", multiple=True, metavar="[METRIC.]KEY=VALUE", help="Metric parameter.")
@@ -237,8 +248,17 @@ class _progress:
 @click.option("--no-save", is_flag=True, help="Do not store the results in metric_results.")
 @click.pass_obj
 def run(app: App, config_path: str, metric_ids: tuple[str, ...], period: str | None, grain: str | None,
-        segment: str | None, compare: str | None, param_args: tuple[str, ...], fmt: str, no_save: bool) -> None:
-    """Compute metrics for a period (or a series of periods) and print them."""
+        dimensions: tuple[str, ...], compare: str | None, param_args: tuple[str, ...], fmt: str,
+        no_save: bool) -> None:
+    """Compute metrics for a period (or a series of periods) and print them.
+
+    \b
+    Exit status:
+      0  every result was computed (and saved, unless --no-save)
+      1  an error before anything was computed: config, options, an empty store
+      3  some metric failed: its rows carry the error (JSON/CSV: "error"), every
+         other result was printed and saved
+    """
     config = app.config(config_path)
     registry = app.registry
     ids = list(metric_ids) or list(config.metrics if config.metrics is not None else registry.metrics)
@@ -246,14 +266,48 @@ def run(app: App, config_path: str, metric_ids: tuple[str, ...], period: str | N
     settings = _settings(config)
     chosen = settings.calendar.parse(period or config.reporting.default_period, today=settings.today)
     comparisons = COMPARISONS if compare == "both" else (compare,) if compare else ()
-    request = Run(metrics, chosen, _params(config, metrics, param_args), grain, segment, comparisons,
+    request = Run(metrics, chosen, _params(config, metrics, param_args), grain, dimensions, comparisons,
                   _targets(config, registry, settings))
+    store = _store_with_records(app, config, config_path)
     with _status() as status:
         def progress(metric, index: int) -> None:
             status(f"Computing {metric.id} ({index + 1}/{len(metrics)})")
 
-        results = run_metrics(app.store(config).engine, request, settings, persist=not no_save, progress=progress)
+        results = run_metrics(store.engine, request, settings, persist=not no_save, progress=progress,
+                              stop_on_error=app.debug)
     click.echo(render(results, fmt, {m.id: m for m in metrics}))
+    if any(r["error"] for r in results):
+        click.echo(f"Error: {_failures(results, saved=not no_save)}", err=True)
+        click.get_current_context().exit(EXIT_METRICS_FAILED)
+
+
+def _failures(results: list[dict], saved: bool) -> str:
+    """One line: the first failure, which other metrics failed, and how many results were computed."""
+    failed = list(dict.fromkeys(r["metric"] for r in results if r["error"]))
+    first = next(r for r in results if r["error"])
+    more = f"; {len(failed) - 1} more metric{'s' * (len(failed) > 2)} failed ({', '.join(failed[1:])})" \
+        if failed[1:] else ""
+    ok = sum(not r["error"] for r in results)
+    done = f"{ok} other result{'s' * (ok != 1)} computed{' and saved' if saved else ''}" if ok \
+        else "no result computed"
+    return f"{first['metric']}: {first['error']}{more}; {done}"
+
+
+def _store_with_records(app: App, config: Config, config_path: str) -> Store:
+    """The store, refused while it holds no record: every metric would be a zero or a null that looks real."""
+    store = app.store(config)
+    with store.engine.connect() as conn:
+        if len(empty_tables(conn)) < len(ENTITIES):
+            return store
+        runs = SyncRun.__table__
+        last = conn.execute(select(runs.c.connector, runs.c.status, runs.c.started_at)
+                            .order_by(runs.c.started_at.desc(), runs.c.id.desc()).limit(1)).first()
+    sync = f"crmkpi sync --config {config_path}"
+    if last is None:
+        raise StoreError(f"the store {store.describe()} is empty: nothing was synced into it yet (run `{sync}`)")
+    raise StoreError(f"the store {store.describe()} holds no records: its last sync ({last.connector}, "
+                     f"{last.status}, started {last.started_at:%Y-%m-%d %H:%M} UTC) loaded none "
+                     f"(check the connector's source and run `{sync}`)")
 
 
 @contextmanager
@@ -272,27 +326,38 @@ def _status():
 @config_option
 @click.argument("metric_id")
 @click.option("--period", "-p", help="The period, as for `crmkpi run`.")
-@click.option("--segment", "-s", metavar="DIMENSION=VALUE", help="Explain one segment, e.g. owner=u-17.")
+@click.option("--segment", "-s", "segment_args", multiple=True, metavar="DIMENSION=VALUE",
+              help="Explain one segment, e.g. owner=u-17; repeat it for a combination (team=East --segment "
+                   "region=EMEA).")
 @click.option("--param", "param_args", multiple=True, metavar="KEY=VALUE", help="Metric parameter.")
 @click.option("--limit", "-n", default=10, show_default=True, type=click.IntRange(min=0),
               help="How many records to show per input.")
 @click.pass_obj
-def explain(app: App, config_path: str, metric_id: str, period: str | None, segment: str | None,
+def explain(app: App, config_path: str, metric_id: str, period: str | None, segment_args: tuple[str, ...],
             param_args: tuple[str, ...], limit: int) -> None:
     """Show how a metric's value comes about: formula, inputs and the first records behind each."""
     config = app.config(config_path)
     metric = app.registry.metric(metric_id)
     settings = _settings(config)
     chosen = settings.calendar.parse(period or config.reporting.default_period, today=settings.today)
-    chosen_segment = None
-    if segment:
-        dimension, sep, value = segment.partition("=")
-        if not sep or not dimension:
-            raise ConfigError(f"--segment {segment!r}: expected DIMENSION=VALUE, e.g. owner=u-17")
-        chosen_segment = Segment(dimension, value or None)
+    segment = _segment(segment_args)
     params = _params(config, [metric], param_args)[metric.id]
-    explanation = explain_metric(app.store(config).engine, metric, chosen, params, chosen_segment, settings, limit)
+    store = _store_with_records(app, config, config_path)
+    explanation = explain_metric(store.engine, metric, chosen, params, segment, settings, limit)
     click.echo(render_explanation(explanation, metric))
+
+
+def _segment(args: tuple[str, ...]) -> Segment | None:
+    """``--segment owner=u-17 --segment region=EMEA`` as one segment (an empty value: rows without one)."""
+    values: dict[str, str | None] = {}
+    for arg in args:
+        dimension, sep, value = arg.partition("=")
+        if not sep or not dimension:
+            raise ConfigError(f"--segment {arg!r}: expected DIMENSION=VALUE, e.g. owner=u-17")
+        if dimension in values:
+            raise ConfigError(f"--segment {arg!r}: {dimension} is already given")
+        values[dimension] = value or None
+    return Segment.of(values) if values else None
 
 
 def _settings(config: Config) -> Settings:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import re
+import types
+import typing
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -17,6 +19,7 @@ from sqlalchemy.engine import make_url
 from .errors import ConfigError, MetricError
 from .periods import Calendar
 from .plugins import Registry
+from .suggest import close_matches, did_you_mean
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -52,7 +55,8 @@ class TargetSettings(BaseModel):
     period: str | None = Field(None, description="the period the goal covers: 2025, 2025-Q4, this-year, ...")
     deadline: date | None = Field(None, description="instead of period: the goal's last day")
     start: date | None = Field(None, description="with deadline: the first day (default: its fiscal year's)")
-    segment: dict[str, Any] | None = Field(None, description="e.g. {owner: u-17}: the goal of one segment value")
+    segment: dict[str, Any] | None = Field(None, description="e.g. {owner: u-17}: the goal of one segment value "
+                                           "(several dimensions: of one combination)")
     direction: Literal["higher", "lower"] | None = Field(None, description="default: the metric's")
     tolerance: float = Field(0.1, ge=0, description="how far short (as a share of the goal) is still at risk")
 
@@ -64,8 +68,9 @@ class TargetSettings(BaseModel):
             raise ValueError("start goes with deadline")
         if self.start and self.start > self.deadline:
             raise ValueError("start is after deadline")
-        if self.segment is not None and len(self.segment) != 1:
-            raise ValueError("segment: give one dimension and its value, e.g. {owner: u-17}")
+        if self.segment is not None and not self.segment:
+            raise ValueError("segment: give a dimension and its value, e.g. {owner: u-17} (or several: "
+                             "{team: East, region: EMEA} judges the results of --segment team --segment region)")
         return self
 
 
@@ -145,7 +150,8 @@ def load_config(path: str | Path, registry: Registry) -> Config:
         ctype = registry.connectors.get(block["type"])
         if ctype is None:
             known = ", ".join(sorted(registry.connectors)) or "none loaded"
-            raise ConfigError(f"connectors.{name}.type: unknown connector type {block['type']!r} (known: {known})")
+            raise ConfigError(f"connectors.{name}.type: unknown connector type {block['type']!r}"
+                              f"{did_you_mean(str(block['type']), registry.connectors)} (known: {known})")
         settings = {k: v for k, v in block.items() if k != "type"}
         connectors[name] = ConnectorConfig(block["type"], _validate(ctype.settings, settings, ("connectors", name)))
     metrics = None
@@ -153,7 +159,8 @@ def load_config(path: str | Path, registry: Registry) -> Config:
         metrics = {}
         for metric_id, settings in raw.metrics.items():
             if metric_id not in registry.metrics:
-                raise ConfigError(f"metrics.{metric_id}: unknown metric (see `crmkpi metrics list`)")
+                raise ConfigError(f"metrics.{metric_id}: unknown metric{did_you_mean(metric_id, registry.metrics)} "
+                                  "(see `crmkpi metrics list`)")
             metrics[metric_id] = settings.params if settings else {}
             try:  # bad params fail `crmkpi validate`, not the first run
                 registry.metrics[metric_id].resolve_params(metrics[metric_id])
@@ -165,10 +172,12 @@ def load_config(path: str | Path, registry: Registry) -> Config:
                 raise ConfigError(f"schedules.{name}.sync: unknown connector {connector!r}")
         for metric_id in schedule.metrics:
             if metric_id not in registry.metrics:
-                raise ConfigError(f"schedules.{name}.metrics: unknown metric {metric_id!r}")
+                raise ConfigError(f"schedules.{name}.metrics: unknown metric {metric_id!r}"
+                                  f"{did_you_mean(metric_id, registry.metrics)}")
     for index, target in enumerate(raw.targets):
         if target.metric not in registry.metrics:
-            raise ConfigError(f"targets.{index}.metric: unknown metric {target.metric!r}")
+            raise ConfigError(f"targets.{index}.metric: unknown metric {target.metric!r}"
+                              f"{did_you_mean(target.metric, registry.metrics)}")
         if target.period:
             _check_period(f"targets.{index}.period", target.period)
     return Config(path=path.resolve(), store=raw.store, reporting=raw.reporting, connectors=connectors,
@@ -179,23 +188,76 @@ def _validate(model: type[BaseModel], data: Any, prefix: tuple) -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, prefix)) from None
+        raise ConfigError(format_validation_error(exc, prefix, model)) from None
 
 
-def format_validation_error(exc: ValidationError, prefix: tuple = ()) -> str:
-    """``connectors.sf.instance_url: field required`` (plus a count when there are more)."""
-    first = exc.errors()[0]
-    loc = ".".join(str(p) for p in (*prefix, *first["loc"])) or "config"
-    msg = first["msg"]
+def format_validation_error(exc: ValidationError, prefix: tuple = (), model: type[BaseModel] | None = None) -> str:
+    """Every problem, on one line: ``connectors.sf.instance_url: field required``; several as
+    ``2 problems: (1) ...; (2) ...``.
+
+    With the ``model`` validated, an unknown key gets a did-you-mean from the keys allowed where it
+    stands, and a misspelt required key is one problem (``connectors.files.pth: unknown field; did
+    you mean 'path'?``), not that plus ``path: field required``.
+    """
+    errors = exc.errors()
+    typos = set()  # the missing keys an unknown key next to them is a misspelling of
+    for error in errors:
+        if error["type"] == "extra_forbidden" and model is not None:
+            typos.update((*error["loc"][:-1], match) for match in close_matches(str(error["loc"][-1]),
+                                                                                _keys_at(model, error["loc"][:-1])))
+    problems = [_problem(error, prefix, model) for error in errors
+                if not (error["type"] == "missing" and tuple(error["loc"]) in typos)]
+    if len(problems) == 1:
+        return problems[0]
+    return f"{len(problems)} problems: " + " ".join(f"({n}) {p}" for n, p in enumerate(problems, 1))
+
+
+def _problem(error: dict[str, Any], prefix: tuple, model: type[BaseModel] | None) -> str:
+    loc = ".".join(str(p) for p in (*prefix, *error["loc"])) or "config"
+    msg = error["msg"]
     msg = msg[0].lower() + msg[1:] if msg else msg
-    if first["type"] == "missing":
+    if error["type"] == "missing":
         msg = "field required"
-    elif first["type"] == "extra_forbidden":
-        msg = "unknown field"
-    elif first["type"] == "value_error":  # our validators' own message, without pydantic's prefix
-        msg = str(first["ctx"]["error"])
-    more = exc.error_count() - 1
-    return f"{loc}: {msg}" + (f" (and {more} more problem{'s' * (more > 1)})" if more else "")
+    elif error["type"] == "extra_forbidden":
+        known = _keys_at(model, error["loc"][:-1]) if model is not None else []
+        msg = "unknown field" + did_you_mean(str(error["loc"][-1]), known)
+    elif error["type"] == "value_error":  # our validators' own message, without pydantic's prefix
+        msg = str(error["ctx"]["error"])
+    return f"{loc}: {msg}"
+
+
+def _keys_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    """The keys the settings model at ``loc`` inside ``model`` accepts (none when ``loc`` leads elsewhere)."""
+    annotation: Any = model
+    for part in loc:
+        annotation = _inner(annotation, part)
+    found = _model_in(annotation)
+    return [info.alias or name for name, info in found.model_fields.items()] if found else []
+
+
+def _inner(annotation: Any, part: Any) -> Any:
+    """The annotation one step (a field, a dict key or a list index) inside ``annotation``."""
+    found = _model_in(annotation)
+    if found is not None:
+        field = next((info for name, info in found.model_fields.items() if part in (name, info.alias)), None)
+        return field.annotation if field else None
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is dict:
+        return args[1]
+    if origin is list:
+        return args[0]
+    if origin in (typing.Union, types.UnionType):  # a container or nothing: step into the container
+        return next((_inner(a, part) for a in args if typing.get_origin(a) in (dict, list)), None)
+    return None
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The settings model an annotation is, or holds as one choice of a union (``X | None``)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if typing.get_origin(annotation) not in (typing.Union, types.UnionType):
+        return None
+    return next((a for a in typing.get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)), None)
 
 
 def _interpolate(value: Any, where: tuple) -> Any:

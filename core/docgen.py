@@ -1,9 +1,10 @@
 """Reference pages generated from the code, so they cannot drift from it.
 
 ``python -m crmkpi.docgen`` rewrites ``docs/reference/``; ``--check`` fails when a page
-is stale (the test suite runs the same check). Pages: the metric catalog (from the
-built-in plugins' metadata), the CLI (from click), the hooks (from the hook specs), the
-store schema (from the models) and the config keys (from the pydantic settings models).
+is stale (the test suite runs the same check). Pages: the metric catalog and the columns
+each metric needs (from the built-in plugins' metadata), the CLI (from click), the hooks
+(from the hook specs), the store schema (from the models) and the config keys (from the
+pydantic settings models).
 """
 
 from __future__ import annotations
@@ -60,6 +61,38 @@ def metrics_page(registry: Registry) -> str:
                       f"{', '.join(f'`{c}`' for c in p.choices) if p.choices else ''} | {p.description} |"
                       for p in m.params]
     return "\n".join(lines) + "\n"
+
+
+# --- columns -------------------------------------------------------------------
+
+
+def needed_columns(registry: Registry) -> dict[str, dict[str, list[str]]]:
+    """Table -> column -> the metrics whose value depends on it (``Metric.needs``), in schema order."""
+    found: dict[str, dict[str, list[str]]] = {}
+    for metric in sorted(registry.metrics.values(), key=lambda m: m.id):
+        for need in metric.needs:
+            table, _, column = need.partition(".")
+            found.setdefault(table, {}).setdefault(column, []).append(metric.id)
+    return {table: {c.name: found[table][c.name] for c in ENTITIES[table].__table__.columns if c.name in found[table]}
+            for table in ENTITIES if table in found}
+
+
+def columns_page(registry: Registry) -> str:
+    lines = [GENERATED, "", "# Columns the metrics need", "",
+             "Which columns of each table the built-in metrics' values depend on, from their declarations "
+             "(`Metric.needs`), besides `id` (every row needs one) and `is_deleted`. A file or source that "
+             "lacks a column leaves the metrics that need it with nothing to count: their notes say how many "
+             "rows they left out. A table no metric needs here may still be read for segments "
+             "(`users`: names and teams; `accounts`: region, industry, segment).", ""]
+    for table, columns in needed_columns(registry).items():
+        lines += [f"## `{table}`", "", "| column | needed by |", "|---|---|"]
+        lines += [f"| `{column}` | {', '.join(f'`{m}`' for m in metrics)} |" for column, metrics in columns.items()]
+        lines += [""]
+    free = sorted(m.id for m in registry.metrics.values() if not m.needs)
+    lines += ["## Metrics with no fixed columns", "",
+              ", ".join(f"`{m}`" for m in free) + ": they read the columns their params name, or the sync "
+              "history.", ""]
+    return "\n".join(lines)
 
 
 # --- CLI -----------------------------------------------------------------------
@@ -230,8 +263,8 @@ def _type_name(annotation) -> str:
 
 def pages() -> dict[str, str]:
     registry = builtin_registry()
-    return {"metrics.md": metrics_page(registry), "cli.md": cli_page(), "hooks.md": hooks_page(),
-            "schema.md": schema_page(), "config.md": config_page(registry)}
+    return {"metrics.md": metrics_page(registry), "columns.md": columns_page(registry), "cli.md": cli_page(),
+            "hooks.md": hooks_page(), "schema.md": schema_page(), "config.md": config_page(registry)}
 
 
 def stale_pages(out: Path = DEFAULT_OUT) -> list[str]:

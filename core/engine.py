@@ -1,8 +1,10 @@
 """Running metrics: periods split by grain, segments, comparisons, targets, persistence, explain.
 
 Every value comes from one call of a metric's ``compute`` for one period and one
-segment value; comparisons are the same call for the previous period or the same
-period a year earlier. Results are persisted to ``metric_results`` under one run id.
+segment (a combination of dimension values); comparisons are the same call for the
+previous period or the same period a year earlier. Results are persisted to
+``metric_results`` under one run id. A metric that fails leaves an error on its own rows
+and the others are computed: one broken plugin or missing rate does not cost the run.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Engine
 
 from . import segments
-from .errors import CrmkpiError, MetricError
+from .errors import ConfigError, CrmkpiError, MetricError
 from .metrics import TABLES, Metric, MetricContext, Value
 from .models import MetricResult, SyncRun
 from .periods import Calendar, Period
@@ -27,13 +29,14 @@ COMPARISONS = ("previous", "year_ago")
 
 @dataclass
 class Run:
-    """What to compute: metrics over a period, optionally split by grain and segment."""
+    """What to compute: metrics over a period, optionally split by grain and by dimensions."""
 
     metrics: list[Metric]
     period: Period
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
     grain: str | None = None
-    segment: str | None = None
+    #: Dimensions to split by (``--segment``, repeatable): one row per combination of values that occurs.
+    segments: tuple[str, ...] = ()
     compare: tuple[str, ...] = ()
     targets: list[Target] = field(default_factory=list)
 
@@ -48,53 +51,122 @@ class Settings:
     today: date | None = None
 
 
+@dataclass
+class _Split:
+    """How one metric is split: its segments (None: unsplit) and their labels, or why it cannot be split."""
+
+    table: str
+    segments: list[segments.Segment | None] = field(default_factory=lambda: [None])
+    labels: dict[str, dict[Any, str]] = field(default_factory=dict)
+    note: str | None = None
+    #: Per dimension: whether some row has a value for it.
+    filled: list[bool] = field(default_factory=list)
+    error: str | None = None
+
+
 def run_metrics(engine: Engine, run: Run, settings: Settings | None = None, *, persist: bool = True,
-                progress: Callable[[Metric, int], None] | None = None) -> list[dict]:
+                progress: Callable[[Metric, int], None] | None = None, stop_on_error: bool = False) -> list[dict]:
     """Compute every metric for every (period, segment); results are persisted under one run id and returned.
 
-    ``progress(metric, index)`` is called as each metric starts.
+    What was asked is checked first (params, dimensions): a mistake there raises before anything is
+    computed. A metric that then fails (a plugin raising, a missing fx rate) does not stop the others:
+    its rows carry ``error``, a null value, and are not persisted. ``stop_on_error`` raises the first
+    failure instead (``crmkpi --debug``). ``progress(metric, index)`` is called as each metric starts.
     """
     settings = settings or Settings()
-    today = settings.today or datetime.now(UTC).date()
-    run_id = uuid.uuid4().hex
-    computed_at = datetime.now(UTC)
     periods = settings.calendar.split(run.period, run.grain) if run.grain else [run.period]
+    params = {metric.id: metric.resolve_params(run.params.get(metric.id, {})) for metric in run.metrics}
     results = []
     with engine.connect() as conn:
-        freshness = data_freshness(conn)
+        cells = _Cells(conn, run, settings, settings.today or datetime.now(UTC).date(), stop_on_error,
+                       uuid.uuid4().hex, datetime.now(UTC), data_freshness(conn), empty_tables(conn))
+        splits = _splits(conn, run.metrics, params, run.segments)
         for index, metric in enumerate(run.metrics):
             if progress is not None:
                 progress(metric, index)
-            params = metric.resolve_params(run.params.get(metric.id, {}))
-            for segment in _segments(conn, metric, params, run.segment):
-                for period in periods:
-                    value = compute(conn, metric, period, params, segment, settings, today)
-                    result = {
-                        "run_id": run_id, "metric": metric.id, "period": period.label,
-                        "period_start": period.bounds(settings.timezone)[0],
-                        "period_end": period.bounds(settings.timezone)[1], "grain": run.grain,
-                        "segment": segment.as_dict() if segment else {}, "value": value.value,
-                        "numerator": value.numerator, "denominator": value.denominator, "unit": metric.unit,
-                        "note": value.note, "params": params, "computed_at": computed_at,
-                        "data_freshness": freshness,
-                    }
-                    for kind in run.compare:
-                        other = (settings.calendar.previous if kind == "previous" else settings.calendar.year_ago)(
-                            period)
-                        result[kind] = comparison(compute(conn, metric, other, params, segment, settings, today),
-                                                  value, other)
-                    # A target over exactly this period wins over one this period is only a to-date part of.
-                    target = next((t for t in sorted(run.targets, key=lambda t: t.period.end != period.end)
-                                   if t.applies_to(metric.id, period, result["segment"])), None)
-                    result["target"] = evaluate(target, value.value, period, metric.additive, today) if target else None
-                    results.append(result)
-    if persist and results:
+            results += [cells.result(metric, params[metric.id], splits[metric.id], segment, period)
+                        for segment in splits[metric.id].segments for period in periods]
+    saved = [r for r in results if not r["error"]]
+    if persist and saved:
         columns = set(MetricResult.__table__.columns.keys())
         with engine.begin() as conn:
             conn.execute(MetricResult.__table__.insert(), [
                 {**{k: v for k, v in r.items() if k in columns},
-                 "target_status": r["target"]["status"] if r["target"] else None} for r in results])
+                 "target_status": r["target"]["status"] if r["target"] else None} for r in saved])
     return results
+
+
+#: How a comparison is named in messages and in the table's column headers.
+TITLES = {"previous": "previous period", "year_ago": "year ago"}
+
+
+@dataclass
+class _Cells:
+    """Computes the results of one run, one (metric, segment, period) at a time."""
+
+    conn: Connection
+    run: Run
+    settings: Settings
+    today: date
+    stop_on_error: bool
+    run_id: str
+    computed_at: datetime
+    freshness: datetime | None
+    #: The entity tables without a live row (a metric needing one says so).
+    empty: set[str]
+
+    def result(self, metric: Metric, params: dict[str, Any], split: _Split, segment: segments.Segment | None,
+               period: Period) -> dict[str, Any]:
+        settings = self.settings
+        start, end = period.bounds(settings.timezone)
+        value, error = (None, split.error) if split.error else self.attempt(metric, period, params, segment)
+        if value is not None:
+            value = value.noted(split.note, *_empty_notes(metric, self.empty))
+        result = {
+            "run_id": self.run_id, "metric": metric.id, "period": period.label, "period_start": start,
+            "period_end": end, "grain": self.run.grain, "segment": segment.as_dict() if segment else {},
+            "segment_labels": {d: split.labels[d].get(v, v) for d, v in segment.parts} if segment else {},
+            "value": value.value if value else None, "numerator": value.numerator if value else None,
+            "denominator": value.denominator if value else None, "unit": metric.unit,
+            "currency": settings.currency if metric.unit == "currency" else None,
+            "note": value.note if value else None, "error": error, "params": params,
+            "computed_at": self.computed_at, "data_freshness": self.freshness,
+        }
+        for kind in self.run.compare if value is not None else ():
+            other = (settings.calendar.previous if kind == "previous" else settings.calendar.year_ago)(period)
+            before, failed = self.attempt(metric, other, params, segment)
+            result[kind] = comparison(before or Value(None), value, other)
+            if failed:
+                result[kind]["error"] = failed
+                result["error"] = result["error"] or f"{TITLES[kind]} ({other.label}): {failed}"
+        # A target over exactly this period wins over one this period is only a to-date part of.
+        target = next((t for t in sorted(self.run.targets, key=lambda t: t.period.end != period.end)
+                       if t.applies_to(metric.id, period, result["segment"])), None)
+        result["target"] = evaluate(target, result["value"], period, metric.additive, self.today) if target else None
+        return result
+
+    def attempt(self, metric: Metric, period: Period, params: dict[str, Any],
+                segment: segments.Segment | None) -> tuple[Value | None, str | None]:
+        """The metric's value, or None and the error (without the metric's name) when it fails."""
+        try:
+            return compute(self.conn, metric, period, params, segment, self.settings, self.today), None
+        except MetricError as exc:
+            if self.stop_on_error:
+                raise
+            self.conn.rollback()  # PostgreSQL refuses every later statement of a transaction a statement failed in
+            return None, str(exc).removeprefix(f"{metric.id}: ")
+
+
+def empty_tables(conn: Connection) -> set[str]:
+    """The entity tables without a live row."""
+    return {name for name, table in TABLES.items() if "is_deleted" in table.c
+            and conn.execute(select(table.c.id).where(table.c.is_deleted.is_(False)).limit(1)).first() is None}
+
+
+def _empty_notes(metric: Metric, empty: set[str]) -> list[str]:
+    """``no tickets in the store`` for each table the metric needs that holds no live row."""
+    needed = dict.fromkeys(need.partition(".")[0] for need in metric.needs)
+    return [f"no {table} in the store" for table in needed if table in empty]
 
 
 def compute(conn: Connection, metric: Metric, period: Period, params: dict[str, Any],
@@ -129,18 +201,39 @@ def comparison(before: Value, now: Value, period: Period) -> dict[str, Any]:
     return {"period": period.label, "value": before.value, "change": change, "change_pct": relative}
 
 
-def _segments(conn: Connection, metric: Metric, params: dict[str, Any],
-              dimension: str | None) -> list[segments.Segment | None]:
-    """The dimension's values in the metric's main table: its first, or the one its ``table`` param picks."""
-    if dimension is None:
-        return [None]
+def _splits(conn: Connection, metrics: list[Metric], params: dict[str, dict[str, Any]],
+            dimensions: tuple[str, ...]) -> dict[str, _Split]:
+    """Each metric's segments; a dimension that names nothing, or that no metric's rows fill, is refused."""
+    if not dimensions:
+        return {metric.id: _Split(metric.tables[0]) for metric in metrics}
+    if len(set(dimensions)) < len(dimensions):
+        raise ConfigError(f"--segment: {', '.join(dimensions)} names a dimension twice")
+    for dimension in dimensions:
+        segments.check(conn, dimension)
+    splits = {metric.id: _split(conn, metric, params[metric.id], dimensions) for metric in metrics}
+    for i, dimension in enumerate(dimensions):
+        if not any(split.filled and split.filled[i] for split in splits.values()):
+            reasons = dict.fromkeys((split.error or f"no {split.table} row has a value for it")
+                                    .removeprefix(f"segment {dimension!r} ") for split in splits.values())
+            raise ConfigError(f"--segment {dimension!r}: {'; '.join(reasons)}")
+    return splits
+
+
+def _split(conn: Connection, metric: Metric, params: dict[str, Any], dimensions: tuple[str, ...]) -> _Split:
+    """The combinations of the dimensions' values in the metric's main table: its first, or the one its
+    ``table`` param picks."""
     chosen = params.get("table")
     table = TABLES[chosen if isinstance(chosen, str) and chosen in TABLES else metric.tables[0]]
     try:
-        found = segments.values(conn, table, dimension)
+        for dimension in dimensions:
+            segments.expression(table, dimension)
     except MetricError as exc:
-        raise MetricError(f"{metric.id}: {exc}") from None
-    return [segments.Segment(dimension, value) for value in found]
+        return _Split(table.name, segments=[None], error=str(exc))
+    combinations = segments.values(conn, table, dimensions) or [(None,) * len(dimensions)]
+    filled = [any(c[i] is not None for c in combinations) for i in range(len(dimensions))]
+    note = "; ".join(f"no {table.name} row has a value for {d}" for d, f in zip(dimensions, filled) if not f)
+    return _Split(table.name, [segments.Segment(tuple(zip(dimensions, c))) for c in combinations],
+                  {d: segments.labels(conn, d) for d in dimensions}, note or None, filled)
 
 
 def data_freshness(conn: Connection) -> datetime | None:
@@ -158,8 +251,12 @@ def explain(engine: Engine, metric: Metric, period: Period, params: dict[str, An
     today = settings.today or datetime.now(UTC).date()
     with engine.connect() as conn:
         resolved = metric.resolve_params(params)
+        parts = segment.parts if segment else ()
+        for dimension, _ in parts:
+            segments.check(conn, dimension)
+        labels = {d: segments.labels(conn, d).get(v, v) for d, v in parts}
         ctx = context(conn, metric, period, resolved, segment, settings, today)
-        value = _call(metric, ctx)
+        value = _call(metric, ctx).noted(*_empty_notes(metric, empty_tables(conn)))
         inputs = []
         for item in ctx.inputs:
             columns = [c for c in item.table.c if c.name not in ("source", "synced_at", "updated_at", "extra",
@@ -169,5 +266,6 @@ def explain(engine: Engine, metric: Metric, period: Period, params: dict[str, An
             total = conn.execute(select(func.count()).select_from(item.table).where(*item.where)).scalar()
             inputs.append({"label": item.label, "table": item.table.name, "rows": total,
                            "columns": [c.name for c in columns], "first": [tuple(r) for r in rows]})
-    return {"metric": metric.id, "period": period.label, "segment": segment.as_dict() if segment else {},
-            "value": value, "params": resolved, "inputs": inputs}
+    return {"metric": metric.id, "period": period.label, "segment": dict(parts), "segment_labels": labels,
+            "value": value, "currency": settings.currency if metric.unit == "currency" else None,
+            "params": resolved, "inputs": inputs}

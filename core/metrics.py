@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Callable, Literal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Table, case, exists, func, select, true
+from sqlalchemy import Date, Select, Table, Time, case, cast, exists, func, select, true
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -37,6 +37,9 @@ class Param:
     default: Any
     description: str
     choices: tuple[Any, ...] | None = None
+    #: What else a value must satisfy: returns the problem with a value (None: fine), checked with the
+    #: type before anything is computed (``crmkpi validate`` and ``crmkpi run`` report it).
+    check: Callable[[Any], str | None] | None = None
 
     def coerce(self, metric_id: str, raw: Any) -> Any:
         try:
@@ -51,7 +54,15 @@ class Param:
         if self.choices and value not in self.choices:
             options = ", ".join(map(str, self.choices))
             raise MetricError(f"{metric_id}: param {self.name}: {value!r} is not one of {options}")
+        problem = self.check(value) if self.check else None
+        if problem:
+            raise MetricError(f"{metric_id}: param {self.name}: {problem}")
         return value
+
+
+def at_least(minimum: float) -> Callable[[Any], str | None]:
+    """A :class:`Param` check: the value is ``minimum`` or more."""
+    return lambda value: None if value >= minimum else f"must be {minimum:g} or more, got {value:g}"
 
 
 @dataclass(frozen=True)
@@ -65,8 +76,26 @@ class Value:
     note: str | None = None
 
     def noted(self, *notes: str | None) -> Value:
-        """The same value with ``notes`` appended to its note (empty ones ignored)."""
-        return replace(self, note="; ".join(n for n in (self.note, *notes) if n) or None)
+        """The same value with ``notes`` appended to its note (empty ones and repeats ignored)."""
+        return replace(self, note="; ".join(dict.fromkeys(n for n in (self.note, *notes) if n)) or None)
+
+
+#: The percentiles a duration metric's ``stat`` param offers besides the mean.
+PERCENTILES = {"median": 50, "p75": 75, "p90": 90, "p95": 95}
+
+
+#: How a metric with a :func:`stat_param` documents it.
+STAT_DOC = ("`stat=mean` (default) gives the mean, with the total as numerator and the count as denominator; "
+            "`stat=median`, `p75`, `p90` or `p95` gives that percentile of the same durations (linear between "
+            "the two nearest ranks, as PostgreSQL's percentile_cont), with a null numerator and the count as "
+            "denominator. Durations are skewed: a few long ones pull the mean far above the typical one.")
+
+
+def stat_param(measured: str) -> Param:
+    """The ``stat`` param of a duration metric: the mean of what it measures, or a percentile."""
+    return Param("stat", str, "mean", f"the mean of the {measured}, or their median or 75th, 90th or 95th "
+                 "percentile (linear between ranks; numerator null, denominator the count)",
+                 choices=("mean", *PERCENTILES))
 
 
 def ratio(numerator: float | None, denominator: float | None, *, empty: str = "denominator is zero") -> Value:
@@ -75,6 +104,16 @@ def ratio(numerator: float | None, denominator: float | None, *, empty: str = "d
     if denominator == 0:
         return Value(None, numerator, denominator, note=empty)
     return Value(numerator / denominator, numerator, denominator)
+
+
+def statistic(ctx: MetricContext, values: Select, total: float, count: int) -> Value:
+    """What the ``stat`` param asks of the durations ``values`` selects (one column): their mean,
+    ``total / count``, or a percentile, whose numerator is null and denominator the count."""
+    stat = ctx.params["stat"]
+    if stat == "mean":
+        return Value(total / count, total, count)
+    value, measured = ctx.percentile(values, PERCENTILES[stat])
+    return Value(value, None, measured)
 
 
 @dataclass(frozen=True)
@@ -142,6 +181,20 @@ class MetricContext:
         self.inputs.append(Input(label, table, where))
         return float(self.conn.execute(select(func.sum(expression)).where(*where)).scalar() or 0)
 
+    def left_out(self, rows: str, table: Table, *where: ColumnElement, then: str = "left out") -> str | None:
+        """``"3 won deal(s) without closed_at left out"``: a note counting the in-scope rows of ``table``
+        matching ``where``, rows a value cannot use (or, ``then``, takes as 0) because a column it needs is
+        empty; None when there is no such row. Empty columns must never move a value silently."""
+        count = self.conn.execute(select(func.count()).select_from(table).where(*self.scope(table), *where)).scalar()
+        return f"{count} {rows} {then}" if count else None
+
+    def left_out_each(self, table: Table, missing: dict[str, ColumnElement]) -> list[str | None]:
+        """:meth:`left_out` notes for several conditions, counted in one scan: ``{"order(s) without
+        ordered_at left out": condition, ...}`` gives ``"2 order(s) without ordered_at left out"``."""
+        counts = self.conn.execute(select(*(func.count(case((condition, 1))) for condition in missing.values()))
+                                   .select_from(table).where(*self.scope(table))).one()
+        return [f"{count} {note}" if count else None for note, count in zip(missing, counts)]
+
     def record(self, label: str, table: Table, *where: ColumnElement) -> None:
         """Declare the rows behind a side computed with a query of the metric's own."""
         self.inputs.append(Input(label, table, (*self.scope(table), *where)))
@@ -151,6 +204,41 @@ class MetricContext:
         if self.conn.dialect.name == "sqlite":
             return func.julianday(end) - func.julianday(start)
         return func.extract("epoch", end - start) / 86400.0
+
+    def whole_days_between(self, start: ColumnElement, end: ColumnElement) -> ColumnElement:
+        """The days from ``start``'s UTC date to ``end``'s (a whole number), in the store's SQL dialect."""
+        if self.conn.dialect.name == "sqlite":
+            return func.julianday(func.date(end)) - func.julianday(func.date(start))
+        return cast(func.timezone("UTC", end), Date) - cast(func.timezone("UTC", start), Date)
+
+    def is_date_only(self, column: ColumnElement) -> ColumnElement:
+        """Whether a timestamp is exactly midnight UTC: how the store holds a value that is only a date
+        (Salesforce's CloseDate, a files column without a time)."""
+        if self.conn.dialect.name == "sqlite":  # stored as 'YYYY-MM-DD HH:MM:SS.ffffff' UTC text
+            return func.substr(column, 12) == "00:00:00.000000"
+        return cast(func.timezone("UTC", column), Time) == time()
+
+    def percentile(self, values: Select, percent: int) -> tuple[float | None, int]:
+        """(the ``percent``-th percentile of the one column ``values`` selects, how many non-null values).
+
+        Linear between the two nearest ranks, as PostgreSQL's ``percentile_cont`` and numpy's default
+        (the median of an even count is the mean of the middle two). Computed the same way on every
+        backend (SQLite has no percentile function): the two values are found by rank with window
+        functions, and the interpolation is done here from the count, with integer arithmetic for the
+        position: no approximation, and the same result from the same values on SQLite and PostgreSQL
+        (durations themselves may differ in the last digits: SQLite's julianday keeps milliseconds).
+        """
+        column = values.subquery("measured").c[0]
+        ranked = select(column.label("x"), func.row_number().over(order_by=column).label("rank"),
+                        func.count().over().label("n")).where(column.is_not(None)).subquery("ranked")
+        below = (ranked.c.n - 1) * percent // 100 + 1  # the rank at or just below the percentile
+        rows = self.conn.execute(select(ranked.c.x, ranked.c.n).where(ranked.c.rank.between(below, below + 1))
+                                 .order_by(ranked.c.rank)).all()
+        if not rows:
+            return None, 0
+        count = int(rows[0].n)
+        low, high = float(rows[0].x), float(rows[-1].x)
+        return low + ((count - 1) * percent % 100) / 100 * (high - low), count
 
     def money(self, table: Table, amount: ColumnElement, at: ColumnElement, *where: ColumnElement) -> ColumnElement:
         """``amount`` in the reporting currency, at the ``fx_rates`` rate valid on ``at``.

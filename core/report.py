@@ -8,13 +8,17 @@ import json
 from datetime import date, datetime
 from typing import Any
 
-from .engine import COMPARISONS
+from .engine import COMPARISONS, TITLES
 from .metrics import Metric
 
 #: The keys of a result as ``--format json`` prints it; comparisons and target only when asked for.
-PUBLIC = ("metric", "period", "period_start", "period_end", "grain", "segment", "value", "unit", "numerator",
-          "denominator", "note", "params", "data_freshness", "run_id")
-TITLES = {"previous": "previous period", "year_ago": "year ago"}
+#: ``currency`` is the reporting currency of a currency value (else null); ``error`` says why a row
+#: has no value when its metric failed; ``segment_labels`` shows each segment value as people know it
+#: (a user's name, a stage's label; other values as they are).
+PUBLIC = ("metric", "period", "period_start", "period_end", "grain", "segment", "segment_labels", "value", "unit",
+          "currency", "numerator", "denominator", "note", "error", "params", "data_freshness", "run_id")
+#: Units a value and a change are shown with (after the number); ratios are shown as % and changes in points.
+SUFFIXES = {"days": " days", "hours": " hours", "months": " months", "points": " points"}
 
 
 def render(results: list[dict], fmt: str, metrics: dict[str, Metric]) -> str:
@@ -32,15 +36,16 @@ def public(result: dict) -> dict:
     return row
 
 
-CSV_COLUMNS = ("metric", "period", "period_start", "period_end", "segment", "value", "unit", "numerator",
-               "denominator", "note")
+CSV_COLUMNS = ("metric", "period", "period_start", "period_end", "segment", "segment_labels", "value", "unit",
+               "currency", "numerator", "denominator", "note", "error")
 
 
 def _csv(rows: list[dict]) -> str:
     flat = []
     for row in rows:
         item = {k: row[k] for k in CSV_COLUMNS}
-        item["segment"] = json.dumps(row["segment"]) if row["segment"] else ""
+        for key in ("segment", "segment_labels"):
+            item[key] = json.dumps(row[key]) if row[key] else ""
         for kind in COMPARISONS:
             for key, value in (row.get(kind) or {}).items():
                 item[f"{kind}_{key}"] = value
@@ -64,6 +69,7 @@ def _table(rows: list[dict], metrics: dict[str, Metric]) -> str:
     segmented = any(r["segment"] for r in rows)
     compared = [k for k in COMPARISONS if any(k in r for r in rows)]
     targeted = any("target" in r for r in rows)
+    shared = _shared_labels(rows)
     table = Table(show_edge=False)
     table.add_column("Metric")
     table.add_column("Period")
@@ -77,45 +83,83 @@ def _table(rows: list[dict], metrics: dict[str, Metric]) -> str:
         table.add_column("Target")
     table.add_column("Note")
     for row in rows:
-        unit = row["unit"]
-        cells = [metrics[row["metric"]].title, row["period"]]
+        unit, currency = row["unit"], row["currency"]
+        cells = [title(metrics[row["metric"]], row["params"]), row["period"]]
         if segmented:
-            cells.append(", ".join(f"{k}={'(none)' if v is None else v}" for k, v in row["segment"].items()))
-        cells += [format_value(row["value"], unit), _number(row["numerator"]), _number(row["denominator"])]
-        cells += [_change(row.get(kind), unit) for kind in compared]
+            cells.append(segment_text(row["segment"], row["segment_labels"], shared))
+        cells += [format_value(row["value"], unit, currency), _number(row["numerator"]),
+                  _number(row["denominator"])]
+        cells += [_change(row.get(kind), unit, currency) for kind in compared]
         if targeted:
-            cells.append(_target(row.get("target"), unit))
-        cells.append(row["note"] or "")
+            cells.append(_target(row.get("target"), unit, currency))
+        cells.append("; ".join(filter(None, [row["note"], row["error"] and f"ERROR: {row['error']}"])))
         table.add_row(*cells)
     console = Console(file=io.StringIO(), width=160, force_terminal=False)
     console.print(table)
     return console.file.getvalue().rstrip("\n")
 
 
-def _change(comparison: dict | None, unit: str) -> str:
+def title(metric: Metric, params: dict[str, Any]) -> str:
+    """The metric's title, with the statistic when it is not the mean: ``Sales cycle length (median)``."""
+    stat = params.get("stat", "mean")
+    return metric.title if stat == "mean" else f"{metric.title} ({stat})"
+
+
+def _shared_labels(rows: list[dict]) -> set[tuple[str, Any]]:
+    """(dimension, label) pairs that stand for more than one value: shown with their values too."""
+    values: dict[tuple[str, Any], set] = {}
+    for row in rows:
+        for dimension, value in row["segment"].items():
+            values.setdefault((dimension, row["segment_labels"].get(dimension, value)), set()).add(value)
+    return {key for key, found in values.items() if len(found) > 1}
+
+
+def segment_text(segment: dict[str, Any], labels: dict[str, Any], shared: set[tuple[str, Any]] = frozenset()) -> str:
+    """``owner=Ann Lee, region=EMEA``: labels instead of ids, ``(none)`` for rows without a value."""
+    parts = []
+    for dimension, value in segment.items():
+        label = labels.get(dimension, value)
+        text = "(none)" if value is None else str(label)
+        if value is not None and (label != value and (dimension, label) in shared):
+            text += f" ({value})"
+        parts.append(f"{dimension}={text}")
+    return ", ".join(parts)
+
+
+def _change(comparison: dict | None, unit: str, currency: str | None) -> str:
     if not comparison or comparison["change"] is None:
         return "—"
     change = comparison["change"]
-    absolute = f"{change * 100:+.1f} pts" if unit == "ratio" else f"{change:+,.2f}".rstrip("0").rstrip(".")
+    if unit == "ratio":
+        absolute = f"{change * 100:+.1f} pts"
+    else:
+        absolute = f"{change:+,.2f}".rstrip("0").rstrip(".") + _suffix(unit, currency)
     relative = f" ({comparison['change_pct']:+.1%})" if comparison["change_pct"] is not None else ""
     return absolute + relative
 
 
-def _target(target: dict | None, unit: str) -> str:
+def _target(target: dict | None, unit: str, currency: str | None) -> str:
     if not target:
         return ""
     status = (target["status"] or "—").replace("_", " ")
-    return f"{status} ({format_value(target['value'], unit)})"
+    return f"{status} ({format_value(target['value'], unit, currency)})"
 
 
-def format_value(value: float | None, unit: str) -> str:
+def format_value(value: float | None, unit: str, currency: str | None = None) -> str:
+    """The value with its unit: ``30.0%``, ``1,234.57 USD``, ``34.6 days``, ``12.0 hours``, ``42.0 points``."""
     if value is None:
         return "—"
     if unit == "ratio":
         return f"{value:.1%}"
     if unit == "currency":
-        return f"{value:,.2f}"
-    return f"{value:,.1f}" if unit in ("days", "hours", "months", "points", "score") else f"{value:,.0f}"
+        return f"{value:,.2f}" + _suffix(unit, currency)
+    if unit in ("days", "hours", "months", "points", "score"):
+        return f"{value:,.1f}" + _suffix(unit, currency)
+    return f"{value:,.0f}"
+
+
+def _suffix(unit: str, currency: str | None) -> str:
+    return f" {currency}" if unit == "currency" and currency else SUFFIXES.get(unit, "")
 
 
 def _number(value: float | None) -> str:
@@ -130,20 +174,28 @@ def _json_default(value: Any) -> Any:
 
 def render_explanation(explanation: dict, metric: Metric) -> str:
     value = explanation["value"]
-    segment = ", ".join(f"{k}={'(none)' if v is None else v}" for k, v in explanation["segment"].items()) \
-        or "whole company"
-    lines = [f"{metric.id}: {metric.title}, {explanation['period']} ({segment})", "",
+    segment = segment_text(explanation["segment"], explanation["segment_labels"]) or "whole company"
+    currency = explanation["currency"]
+    lines = [f"{metric.id}: {title(metric, explanation['params'])}, {explanation['period']} ({segment})", "",
              f"Formula: {metric.formula}",
              f"Params: {', '.join(f'{k}={v}' for k, v in explanation['params'].items()) or 'none'}",
-             f"Value: {format_value(value.value, metric.unit)}"
-             + (f" = {_number(value.numerator)} / {_number(value.denominator)}" if value.denominator is not None
-                else "") + (f"  ({value.note})" if value.note else "")]
+             f"Value: {format_value(value.value, metric.unit, currency)}" + _sides(value)
+             + (f"  ({value.note})" if value.note else "")]
     for item in explanation["inputs"]:
         lines += ["", f"{item['label']}: {item['rows']:,} {item['table']} rows"
                   + (f", the first {len(item['first'])}:" if item["first"] else "")]
         if item["first"]:
             lines.append(_grid(item["columns"], item["first"]))
     return "\n".join(lines)
+
+
+def _sides(value) -> str:
+    """`` = numerator / denominator`` of a ratio or mean; `` (of N)`` of a statistic without a numerator."""
+    if value.denominator is None:
+        return ""
+    if value.numerator is None:
+        return f" (of {_number(value.denominator)})"
+    return f" = {_number(value.numerator)} / {_number(value.denominator)}"
 
 
 def _grid(columns: list[str], rows: list[tuple]) -> str:

@@ -1,4 +1,4 @@
-"""Segments: splitting a metric by a dimension of the normalized store.
+"""Segments: splitting a metric by one or more dimensions of the normalized store.
 
 A dimension is resolved per table, so one ``--segment`` works across the tables a
 metric reads. It is looked up in this order:
@@ -11,33 +11,45 @@ metric reads. It is looked up in this order:
 5. for rows of a deal (``deal_stage_changes``), any of the above on the deal;
 6. a custom field: ``extra.<name>`` (or a bare name found nowhere above) in the row's ``extra``,
    else in its account's ``extra``.
+
+A name that is none of these, and no live row holds as a custom field, is refused with a
+did-you-mean (:func:`check`): a typo must not read as one segment holding every row.
+Several dimensions split by every combination of their values that occurs.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
-from sqlalchemy import Table, func, select
+from sqlalchemy import Table, and_, func, select, text
+from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
-from .errors import MetricError
-from .models import ENTITIES
+from .errors import ConfigError, MetricError
+from .models import ENTITIES, SyncRun
+from .store import column_kinds
+from .suggest import did_you_mean
 
 ALIASES = {"owner": "owner_id", "rep": "owner_id", "agent": "owner_id", "account": "account_id"}
 OWNER_ATTRIBUTES = ("team", "role")
 ACCOUNT_ATTRIBUTES = ("region", "industry", "segment")
+#: Dimensions whose values are ids, and where their display label is found: (table, column).
+LABELS = {"owner_id": ("users", "name"), "account_id": ("accounts", "name"), "stage": ("pipeline_stages", "label")}
 
 
 @dataclass(frozen=True)
 class Segment:
-    """One value of a dimension: the rows whose dimension equals ``value`` (None: rows without one)."""
+    """One combination of dimension values: the rows where each dimension has its value (None: rows without one)."""
 
-    dimension: str
-    value: Any
+    parts: tuple[tuple[str, Any], ...]
+
+    @classmethod
+    def of(cls, values: dict[str, Any]) -> Segment:
+        return cls(tuple(values.items()))
 
     def as_dict(self) -> dict[str, Any]:
-        return {self.dimension: self.value}
+        return dict(self.parts)
 
 
 def expression(table: Table, dimension: str) -> ColumnElement:
@@ -91,17 +103,77 @@ def _through(target_name: str, reference: ColumnElement, table: Table, dimension
 def condition(table: Table, segment: Segment | None) -> ColumnElement | None:
     if segment is None:
         return None
-    value = expression(table, segment.dimension)
-    return value.is_(None) if segment.value is None else value == segment.value
+    return and_(*(_equals(expression(table, dimension), value) for dimension, value in segment.parts))
 
 
-def values(conn, table: Table, dimension: str) -> list[Any]:
-    """Every value the dimension takes over the live rows of ``table``, nulls last."""
-    value = expression(table, dimension).label("value")
+def _equals(value: ColumnElement, wanted: Any) -> ColumnElement:
+    return value.is_(None) if wanted is None else value == wanted
+
+
+def values(conn: Connection, table: Table, dimensions: Sequence[str]) -> list[tuple]:
+    """Every combination of the dimensions' values that a live row of ``table`` has; sorted, nulls last."""
+    columns = [expression(table, d).label(f"value{i}") for i, d in enumerate(dimensions)]
     live = [table.c.is_deleted.is_(False)] if "is_deleted" in table.c else []
-    found = [row.value for row in conn.execute(select(value).where(*live).distinct())]
-    return sorted((v for v in found if v is not None), key=str) + ([None] if None in found else [])
+    found = conn.execute(select(*columns).where(*live).distinct()).all()
+    return sorted((tuple(row) for row in found), key=lambda row: [(v is None, str(v)) for v in row])
 
 
-_KNOWN_COLUMNS = {c.name for model in ENTITIES.values() for c in model.__table__.columns} | set(ALIASES) \
-    | set(OWNER_ATTRIBUTES) | set(ACCOUNT_ATTRIBUTES)
+def labels(conn: Connection, dimension: str) -> dict[Any, str]:
+    """Display names of a dimension's values where they are ids: users' names, accounts' names, stage labels.
+
+    Ids are per source; should two sources share one, the first label in sort order is shown.
+    """
+    where = LABELS.get(ALIASES.get(dimension, dimension))
+    if where is None:
+        return {}
+    table = ENTITIES[where[0]].__table__
+    key = table.c.stage if where[0] == "pipeline_stages" else table.c.id
+    label = table.c[where[1]]
+    rows = conn.execute(select(key, func.min(label)).where(table.c.is_deleted.is_(False), key.is_not(None),
+                                                           label.is_not(None)).group_by(key))
+    return dict(rows.all())
+
+
+def check(conn: Connection, dimension: str) -> None:
+    """Refuse a dimension that names nothing: no column, alias or owner/account attribute, and no custom
+    field that a live row holds. The message lists what exists, with a did-you-mean."""
+    custom = dimension.removeprefix("extra.")
+    if dimension in _KNOWN_COLUMNS and not dimension.startswith("extra."):
+        return
+    fields = custom_fields(conn)
+    if custom in fields:
+        return
+    what = f"no live row has a custom field {custom!r}" if dimension.startswith("extra.") else \
+        "no column, alias or custom field has that name"
+    candidates = [*DIMENSIONS, *(f"extra.{f}" for f in fields)] if dimension.startswith("extra.") \
+        else [*DIMENSIONS, *fields]
+    known = ", ".join([*DIMENSIONS, *(f"extra.{f}" for f in fields)])
+    raise ConfigError(f"--segment {dimension!r}: {what}{did_you_mean(dimension, candidates)} (dimensions: {known})")
+
+
+def custom_fields(conn: Connection) -> list[str]:
+    """The names of the custom fields (keys of ``extra``) that some live row of any table holds."""
+    names: set[str] = set()
+    for model in ENTITIES.values():
+        table = model.__table__.name
+        if conn.dialect.name == "sqlite":
+            sql = (f"SELECT DISTINCT key FROM {table}, json_each({table}.extra) "
+                   f"WHERE {table}.is_deleted = 0 AND json_type({table}.extra) = 'object'")
+        else:
+            sql = (f"SELECT DISTINCT jsonb_object_keys(extra::jsonb) FROM {table} "
+                   f"WHERE is_deleted = false AND json_typeof(extra) = 'object'")
+        names.update(row[0] for row in conn.execute(text(sql)))
+    return sorted(names)
+
+
+_KNOWN_COLUMNS = {c.name for model in (*ENTITIES.values(), SyncRun) for c in model.__table__.columns} \
+    | set(ALIASES) | set(OWNER_ATTRIBUTES) | set(ACCOUNT_ATTRIBUTES)
+#: The dimensions worth offering: aliases, owner and account attributes, then the text columns that
+#: are not ids or free text (names, emails) of every table.
+DIMENSIONS = list(dict.fromkeys([
+    *ALIASES, *OWNER_ATTRIBUTES, *ACCOUNT_ATTRIBUTES,
+    *sorted({name for table in ENTITIES for name, kind in column_kinds(table).items()
+             if kind == "str" and name not in ("id", "name", "email", "company", "campaign", "label")
+             and not name.endswith("_id")}),
+    "connector",  # of sync_runs (days_since_sync)
+]))

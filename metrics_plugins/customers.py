@@ -24,8 +24,7 @@ from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import ColumnElement
 
 from crmkpi import hookimpl
-from crmkpi.errors import MetricError
-from crmkpi.metrics import Input, Metric, MetricContext, Param, Value, ratio
+from crmkpi.metrics import Input, Metric, MetricContext, Param, Value, at_least, ratio
 
 #: Relative tolerance when comparing MRR sums (fx conversion makes them floats).
 _EPSILON = 1e-9
@@ -108,6 +107,13 @@ def _churn(ctx: MetricContext, start: datetime, end: datetime) -> tuple[int, int
     return int(row[0] or 0), int(row[1] or 0), int(row[2] or 0)
 
 
+def _uncounted(ctx: MetricContext) -> str | None:
+    """The note on the subscriptions that cannot make anyone a customer: no account, or no start."""
+    subs = ctx.table("subscriptions")
+    return ctx.left_out("subscription(s) without account_id or started_at", subs,
+                        or_(subs.c.account_id.is_(None), subs.c.started_at.is_(None)))
+
+
 def _instant(ctx: MetricContext, value: datetime) -> ColumnElement:
     """A bound instant typed like the store's timestamps (so SQLite compares it as stored text)."""
     return literal(value, ctx.table("subscriptions").c.started_at.type)
@@ -137,7 +143,7 @@ def churn_rate(ctx: MetricContext) -> Value:
                 ~is_customer_at(ctx, subs, ctx.start),
                 ~is_customer_at(ctx, subs, ctx.end))
         lost += joined_and_lost
-    return ratio(lost, customers, empty="no customers at the period start")
+    return ratio(lost, customers, empty="no customers at the period start").noted(_uncounted(ctx))
 
 
 def retention_rate(ctx: MetricContext) -> Value:
@@ -150,7 +156,7 @@ def retention_rate(ctx: MetricContext) -> Value:
     firsts = _firsts(ctx, subs, subs.c.started_at)
     ctx.record("first subscriptions of new customers", subs,
             exists(select(firsts.c.id).where(firsts.c.source == subs.c.source, firsts.c.id == subs.c.id)))
-    return ratio((end or 0) - (new or 0), start, empty="no customers at the period start")
+    return ratio((end or 0) - (new or 0), start, empty="no customers at the period start").noted(_uncounted(ctx))
 
 
 # --- renewals -------------------------------------------------------------------------------------
@@ -167,8 +173,6 @@ def _succeeds(ctx: MetricContext, sub, later, grace: int) -> ColumnElement:
 
 def renewal_rate(ctx: MetricContext) -> Value:
     grace, evidence = ctx.params["grace_days"], ctx.params["evidence"]
-    if grace < 0:
-        raise MetricError(f"param grace_days must be 0 or more, got {grace}")
     subs = ctx.table("subscriptions")
     term = ctx.in_period(subs.c.term_end)
     # Only renewals that have come due by the end of the reporting day are decided.
@@ -200,7 +204,8 @@ def renewal_rate(ctx: MetricContext) -> Value:
     if pending:
         value = value.noted(f"{pending} subscription(s) with term_end in the period not due yet (after today) "
                             "are left out")
-    return value
+    return value.noted(ctx.left_out("subscription(s) without term_end (never up for renewal)", subs,
+                                    subs.c.term_end.is_(None)))
 
 
 # --- expansion ------------------------------------------------------------------------------------
@@ -231,19 +236,24 @@ def upsell_rate(ctx: MetricContext) -> Value:
             m.c.mrr_end > m.c.mrr_start + _EPSILON * func.abs(m.c.mrr_start) + _EPSILON)).scalar() or 0
         ctx.record("subscriptions of those customers running at the period end", subs,
                 active_at(subs, ctx.end), is_customer_at(ctx, subs, ctx.start))
-        return ratio(upsold, total, empty="no customers at the period start")
-    types = [t.strip().lower() for t in ctx.params["deal_types"].split(",") if t.strip()]
-    if not types:
-        raise MetricError("param deal_types names no deal type")
+        return ratio(upsold, total, empty="no customers at the period start").noted(_uncounted(ctx),
+                                                                                   _no_mrr(ctx))
+    types = _deal_types(ctx.params["deal_types"])
     deals = ctx.table("deals")
-    qualifying = (ctx.live(deals), deals.c.is_won.is_(True), ctx.in_period(deals.c.closed_at),
-                  func.lower(deals.c.deal_type).in_(types), deals.c.account_id.isnot(None))
+    upsells = (deals.c.is_won.is_(True), ctx.in_period(deals.c.closed_at), func.lower(deals.c.deal_type).in_(types))
+    qualifying = (ctx.live(deals), *upsells, deals.c.account_id.isnot(None))
     won = select(deals.c.source, deals.c.account_id).where(*qualifying).distinct().subquery("upsold")
     upsold = ctx.conn.execute(select(func.count()).select_from(customers.join(won, and_(
         customers.c.source == won.c.source, customers.c.account_id == won.c.account_id)))).scalar() or 0
     ctx.inputs.append(Input(f"won {'/'.join(types)} deals of those customers closed in the period", deals,
                             (*qualifying, is_customer_at(ctx, deals, ctx.start))))
-    return ratio(upsold, total, empty="no customers at the period start")
+    unowned = ctx.left_out(f"won {'/'.join(types)} deal(s) closed in the period without account_id", deals,
+                           *upsells, deals.c.account_id.is_(None))
+    return ratio(upsold, total, empty="no customers at the period start").noted(_uncounted(ctx), unowned)
+
+
+def _deal_types(text: str) -> list[str]:
+    return [t.strip().lower() for t in text.split(",") if t.strip()]
 
 
 def _mrr_retention(ctx: MetricContext, net: bool) -> Value:
@@ -255,7 +265,15 @@ def _mrr_retention(ctx: MetricContext, net: bool) -> Value:
             active_at(subs, ctx.start))
     ctx.record("subscriptions of those customers running at the period end", subs,
             active_at(subs, ctx.end), is_customer_at(ctx, subs, ctx.start))
-    return ratio(end, start, empty="no MRR at the period start")
+    return ratio(end, start, empty="no MRR at the period start").noted(_uncounted(ctx), _no_mrr(ctx))
+
+
+def _no_mrr(ctx: MetricContext) -> str | None:
+    """The note on the subscriptions running at the period start or end without an MRR (counted as 0)."""
+    subs = ctx.table("subscriptions")
+    return ctx.left_out("subscription(s) running at the period start or end without mrr", subs,
+                        or_(active_at(subs, ctx.start), active_at(subs, ctx.end)), subs.c.mrr.is_(None),
+                        then="counted as 0")
 
 
 def gross_mrr_retention(ctx: MetricContext) -> Value:
@@ -276,10 +294,20 @@ def _year_before(instant: datetime) -> datetime:
         return instant.replace(year=instant.year - 1, day=28)
 
 
+def _order_notes(ctx: MetricContext) -> list[str | None]:
+    """Notes on the orders a value of the period's orders cannot use, or takes as 0."""
+    orders = ctx.table("orders")
+    in_period = ctx.in_period(orders.c.ordered_at)
+    return ctx.left_out_each(orders, {
+        "order(s) in the period without account_id left out": and_(in_period, orders.c.account_id.is_(None)),
+        "order(s) without ordered_at (in no period) left out": orders.c.ordered_at.is_(None),
+        "order(s) in the period without amount counted as 0": and_(in_period, orders.c.account_id.isnot(None),
+                                                                  orders.c.amount.is_(None)),
+    })
+
+
 def clv(ctx: MetricContext) -> Value:
     lifespan = ctx.params["lifespan_years"]
-    if lifespan < 0:
-        raise MetricError(f"param lifespan_years must be 0 (derive) or more, got {lifespan}")
     orders = ctx.table("orders")
     where = (ctx.in_period(orders.c.ordered_at), orders.c.account_id.isnot(None))
     amount = ctx.money(orders, func.coalesce(orders.c.amount, 0), orders.c.ordered_at, *where)
@@ -289,8 +317,9 @@ def clv(ctx: MetricContext) -> Value:
     revenue, purchases, customers = ctx.conn.execute(select(
         func.sum(per_customer.c.revenue), func.sum(per_customer.c.purchases), func.count())).one()
     ctx.record("orders in the period", orders, *where)
+    notes = _order_notes(ctx)
     if not customers:
-        return Value(None, note="no orders (with an account) in the period")
+        return Value(None, note="no orders (with an account) in the period").noted(*notes)
     note = None
     if lifespan == 0:
         window = _year_before(ctx.end)
@@ -302,13 +331,13 @@ def clv(ctx: MetricContext) -> Value:
             why = "no customers 12 months before the period end" if not base else \
                 "no customer churned in the 12 months to the period end"
             return Value(None, note=f"lifespan cannot be derived from subscriptions ({why}); "
-                                    f"set --param lifespan_years=N")
+                                    f"set --param lifespan_years=N").noted(*notes)
         lifespan = base / lost
         note = (f"lifespan {lifespan:.2f} years = 1 / annual customer churn {lost}/{base} "
                 f"(subscriptions, 12 months to the period end)")
     revenue = float(revenue or 0)
     return Value(revenue / customers * lifespan, numerator=revenue * lifespan, denominator=float(customers),
-                 note=note)
+                 note=note).noted(*notes)
 
 
 def profit_margin_per_customer(ctx: MetricContext) -> Value:
@@ -334,7 +363,8 @@ def profit_margin_per_customer(ctx: MetricContext) -> Value:
         notes.append(f"{unpaid} customer(s) with zero or negative revenue left out")
     if no_cost:
         notes.append(f"{no_cost} order(s) without a cost counted at cost 0")
-    return ratio(margins, customers, empty="no customer with revenue (orders) in the period").noted(*notes)
+    return ratio(margins, customers, empty="no customer with revenue (orders) in the period").noted(
+        *notes, *_order_notes(ctx))
 
 
 def net_new_revenue(ctx: MetricContext) -> Value:
@@ -349,15 +379,19 @@ def net_new_revenue(ctx: MetricContext) -> Value:
     firsts = _firsts(ctx, table, at)
     where = (table.c.source == firsts.c.source, table.c.id == firsts.c.id)
     money = ctx.money(table, func.coalesce(amount, 0), at, *where)
-    total, rows = ctx.conn.execute(select(func.sum(money), func.count()).where(*scope, *where)).one()
+    total, rows, unvalued = ctx.conn.execute(select(func.sum(money), func.count(), func.count() - func.count(amount))
+                                             .where(*scope, *where)).one()
     ctx.record(f"first {what} of new customers, in the period", table, exists(select(firsts.c.id).where(*where)))
+    notes = (ctx.left_out(f"{what} without account_id or {at.name}", table,
+                          or_(table.c.account_id.is_(None), at.is_(None))),
+             f"{unvalued} first {what} without {amount.name} counted as 0" if unvalued else None)
     if not rows:
         loaded = ctx.conn.execute(select(func.count()).where(*scope)).scalar()
         if not loaded:
-            return Value(None, note=f"no {what} with an account loaded")
+            return Value(None, note=f"no {what} with an account loaded").noted(*notes)
         return Value(0.0, note=f"no new customers ({'first order' if what == 'orders' else 'first subscription'}"
-                               f" in the period)")
-    return Value(float(total or 0))
+                               f" in the period)").noted(*notes)
+    return Value(float(total or 0)).noted(*notes)
 
 
 # --- declarations ---------------------------------------------------------------------------------
@@ -438,7 +472,7 @@ METRICS = [
         needs=("subscriptions.account_id", "subscriptions.started_at", "subscriptions.term_end"),
         params=(
             Param("grace_days", int, 30, "a successor counts when it starts within this many days before or "
-                                         "after the term_end"),
+                                         "after the term_end", check=at_least(0)),
             Param("evidence", str, "either", "what shows a renewal: a successor subscription, status "
                                              "'renewed', or either", choices=("successor", "status", "either")),
         ),
@@ -465,7 +499,8 @@ METRICS = [
         ),
         params=(
             Param("deal_types", str, "upsell,cross_sell,expansion",
-                  "comma-separated deal_type values that count as an upsell (any case)"),
+                  "comma-separated deal_type values that count as an upsell (any case)",
+                  check=lambda text: None if _deal_types(text) else "names no deal type"),
             Param("evidence", str, "deals", "what shows an upsell: a won deal of those types, or MRR rising "
                                             "from the period start to its end", choices=("deals", "mrr")),
         ),
@@ -490,7 +525,8 @@ METRICS = [
         compute=clv,
         needs=("orders.account_id", "orders.amount", "orders.ordered_at"),
         params=(Param("lifespan_years", float, 0.0,
-                      "average customer lifespan in years; 0 derives it as 1 / annual customer churn"),),
+                      "average customer lifespan in years; 0 derives it as 1 / annual customer churn",
+                      check=at_least(0)),),
     ),
     Metric(
         id="net_new_revenue",

@@ -19,7 +19,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from crmkpi import hookimpl
 from crmkpi.errors import MetricError
-from crmkpi.metrics import Metric, MetricContext, Param, Value, ratio
+from crmkpi.metrics import Metric, MetricContext, Param, Value, at_least, ratio
 from crmkpi.models import ENTITIES
 from crmkpi.store import column_kinds
 
@@ -187,8 +187,6 @@ def _filled(table: Table, field: str) -> ColumnElement:
 
 def stale_open_deals(ctx: MetricContext) -> Value:
     days_past = ctx.params["days_past"]
-    if days_past < 0:
-        raise MetricError(f"param days_past: must be 0 or more, got {days_past}")
     deals = ctx.table("deals")
     moment = ctx.as_of()
     # Open at the as-of moment: created by then, and still open or closed after it.
@@ -200,25 +198,37 @@ def stale_open_deals(ctx: MetricContext) -> Value:
     ctx.record(f"open deals whose expected close date is more than {days_past} days past", deals, open_then,
                overdue)
     ctx.record("deals open at the as-of moment", deals, open_then)
-    return ratio(stale, total, empty="no open deals at the as-of moment")
+    undated = ctx.left_out("open deal(s) without an expected close date (closed_at)", deals, open_then,
+                           deals.c.closed_at.is_(None), then="counted as not stale")
+    return ratio(stale, total, empty="no open deals at the as-of moment").noted(undated)
 
 
 def days_since_sync(ctx: MetricContext) -> Value:
     runs = ctx.table("sync_runs")
     moment = min(ctx.as_of(), datetime.now(UTC))
-    succeeded = and_(runs.c.status == "success", runs.c.finished_at.is_not(None), runs.c.finished_at < moment)
+    success = and_(runs.c.status == "success", runs.c.finished_at.is_not(None))
+    succeeded = and_(success, runs.c.finished_at < moment)
     ctx.record("successful syncs finished by the as-of moment", runs, succeeded)
     last = func.max(case((succeeded, runs.c.finished_at), else_=None))
     age = ctx.days_between(last, literal(moment, runs.c.finished_at.type))
-    # One row per connector (a handful): its age, null when it has no successful sync by then.
-    ages = ctx.conn.execute(select(runs.c.connector, age).where(*ctx.scope(runs))
-                            .group_by(runs.c.connector).order_by(runs.c.connector)).all()
-    never = [connector for connector, days in ages if days is None]
-    note = f"no successful sync by the as-of moment for {', '.join(never)}" if never else None
-    synced = [float(days) for _, days in ages if days is not None]
+    # One row per connector (a handful): its age (null when it has no successful sync by then), and its
+    # first successful sync after the as-of moment: syncing today does not date a past period's data.
+    ages = ctx.conn.execute(select(runs.c.connector, age, func.min(case((success, runs.c.finished_at))))
+                            .where(*ctx.scope(runs)).group_by(runs.c.connector).order_by(runs.c.connector)).all()
+    later = [f"{connector} at {_minute(first)}" for connector, days, first in ages if days is None and first]
+    never = [connector for connector, days, first in ages if days is None and not first]
+    notes = (f"first successful sync after the as-of moment {_minute(moment)}: {', '.join(later)}" if later else None,
+             f"no successful sync of {', '.join(never)} at all" if never else None)
+    synced = [float(days) for _, days, _ in ages if days is not None]
     if not synced:
-        return Value(None, note=note or "no sync runs")
-    return Value(max(synced), note=note)
+        return Value(None).noted(*notes) if ages else Value(None, note="no sync runs")
+    return Value(max(synced)).noted(*notes)
+
+
+def _minute(moment: datetime | str) -> str:
+    """A UTC moment to the minute (SQLite may return the stored text, or a naive UTC datetime)."""
+    moment = datetime.fromisoformat(moment) if isinstance(moment, str) else moment
+    return (moment.astimezone(UTC) if moment.tzinfo else moment).strftime("%Y-%m-%d %H:%M UTC")
 
 
 # --- declarations ------------------------------------------------------------
@@ -305,7 +315,7 @@ METRICS = [
         compute=stale_open_deals,
         needs=("deals.created_at", "deals.is_closed", "deals.closed_at"),
         params=(Param("days_past", int, 0, "grace period: stale only when the expected close date is more "
-                      "than this many days past"),),
+                      "than this many days past", check=at_least(0)),),
     ),
     Metric(
         id="days_since_sync",
@@ -313,8 +323,10 @@ METRICS = [
         description="Age in days of the data: from the last successful sync (sync_runs.finished_at of a run with "
                     "status success) to the period end, or to the time of the run when the period has not ended "
                     "yet. Without a segment, the oldest connector's age (the freshest complete picture); "
-                    "--segment connector gives one value per connector. A connector with runs but no "
-                    "successful one by then is named in the note. Connectors removed from the config still "
+                    "--segment connector gives one value per connector. A connector with no successful sync "
+                    "by then is named in the note, with its first successful sync after the as-of moment "
+                    "(a past period computed after today's first sync has no age: its data was not synced "
+                    "by the period's end), or as never synced. Connectors removed from the config still "
                     "count while their sync history is kept. A snapshot, not a flow. Table: sync_runs.",
         formula="as-of moment − max(finished_at of successful syncs before it), the largest over connectors",
         unit="days",

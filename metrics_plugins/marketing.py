@@ -76,10 +76,14 @@ def _spend(ctx: MetricContext) -> tuple[float | None, str | None]:
         raise MetricError(f"marketing_spend row {inverted!r}: period_end is before period_start")
     amount = ctx.money(spend, func.coalesce(spend.c.amount, 0.0), at, *where) * share
     ctx.record("marketing spend in the period", spend, *where)
-    total, rows = ctx.conn.execute(select(func.sum(amount), func.count()).where(*ctx.scope(spend), *where)).one()
+    total, rows, unvalued = ctx.conn.execute(
+        select(func.sum(amount), func.count(), func.count() - func.count(spend.c.amount))
+        .where(*ctx.scope(spend), *where)).one()
     undated = ctx.conn.execute(select(func.count()).where(
         *ctx.scope(spend), spend.c.spent_on.is_(None), spend.c.period_start.is_(None))).scalar()
-    note = (f"{undated} marketing_spend rows without spent_on or period_start were left out" if undated else None)
+    notes = [f"{undated} marketing_spend rows without spent_on or period_start were left out" if undated else "",
+             f"{unvalued} marketing_spend row(s) in the period without amount counted as 0" if unvalued else ""]
+    note = "; ".join(filter(None, notes)) or None
     if not rows:
         return None, NO_SPEND + (f"; {note}" if note else "")
     return float(total or 0), note
@@ -140,22 +144,32 @@ def _new_customers(ctx: MetricContext):
 # --- metrics -----------------------------------------------------------------
 
 
+def _unowned(ctx: MetricContext) -> str | None:
+    """The note on the rows that would make a new customer but name no account (or no date)."""
+    if ctx.params["new_customer"] == "first_won_deal":
+        deals = ctx.table("deals")
+        return ctx.left_out("won deal(s) closed in the period without account_id", deals, deals.c.is_won.is_(True),
+                            ctx.in_period(deals.c.closed_at), deals.c.account_id.is_(None))
+    subs = ctx.table("subscriptions")
+    return ctx.left_out("subscription(s) without account_id or started_at", subs,
+                        or_(subs.c.account_id.is_(None), subs.c.started_at.is_(None)))
+
+
 def cac(ctx: MetricContext) -> Value:
     spent, note = _spend(ctx)
     if spent is None:
         return Value(None, note=note)
     customers, _ = _new_customers(ctx)
-    return ratio(spent, customers, empty="no customers acquired in the period").noted(note)
+    return ratio(spent, customers, empty="no customers acquired in the period").noted(note, _unowned(ctx))
 
 
 def cac_payback_months(ctx: MetricContext) -> Value:
     margin = ctx.params["gross_margin"]
-    if not 0 < margin <= 1:
-        raise MetricError(f"param gross_margin: expected a fraction in (0, 1], got {margin}")
     spent, note = _spend(ctx)
     if spent is None:
         return Value(None, note=note)
     customers, accounts = _new_customers(ctx)
+    note = "; ".join(filter(None, (note, _unowned(ctx)))) or None
     if not customers:
         return Value(None, note="no customers acquired in the period").noted(note)
     subs = ctx.table("subscriptions")
@@ -187,7 +201,8 @@ def cost_per_lead(ctx: MetricContext) -> Value:
     leads = ctx.table("leads")
     created = ctx.count("leads created in the period", leads, ctx.in_period(leads.c.created_at),
                         *_attributed(ctx, leads.c.lead_source))
-    return ratio(spent, created, empty="no leads created in the period").noted(note)
+    undated = ctx.left_out("lead(s) without created_at (in no period)", leads, leads.c.created_at.is_(None))
+    return ratio(spent, created, empty="no leads created in the period").noted(note, undated)
 
 
 def cost_per_sale(ctx: MetricContext) -> Value:
@@ -197,13 +212,13 @@ def cost_per_sale(ctx: MetricContext) -> Value:
     deals = ctx.table("deals")
     won = ctx.count("deals won in the period", deals, deals.c.is_won.is_(True), ctx.in_period(deals.c.closed_at),
                     *_attributed(ctx, deals.c.lead_source))
-    return ratio(spent, won, empty="no deals won in the period").noted(note)
+    undated = ctx.left_out("won deal(s) without closed_at (in no period)", deals, deals.c.is_won.is_(True),
+                           deals.c.closed_at.is_(None))
+    return ratio(spent, won, empty="no deals won in the period").noted(note, undated)
 
 
 def marketing_roi(ctx: MetricContext) -> Value:
     margin = ctx.params["gross_margin"]
-    if not 0 < margin <= 1:
-        raise MetricError(f"param gross_margin: expected a fraction in (0, 1], got {margin}")
     spent, note = _spend(ctx)
     if spent is None:
         return Value(None, note=note)
@@ -211,7 +226,10 @@ def marketing_roi(ctx: MetricContext) -> Value:
     where = (deals.c.is_won.is_(True), ctx.in_period(deals.c.closed_at), *_attributed(ctx, deals.c.lead_source))
     revenue = ctx.total("won deals attributed to the spend", deals,
                         ctx.money(deals, func.coalesce(deals.c.amount, 0.0), deals.c.closed_at, *where), *where)
-    return ratio(revenue * margin - spent, spent, empty="the spend in the period adds up to zero").noted(note)
+    unvalued = ctx.left_out("attributed won deal(s) without amount", deals, *where, deals.c.amount.is_(None),
+                            then="counted as 0")
+    return ratio(revenue * margin - spent, spent, empty="the spend in the period adds up to zero").noted(
+        note, unvalued)
 
 
 # --- declarations ------------------------------------------------------------
@@ -231,7 +249,8 @@ NEW_CUSTOMER = Param("new_customer", str, "first_won_deal",
                      "period, or whose first subscription (subscriptions.started_at) does",
                      choices=("first_won_deal", "first_subscription"))
 GROSS_MARGIN = Param("gross_margin", float, 1.0,
-                     "gross margin as a fraction (0.8 = 80%) applied to revenue; 1.0 leaves revenue as it is")
+                     "gross margin as a fraction (0.8 = 80%) applied to revenue; 1.0 leaves revenue as it is",
+                     check=lambda margin: None if 0 < margin <= 1 else f"expected a fraction in (0, 1], got {margin}")
 
 
 def _attribution(default: str, counted: str) -> Param:
@@ -255,7 +274,7 @@ METRICS = [
         direction="lower",
         tables=("marketing_spend", "deals", "subscriptions"),
         compute=cac,
-        needs=("marketing_spend.amount", "subscriptions.account_id", "subscriptions.started_at"),
+        needs=("marketing_spend.amount", "deals.account_id", "deals.is_won", "deals.closed_at"),
         params=(CHANNELS, NEW_CUSTOMER),
     ),
     Metric(
@@ -275,7 +294,8 @@ METRICS = [
         direction="lower",
         tables=("marketing_spend", "deals", "subscriptions"),
         compute=cac_payback_months,
-        needs=("marketing_spend.amount", "subscriptions.account_id", "subscriptions.started_at", "subscriptions.mrr"),
+        needs=("marketing_spend.amount", "deals.account_id", "deals.is_won", "deals.closed_at",
+               "subscriptions.account_id", "subscriptions.started_at", "subscriptions.mrr"),
         params=(CHANNELS, NEW_CUSTOMER, GROSS_MARGIN),
     ),
     Metric(

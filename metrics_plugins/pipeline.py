@@ -9,13 +9,14 @@ them up on ``deals`` by ``deal_id``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 
-from sqlalchemy import Date, and_, case, func, literal, or_, select, tuple_
+from sqlalchemy import Date, Select, and_, case, func, literal, or_, select, tuple_
 from sqlalchemy.sql.elements import ColumnElement
 
 from crmkpi import hookimpl, segments
 from crmkpi.errors import MetricError
-from crmkpi.metrics import Metric, MetricContext, Param, Value, ratio
+from crmkpi.metrics import STAT_DOC, Metric, MetricContext, Param, Value, ratio, stat_param, statistic
 
 # -- shared pieces -----------------------------------------------------------------------------
 
@@ -25,39 +26,85 @@ def _won_in_period(ctx: MetricContext, deals) -> tuple[ColumnElement, ...]:
     return deals.c.is_won.is_(True), ctx.in_period(deals.c.closed_at)
 
 
-def _won_amounts(ctx: MetricContext) -> tuple[float, int]:
-    """(sum of converted amounts, number of won deals with an amount) closed in the period."""
+@dataclass(frozen=True)
+class Won:
+    """The deals won in the period: their converted amounts, and how many have an amount and how many not."""
+
+    total: float
+    sized: int
+    unsized: int
+
+    def note(self, unsized: str = "left out") -> str | None:
+        return f"{self.unsized} won deal(s) without amount {unsized}" if self.unsized else None
+
+
+def _won_amounts(ctx: MetricContext) -> Won:
+    """The deals won whose close date falls in the period, and their amounts in the reporting currency."""
     deals = ctx.table("deals")
-    where = (*_won_in_period(ctx, deals), deals.c.amount.is_not(None))
-    amount = ctx.money(deals, deals.c.amount, deals.c.closed_at, *where)
-    ctx.record("won deals with an amount, closed in the period", deals, *where)
-    total, count = ctx.conn.execute(select(func.sum(amount), func.count()).where(*ctx.scope(deals), *where)).one()
-    return float(total or 0), int(count or 0)
+    won, sized = _won_in_period(ctx, deals), deals.c.amount.is_not(None)
+    amount = ctx.money(deals, deals.c.amount, deals.c.closed_at, *won, sized)
+    ctx.record("won deals with an amount, closed in the period", deals, *won, sized)
+    total, count, unsized = ctx.conn.execute(
+        select(func.sum(amount), func.count(deals.c.amount), func.count() - func.count(deals.c.amount))
+        .where(*ctx.scope(deals), *won)).one()
+    return Won(float(total or 0), int(count or 0), int(unsized or 0))
 
 
-def _cycle(ctx: MetricContext, deals, *where: ColumnElement) -> tuple[float, int, int]:
-    """(total days from creation to close, deals measured, deals closed before they were created)."""
-    days = ctx.days_between(deals.c.created_at, deals.c.closed_at)
-    measured = (*where, deals.c.created_at.is_not(None))
-    ok = deals.c.closed_at >= deals.c.created_at
-    ctx.record("deals measured (created_at to closed_at)", deals, *measured, ok)
-    total, count, backwards = ctx.conn.execute(
-        select(func.sum(case((ok, days))), func.count(case((ok, 1))), func.count(case((~ok, 1))))
-        .where(*ctx.scope(deals), *measured)
-    ).one()
-    return float(total or 0), int(count or 0), int(backwards or 0)
+def _undated(ctx: MetricContext, deals, which: str, decided: ColumnElement) -> str | None:
+    """The note on the ``which`` deals (won, closed) without a close date: no period holds them."""
+    return ctx.left_out(f"{which} deal(s) without closed_at (in no period)", deals, decided,
+                        deals.c.closed_at.is_(None))
+
+
+@dataclass(frozen=True)
+class Cycle:
+    """The sales cycles of the deals a metric measures, and the deals it could not measure."""
+
+    #: Selects the days of each measured deal (for a percentile).
+    days: Select
+    total: float
+    count: int
+    #: Deals closed before they were created (typically history imported into the CRM).
+    backwards: int
+    #: Deals without a creation date.
+    undated: int
+
+    def notes(self, which: str) -> list[str]:
+        return [note for count, note in (
+            (self.backwards, f"{self.backwards} {which} deal(s) closed before they were created left out"),
+            (self.undated, f"{self.undated} {which} deal(s) without created_at left out")) if count]
+
+
+def _cycle_days(ctx: MetricContext, deals) -> ColumnElement:
+    """Days from a deal's creation to its close: to the close moment in its stage history (the latest
+    entry into its current stage), else whole days from the creation date when closed_at carries only a
+    date (midnight UTC, as Salesforce's CloseDate is stored), else to closed_at."""
+    changes = ctx.table("deal_stage_changes").alias("closing_change")
+    closing = (select(func.max(changes.c.entered_at))
+               .where(changes.c.source == deals.c.source, changes.c.deal_id == deals.c.id,
+                      changes.c.stage == deals.c.stage, changes.c.is_deleted.is_(False)).scalar_subquery())
+    by_close_date = case((ctx.is_date_only(deals.c.closed_at),
+                          ctx.whole_days_between(deals.c.created_at, deals.c.closed_at)),
+                         else_=ctx.days_between(deals.c.created_at, deals.c.closed_at))
+    return func.coalesce(ctx.days_between(deals.c.created_at, closing), by_close_date)
+
+
+def _cycle(ctx: MetricContext, deals, *where: ColumnElement) -> Cycle:
+    """The sales cycles of the in-scope deals matching ``where``, in one pass."""
+    cycles = select(_cycle_days(ctx, deals).label("days")).where(*ctx.scope(deals), *where).subquery("cycles")
+    days = cycles.c.days
+    ctx.record("deals measured (created_at to their close)", deals, *where, _cycle_days(ctx, deals) >= 0)
+    total, count, backwards, undated = ctx.conn.execute(
+        select(func.sum(case((days >= 0, days))), func.count(case((days >= 0, 1))), func.count(case((days < 0, 1))),
+               func.count(case((days.is_(None), 1))))).one()
+    return Cycle(select(days).where(days >= 0), float(total or 0), int(count or 0), int(backwards or 0),
+                 int(undated or 0))
 
 
 def _open_at_end(ctx: MetricContext, deals) -> tuple[ColumnElement, ...]:
     """Deals created before the period ends and not closed before it ends."""
     return (deals.c.created_at < ctx.end,
             or_(deals.c.is_closed.is_(False), deals.c.closed_at >= ctx.end))
-
-
-def _backwards_note(count: int) -> str | None:
-    if not count:
-        return None
-    return f"{count} deal(s) closed before they were created were left out"
 
 
 # -- lead conversion ---------------------------------------------------------------------------
@@ -68,9 +115,12 @@ def lead_conversion_rate(ctx: MetricContext) -> Value:
     cohort = ctx.in_period(leads.c.created_at)
     converted = leads.c.converted_at.is_not(None)
     total = ctx.count("leads created in the period", leads, cohort)
+    converted_count = ctx.count("converted leads", leads, cohort, converted)
+    notes = [ctx.left_out("lead(s) without created_at (in no period)", leads, leads.c.created_at.is_(None))]
+    if total and not converted_count:  # a rate of 0 that may only mean converted_at was never loaded
+        notes.append(f"none of the {total} lead(s) created in the period has converted_at")
     if ctx.params["into"] == "any":
-        won = ctx.count("converted leads", leads, cohort, converted)
-        return ratio(won, total, empty="no leads created in the period")
+        return ratio(converted_count, total, empty="no leads created in the period").noted(*notes)
     # Customers: the lead's own deal was won, or the account it converted into won a deal closed at
     # or after the conversion. One set-based subquery, so large lead tables are not scanned per row.
     lead = leads.alias("lead")
@@ -90,7 +140,10 @@ def lead_conversion_rate(ctx: MetricContext) -> Value:
     )
     won = ctx.count("leads converted into paying customers", leads, cohort, converted,
                     tuple_(leads.c.source, leads.c.id).in_(customers))
-    return ratio(won, total, empty="no leads created in the period")
+    notes.append(ctx.left_out("converted lead(s) created in the period without converted_deal_id or "
+                              "converted_account_id (cannot be customers)", leads, cohort, converted,
+                              leads.c.converted_deal_id.is_(None), leads.c.converted_account_id.is_(None)))
+    return ratio(won, total, empty="no leads created in the period").noted(*notes)
 
 
 # -- stage length ------------------------------------------------------------------------------
@@ -132,16 +185,16 @@ def stage_length(ctx: MetricContext) -> Value:
     ctx.record("stage entries whose stay ended in the period", changes, tuple_(changes.c.source, changes.c.id).in_(
         select(stays.c.source, stays.c.id).select_from(source).where(*where)))
 
-    if ctx.params["per"] == "stay":
-        total, count = ctx.conn.execute(select(func.sum(days), func.count()).select_from(source).where(*where)).one()
-    else:
-        per_deal = (select(func.sum(days).label("days")).select_from(source).where(*where)
-                    .group_by(stays.c.source, stays.c.deal_id, stays.c.stage).subquery("per_deal"))
-        total, count = ctx.conn.execute(select(func.sum(per_deal.c.days), func.count())).one()
+    durations = select(days.label("days")).select_from(source).where(*where)
+    if ctx.params["per"] == "deal":
+        durations = (select(func.sum(days).label("days")).select_from(source).where(*where)
+                     .group_by(stays.c.source, stays.c.deal_id, stays.c.stage))
+    measured = durations.subquery("durations")
+    total, count = ctx.conn.execute(select(func.sum(measured.c.days), func.count())).one()
     if not count:
         which = f"stage {ctx.params['stage']!r}" if ctx.params["stage"] else "any open stage"
         return Value(None, note=f"no stay in {which} ended in the period")
-    return Value(float(total) / count, numerator=float(total), denominator=count)
+    return statistic(ctx, select(measured.c.days), float(total), count)
 
 
 # -- sales cycle -------------------------------------------------------------------------------
@@ -149,13 +202,15 @@ def stage_length(ctx: MetricContext) -> Value:
 
 def sales_cycle_length(ctx: MetricContext) -> Value:
     deals = ctx.table("deals")
-    decided = deals.c.is_won.is_(True) if ctx.params["deals"] == "won" else deals.c.is_closed.is_(True)
-    total, count, backwards = _cycle(ctx, deals, decided, ctx.in_period(deals.c.closed_at))
-    if not count:
-        kind = "won" if ctx.params["deals"] == "won" else "closed"
-        return Value(None, note=f"no deals {kind} in the period" + (
-            f" ({backwards} closed before they were created were left out)" if backwards else ""))
-    return Value(total / count, numerator=total, denominator=count, note=_backwards_note(backwards))
+    kind = ctx.params["deals"]
+    decided = deals.c.is_won.is_(True) if kind == "won" else deals.c.is_closed.is_(True)
+    cycle = _cycle(ctx, deals, decided, ctx.in_period(deals.c.closed_at))
+    notes = [*cycle.notes(kind), _undated(ctx, deals, kind, decided)]
+    if not cycle.count:
+        empty = f"no {kind} deal closed in the period could be measured" if cycle.backwards or cycle.undated \
+            else f"no deals {kind} in the period"
+        return Value(None, note=empty).noted(*notes)
+    return statistic(ctx, cycle.days, cycle.total, cycle.count).noted(*notes)
 
 
 # -- quota attainment --------------------------------------------------------------------------
@@ -171,18 +226,25 @@ def quota_attainment(ctx: MetricContext) -> Value:
     _check_overlaps(ctx, quotas, level, holder, within)
 
     quota = ctx.money(quotas, func.coalesce(quotas.c.amount, 0), quotas.c.period_start, holder, *within)
-    counted, quota_total = ctx.conn.execute(
-        select(func.count(), func.sum(quota)).where(*ctx.scope(quotas), holder, *within)).one()
+    counted, quota_total, unsized = ctx.conn.execute(
+        select(func.count(), func.sum(quota), func.count() - func.count(quotas.c.amount))
+        .where(*ctx.scope(quotas), holder, *within)).one()
     ctx.record(f"{level} quotas within the period", quotas, holder, *within)
-    won, _ = _won_amounts(ctx)
+    deals = ctx.table("deals")
+    amounts = _won_amounts(ctx)
+    won = amounts.total
+    notes = [ctx.left_out(f"{level} quota(s) without period_start or period_end", quotas, holder,
+                          or_(quotas.c.period_start.is_(None), quotas.c.period_end.is_(None))),
+             f"{unsized} {level} quota(s) without amount counted as 0" if unsized else None, amounts.note(),
+             _undated(ctx, deals, "won", deals.c.is_won.is_(True))]
     if not counted:
         partial = ctx.count(f"{level} quotas overlapping the period only in part", quotas, holder, *dated,
                             quotas.c.period_start <= ctx.period.last_day, quotas.c.period_end >= ctx.period.start)
         note = f"no {level} quota lies within the period"
         if partial:
             note += f" ({partial} cover it only in part; quotas are not prorated)"
-        return Value(None, won, 0.0, note=note)
-    return ratio(won, quota_total, empty=f"the {level} quotas within the period add up to zero")
+        return Value(None, won, 0.0, note=note).noted(*notes)
+    return ratio(won, quota_total, empty=f"the {level} quotas within the period add up to zero").noted(*notes)
 
 
 def _check_overlaps(ctx: MetricContext, quotas, level: str, holder: ColumnElement,
@@ -217,20 +279,20 @@ def _check_overlaps(ctx: MetricContext, quotas, level: str, holder: ColumnElemen
 
 def sales_volume(ctx: MetricContext) -> Value:
     deals = ctx.table("deals")
-    won = _won_in_period(ctx, deals)
-    amount = ctx.money(deals, func.coalesce(deals.c.amount, 0), deals.c.closed_at, *won)
-    ctx.record("won deals closed in the period", deals, *won)
-    total, count = ctx.conn.execute(select(func.sum(amount), func.count()).where(*ctx.scope(deals), *won)).one()
-    if not count:
-        return Value(None, note="no deals won in the period")
-    return Value(float(total or 0))
+    won = _won_amounts(ctx)
+    undated = _undated(ctx, deals, "won", deals.c.is_won.is_(True))
+    if not won.sized + won.unsized:
+        return Value(None, note="no deals won in the period").noted(undated)
+    return Value(won.total).noted(won.note("added nothing"), undated)
 
 
 def avg_deal_size(ctx: MetricContext) -> Value:
-    total, count = _won_amounts(ctx)
-    if not count:
-        return Value(None, note="no deals with an amount won in the period")
-    return Value(total / count, numerator=total, denominator=count)
+    deals = ctx.table("deals")
+    won = _won_amounts(ctx)
+    notes = (won.note(), _undated(ctx, deals, "won", deals.c.is_won.is_(True)))
+    if not won.sized:
+        return Value(None, note="no deals with an amount won in the period").noted(*notes)
+    return Value(won.total / won.sized, numerator=won.total, denominator=won.sized).noted(*notes)
 
 
 def sales_velocity(ctx: MetricContext) -> Value:
@@ -244,16 +306,17 @@ def sales_velocity(ctx: MetricContext) -> Value:
     closed = (deals.c.is_closed.is_(True), ctx.in_period(deals.c.closed_at))
     won_count = ctx.count("won deals closed in the period", deals, *closed, deals.c.is_won.is_(True))
     decided = ctx.count("won and lost deals closed in the period", deals, *closed)
-    won_total, sized = _won_amounts(ctx)
-    cycle_total, cycled, backwards = _cycle(ctx, deals, *_won_in_period(ctx, deals))
-    if not won_count or not sized or not cycled:
+    won = _won_amounts(ctx)
+    cycle = _cycle(ctx, deals, *_won_in_period(ctx, deals))
+    notes = (*cycle.notes("won"), won.note(), _undated(ctx, deals, "closed", deals.c.is_closed.is_(True)))
+    if not won_count or not won.sized or not cycle.count:
         return Value(None, note="no deals won in the period (with an amount and a creation date): "
-                                "deal size, win rate and cycle length are undefined")
-    deal_size, win_rate, cycle = won_total / sized, won_count / decided, cycle_total / cycled
+                                "deal size, win rate and cycle length are undefined").noted(*notes)
+    deal_size, win_rate, days = won.total / won.sized, won_count / decided, cycle.total / cycle.count
     numerator = opportunities * deal_size * win_rate
-    if cycle <= 0:
-        return Value(None, numerator, cycle, note="the won deals' sales cycle length is zero days")
-    return Value(numerator / cycle, numerator=numerator, denominator=cycle, note=_backwards_note(backwards))
+    if days <= 0:
+        return Value(None, numerator, days, note="the won deals' sales cycle length is zero days").noted(*notes)
+    return Value(numerator / days, numerator=numerator, denominator=days).noted(*notes)
 
 
 # -- pipeline value ----------------------------------------------------------------------------
@@ -266,12 +329,17 @@ def pipeline_value(ctx: MetricContext) -> Value:
     # Convert at the rate of the period's last day: this is a snapshot at the period's end.
     amount = ctx.money(deals, deals.c.amount, literal(ctx.period.last_day, Date()), *valued)
     ctx.record("deals open at the end of the period", deals, *open_)
+    never_open = ctx.left_out("deal(s) without created_at (never open)", deals, deals.c.created_at.is_(None),
+                              open_[1])
     if not ctx.params["weighted"]:
-        total, count = ctx.conn.execute(
-            select(func.sum(amount), func.count()).where(*ctx.scope(deals), *valued)).one()
+        total, count, unvalued = ctx.conn.execute(  # one scan: the values and the open deals without one
+            select(func.sum(amount), func.count(deals.c.amount), func.count() - func.count(deals.c.amount))
+            .where(*ctx.scope(deals), *open_)).one()
+        notes = (f"{unvalued} open deal(s) without amount left out" if unvalued else None, never_open)
         if not count:
-            return Value(None, note="no deal with an amount was open at the end of the period")
-        return Value(float(total))
+            return Value(None, note="no deal with an amount was open at the end of the period").noted(*notes)
+        return Value(float(total)).noted(*notes)
+    notes = (ctx.left_out("open deal(s) without amount", deals, *open_, deals.c.amount.is_(None)), never_open)
 
     # The stage each deal was in at the period's end: its last stage change entered before the end
     # (the stage history), else its current stage.
@@ -301,11 +369,12 @@ def pipeline_value(ctx: MetricContext) -> Value:
     if top is not None and top > 1:
         raise MetricError(f"pipeline_stages.probability must be a fraction 0..1, found {top:g}")
     if not count:
-        return Value(None, note="no deal with an amount was open at the end of the period")
-    return Value(float(weighted))
+        return Value(None, note="no deal with an amount was open at the end of the period").noted(*notes)
+    return Value(float(weighted)).noted(*notes)
 
 
 # -- declarations ------------------------------------------------------------------------------
+
 
 METRICS = [
     Metric(
@@ -345,7 +414,7 @@ METRICS = [
             "period and averages over deals (deal and stage pairs when stages are pooled). `stage` picks "
             "one stage (empty: all stages pooled); `--segment stage` gives one value per stage, and deal "
             "dimensions (owner, team, pipeline, region, ...) apply through the stay's deal. Rows of "
-            "deleted stage changes or deleted deals are left out."),
+            "deleted stage changes or deleted deals are left out. " + STAT_DOC),
         formula="sum of (next entered_at - entered_at) over the stays ending in the period / number of stays "
                 "(or of deals)",
         unit="days",
@@ -363,25 +432,34 @@ METRICS = [
                   choices=("stay", "deal")),
             Param("open_stays", str, "exclude", "the current stay of an open deal: left out, or measured until "
                   "the end of today", choices=("exclude", "until_today")),
+            stat_param("stays (or deals' summed stays)"),
         ),
     ),
     Metric(
         id="sales_cycle_length",
         title="Sales cycle length",
         description=(
-            "Average days from a deal's creation (`deals.created_at`) to its close (`deals.closed_at`), over "
-            "the deals won (`deals=won`, default) or won and lost (`deals=closed`) whose close date falls in "
-            "the period. Deals without a creation date, and deals closed before they were created (typically "
-            "history imported into the CRM), are left out; the result's note counts the latter. Reads "
-            "`deals`."),
-        formula="sum of (closed_at - created_at) / number of deals, over deals won (or closed) in the period",
+            "Days from a deal's creation (`deals.created_at`) to its close, over the deals won (`deals=won`, "
+            "default) or won and lost (`deals=closed`) whose close date (`deals.closed_at`) falls in the "
+            "period. The close is, in this order: (1) the exact close moment from the stage history, the "
+            "latest `deal_stage_changes.entered_at` of the deal into its current stage (`deals.stage`, "
+            "which for a closed deal is its closed stage); (2) when the history has none and `closed_at` "
+            "carries only a date, recognized as exactly midnight UTC (Salesforce's CloseDate is a date and "
+            "is stored so), whole days from the UTC date of `created_at` to that date, which is the age "
+            "Salesforce shows; (3) else `closed_at` itself (a timestamp, as HubSpot's closedate). Mixing a "
+            "date with a timestamp would put every cycle half a day short on average. Deals without a "
+            "creation date, and deals closed before they were created (typically history imported into "
+            "the CRM), are left out and counted in the note. " + STAT_DOC + " Reads `deals` and "
+            "`deal_stage_changes`."),
+        formula="sum of (close − created_at) in days / number of deals, over deals won (or closed) in the period; "
+                "or a percentile of those days",
         unit="days",
         direction="lower",
-        tables=("deals",),
+        tables=("deals", "deal_stage_changes"),
         compute=sales_cycle_length,
         needs=("deals.created_at", "deals.closed_at", "deals.is_closed", "deals.is_won"),
         params=(Param("deals", str, "won", "measure won deals, or every closed deal (won and lost)",
-                      choices=("won", "closed")),),
+                      choices=("won", "closed")), stat_param("deals' cycles")),
     ),
     Metric(
         id="quota_attainment",
@@ -405,8 +483,8 @@ METRICS = [
         tables=("quotas", "deals"),
         compute=quota_attainment,
         needs=(
-            "quotas.period_start", "quotas.period_end", "quotas.amount", "deals.is_won", "deals.closed_at",
-            "deals.amount",
+            "quotas.owner_id", "quotas.period_start", "quotas.period_end", "quotas.amount", "deals.is_won",
+            "deals.closed_at", "deals.amount",
         ),
         params=(Param("level", str, "rep", "which quotas to add up: rep quotas (owner_id set) or team quotas "
                       "(owner_id empty, team set)", choices=("rep", "team")),),
@@ -450,13 +528,14 @@ METRICS = [
             "in the period (`opportunities=created`, default) or the deals open at the period's end "
             "(`opportunities=open`). Average deal size: as `avg_deal_size` (won deals closed in the period, "
             "reporting currency). Win rate: won / (won + lost) by count over deals closed in the period. "
-            "Sales cycle length: as `sales_cycle_length` (days from creation to close of the won deals closed "
-            "in the period). Null when no deal was won in the period. The numerator is opportunities × deal "
+            "Sales cycle length: the mean of `sales_cycle_length` (days from creation to close of the won "
+            "deals closed in the period, the close taken from the stage history where it has it). Null when no "
+            "deal was won in the period. The numerator is opportunities × deal "
             "size × win rate (currency), the denominator the cycle length (days)."),
         formula="(opportunities × avg won deal size × win rate) / avg sales cycle days",
         unit="currency",
         direction="higher",
-        tables=("deals",),
+        tables=("deals", "deal_stage_changes"),
         compute=sales_velocity,
         needs=("deals.created_at", "deals.closed_at", "deals.is_closed", "deals.is_won", "deals.amount"),
         params=(Param("opportunities", str, "created", "which deals are the opportunities: created in the "

@@ -15,13 +15,16 @@ def close_rate(ctx: MetricContext) -> Value:
     ctx.record("deals created in the period", deals, created)
     wins, total = ctx.conn.execute(  # both sides in one scan
         select(func.count().filter(won), func.count()).where(*ctx.scope(deals), created)).one()
-    return ratio(wins, total, empty="no deals created in the period")
+    undated = ctx.left_out("deal(s) without created_at (in no period)", deals, deals.c.created_at.is_(None))
+    return ratio(wins, total, empty="no deals created in the period").noted(undated)
 
 
 def win_rate(ctx: MetricContext) -> Value:
     deals = ctx.table("deals")
-    cohort = deals.c.created_at if ctx.params["cohort"] == "created" else deals.c.closed_at
-    decided = (ctx.in_period(cohort), deals.c.is_closed.is_(True))
+    by_close = ctx.params["cohort"] == "closed"
+    cohort = deals.c.closed_at if by_close else deals.c.created_at
+    closed = deals.c.is_closed.is_(True)
+    decided = (ctx.in_period(cohort), closed)
     won = deals.c.is_won.is_(True)
     ctx.record("won deals", deals, *decided, won)
     ctx.record("won and lost deals", deals, *decided)
@@ -29,20 +32,27 @@ def win_rate(ctx: MetricContext) -> Value:
         weight = literal(1)
     else:
         weight = ctx.money(deals, func.coalesce(deals.c.amount, 0), deals.c.closed_at, *decided)
-    wins, total = ctx.conn.execute(
-        select(func.sum(case((won, weight), else_=0)), func.sum(weight)).where(*ctx.scope(deals), *decided)).one()
-    return ratio(wins, total, empty="no deals closed (won or lost) in the cohort")
+    wins, total, unsized = ctx.conn.execute(
+        select(func.sum(case((won, weight), else_=0)), func.sum(weight), func.count() - func.count(deals.c.amount))
+        .where(*ctx.scope(deals), *decided)).one()
+    empty = "no deals closed (won or lost) in the period" if by_close \
+        else "no deal created in the period is closed (won or lost)"
+    notes = [ctx.left_out(f"closed deal(s) without {cohort.name} (in no period)", deals, closed, cohort.is_(None))]
+    if ctx.params["by"] == "amount" and unsized:
+        notes.append(f"{unsized} won or lost deal(s) without amount counted as 0")
+    return ratio(wins, total, empty=empty).noted(*notes)
 
 
-COHORT = Param("cohort", str, "created", "which deals count: those created in the period, or those closed in it",
-               choices=("created", "closed"))
+COHORT = Param("cohort", str, "closed", "which deals count: those closed in the period (as CRM win-rate reports "
+               "count them), or those created in it", choices=("closed", "created"))
 
 METRICS = [
     Metric(
         id="close_rate",
         title="Close rate",
         description="Share of the deals created in the period that have been won. Open and lost deals "
-                    "count in the denominator, so a young cohort's close rate still grows as its deals close.",
+                    "count in the denominator, so a young cohort's close rate still grows as its deals close. "
+                    "Deals without created_at belong to no period; the note counts them.",
         formula="won deals created in the period / deals created in the period",
         unit="ratio",
         direction="higher",
@@ -53,10 +63,16 @@ METRICS = [
     Metric(
         id="win_rate",
         title="Win rate",
-        description="Share of the decided deals that were won: open deals are left out. By count (every "
+        description="Share of the decided deals that were won: open deals are left out. The cohort is, by "
+                    "default (`cohort=closed`), the deals closed (won or lost) in the period by `closed_at`, as "
+                    "CRM win-rate reports count them: a period's win rate is settled once the period is over. "
+                    "With `cohort=created` it is the deals created in the period (`created_at`) that have "
+                    "closed since, so a young cohort's rate still moves as its deals close. By count (every "
                     "deal weighs one) or by amount (each deal weighs its amount, converted to the reporting "
-                    "currency at the rate of its close date).",
-        formula="won deals / (won deals + lost deals), over the cohort",
+                    "currency at the rate of its close date; a deal without an amount weighs 0). Closed deals "
+                    "without the cohort's date, and deals weighed 0 for want of an amount, are counted in the "
+                    "note.",
+        formula="won deals / (won deals + lost deals), over the deals closed in the period (or created in it)",
         unit="ratio",
         direction="higher",
         tables=("deals",),

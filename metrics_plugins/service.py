@@ -8,13 +8,14 @@ paused SLA clocks.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import and_, case, func, literal, or_, select
+from sqlalchemy import Select, and_, case, func, literal, or_, select
 
 from crmkpi import hookimpl
 from crmkpi.errors import MetricError
-from crmkpi.metrics import Metric, MetricContext, Param, Value, ratio
+from crmkpi.metrics import STAT_DOC, Metric, MetricContext, Param, Value, ratio, stat_param, statistic
 
 
 def _hours(ctx: MetricContext, start, end):
@@ -31,7 +32,7 @@ def _plural(n: int, word: str) -> str:
 def avg_resolution_time(ctx: MetricContext) -> Value:
     tickets = ctx.table("tickets")
     created, resolved_at = tickets.c.created_at, tickets.c.resolved_at
-    resolved = and_(resolved_at.is_not(None), ctx.in_period(resolved_at), created.is_not(None))
+    resolved = and_(resolved_at.is_not(None), ctx.in_period(resolved_at))
     hours = _hours(ctx, created, resolved_at)
     label = "tickets resolved in the period"
     if ctx.params["include_open"]:
@@ -44,39 +45,58 @@ def avg_resolution_time(ctx: MetricContext) -> Value:
         label = f"tickets resolved in the period, and tickets open at {as_of.isoformat(timespec='seconds')}"
     else:
         where = resolved
-    valid = hours >= 0
-    ctx.record(label, tickets, where)
-    total, counted, backwards = ctx.conn.execute(
-        select(func.sum(case((valid, hours))), func.count(case((valid, 1))), func.count(case((~valid, 1))))
-        .where(*ctx.scope(tickets), where)).one()
-    note = f"{_plural(backwards, 'ticket')} resolved before created left out" if backwards else None
-    if not counted:
+    ctx.record(label, tickets, where, created.is_not(None), hours >= 0)
+    measured = _measured(ctx, select(hours.label("hours")).where(*ctx.scope(tickets), where))
+    notes = measured.notes("resolved before created", "resolved in the period without created_at")
+    if not measured.count:
         empty = "no tickets resolved in the period" + (" and none open" if ctx.params["include_open"] else "")
-        return Value(None, note=f"{empty}; {note}" if note else empty)
-    return Value(float(total) / counted, float(total), counted, note=note)
+        return Value(None, note=empty).noted(*notes)
+    return statistic(ctx, measured.hours, measured.total, measured.count).noted(*notes)
 
 
 def first_response_time(ctx: MetricContext) -> Value:
     tickets = ctx.table("tickets")
     created, responded = tickets.c.created_at, tickets.c.first_response_at
-    hours = _hours(ctx, created, responded)
-    answered = responded.is_not(None)
-    valid = and_(answered, hours >= 0)
     ctx.record("tickets created in the period", tickets, ctx.in_period(created))
-    total, counted, waiting, backwards = ctx.conn.execute(
-        select(func.sum(case((valid, hours))), func.count(case((valid, 1))), func.count(case((~answered, 1))),
-               func.count(case((and_(answered, hours < 0), 1))))
-        .where(*ctx.scope(tickets), ctx.in_period(created))).one()
-    notes = []
-    if waiting:
-        notes.append(f"{_plural(waiting, 'ticket')} without a first response left out")
-    if backwards:
-        notes.append(f"{_plural(backwards, 'ticket')} answered before created left out")
-    note = "; ".join(notes) or None
-    if not counted:
-        empty = "no answered tickets created in the period"
-        return Value(None, note=f"{empty}; {note}" if note else empty)
-    return Value(float(total) / counted, float(total), counted, note=note)
+    measured = _measured(ctx, select(_hours(ctx, created, responded).label("hours"))
+                         .where(*ctx.scope(tickets), ctx.in_period(created)))
+    notes = [*measured.notes("answered before created", "without a first response"), _undated(ctx)]
+    if not measured.count:
+        return Value(None, note="no answered tickets created in the period").noted(*notes)
+    return statistic(ctx, measured.hours, measured.total, measured.count).noted(*notes)
+
+
+@dataclass(frozen=True)
+class Measured:
+    """Tickets' durations in hours: those measured, and those that could not be (negative or missing)."""
+
+    #: Selects the hours of each measured ticket (for a percentile).
+    hours: Select
+    total: float
+    count: int
+    negative: int
+    missing: int
+
+    def notes(self, negative: str, missing: str) -> list[str]:
+        return [f"{_plural(n, 'ticket')} {what} left out" for n, what in ((self.missing, missing),
+                                                                         (self.negative, negative)) if n]
+
+
+def _measured(ctx: MetricContext, durations: Select) -> Measured:
+    """The tickets ``durations`` selects (one ``hours`` column): the non-negative ones are measured."""
+    rows = durations.subquery("durations")
+    hours = rows.c.hours
+    total, count, negative, missing = ctx.conn.execute(select(
+        func.sum(case((hours >= 0, hours))), func.count(case((hours >= 0, 1))), func.count(case((hours < 0, 1))),
+        func.count(case((hours.is_(None), 1))))).one()
+    return Measured(select(hours).where(hours >= 0), float(total or 0), int(count or 0), int(negative or 0),
+                    int(missing or 0))
+
+
+def _undated(ctx: MetricContext) -> str | None:
+    """The note on the tickets without created_at, which no period of creation holds."""
+    tickets = ctx.table("tickets")
+    return ctx.left_out("ticket(s) without created_at (in no period)", tickets, tickets.c.created_at.is_(None))
 
 
 def _no_tickets(ctx: MetricContext) -> bool:
@@ -89,7 +109,7 @@ def ticket_volume(ctx: MetricContext) -> Value:
     count = ctx.count("tickets created in the period", tickets, ctx.in_period(tickets.c.created_at))
     if not count and _no_tickets(ctx):
         return Value(None, note="no tickets in the store")
-    return Value(float(count))
+    return Value(float(count)).noted(_undated(ctx))
 
 
 def resolution_rate(ctx: MetricContext) -> Value:
@@ -98,7 +118,7 @@ def resolution_rate(ctx: MetricContext) -> Value:
     resolved = ctx.count("tickets created in the period and resolved", tickets, created,
                          tickets.c.resolved_at.is_not(None))
     total = ctx.count("tickets created in the period", tickets, created)
-    return ratio(resolved, total, empty="no tickets created in the period")
+    return ratio(resolved, total, empty="no tickets created in the period").noted(_undated(ctx))
 
 
 # --- surveys -----------------------------------------------------------------
@@ -110,6 +130,20 @@ def _responses(ctx: MetricContext):
              answers.c.score.is_not(None))
     scale = func.coalesce(answers.c.scale_max, ctx.params["default_scale"])
     return answers, where, scale
+
+
+def _unanswered(ctx: MetricContext) -> list[str | None]:
+    """Notes on the responses the period cannot count: no responded_at, no survey label, no score."""
+    answers = ctx.table("survey_responses")
+    in_period = ctx.in_period(answers.c.responded_at)
+    survey = ctx.params["survey"]
+    return ctx.left_out_each(answers, {
+        "response(s) without responded_at (in no period) left out": answers.c.responded_at.is_(None),
+        f"response(s) in the period without a survey label (give them survey: {survey}) left out":
+            and_(in_period, answers.c.survey.is_(None)),
+        f"{survey} response(s) in the period without score left out":
+            and_(in_period, func.lower(answers.c.survey) == survey.lower(), answers.c.score.is_(None)),
+    })
 
 
 def _unreadable(ctx: MetricContext, answers, where, bad, supported: str) -> None:
@@ -133,10 +167,11 @@ def nps(ctx: MetricContext) -> Value:
         select(func.count(case((promoter, 1))), func.count(case((detractor, 1))), func.count())
         .where(*ctx.scope(answers), *where)).one()
     if not total:
-        return Value(None, note=f"no {ctx.params['survey']} responses in the period")
+        return Value(None, note=f"no {ctx.params['survey']} responses in the period").noted(*_unanswered(ctx))
     net = promoters - detractors
     return Value(100.0 * net / total, float(net), float(total),
-                 note=f"{promoters} promoters, {total - promoters - detractors} passives, {detractors} detractors")
+                 note=f"{promoters} promoters, {total - promoters - detractors} passives, {detractors} detractors"
+                 ).noted(*_unanswered(ctx))
 
 
 def csat(ctx: MetricContext) -> Value:
@@ -146,15 +181,16 @@ def csat(ctx: MetricContext) -> Value:
     if ctx.params["method"] == "share_satisfied":
         satisfied = ctx.count("satisfied responses (top two of the scale)", answers, *where, score >= scale - 1)
         total = ctx.count(f"{ctx.params['survey']} responses in the period", answers, *where)
-        return ratio(satisfied, total, empty=f"no {ctx.params['survey']} responses in the period")
+        return ratio(satisfied, total, empty=f"no {ctx.params['survey']} responses in the period").noted(
+            *_unanswered(ctx))
     ctx.record(f"{ctx.params['survey']} responses in the period", answers, *where)
     part, total, raw, low, high = ctx.conn.execute(
         select(func.sum(score * 1.0 / scale), func.count(), func.sum(score), func.min(scale), func.max(scale))
         .where(*ctx.scope(answers), *where)).one()
     if not total:
-        return Value(None, note=f"no {ctx.params['survey']} responses in the period")
+        return Value(None, note=f"no {ctx.params['survey']} responses in the period").noted(*_unanswered(ctx))
     note = f"mean score {float(raw) / total:.2f} out of {low}" if low == high else "responses on different scales"
-    return Value(float(part) / total, float(part), float(total), note=note)
+    return Value(float(part) / total, float(part), float(total), note=note).noted(*_unanswered(ctx))
 
 
 # --- declarations ------------------------------------------------------------
@@ -180,7 +216,8 @@ METRICS = [
                     "period (by resolved_at). With include_open=true, the tickets still open at the end of the "
                     "period (or now, for a period not over yet) count too, with their age at that moment "
                     "(now − created, as CRMs commonly report open cases), however old they are. Tickets resolved "
-                    "before they were created are left out and counted in the note. " + TICKETS_DOC,
+                    "before they were created, or without created_at, are left out and counted in the note. "
+                    + STAT_DOC + " " + TICKETS_DOC,
         formula="sum of (resolved_at − created_at) in hours / tickets resolved in the period",
         unit="hours",
         direction="lower",
@@ -188,20 +225,22 @@ METRICS = [
         compute=avg_resolution_time,
         needs=("tickets.created_at", "tickets.resolved_at"),
         params=(Param("include_open", bool, False,
-                      "also count tickets open at the period's end (or now), aged up to that moment"),),
+                      "also count tickets open at the period's end (or now), aged up to that moment"),
+                stat_param("tickets' hours")),
     ),
     Metric(
         id="first_response_time",
         title="First response time",
         description="Mean hours from a ticket's created_at to its first_response_at, over the tickets created in "
                     "the period (by created_at) that have a first response; tickets still waiting for one are "
-                    "left out and counted in the note. " + TICKETS_DOC,
+                    "left out and counted in the note. " + STAT_DOC + " " + TICKETS_DOC,
         formula="sum of (first_response_at − created_at) in hours / answered tickets created in the period",
         unit="hours",
         direction="lower",
         tables=("tickets",),
         compute=first_response_time,
         needs=("tickets.created_at", "tickets.first_response_at"),
+        params=(stat_param("tickets' hours"),),
     ),
     Metric(
         id="ticket_volume",

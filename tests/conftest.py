@@ -6,8 +6,11 @@ import csv
 from contextlib import contextmanager
 import json
 import os
+import shutil
+import sys
 import textwrap
 import uuid
+from importlib import invalidate_caches
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -18,6 +21,7 @@ from sqlalchemy.engine import make_url
 from click.testing import CliRunner
 
 from crmkpi.cli import cli
+from crmkpi.plugins import ENTRY_POINT_GROUP
 from crmkpi.store import Store
 
 #: The plugins most tests load; tests of other plugins select them (see ``kpi``).
@@ -26,6 +30,8 @@ BUILTIN_PLUGINS = "files,sales_metrics"
 ALL_BUILTINS = ("files,salesforce,hubspot,sales_metrics,pipeline_metrics,customer_metrics,marketing_metrics,"
                 "service_metrics,data_health_metrics")
 POSTGRES_ENV = "CRMKPI_TEST_POSTGRES_URL"
+#: Plugin packages that tests install as third-party distributions (see ``install``).
+PLUGIN_SOURCES = Path(__file__).resolve().parent / "plugins"
 
 
 @pytest.fixture(autouse=True)
@@ -116,8 +122,10 @@ class KpiProject:
 
     ``write("orders", [{"id": "o1", ...}, ...])`` writes ``data/orders.csv``; ``sync()`` runs
     ``crmkpi sync``; ``run("clv", "--period", "2024")`` runs ``crmkpi run --format json`` and
-    returns the parsed results (results are saved to ``metric_results`` as a user's would be); ``one(...)`` expects exactly one; ``fails(...)`` expects a
-    one-line error and returns it.
+    returns the parsed results (results are saved to ``metric_results`` as a user's would be); ``one(...)``
+    expects exactly one; ``fails(...)`` expects a one-line error (exit status 1) and returns it;
+    ``run_failing(...)`` expects a run in which some metric failed (exit status 3), ``error(...)`` one whose
+    only result failed, and returns its error.
     """
 
     def __init__(self, folder: Path, store: str) -> None:
@@ -159,6 +167,22 @@ class KpiProject:
         assert len(results) == 1 and results[0]["metric"] == metric, results
         return results[0]
 
+    def run_failing(self, metric: str | None, *args: str) -> tuple[list[dict[str, Any]], str]:
+        """``crmkpi run ARGS --format json`` in which some metric fails: exit status 3, every result
+        printed (a failed one with its ``error``), and a one-line summary on stderr, returned."""
+        selection = ["--metric", metric] if metric else []
+        result = self.invoke("run", *selection, *args, "--format", "json")
+        assert result.exit_code == 3, result.output
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+        return json.loads(result.stdout), lines[0].removeprefix("Error: ")
+
+    def error(self, metric: str, *args: str) -> str:
+        """The error of ``crmkpi run --metric METRIC ARGS`` whose one result failed."""
+        [row], summary = self.run_failing(metric, *args)
+        assert summary == f"{metric}: {row['error']}; no result computed"
+        return row["error"]
+
     def fails(self, *args: str) -> str:
         result = self.invoke(*args)
         assert result.exit_code == 1, result.output
@@ -187,3 +211,32 @@ def tls_ca():
     import trustme
 
     return trustme.CA()
+
+
+@pytest.fixture
+def install(tmp_path, monkeypatch):
+    """install(dist, version, {entry point: module}) puts a fake installed distribution on sys.path."""
+    site = tmp_path / "site-packages"
+    site.mkdir()
+    copied: list[str] = []
+
+    def _install(dist: str, version: str, eps: dict[str, str]) -> Path:
+        for module in {value.split(":")[0].split(".")[0] for value in eps.values()}:
+            if (PLUGIN_SOURCES / module).is_dir() and not (site / module).exists():
+                shutil.copytree(PLUGIN_SOURCES / module, site / module,
+                                ignore=shutil.ignore_patterns("__pycache__"))
+                copied.append(module)
+        info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n",
+                                       encoding="utf-8")
+        lines = "".join(f"{name} = {value}\n" for name, value in eps.items())
+        (info / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\n{lines}", encoding="utf-8")
+        monkeypatch.syspath_prepend(str(site))
+        invalidate_caches()
+        return site
+
+    yield _install
+    for module in copied:  # the next test must import its own copy
+        for name in [n for n in sys.modules if n == module or n.startswith(module + ".")]:
+            del sys.modules[name]

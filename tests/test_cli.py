@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import sqlite3
 import subprocess
 import sys
@@ -17,15 +18,17 @@ from click.testing import CliRunner
 
 import crmkpi
 import crmkpi.cli
+from conftest import ALL_BUILTINS
 from crmkpi.cli import STARTER_CONFIG, cli
+from crmkpi.plugins import load_registry
 
 BUILTIN = "files,sales_metrics"
 SECRET = "Xy9-sup3r-s3cret-Pw"
 
 # Deals hand-made so that every number below can be checked by hand.
 #   created in 2024 (UTC), live: d01..d10 -> 10; of those won: d01, d02, d03 -> close rate 3/10
-#   closed among them: d01..d05 (3 won, 2 lost) -> win rate by count 3/5, by amount 6000/8000
-#   closed in 2024: d01, d02, d04, d11 (3 won) -> win rate (cohort=closed) 3/4, by amount 7000/7500
+#   closed in 2024: d01, d02, d04, d11 (3 won) -> win rate (default cohort=closed) 3/4, by amount 7000/7500
+#   closed among those created in 2024: d01..d05 (3 won, 2 lost) -> cohort=created 3/5, by amount 6000/8000
 #   d11 is created at 2023-12-31 23:00 UTC, i.e. in 2024 in Berlin; d12 is 2025; d13 is deleted.
 DEALS = """\
 id,name,created_at,is_closed,is_won,closed_at,amount,currency,is_deleted
@@ -107,10 +110,11 @@ def test_init_writes_a_starter_config_that_validates(isolated):
     assert result.exit_code == 0, result.output
     written = isolated / "crmkpi.yaml"
     assert written.read_text(encoding="utf-8") == STARTER_CONFIG
-    assert "Wrote crmkpi.yaml" in result.stdout
+    assert result.stdout.startswith("Wrote crmkpi.yaml and created data/.")
+    assert (isolated / "data").is_dir()  # the README's next step copies files there
     result = invoke("validate")  # --config defaults to crmkpi.yaml in the current folder
     assert result.exit_code == 0, result.output
-    assert result.stdout == "crmkpi.yaml: OK (1 connectors, 2 metrics, 0 schedules)\n"
+    assert result.stdout == "crmkpi.yaml: OK (1 connectors, all 2 metrics, 0 schedules)\n"
     assert result.stderr == ""
 
 
@@ -124,19 +128,35 @@ def test_init_refuses_to_overwrite_unless_forced(isolated):
     assert target.read_text(encoding="utf-8") == STARTER_CONFIG
 
 
-def test_init_into_a_new_folder_then_sync_the_starter_project(isolated):
+def test_init_into_a_new_folder_then_sync_and_run_the_whole_catalog(isolated, monkeypatch):
+    monkeypatch.setenv("CRMKPI_LOAD_PLUGINS", ALL_BUILTINS)
     result = invoke("init", "--path", "acme/crmkpi.yaml")
     assert result.exit_code == 0, result.output
     config = isolated / "acme" / "crmkpi.yaml"
-    assert config.is_file()
-    # the starter config points at a data folder the user still has to fill
-    fails(invoke("sync", "--config", str(config)),
-          f"connectors.files.path: folder not found: {config.parent.resolve() / 'data'}")
-    (config.parent / "data").mkdir()
+    assert config.is_file() and (config.parent / "data").is_dir()
     (config.parent / "data" / "deals.csv").write_text(DEALS, encoding="utf-8")
     assert invoke("sync", "--config", str(config)).exit_code == 0
     rows = run_json(config, "--period", "2024")
-    assert [(r["metric"], r["value"]) for r in rows] == [("close_rate", 0.3), ("win_rate", 0.6)]
+    # every metric of the catalog, not the two the starter config used to list
+    assert [r["metric"] for r in rows] == list(load_registry().metrics)
+    assert {r["metric"]: r["value"] for r in rows}["close_rate"] == 0.3
+
+
+def test_a_store_without_records_is_an_error_not_a_table_of_zeros(tmp_path):
+    config = make_project(tmp_path)
+    store = f"sqlite:///{(tmp_path / 'crmkpi.db').resolve()}"
+    sync = f"crmkpi sync --config {config}"
+    fails(invoke("run", "--config", str(config), "--period", "2024"),
+          f"the store {store} is empty: nothing was synced into it yet (run `{sync}`)")
+    fails(invoke("explain", "close_rate", "--config", str(config), "--period", "2024"),
+          f"the store {store} is empty: nothing was synced into it yet (run `{sync}`)")
+    (tmp_path / "data" / "deals.csv").write_text(DEALS.splitlines()[0] + "\n", encoding="utf-8")  # no rows
+    assert invoke("sync", "--config", str(config)).exit_code == 0
+    result = invoke("run", "--config", str(config), "--period", "2024")
+    assert result.exit_code == 1 and result.stdout == ""
+    assert re.fullmatch(rf"Error: the store {re.escape(store)} holds no records: its last sync \(crm, success, "
+                        rf"started \d{{4}}-\d\d-\d\d \d\d:\d\d UTC\) loaded none \(check the connector's source "
+                        rf"and run `{re.escape(sync)}`\)\n", result.stderr)
 
 
 def test_validate_reports_ok_and_counts(tmp_path):
@@ -157,6 +177,13 @@ def test_validate_failure_is_one_line_with_exit_code_1(tmp_path):
     fails(invoke("validate", "--config", str(config)), "connectors.crm.path: field required")
     config.write_text(CONFIG + "    on_error: maybe\n", encoding="utf-8")
     fails(invoke("validate", "-c", str(config)), "connectors.crm.on_error: input should be 'fail' or 'skip'")
+    # a typo used to read "path: field required (and 1 more problem)"
+    config.write_text("connectors:\n  crm:\n    type: files\n    pth: data\n", encoding="utf-8")
+    fails(invoke("validate", "-c", str(config)), "connectors.crm.pth: unknown field; did you mean 'path'?")
+    config.write_text("connectors:\n  crm:\n    type: files\n    pth: data\n    on_eror: skip\n", encoding="utf-8")
+    fails(invoke("validate", "-c", str(config)), "2 problems: (1) connectors.crm.pth: unknown field; did you mean "
+                                                 "'path'? (2) connectors.crm.on_eror: unknown field; did you mean "
+                                                 "'on_error'?")
 
 
 def test_validate_missing_file_and_config_from_environment(tmp_path):
@@ -213,20 +240,21 @@ def test_run_json_close_rate_and_win_rate(synced):
         assert row["segment"] == {} and row["unit"] == "ratio" and row["period"] == "2024"
     close, win = rows
     assert (close["metric"], close["value"], close["numerator"], close["denominator"]) == ("close_rate", 0.3, 3, 10)
-    assert (win["metric"], win["value"], win["numerator"], win["denominator"]) == ("win_rate", 0.6, 3, 5)
-    assert win["params"] == {"by": "count", "cohort": "created"}
+    assert (win["metric"], win["value"], win["numerator"], win["denominator"]) == ("win_rate", 0.75, 3, 4)
+    assert win["params"] == {"by": "count", "cohort": "closed"}
     assert close["note"] is None
 
 
-def test_win_rate_by_amount_and_by_close_date(synced):
+def test_win_rate_by_amount_and_by_creation_date(synced):
+    # the default cohort: the deals closed in the period, as CRM win-rate reports count them
     by_amount = one(synced, "win_rate", "--period", "2024", "--param", "by=amount")
-    assert (by_amount["value"], by_amount["numerator"], by_amount["denominator"]) == (0.75, 6000, 8000)
-    closed = one(synced, "win_rate", "--period", "2024", "--param", "win_rate.cohort=closed")
-    assert (closed["value"], closed["numerator"], closed["denominator"]) == (0.75, 3, 4)
-    both = one(synced, "win_rate", "-p", "2024", "--param", "cohort=closed", "--param", "win_rate.by=amount")
-    assert (both["numerator"], both["denominator"]) == (7000, 7500)
-    assert both["value"] == pytest.approx(14 / 15)
-    assert both["params"] == {"by": "amount", "cohort": "closed"}
+    assert (by_amount["numerator"], by_amount["denominator"]) == (7000, 7500)
+    assert by_amount["value"] == pytest.approx(14 / 15)
+    created = one(synced, "win_rate", "--period", "2024", "--param", "win_rate.cohort=created")
+    assert (created["value"], created["numerator"], created["denominator"]) == (0.6, 3, 5)
+    both = one(synced, "win_rate", "-p", "2024", "--param", "cohort=created", "--param", "win_rate.by=amount")
+    assert (both["value"], both["numerator"], both["denominator"]) == (0.75, 6000, 8000)
+    assert both["params"] == {"by": "amount", "cohort": "created"}
 
 
 def test_other_periods(synced):
@@ -243,7 +271,7 @@ def test_division_by_zero_is_a_null_value_with_a_reason(synced):
     close, win = run_json(synced, "--period", "2022")
     assert (close["value"], close["numerator"], close["denominator"]) == (None, 0, 0)
     assert close["note"] == "no deals created in the period"
-    assert (win["value"], win["note"]) == (None, "no deals closed (won or lost) in the cohort")
+    assert (win["value"], win["note"]) == (None, "no deals closed (won or lost) in the period")
     table = invoke("run", "--config", str(synced), "--period", "2022", "--no-save").stdout
     close_line = next(line for line in table.splitlines() if "Close rate" in line)
     assert "—" in close_line and "no deals created in the period" in close_line
@@ -281,8 +309,8 @@ def test_config_params_apply_and_command_line_params_override_them(tmp_path):
     config = make_project(tmp_path, config=CONFIG + "metrics:\n  win_rate:\n    params: {by: amount}\n")
     assert invoke("sync", "--config", str(config)).exit_code == 0
     rows = run_json(config, "--period", "2024")  # only the config's metrics
-    assert [(r["metric"], r["value"]) for r in rows] == [("win_rate", 0.75)]
-    assert one(config, "win_rate", "--period", "2024", "--param", "by=count")["value"] == 0.6
+    assert [(r["metric"], r["value"]) for r in rows] == [("win_rate", pytest.approx(14 / 15))]  # 7000 / 7500
+    assert one(config, "win_rate", "--period", "2024", "--param", "by=count")["value"] == 0.75
 
 
 def test_amounts_in_other_currencies_need_a_dated_rate(tmp_path):
@@ -292,17 +320,18 @@ def test_amounts_in_other_currencies_need_a_dated_rate(tmp_path):
     config = make_project(tmp_path, deals=deals)
     assert invoke("sync", "--config", str(config)).exit_code == 0
     result = invoke("run", "--config", str(config), "--metric", "win_rate", "--period", "2024",
-                    "--param", "by=amount", "--no-save")
-    fails(result, "win_rate: no fx_rates rate for EUR on or before 2024-05-01 "
-                  "(rates convert to the reporting currency USD)")
-    assert one(config, "win_rate", "--period", "2024")["value"] == 0.6  # by count is unaffected
+                    "--param", "by=amount", "--param", "cohort=created", "--no-save", "--format", "json")
+    assert result.exit_code == 3
+    assert json.loads(result.stdout)[0]["error"] == \
+        "no fx_rates rate for EUR on or before 2024-05-01 (rates convert to the reporting currency USD)"
+    assert one(config, "win_rate", "--period", "2024")["value"] == 0.75  # by count is unaffected
 
     # A rate valid from after the close date does not count; one valid before it does.
     fx = "id,currency,rate_to_reporting,valid_from\nr1,EUR,1.1,2024-01-01\nr2,EUR,5.0,2024-05-02\n"
     (config.parent / "data" / "fx_rates.csv").write_text(fx)
     assert invoke("sync", "--config", str(config)).exit_code == 0
     win = one(config, "win_rate", "--period", "2024", "--param", "by=amount")
-    assert (win["numerator"], win["denominator"]) == (6000.0, pytest.approx(8050.0))
+    assert (win["numerator"], win["denominator"]) == (7000.0, pytest.approx(7550.0))
 
 
 # --- run: formats and options -----------------------------------------------------
@@ -316,7 +345,7 @@ def test_table_format(synced):
     close = next(line for line in lines if line.lstrip().startswith("Close rate"))
     win = next(line for line in lines if line.lstrip().startswith("Win rate"))
     assert close.replace("│", " ").split() == ["Close", "rate", "2024", "30.0%", "3", "10"]
-    assert win.replace("│", " ").split() == ["Win", "rate", "2024", "60.0%", "3", "5"]
+    assert win.replace("│", " ").split() == ["Win", "rate", "2024", "75.0%", "3", "4"]
     assert "\x1b[" not in result.stdout
 
 
@@ -324,10 +353,10 @@ def test_csv_format(synced):
     result = invoke("run", "--config", str(synced), "--period", "2024-Q1", "--format", "csv", "--no-save")
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
-    assert list(rows[0]) == ["metric", "period", "period_start", "period_end", "segment", "value", "unit",
-                             "numerator", "denominator", "note"]
+    assert list(rows[0]) == ["metric", "period", "period_start", "period_end", "segment", "segment_labels",
+                             "value", "unit", "currency", "numerator", "denominator", "note", "error"]
     assert [(r["metric"], float(r["value"]), float(r["numerator"]), float(r["denominator"])) for r in rows] == [
-        ("close_rate", 1.0, 3, 3), ("win_rate", 1.0, 3, 3)]
+        ("close_rate", 1.0, 3, 3), ("win_rate", 1.0, 2, 2)]
     assert rows[0]["period"] == "2024-Q1" and rows[0]["period_start"].startswith("2024-01-01")
     assert rows[0]["unit"] == "ratio" and rows[0]["segment"] == ""
 
@@ -345,7 +374,7 @@ def test_results_are_saved_unless_no_save(tmp_path):
     assert result.exit_code == 0 and _saved_results(config) == []
     result = invoke("run", "--config", str(config), "--period", "2024", "--format", "json")
     assert result.exit_code == 0
-    assert _saved_results(config) == [("close_rate", 0.3, 3.0, 10.0), ("win_rate", 0.6, 3.0, 5.0)]
+    assert _saved_results(config) == [("close_rate", 0.3, 3.0, 10.0), ("win_rate", 0.75, 3.0, 4.0)]
     run_ids = {r["run_id"] for r in json.loads(result.stdout)}
     assert len(run_ids) == 1
 
@@ -456,11 +485,13 @@ def test_metrics_show():
     assert result.exit_code == 0
     out = result.stdout
     assert out.startswith("win_rate: Win rate\n")
-    assert "Formula: won deals / (won deals + lost deals), over the cohort" in out
+    assert "Formula: won deals / (won deals + lost deals), over the deals closed in the period (or created " \
+           "in it)" in out
     assert "Unit: ratio; higher is better" in out and "Tables: deals" in out
     assert f"Plugin: sales_metrics (crmkpi {crmkpi.__version__})" in out
     assert "  by (str, default 'count'): weigh deals by count or by amount (one of: count, amount)" in out
-    assert "  cohort (str, default 'created'):" in out
+    assert "  cohort (str, default 'closed'): which deals count: those closed in the period (as CRM win-rate " \
+           "reports count them), or those created in it (one of: closed, created)" in out
     close = invoke("metrics", "show", "close_rate").stdout
     assert "Formula: won deals created in the period / deals created in the period" in close
     assert "Params:" not in close

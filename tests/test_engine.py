@@ -6,14 +6,18 @@ SQLite and on PostgreSQL. The deals are few and hand-made so every value is chec
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import UTC, date, datetime
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import select
 
 from conftest import KpiProject, store_url_for
+from crmkpi.cli import cli
 from crmkpi.engine import Run, Settings, comparison, run_metrics
-from crmkpi.errors import MetricError
+from crmkpi.errors import ConfigError, MetricError
 from crmkpi.metrics import Metric, MetricContext, Value, ratio
 from crmkpi.models import MetricResult
 from crmkpi.periods import Calendar
@@ -262,11 +266,12 @@ def test_win_rate_by_amount_converts_each_row_at_its_dated_rate(project):
 
 @pytest.mark.parametrize("period, currency, day", [("2022-Q3", "CHF", "2022-07-05"), ("2022-Q4", "SEK", "2022-10-10"),
                                                    ("2022", "CHF", "2022-07-05")])
-def test_a_missing_rate_is_a_one_line_error_naming_currency_and_date(project, period, currency, day):
-    message = project.fails("run", "--metric", "win_rate", "--period", period, "--param", "by=amount",
-                            "--param", "cohort=closed")
-    assert message == (f"win_rate: no fx_rates rate for {currency} on or before {day} "
-                       "(rates convert to the reporting currency USD)")
+def test_a_missing_rate_fails_the_metric_naming_currency_and_date(project, period, currency, day):
+    [row], summary = project.run_failing("win_rate", "--period", period, "--param", "by=amount",
+                                         "--param", "cohort=closed")
+    error = f"no fx_rates rate for {currency} on or before {day} (rates convert to the reporting currency USD)"
+    assert (row["value"], row["numerator"], row["note"], row["error"]) == (None, None, None, error)
+    assert summary == f"win_rate: {error}; no result computed"
 
 
 def test_money_by_row_through_a_metric_context(project):
@@ -289,6 +294,78 @@ def test_money_by_row_through_a_metric_context(project):
                 ctx.money(deals, deals.c.amount, deals.c.closed_at, *where)
     finally:
         store.engine.dispose()
+
+
+# --- a failing metric does not stop the others --------------------------------------------
+
+
+@pytest.fixture
+def failing(kpi, install, monkeypatch) -> KpiProject:
+    """A month without the EUR rate win_rate by amount needs, and a third-party metric whose compute raises."""
+    install("acme-metrics", "1.0", {"acme": "raising_metric"})
+    monkeypatch.setenv("CRMKPI_LOAD_PLUGINS", "files,sales_metrics,acme")
+    kpi.write("deals", [
+        deal("d1", "2024-01-05T00:00:00Z", "won", closed_at="2024-02-01T00:00:00Z", amount=1000, currency="EUR"),
+        deal("d2", "2024-01-10T00:00:00Z", "lost", closed_at="2024-03-01T00:00:00Z", amount=500, currency="USD"),
+    ])
+    kpi.write("fx_rates", [{"id": "eur", "currency": "EUR", "rate_to_reporting": 1.1, "valid_from": "2024-02-15"}])
+    kpi.sync()
+    return kpi
+
+
+FAILING_RUN = ("--metric", "close_rate", "--metric", "win_rate", "--metric", "weighted_pipeline", "--param",
+               "win_rate.by=amount", "--param", "win_rate.cohort=closed", "--period", "2024-Q1", "--grain", "month")
+NO_EUR_RATE = "no fx_rates rate for EUR on or before 2024-02-01 (rates convert to the reporting currency USD)"
+
+
+def test_a_failing_metric_leaves_its_error_on_its_rows_and_the_others_are_computed_and_saved(failing):
+    results, summary = failing.run_failing(None, *FAILING_RUN)
+    assert [(r["metric"], r["period"], r["value"], r["error"]) for r in results] == [
+        ("close_rate", "2024-01", 0.5, None),
+        ("close_rate", "2024-02", None, None),
+        ("close_rate", "2024-03", None, None),
+        ("win_rate", "2024-01", None, None),
+        ("win_rate", "2024-02", None, NO_EUR_RATE),
+        ("win_rate", "2024-03", 0.0, None),
+        ("weighted_pipeline", "2024-01", None, "KeyError: 'segment_weights'"),
+        ("weighted_pipeline", "2024-02", None, "KeyError: 'segment_weights'"),
+        ("weighted_pipeline", "2024-03", None, "KeyError: 'segment_weights'"),
+    ]
+    assert summary == f"win_rate: {NO_EUR_RATE}; 1 more metric failed (weighted_pipeline); " \
+                      "5 other results computed and saved"
+    saved = stored_results(failing, results[0]["run_id"])
+    assert sorted((r.metric, r.period_start.month) for r in saved) == \
+        [("close_rate", 1), ("close_rate", 2), ("close_rate", 3), ("win_rate", 1), ("win_rate", 3)]
+
+
+def test_csv_and_the_table_carry_the_error_of_each_row(failing):
+    result = failing.invoke("run", *FAILING_RUN, "--no-save", "--format", "csv")
+    assert result.exit_code == 3
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert [(r["metric"], r["period"], r["error"]) for r in rows if r["error"]] == [
+        ("win_rate", "2024-02", NO_EUR_RATE), *(("weighted_pipeline", f"2024-0{m}", "KeyError: 'segment_weights'")
+                                                for m in (1, 2, 3))]
+    result = failing.invoke("run", *FAILING_RUN, "--no-save")
+    assert result.exit_code == 3
+    feb = next(line for line in result.stdout.splitlines() if "Win rate" in line and "2024-02" in line)
+    assert feb.split("│")[-1].strip().startswith("ERROR: no fx_rates rate for EUR on or before 2024-02-01")
+    assert result.stderr.endswith("5 other results computed\n")  # not saved
+
+
+def test_a_comparison_that_fails_is_the_rows_error(failing):
+    [row], summary = failing.run_failing("win_rate", "--param", "by=amount", "--param", "cohort=closed",
+                                         "--period", "2024-03", "--compare", "previous")
+    assert (row["value"], row["error"]) == (0.0, f"previous period (2024-02): {NO_EUR_RATE}")
+    assert row["previous"] == {"period": "2024-02", "value": None, "change": None, "change_pct": None,
+                               "error": NO_EUR_RATE}
+    assert summary == f"win_rate: previous period (2024-02): {NO_EUR_RATE}; no result computed"
+
+
+def test_debug_raises_the_first_failure_with_its_traceback(failing):
+    result = CliRunner().invoke(cli, ["--debug", "run", "--config", str(failing.config), "--metric",
+                                      "weighted_pipeline", "--period", "2024"])
+    assert result.exit_code == 1
+    assert isinstance(result.exception, MetricError) and isinstance(result.exception.__cause__, KeyError)
 
 
 # --- the engine API directly ---------------------------------------------------------
@@ -344,10 +421,12 @@ def test_metric_errors_name_the_metric(project):
     store = Store(project.store)
     try:
         period = Calendar().parse("2024", today=date(2024, 1, 1))
+        [row] = run_metrics(store.engine, Run([broken], period), persist=False)
+        assert (row["metric"], row["value"], row["error"]) == ("test_broken", None, "no such thing")
         with pytest.raises(MetricError, match=r"^test_broken: no such thing$"):
-            run_metrics(store.engine, Run([broken], period), persist=False)
-        with pytest.raises(MetricError, match=r"^test_close_rate: segment 'channel' does not apply to deals$"):
-            run_metrics(store.engine, Run([CLOSE_RATE], period, segment="channel"), persist=False)
+            run_metrics(store.engine, Run([broken], period), persist=False, stop_on_error=True)
+        with pytest.raises(ConfigError, match=r"^--segment 'channel': does not apply to deals$"):
+            run_metrics(store.engine, Run([CLOSE_RATE], period, segments=("channel",)), persist=False)
     finally:
         store.engine.dispose()
 

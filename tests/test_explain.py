@@ -110,8 +110,9 @@ def test_explain_the_null_segment_without_rows(project):
 
 def test_explain_params_and_money(project):
     lines = explained(project, "win_rate", "--period", "2024", "--param", "by=amount")
-    assert lines[2:5] == ["Formula: won deals / (won deals + lost deals), over the cohort",
-                          "Params: by=amount, cohort=created", "Value: 80.0% = 2,000 / 2,500"]
+    # the deals closed in 2024 are the ones created in it
+    assert lines[2:5] == ["Formula: won deals / (won deals + lost deals), over the deals closed in the period "
+                          "(or created in it)", "Params: by=amount, cohort=closed", "Value: 80.0% = 2,000 / 2,500"]
     inputs = sections(lines)
     assert inputs["won deals"][0::2] == ("3 deals rows, the first 3:", ["e1", "e3", "e5"])
     assert inputs["won and lost deals"][0::2] == ("4 deals rows, the first 4:", ["e1", "e2", "e3", "e5"])
@@ -146,7 +147,7 @@ def test_explain_api(project):
     store = Store(project.store)
     try:
         period = Calendar().parse("2024-Q1", today=date(2024, 6, 1))
-        result = explain(store.engine, CLOSE_RATE, period, {}, Segment("owner", "u1"), Settings(), limit=1)
+        result = explain(store.engine, CLOSE_RATE, period, {}, Segment.of({"owner": "u1"}), Settings(), limit=1)
     finally:
         store.engine.dispose()
     assert {k: result[k] for k in ("metric", "period", "segment", "value", "params")} == {

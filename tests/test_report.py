@@ -26,11 +26,14 @@ METRICS = {m.id: m for m in (metric("close_rate", "ratio", "Close rate"), metric
 
 
 def result(metric_id: str = "close_rate", value: float | None = 0.3, **more) -> dict:
+    unit = METRICS[metric_id].unit
     row = {"run_id": "r" * 32, "metric": metric_id, "period": "2024", "period_start": START, "period_end": END,
-           "grain": None, "segment": {}, "value": value, "numerator": 3.0, "denominator": 10.0,
-           "unit": METRICS[metric_id].unit, "note": None, "params": {}, "computed_at": FRESH,
-           "data_freshness": FRESH, "target": None}
+           "grain": None, "segment": {}, "segment_labels": {}, "value": value, "numerator": 3.0, "denominator": 10.0,
+           "unit": unit, "currency": "EUR" if unit == "currency" else None, "note": None, "error": None,
+           "params": {}, "computed_at": FRESH, "data_freshness": FRESH, "target": None}
     row.update(more)
+    if "segment_labels" not in more:  # values without labels are their own labels
+        row["segment_labels"] = dict(row["segment"])
     return row
 
 
@@ -48,11 +51,15 @@ def table_rows(text: str) -> tuple[list[str], list[list[str]]]:
 
 def test_json_has_the_public_keys_only():
     [row] = json.loads(render([result()], "json", METRICS))
-    assert list(row) == ["metric", "period", "period_start", "period_end", "grain", "segment", "value", "unit",
-                         "numerator", "denominator", "note", "params", "data_freshness", "run_id"]
+    assert list(row) == ["metric", "period", "period_start", "period_end", "grain", "segment", "segment_labels",
+                         "value", "unit", "currency", "numerator", "denominator", "note", "error", "params",
+                         "data_freshness", "run_id"]
     assert list(row) == list(PUBLIC)
     assert row["period_start"] == "2024-01-01T00:00:00+00:00" and row["data_freshness"] == "2024-06-01T12:30:00+00:00"
-    assert (row["value"], row["segment"], row["grain"], row["note"]) == (0.3, {}, None, None)
+    assert (row["value"], row["segment"], row["grain"], row["note"], row["error"], row["currency"]) == \
+        (0.3, {}, None, None, None, None)
+    [revenue] = json.loads(render([result("revenue", 12.5)], "json", METRICS))
+    assert (revenue["unit"], revenue["currency"]) == ("currency", "EUR")
 
 
 def test_json_adds_comparisons_and_target_only_when_present():
@@ -70,19 +77,23 @@ def test_json_adds_comparisons_and_target_only_when_present():
 # --- CSV --------------------------------------------------------------------------------
 
 
-BASE_COLUMNS = ["metric", "period", "period_start", "period_end", "segment", "value", "unit", "numerator",
-                "denominator", "note"]
+BASE_COLUMNS = ["metric", "period", "period_start", "period_end", "segment", "segment_labels", "value", "unit",
+                "currency", "numerator", "denominator", "note", "error"]
 
 
 def test_csv_columns_and_values():
-    out = render([result(segment={"owner": "u1"}), result(value=None, note="no deals", segment={"owner": None})],
+    out = render([result(segment={"owner": "u1"}, segment_labels={"owner": "Ann"}),
+                  result(value=None, note="no deals", segment={"owner": None}),
+                  result(value=None, numerator=None, denominator=None, error="no fx_rates rate for EUR")],
                  "csv", METRICS)
     rows = list(csv.DictReader(io.StringIO(out)))
     assert list(rows[0]) == BASE_COLUMNS
     assert rows[0] == {"metric": "close_rate", "period": "2024", "period_start": "2024-01-01T00:00:00+00:00",
-                       "period_end": "2025-01-01T00:00:00+00:00", "segment": '{"owner": "u1"}', "value": "0.3",
-                       "unit": "ratio", "numerator": "3.0", "denominator": "10.0", "note": ""}
+                       "period_end": "2025-01-01T00:00:00+00:00", "segment": '{"owner": "u1"}',
+                       "segment_labels": '{"owner": "Ann"}', "value": "0.3", "unit": "ratio", "currency": "",
+                       "numerator": "3.0", "denominator": "10.0", "note": "", "error": ""}
     assert (rows[1]["segment"], rows[1]["value"], rows[1]["note"]) == ('{"owner": null}', "", "no deals")
+    assert (rows[2]["value"], rows[2]["error"]) == ("", "no fx_rates rate for EUR")
     assert not out.endswith("\n")
     assert render([result()], "csv", METRICS).splitlines()[1].split(",")[4] == ""  # no segment: empty
 
@@ -95,13 +106,13 @@ def test_csv_adds_comparison_and_target_columns_when_requested():
     assert list(row) == [*BASE_COLUMNS, "previous_period", "previous_value", "previous_change", "previous_change_pct",
                          "year_ago_period", "year_ago_value", "year_ago_change", "year_ago_change_pct",
                          "target_value", "target_status"]
-    assert [row[k] for k in list(row)[10:]] == ["2023", "0.6", "-0.3", "-0.5", "2023", "0.25", "0.05", "0.2",
+    assert [row[k] for k in list(row)[13:]] == ["2023", "0.6", "-0.3", "-0.5", "2023", "0.25", "0.05", "0.2",
                                                 "0.25", "on_track"]
     only_previous = render([result(previous=change("2023", None, None, None))], "csv", METRICS)
     assert only_previous.splitlines() == [",".join([*BASE_COLUMNS, "previous_period", "previous_value",
                                                     "previous_change", "previous_change_pct"]),
-                                          "close_rate,2024,2024-01-01T00:00:00+00:00,2025-01-01T00:00:00+00:00,,0.3,"
-                                          "ratio,3.0,10.0,,2023,,,"]
+                                          "close_rate,2024,2024-01-01T00:00:00+00:00,2025-01-01T00:00:00+00:00,,,0.3,"
+                                          "ratio,,3.0,10.0,,,2023,,,"]
 
 
 # --- table ------------------------------------------------------------------------------
@@ -139,9 +150,9 @@ def test_table_with_everything():
 
 
 @pytest.mark.parametrize("metric_id, value, numerator, change_, pct, cells", [
-    ("revenue", 1234.5, 1234.5, 1234.5, 0.25, ["1,234.50", "1,234.50", "+1,234.5 (+25.0%)"]),
-    ("revenue", 1000000.0, 1e6, -250.0, -0.0002, ["1,000,000.00", "1,000,000", "-250 (-0.0%)"]),
-    ("cycle", 3.25, 13.0, -1.5, -0.3157, ["3.2", "13", "-1.5 (-31.6%)"]),
+    ("revenue", 1234.5, 1234.5, 1234.5, 0.25, ["1,234.50 EUR", "1,234.50", "+1,234.5 EUR (+25.0%)"]),
+    ("revenue", 1000000.0, 1e6, -250.0, -0.0002, ["1,000,000.00 EUR", "1,000,000", "-250 EUR (-0.0%)"]),
+    ("cycle", 3.25, 13.0, -1.5, -0.3157, ["3.2 days", "13", "-1.5 days (-31.6%)"]),
     ("tickets", 1234.0, 1234.0, 12.0, None, ["1,234", "1,234", "+12"]),
 ])
 def test_table_formats_by_unit(metric_id, value, numerator, change_, pct, cells):
@@ -152,11 +163,23 @@ def test_table_formats_by_unit(metric_id, value, numerator, change_, pct, cells)
 
 @pytest.mark.parametrize("value, unit, text", [
     (None, "ratio", "—"), (0.3, "ratio", "30.0%"), (1 / 3, "ratio", "33.3%"), (1.5, "ratio", "150.0%"),
-    (1234.567, "currency", "1,234.57"), (3.25, "days", "3.2"), (36.0, "hours", "36.0"), (42.0, "score", "42.0"),
-    (-20.0, "points", "-20.0"), (1234.5, "count", "1,234"),
+    (1234.567, "currency", "1,234.57 USD"), (3.25, "days", "3.2 days"), (36.0, "hours", "36.0 hours"),
+    (2.5, "months", "2.5 months"), (42.0, "score", "42.0"), (-20.0, "points", "-20.0 points"),
+    (1234.5, "count", "1,234"), (None, "days", "—"),
 ])
 def test_format_value(value, unit, text):
-    assert format_value(value, unit) == text
+    assert format_value(value, unit, "USD") == text
+
+
+def test_segments_show_labels_and_the_id_where_two_values_share_one():
+    _, rows = table_rows(render([
+        result(segment={"owner": "U1", "stage": "s9"}, segment_labels={"owner": "Ann Lee", "stage": "Demo"}),
+        result(segment={"owner": "U2", "stage": "s9"}, segment_labels={"owner": "Chris", "stage": "Demo"}),
+        result(segment={"owner": "U3", "stage": None}, segment_labels={"owner": "Chris", "stage": None}),
+        result(segment={"owner": None, "stage": "s9"}, segment_labels={"owner": None, "stage": "Demo"}),
+    ], "table", METRICS))
+    assert [row[2] for row in rows] == ["owner=Ann Lee, stage=Demo", "owner=Chris (U2), stage=Demo",
+                                        "owner=Chris (U3), stage=(none)", "owner=(none), stage=Demo"]
 
 
 # --- explanations -------------------------------------------------------------------------
@@ -164,6 +187,7 @@ def test_format_value(value, unit, text):
 
 def test_render_explanation_of_a_value_without_denominator():
     explanation = {"metric": "tickets", "period": "2024-Q1", "segment": {"team": "East", "region": None},
+                   "segment_labels": {"team": "East", "region": None}, "currency": None,
                    "value": Value(5.0, note="approximate"), "params": {"open": True, "days": 7}, "inputs": [
                        {"label": "tickets", "table": "tickets", "rows": 1234, "columns": ["id", "channel", "x"],
                         "first": [("t1", None, None), ("t2", "chat", None)]}]}
@@ -215,7 +239,7 @@ def test_cli_csv_and_table_follow_what_was_asked(project):
     [row] = list(csv.DictReader(io.StringIO(out)))
     assert list(row) == [*BASE_COLUMNS, "year_ago_period", "year_ago_value", "year_ago_change",
                          "year_ago_change_pct", "target_value", "target_status"]
-    assert [row[k] for k in list(row)[10:]] == ["2023-Q1", "0.5", "-0.25", "-0.5", "0.27", "at_risk"]
+    assert [row[k] for k in list(row)[13:]] == ["2023-Q1", "0.5", "-0.25", "-0.5", "0.27", "at_risk"]
     out = project.invoke("run", "--metric", "close_rate", "--period", "2024-Q1", "--compare", "year_ago",
                          "--no-save").stdout
     header, rows = table_rows(out)

@@ -107,8 +107,6 @@ def by_segment(kpi: KpiProject, dimension: str, metric: str = "close_rate") -> l
     # a custom field: the deal's own extra, else its account's
     ("extra.tier", [("gold", 1, 2), ("platinum", 1, 1), ("silver", 1, 2), (None, 0, 2)]),
     ("tier", [("gold", 1, 2), ("platinum", 1, 1), ("silver", 1, 2), (None, 0, 2)]),
-    # a custom field nobody has: one segment of every deal
-    ("nickname", [(None, 3, 7)]),
 ])
 def test_close_rate_by_segment(project, dimension, expected):
     assert by_segment(project, dimension) == expected
@@ -146,11 +144,87 @@ def test_segment_table_and_csv(project):
         ['"{""team"": ""East""}"', '"{""team"": ""West""}"', '"{""team"": null}"']
 
 
-@pytest.mark.parametrize("dimension, table", [("channel", "deals"), ("lifecycle_stage", "deals"),
-                                              ("extra", "deals"), ("period_start", "deals")])
-def test_a_dimension_that_does_not_apply_is_a_one_line_error(project, dimension, table):
-    message = project.fails("run", "--metric", "close_rate", "--period", "2024", "--segment", dimension)
-    assert message == f"close_rate: segment {dimension!r} does not apply to {table}"
+@pytest.mark.parametrize("dimension, message", [
+    ("channel", "does not apply to deals"), ("lifecycle_stage", "does not apply to deals"),
+    ("extra", "does not apply to deals"), ("period_start", "does not apply to deals"),
+    # every deal's owner has a role of none: all rows would fall in one "(none)" segment
+    ("role", "no deals row has a value for it"),
+])
+def test_a_dimension_that_splits_nothing_is_a_one_line_error(project, dimension, message):
+    error = project.fails("run", "--metric", "close_rate", "--period", "2024", "--segment", dimension)
+    assert error == f"--segment {dimension!r}: {message}"
+
+
+DIMENSIONS = ("owner, rep, agent, account, team, role, region, industry, segment, channel, currency, deal_type, "
+              "lead_source, lifecycle_stage, pipeline, plan, priority, source, stage, status, survey, connector, "
+              "extra.tier")
+
+
+@pytest.mark.parametrize("dimension, message", [
+    ("ownr", "no column, alias or custom field has that name; did you mean 'owner'?"),
+    ("teir", "no column, alias or custom field has that name; did you mean 'tier'?"),
+    ("nickname", "no column, alias or custom field has that name"),
+    ("extra.teir", "no live row has a custom field 'teir'; did you mean 'extra.tier'?"),
+])
+def test_a_dimension_that_names_nothing_is_refused_with_a_did_you_mean(project, dimension, message):
+    # a typo used to come back as one "(none)" segment holding the whole company
+    error = project.fails("run", "--metric", "close_rate", "--period", "2024", "--segment", dimension)
+    assert error == f"--segment {dimension!r}: {message} (dimensions: {DIMENSIONS})"
+    assert project.fails("explain", "close_rate", "--period", "2024", "--segment", f"{dimension}=x") == \
+        f"--segment {dimension!r}: {message} (dimensions: {DIMENSIONS})"
+
+
+# --- two dimensions, labels, explain -------------------------------------------------------
+
+
+def test_two_dimensions_split_by_each_combination_that_occurs(project):
+    # a second --segment used to replace the first without a word
+    results = project.run("close_rate", "--period", "2024", "--segment", "team", "--segment", "region", "--no-save")
+    assert [(r["segment"], r["numerator"], r["denominator"]) for r in results] == [
+        ({"team": "East", "region": "AMER"}, 0, 1),  # d2
+        ({"team": "East", "region": "EMEA"}, 1, 1),  # d1
+        ({"team": "West", "region": "EMEA"}, 1, 2),  # d3, d9
+        ({"team": "West", "region": None}, 0, 1),  # d4: its account has no region
+        ({"team": None, "region": "AMER"}, 1, 1),  # d5 (no owner); d10 (owner not a user) is from 2023
+        ({"team": None, "region": None}, 0, 1),  # d6
+    ]
+    assert sum(r["denominator"] for r in results) == 7  # every deal once, as without segments
+    assert project.fails("run", "--metric", "close_rate", "--segment", "team", "--segment", "team") == \
+        "--segment: team, team names a dimension twice"
+
+
+def test_a_target_of_a_combination_judges_its_row(project):
+    project.configure("targets:\n  - {metric: close_rate, period: '2024', value: 0.4, "
+                      "segment: {team: West, region: EMEA}}\n")
+    try:
+        results = project.run("close_rate", "--period", "2024", "--segment", "team", "--segment", "region",
+                              "--no-save")
+    finally:
+        project.configure()
+    assert [(r["segment"], r["target"]["status"]) for r in results if "target" in r] == \
+        [({"team": "West", "region": "EMEA"}, "on_track")]
+
+
+def test_segments_show_names_and_labels_and_json_keeps_the_ids(project):
+    results = project.run("close_rate", "--period", "2024", "--segment", "owner", "--no-save")
+    assert [(r["segment"]["owner"], r["segment_labels"]["owner"]) for r in results] == \
+        [("u1", "Ann"), ("u2", "Bob"), ("u3", "Cid"), ("u5", "u5"), (None, None)]  # u5 is not in users
+    table = project.invoke("run", "--metric", "close_rate", "--period", "2024", "--segment", "owner",
+                           "--segment", "account", "--no-save").stdout
+    assert [line.split("│")[2].strip() for line in table.splitlines()[2:]] == [
+        "owner=Ann, account=Acme", "owner=Ann, account=Bolt", "owner=Bob, account=Acme", "owner=Bob, account=Cogs",
+        "owner=Cid, account=(none)", "owner=u5, account=Bolt", "owner=(none), account=Bolt"]
+
+
+def test_explain_a_combination_of_dimensions(project):
+    lines = project.invoke("explain", "close_rate", "--period", "2024", "--segment", "team=West",
+                           "--segment", "region=EMEA", "-n", "0").stdout.splitlines()
+    assert lines[0] == "close_rate: Close rate, 2024 (team=West, region=EMEA)"
+    assert lines[4] == "Value: 50.0% = 1 / 2"
+    assert project.invoke("explain", "close_rate", "--period", "2024", "--segment", "owner=u1",
+                          "-n", "0").stdout.splitlines()[0] == "close_rate: Close rate, 2024 (owner=Ann)"
+    assert project.fails("explain", "close_rate", "--segment", "team=West", "--segment", "team=East") == \
+        "--segment 'team=East': team is already given"
 
 
 # --- other tables, through the engine ----------------------------------------------------
@@ -179,7 +253,7 @@ YEAR = Calendar().parse("2024", today=date(2024, 6, 1))
 def run_engine(kpi: KpiProject, metric: Metric, dimension: str) -> list[tuple]:
     store = Store(kpi.store)
     try:
-        results = run_metrics(store.engine, Run([metric], YEAR, segment=dimension), Settings(), persist=False)
+        results = run_metrics(store.engine, Run([metric], YEAR, segments=(dimension,)), Settings(), persist=False)
     finally:
         store.engine.dispose()
     return [(r["segment"][dimension], r["value"]) for r in results]
@@ -202,9 +276,15 @@ def test_segment_values_come_from_the_metrics_first_table(project):
     assert run_engine(project, DEALS_BY_TICKET, "agent") == [("u1", 2), ("u2", 3), (None, 1)]
     assert run_engine(project, DEALS_FIRST, "agent") == \
         [("u1", 2), ("u2", 3), ("u3", 1), ("u5", 0), (None, 1)]
-    # a dimension of the first table that the other cannot resolve
-    with pytest.raises(MetricError, match=r"^test_deals_by_ticket: segment 'channel' does not apply to deals$"):
-        run_engine(project, DEALS_BY_TICKET, "channel")
+    # a dimension of the first table that the other cannot resolve: each segment's row carries the error
+    store = Store(project.store)
+    try:
+        results = run_metrics(store.engine, Run([DEALS_BY_TICKET], YEAR, segments=("channel",)), persist=False)
+    finally:
+        store.engine.dispose()
+    assert [(r["segment"], r["value"], r["error"]) for r in results] == [
+        ({"channel": channel}, None, "segment 'channel' does not apply to deals")
+        for channel in ("chat", "email", "phone")]
 
 
 def test_values_and_expression_directly(project):
@@ -212,26 +292,37 @@ def test_values_and_expression_directly(project):
     try:
         with store.engine.connect() as conn:
             deals = TABLES["deals"]
-            assert segments.values(conn, deals, "region") == ["AMER", "EMEA", None]
-            assert segments.values(conn, deals, "extra.tier") == ["gold", "platinum", "silver", None]
-            assert segments.values(conn, TABLES["users"], "team") == ["East", "North", "West", None]
-            assert segments.values(conn, TABLES["accounts"], "region") == ["AMER", "EMEA", None]
+
+            def values(table, *dimensions):
+                found = segments.values(conn, TABLES[table], dimensions)
+                return [row[0] for row in found] if len(dimensions) == 1 else found
+
+            assert values("deals", "region") == ["AMER", "EMEA", None]
+            assert values("deals", "extra.tier") == ["gold", "platinum", "silver", None]
+            assert values("users", "team") == ["East", "North", "West", None]
+            assert values("accounts", "region") == ["AMER", "EMEA", None]
+            # two dimensions: the combinations that occur, each sorted with nulls last
+            assert values("deals", "team", "region") == [
+                ("East", "AMER"), ("East", "EMEA"), ("West", "EMEA"), ("West", None), (None, "AMER"),
+                (None, None)]
             with pytest.raises(MetricError, match=r"^segment 'region' does not apply to users$"):
-                segments.values(conn, TABLES["users"], "region")
+                values("users", "region")
             # stage changes take their deal's dimensions (its own columns first)
-            changes = TABLES["deal_stage_changes"]
-            assert segments.values(conn, changes, "stage") == ["propose", "qualify"]
-            assert segments.values(conn, changes, "owner") == ["u1", "u2", "u3", None]
-            assert segments.values(conn, changes, "team") == ["East", "West", None]
-            assert segments.values(conn, changes, "region") == ["AMER", "EMEA", None]
-            assert segments.values(conn, changes, "tier") == ["gold", "platinum", "silver", None]
+            assert values("deal_stage_changes", "stage") == ["propose", "qualify"]
+            assert values("deal_stage_changes", "owner") == ["u1", "u2", "u3", None]
+            assert values("deal_stage_changes", "team") == ["East", "West", None]
+            assert values("deal_stage_changes", "region") == ["AMER", "EMEA", None]
+            assert values("deal_stage_changes", "tier") == ["gold", "platinum", "silver", None]
             # the sync history has no owner and no custom fields, but is all live
-            runs = TABLES["sync_runs"]
-            assert segments.values(conn, runs, "connector") == ["crm"]
+            assert values("sync_runs", "connector") == ["crm"]
             for dimension in ("owner", "tier", "extra.tier"):
                 with pytest.raises(MetricError, match=rf"^segment '{dimension}' does not apply to sync_runs$"):
-                    segments.values(conn, runs, dimension)
+                    values("sync_runs", dimension)
+            assert segments.labels(conn, "owner") == {"u1": "Ann", "u2": "Bob", "u3": "Cid", "u4": "Dee"}
+            assert segments.labels(conn, "account") == {"a1": "Acme", "a2": "Bolt", "a3": "Cogs"}
+            assert segments.labels(conn, "team") == {}
+            assert segments.custom_fields(conn) == ["tier"]
     finally:
         store.engine.dispose()
-    assert segments.Segment("owner", None).as_dict() == {"owner": None}
+    assert segments.Segment.of({"owner": None}).as_dict() == {"owner": None}
     assert segments.condition(deals, None) is None

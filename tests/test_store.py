@@ -633,12 +633,16 @@ def test_run_metrics_without_persist_or_syncs(store: Store):
     assert stored.period_start == datetime(2024, 1, 1, tzinfo=UTC)  # default timezone UTC
 
 
-def test_failing_metric_persists_nothing(store: Store):
+def test_a_failing_metric_persists_only_the_others(store: Store):
     def broken(ctx: MetricContext) -> Value:
         raise ZeroDivisionError("oops")
 
     bad = Metric(id="test_broken", title="Broken", description="", formula="", unit="count", direction="higher",
                  tables=("deals",), compute=broken)
+    win, failed = run_metrics(store.engine, Run([WIN_RATE, bad], BERLIN_JANUARY))
+    assert (win["error"], failed["error"], failed["value"]) == (None, "ZeroDivisionError: oops", None)
+    assert raw(store, "SELECT metric FROM metric_results") == [("test_win_rate",)]
+    # stop_on_error (crmkpi --debug) raises the first failure instead, and nothing of that run is saved
     with pytest.raises(MetricError, match="test_broken: ZeroDivisionError: oops"):
-        run_metrics(store.engine, Run([WIN_RATE, bad], BERLIN_JANUARY))
-    assert raw(store, "SELECT count(*) FROM metric_results") == [(0,)]
+        run_metrics(store.engine, Run([WIN_RATE, bad], BERLIN_JANUARY), stop_on_error=True)
+    assert raw(store, "SELECT count(*) FROM metric_results") == [(1,)]

@@ -311,10 +311,9 @@ PERIOD_FORMS = ("expected 2024, 2024-Q1, 2024-03, 2024-W05, 2024-03-15, 2024-01-
     ("{metric: close_rate, value: 0.3, period: '2024-13'}", f"targets.1.period: period '2024-13': {PERIOD_FORMS}"),
     ("{metric: close_rate, value: 0.3, period: next-year}", f"targets.1.period: period 'next-year': {PERIOD_FORMS}"),
     ("{metric: close_rate, value: 0.3, period: '2024', start: 2024-01-01}", "targets.1: start goes with deadline"),
-    ("{metric: close_rate, value: 0.3, period: '2024', segment: {owner: u1, team: East}}",
-     "targets.1: segment: give one dimension and its value, e.g. {owner: u-17}"),
     ("{metric: close_rate, value: 0.3, period: '2024', segment: {}}",
-     "targets.1: segment: give one dimension and its value, e.g. {owner: u-17}"),
+     "targets.1: segment: give a dimension and its value, e.g. {owner: u-17} (or several: {team: East, region: "
+     "EMEA} judges the results of --segment team --segment region)"),
     ("{metric: close_rate, period: '2024'}", "targets.1.value: field required"),
     ("{metric: close_rate, value: 0.3, period: '2024', tolerance: -0.1}",
      "targets.1.tolerance: input should be greater than or equal to 0"),
@@ -332,4 +331,4 @@ def test_targets_config_is_optional_and_valid_targets_validate(kpi):
     kpi.configure(TARGETS)
     result = kpi.invoke("validate")
     assert result.exit_code == 0, result.output
-    assert result.stdout == f"{kpi.config}: OK (1 connectors, all metrics, 0 schedules)\n"
+    assert result.stdout == f"{kpi.config}: OK (1 connectors, all 2 metrics, 0 schedules)\n"

@@ -230,11 +230,21 @@ def test_kpis_match_values_computed_from_the_org(project: Project, org: Org):
     won = [d for d in created if d["IsWon"]]
     assert project.kpi("close_rate", "--period", "2025")["value"] == pytest.approx(len(won) / len(created))
 
-    closed = [d for d in created if d["IsClosed"]]
-    assert project.kpi("win_rate", "--period", "2025")["value"] == pytest.approx(len(won) / len(closed))
+    closed = [d for d in deals if d["IsClosed"] and _in_2025(_close(d))]  # win_rate's cohort: closed in 2025
+    assert project.kpi("win_rate", "--period", "2025")["value"] == \
+        pytest.approx(sum(d["IsWon"] for d in closed) / len(closed))
 
-    cycles = [(_close(d) - parse_dt(d["CreatedDate"])).total_seconds() / 86400 for d in deals
-              if d["IsWon"] and _in_2025(_close(d)) and _close(d) >= parse_dt(d["CreatedDate"])]
+    # the cycle ends at the history's entry into the final stage, else on CloseDate in whole days
+    entries: dict[tuple, datetime] = {}
+    for deal_id, stage, entered in expected_stage_changes(org).values():
+        entries[deal_id, stage] = max(entered, entries.get((deal_id, stage), entered))
+    cycles = []
+    for d in deals:
+        created_at, entered = parse_dt(d["CreatedDate"]), entries.get((d["Id"], d["StageName"]))
+        days = (entered - created_at).total_seconds() / 86400 if entered else \
+            (_close(d).date() - created_at.date()).days
+        if d["IsWon"] and _in_2025(_close(d)) and days >= 0:
+            cycles.append(days)
     assert project.kpi("sales_cycle_length", "--period", "2025")["value"] == pytest.approx(sum(cycles) / len(cycles))
 
     closed_stages = {s[0] for s in STAGES if s[3]}

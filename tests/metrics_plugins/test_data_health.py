@@ -6,6 +6,7 @@ Every case is computed by hand in the comments next to its rows. Periods are in 
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -220,13 +221,12 @@ def test_completeness_of_other_tables(kpi_any_store):
 def test_completeness_empty_and_bad_params(kpi):
     kpi.write("deals", deal_rows())
     kpi.sync()
-    error = kpi.fails("run", "--metric", "completeness", "--period", "2024", "--param", "fields=amount,bogus")
-    assert error.startswith("completeness: field 'bogus' is not a column of deals (columns: source, id,")
+    error = kpi.error("completeness", "--period", "2024", "--param", "fields=amount,bogus")
+    assert error.startswith("field 'bogus' is not a column of deals (columns: source, id,")
     error = kpi.fails("run", "--metric", "completeness", "--period", "2024", "--param", "table=bogus")
     assert error.startswith("completeness: param table: 'bogus' is not one of deals, contacts, ")
-    error = kpi.fails("run", "--metric", "completeness", "--period", "2024", "--param", "table=users")
-    assert error == "completeness: table users has no default key fields: set the fields param, e.g. " \
-                    "--param fields=a,b"
+    error = kpi.error("completeness", "--period", "2024", "--param", "table=users")
+    assert error == "table users has no default key fields: set the fields param, e.g. --param fields=a,b"
     r = kpi.one("completeness", "--period", "2023")
     assert r["value"] is None and r["denominator"] == 0
     assert r["note"] == "no live deals created by the as-of moment"
@@ -335,13 +335,13 @@ def test_days_since_sync_per_connector(kpi_any_store):
     by_connector = {r["segment"]["connector"]: (r["value"], r["note"]) for r in results}
     assert by_connector["crm"] == (pytest.approx(12.0), None)
     assert by_connector["hubspot"] == (pytest.approx(26.75), None)
-    assert by_connector["salesforce"] == (None, "no successful sync by the as-of moment for salesforce")
+    assert by_connector["salesforce"] == (None, "no successful sync of salesforce at all")
     assert list(by_connector) == ["crm", "hubspot", "salesforce"]
     assert {r["unit"] for r in results} == {"days"}
     # the whole company: the oldest connector's age, and who has never synced
     r = kpi_any_store.one("days_since_sync", "--period", "2024-03")
     assert r["value"] == pytest.approx(26.75)
-    assert r["note"] == "no successful sync by the as-of moment for salesforce"
+    assert r["note"] == "no successful sync of salesforce at all"
     # the current period runs to now: crm synced a moment ago
     results = kpi_any_store.run("days_since_sync", "--period", "this-month", "--segment", "connector")
     crm = next(r for r in results if r["segment"]["connector"] == "crm")
@@ -349,6 +349,19 @@ def test_days_since_sync_per_connector(kpi_any_store):
     # before any successful sync
     r = kpi_any_store.one("days_since_sync", "--period", "2023")
     assert r["value"] is None
-    assert r["note"] == "no successful sync by the as-of moment for crm, hubspot, salesforce"
+    assert r["note"] == ("first successful sync after the as-of moment 2024-01-01 00:00 UTC: crm at 2024-03-10 "
+                         "12:00 UTC, hubspot at 2024-03-05 06:00 UTC; no successful sync of salesforce at all")
     error = kpi_any_store.fails("run", "--metric", "days_since_sync", "--period", "2024", "--segment", "owner")
-    assert error == "days_since_sync: segment 'owner' does not apply to sync_runs"
+    assert error == "--segment 'owner': does not apply to sync_runs"
+
+
+def test_days_since_sync_of_a_past_period_right_after_the_first_sync(kpi):
+    # "no successful sync" right after one: last month's end comes before today's sync, and the note says so
+    kpi.write("deals", stale_rows())
+    kpi.sync()
+    r = kpi.one("days_since_sync", "--period", "last-month")
+    start = datetime.now(UTC).date().replace(day=1)
+    assert r["value"] is None
+    assert re.fullmatch(rf"first successful sync after the as-of moment {start} 00:00 UTC: crm at "
+                        rf"{datetime.now(UTC):%Y-%m-%d} \d\d:\d\d UTC", r["note"]), r["note"]
+    assert 0 <= kpi.one("days_since_sync", "--period", "this-month")["value"] < 0.01

@@ -78,6 +78,14 @@ def test_stage_length_acceptance_reentered_stage(kpi_any_store) -> None:
     per_deal = kpi_any_store.one("stage_length", "--period", "2025-01", "--param", "stage=qualify",
                                  "--param", "per=deal")
     assert_value(per_deal, 9.5 / 2, 9.5, 2)  # d1: 2 + 4.5, d2: 3
+    # percentiles of the stays 2, 3, 4.5 and of the deals' sums 3, 6.5
+    median = kpi_any_store.one("stage_length", "--period", "2025-01", "--param", "stage=qualify",
+                               "--param", "stat=median")
+    assert (median["value"], median["numerator"], median["denominator"]) == (pytest.approx(3), None, 3)
+    assert kpi_any_store.one("stage_length", "--period", "2025-01", "--param", "stage=qualify", "--param",
+                             "stat=p75")["value"] == pytest.approx(3.75)
+    assert kpi_any_store.one("stage_length", "--period", "2025-01", "--param", "stage=qualify", "--param",
+                             "per=deal", "--param", "stat=median")["value"] == pytest.approx(4.75)
     # d3's qualify stay ends in February
     assert_value(kpi_any_store.one("stage_length", "--period", "2025-02", "--param", "stage=qualify"), 3, 3, 1)
 
@@ -95,6 +103,21 @@ def test_stage_length_segments_by_stage_and_owner(kpi_any_store) -> None:
     assert set(owners) == {"u1", "u2"}  # d4 is deleted
     assert_value(owners["u1"], 3.25, 6.5, 2)
     assert_value(owners["u2"], 3, 3, 1)
+
+
+def test_stage_segments_show_the_stage_labels(kpi) -> None:
+    stage_history(kpi)
+    kpi.write("pipeline_stages", [{**stage, "label": stage["stage"].title()} for stage in STAGES])
+    kpi.sync()
+    results = kpi.run("stage_length", "--period", "2025-01", "--segment", "stage")
+    assert [(r["segment"]["stage"], r["segment_labels"]["stage"]) for r in results] == [
+        ("closedwon", "Closedwon"), ("demo", "Demo"), ("proposal", "Proposal"), ("qualify", "Qualify")]
+    table = kpi.invoke("run", "--metric", "stage_length", "--period", "2025-01", "--segment", "stage",
+                       "--no-save").stdout
+    assert [line.split("│")[2].strip() for line in table.splitlines()[2:]] == \
+        ["stage=Closedwon", "stage=Demo", "stage=Proposal", "stage=Qualify"]
+    assert [line.split("│")[3].strip() for line in table.splitlines()[2:]] == \
+        ["—", "1.0 days", "5.0 days", "3.2 days"]
 
 
 def test_stage_length_pooled_empty_and_explain(kpi) -> None:
@@ -199,7 +222,80 @@ def test_sales_cycle_length_segments_empty_and_backwards(kpi) -> None:
     kpi.sync()
     result = kpi.one("sales_cycle_length", "--period", "2025-06")
     assert_value(result, 4, 4, 1)
-    assert "1 deal(s) closed before they were created" in result["note"]
+    assert result["note"] == "1 won deal(s) closed before they were created left out"
+
+
+def test_sales_cycle_percentiles(kpi_any_store) -> None:
+    kpi_any_store.write("deals", [
+        {"id": "m1", "owner_id": "u3", "is_closed": T, "is_won": T, "created_at": "2025-03-01T06:00:00Z",
+         "closed_at": "2025-03-02T06:00:00Z"},  # 1 day
+        {"id": "m2", "owner_id": "u3", "is_closed": T, "is_won": T, "created_at": "2025-03-01T06:00:00Z",
+         "closed_at": "2025-03-03T06:00:00Z"},  # 2
+        {"id": "m3", "owner_id": "u4", "is_closed": T, "is_won": T, "created_at": "2025-03-01T06:00:00Z",
+         "closed_at": "2025-03-05T06:00:00Z"},  # 4
+        {"id": "m4", "owner_id": "u4", "is_closed": T, "is_won": T, "created_at": "2025-02-01T06:00:00Z",
+         "closed_at": "2025-03-31T06:00:00Z"},  # 58: one long cycle pulls the mean to 16.25
+    ])
+    kpi_any_store.sync()
+    assert_value(kpi_any_store.one("sales_cycle_length", "--period", "2025-03"), 16.25, 65, 4)
+    median = kpi_any_store.one("sales_cycle_length", "--period", "2025-03", "--param", "stat=median")
+    assert (median["value"], median["numerator"], median["denominator"]) == (pytest.approx(3), None, 4)  # (2+4)/2
+    p90 = kpi_any_store.one("sales_cycle_length", "--period", "2025-03", "--param", "stat=p90")
+    assert p90["value"] == pytest.approx(4 + 0.7 * 54)  # rank 1 + 3 × 0.9 = 3.7
+    owners = by_segment(kpi_any_store.run("sales_cycle_length", "--period", "2025-03", "--param", "stat=median",
+                                          "--segment", "owner"), "owner")
+    assert {owner: (r["value"], r["denominator"]) for owner, r in owners.items()} == \
+        {"u3": (pytest.approx(1.5), 2), "u4": (pytest.approx(31), 2)}
+
+
+def test_sales_cycle_from_salesforce_dates_and_stage_history(kpi_any_store) -> None:
+    """Salesforce's CloseDate is a date (stored as midnight UTC), CreatedDate a timestamp: the cycle comes from
+    the stage history's close moment where there is one, else in whole days, never date minus timestamp."""
+    won = {"is_closed": T, "is_won": T, "stage": "Closed Won", "amount": 100}
+    kpi_any_store.write("deals", [
+        # history: entered Closed Won on 01-10 18:00 -> 9.125 days (not 01-11 00:00 - 01-01 15:00 = 9.375)
+        {"id": "s1", **won, "created_at": "2025-01-01T15:00:00Z", "closed_at": "2025-01-11"},
+        # no entry into its current stage in the history: whole days 01-02 .. 01-12 = 10 (not 9.625)
+        {"id": "s2", **won, "created_at": "2025-01-02T09:00:00Z", "closed_at": "2025-01-12"},
+        # a real timestamp (HubSpot's closedate): to it, 16.75 days
+        {"id": "s3", **won, "created_at": "2025-01-03T12:00:00Z", "closed_at": "2025-01-20T06:00:00Z"},
+        # re-entered Closed Won: the latest entry, 7.5 days
+        {"id": "s4", **won, "created_at": "2025-01-01T00:00:00Z", "closed_at": "2025-01-08"},
+        # its Closed Won entry is deleted in the source: whole days 01-05 .. 01-15 = 10
+        {"id": "s5", **won, "created_at": "2025-01-05T22:00:00Z", "closed_at": "2025-01-15"},
+    ])
+    kpi_any_store.write("deal_stage_changes", [
+        {"id": "h1", "deal_id": "s1", "stage": "Prospecting", "entered_at": "2025-01-01T15:00:00Z"},
+        {"id": "h2", "deal_id": "s1", "stage": "Closed Won", "entered_at": "2025-01-10T18:00:00Z"},
+        {"id": "h3", "deal_id": "s2", "stage": "Negotiation", "entered_at": "2025-01-05T00:00:00Z"},
+        {"id": "h4", "deal_id": "s4", "stage": "Closed Won", "entered_at": "2025-01-05T00:00:00Z"},
+        {"id": "h5", "deal_id": "s4", "stage": "Negotiation", "entered_at": "2025-01-06T00:00:00Z"},
+        {"id": "h6", "deal_id": "s4", "stage": "Closed Won", "entered_at": "2025-01-08T12:00:00Z"},
+        {"id": "h7", "deal_id": "s5", "stage": "Closed Won", "entered_at": "2025-01-14T10:00:00Z", "is_deleted": T},
+    ])
+    kpi_any_store.sync()
+    total = 9.125 + 10 + 16.75 + 7.5 + 10
+    assert_value(kpi_any_store.one("sales_cycle_length", "--period", "2025-01"), total / 5, total, 5)
+    assert kpi_any_store.one("sales_cycle_length", "--period", "2025-01", "--param", "stat=median")["value"] == \
+        pytest.approx(10)
+    # sales velocity divides by the same cycle length
+    assert kpi_any_store.one("sales_velocity", "--period", "2025-01")["denominator"] == pytest.approx(total / 5)
+
+
+def test_sales_cycle_notes_deals_it_cannot_measure(kpi) -> None:
+    kpi.write("deals", [
+        {"id": "w1", "is_closed": T, "is_won": T, "created_at": "2025-01-01T00:00:00Z",
+         "closed_at": "2025-01-11T00:00:00Z"},
+        *({"id": f"x{i}", "is_closed": T, "is_won": T, "closed_at": "2025-01-20T00:00:00Z"} for i in range(3)),
+        *({"id": f"y{i}", "is_closed": T, "is_won": T, "closed_at": "2025-02-20T00:00:00Z"} for i in range(2)),
+    ])
+    kpi.sync()
+    january = kpi.one("sales_cycle_length", "--period", "2025-01")
+    assert (january["value"], january["note"]) == (pytest.approx(10), "3 won deal(s) without created_at left out")
+    # every won deal of February lacks a creation date: not "no deals won"
+    february = kpi.one("sales_cycle_length", "--period", "2025-02")
+    assert (february["value"], february["note"]) == \
+        (None, "no won deal closed in the period could be measured; 2 won deal(s) without created_at left out")
 
 
 # -- lead_conversion_rate ----------------------------------------------------------------------
@@ -246,6 +342,8 @@ def test_lead_conversion_rate_acceptance(kpi_any_store) -> None:
     customers = kpi_any_store.one("lead_conversion_rate", "--period", "2025-Q1")
     assert_value(customers, 2 / 6, 2, 6)  # L1, L2 of L1-L5, L8
     assert customers["unit"] == "ratio"
+    assert customers["note"] == ("1 converted lead(s) created in the period without converted_deal_id or "
+                                 "converted_account_id (cannot be customers) left out")  # L4
     assert_value(kpi_any_store.one("lead_conversion_rate", "--period", "2025-Q1", "--param", "into=any"),
                  5 / 6, 5, 6)
 
@@ -326,7 +424,7 @@ def test_quota_attainment_year_partial_overlap_and_currency(kpi) -> None:
         {"id": "q9", "owner_id": "u1", "period_start": "2025-01-01", "period_end": "2025-01-31", "amount": 3000},
     ])
     kpi.sync()
-    error = kpi.fails("run", "--metric", "quota_attainment", "--period", "2025-Q1")
+    error = kpi.error("quota_attainment", "--period", "2025-Q1")
     assert "quotas overlap for owner u1" in error
     kpi.write("quotas", [
         {"id": "q1", "owner_id": "u1", "period_start": "2025-01-01", "period_end": "2025-03-31", "amount": 10000,
@@ -379,7 +477,7 @@ def test_sales_volume_and_avg_deal_size(kpi) -> None:
     assert_empty(kpi.one("sales_volume", "--period", "2023"))
     assert_empty(kpi.one("avg_deal_size", "--period", "2023"))
     kpi.configure("reporting:\n  currency: EUR\n")
-    error = kpi.fails("run", "--metric", "sales_volume", "--period", "2025-01")
+    error = kpi.error("sales_volume", "--period", "2025-01")
     assert "no fx_rates rate for USD" in error
 
 
@@ -460,5 +558,5 @@ def test_pipeline_value(kpi) -> None:
     kpi.write("pipeline_stages", [{**STAGES[0], "is_deleted": T}, *STAGES[1:]])  # no qualify row
     kpi.sync()
     assert_value(kpi.one("pipeline_value", "--period", "2025-01"), 8000)  # unweighted needs no stages
-    error = kpi.fails("run", "--metric", "pipeline_value", "--period", "2025-01", "--param", "weighted=true")
+    error = kpi.error("pipeline_value", "--period", "2025-01", "--param", "weighted=true")
     assert "stage 'qualify' have no probability" in error

@@ -25,10 +25,15 @@ def test_close_and_win_rate_acceptance(kpi_any_store):
     close = kpi_any_store.one("close_rate", "--period", "2024-Q1")
     assert (close["value"], close["numerator"], close["denominator"], close["unit"]) == (0.30, 30, 100, "ratio")
     assert close["segment"] == {} and close["period_start"].startswith("2024-01-01")
-    win = kpi_any_store.one("win_rate", "--period", "2024-Q1")
+    # win rate over the deals closed in the period (the default): the 50 decided deals closed in April
+    assert kpi_any_store.one("win_rate", "--period", "2024-Q1")["value"] is None
+    win = kpi_any_store.one("win_rate", "--period", "2024-Q2")
     assert (win["value"], win["numerator"], win["denominator"]) == (0.60, 30, 50)
-    by_amount = kpi_any_store.one("win_rate", "--period", "2024-Q1", "--param", "by=amount")
+    by_amount = kpi_any_store.one("win_rate", "--period", "2024-Q2", "--param", "by=amount")
     assert by_amount["value"] == pytest.approx(0.60) and by_amount["denominator"] == 50_000
+    # over the deals created in the period
+    created = kpi_any_store.one("win_rate", "--period", "2024-Q1", "--param", "cohort=created")
+    assert (created["value"], created["numerator"], created["denominator"]) == (0.60, 30, 50)
 
 
 def test_empty_period_is_null_with_a_reason(kpi):
@@ -37,4 +42,8 @@ def test_empty_period_is_null_with_a_reason(kpi):
     close = kpi.one("close_rate", "--period", "2023")
     assert (close["value"], close["note"]) == (None, "no deals created in the period")
     win = kpi.one("win_rate", "--period", "2023")
-    assert (win["value"], win["note"]) == (None, "no deals closed (won or lost) in the cohort")
+    # "late" is won but has no close date: no period's cohort can hold it, and the note says so
+    assert (win["value"], win["note"]) == (None, "no deals closed (won or lost) in the period; "
+                                                 "1 closed deal(s) without closed_at (in no period) left out")
+    win = kpi.one("win_rate", "--period", "2023", "--param", "cohort=created")
+    assert (win["value"], win["note"]) == (None, "no deal created in the period is closed (won or lost)")

@@ -91,6 +91,29 @@ def test_first_response_time(tickets):
                                 ({"agent": None}, pytest.approx(1), pytest.approx(1), 1)]
 
 
+def test_resolution_and_response_time_percentiles(tickets):
+    # resolutions in March: 6, 10, 12, 24, 72 hours: mean 24.8, median 12
+    median = tickets.one("avg_resolution_time", "--period", "2024-03", "--param", "stat=median")
+    assert sides(median) == (pytest.approx(12), None, 5)  # a median keeps the count as its denominator
+    # p90: rank 1 + 4 × 0.9 = 4.6, between 24 and 72
+    assert sides(tickets.one("avg_resolution_time", "--period", "2024-03", "--param", "stat=p90")) == \
+        (pytest.approx(52.8), None, 5)
+    rows = tickets.run("avg_resolution_time", "--period", "2024-03", "--param", "stat=median", "--segment", "agent")
+    # an even count: the mean of the middle two
+    assert by_segment(rows) == [({"agent": "u1"}, pytest.approx(18), None, 2),
+                                ({"agent": "u2"}, pytest.approx(39), None, 2),
+                                ({"agent": None}, pytest.approx(10), None, 1)]
+    # first responses 1, 1, 2, 3, 6 hours: median 2, p75 exactly the fourth
+    assert sides(tickets.one("first_response_time", "--period", "2024-03", "--param", "stat=median")) == \
+        (pytest.approx(2), None, 5)
+    row = tickets.one("first_response_time", "--period", "2024-03", "--param", "stat=p75")
+    assert sides(row) == (pytest.approx(3), None, 5) and row["note"] == "1 ticket without a first response left out"
+    table = tickets.invoke("run", "--metric", "avg_resolution_time", "--period", "2024-03", "--param",
+                           "stat=median", "--no-save").stdout
+    assert [c.strip() for c in table.splitlines()[2].split("│")][:5] == \
+        ["Average resolution time (median)", "2024-03", "12.0 hours", "", "5"]
+
+
 def test_ticket_volume_and_resolution_rate(tickets):
     row = tickets.one("ticket_volume", "--period", "2024-03")
     assert (row["value"], row["unit"]) == (6, "count")   # t1, t2, t4, t5, t6, t9
@@ -192,10 +215,10 @@ def test_nps_rejects_scales_it_cannot_read(kpi):
                                    response("seven", 6, "2024-03-02T00:00:00Z", scale=7),
                                    response("high", 6, "2024-05-02T00:00:00Z", scale=5)])
     kpi.sync()
-    assert kpi.fails("run", "--metric", "nps", "--period", "2024-03") == \
-        "nps: survey_responses row 'seven': score 6 on scale_max 7 is not a 0-10 or 1-5 answer"
-    assert kpi.fails("run", "--metric", "nps", "--period", "2024-05") == \
-        "nps: survey_responses row 'high': score 6 on scale_max 5 is not a 0-10 or 1-5 answer"
+    assert kpi.error("nps", "--period", "2024-03") == \
+        "survey_responses row 'seven': score 6 on scale_max 7 is not a 0-10 or 1-5 answer"
+    assert kpi.error("nps", "--period", "2024-05") == \
+        "survey_responses row 'high': score 6 on scale_max 5 is not a 0-10 or 1-5 answer"
 
 
 def test_csat(kpi_any_store):
@@ -235,5 +258,5 @@ def test_csat_on_other_scales(kpi):
     row = kpi.one("csat", "--period", "2024-03", "--param", "default_scale=7", "--param", "method=mean_score")
     assert sides(row) == (pytest.approx((1 + 0.8 + 4 / 7) / 3), pytest.approx(1 + 0.8 + 4 / 7), 3)
     assert row["note"] == "responses on different scales"
-    assert kpi.fails("run", "--metric", "csat", "--period", "2024-04") == \
-        "csat: survey_responses row 'bad': score 6 on scale_max 5 is not a valid answer"
+    assert kpi.error("csat", "--period", "2024-04") == \
+        "survey_responses row 'bad': score 6 on scale_max 5 is not a valid answer"
