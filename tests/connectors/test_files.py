@@ -147,8 +147,9 @@ OPP-3,Open deal,Negotiation,,,05/01/2024 23:59,u1,na
         "columns": {"id": "Opportunity ID", "name": "Opportunity Name", "stage": "Stage", "amount": "Amount",
                     "created_at": "Created Date", "owner_id": "Owner"},
         "values": {"stage": {"Closed Won": "closed_won", "Closed Lost": "closed_lost", "Negotiation": "negotiation"}},
-        "derive": {"is_won": {"from": "Stage", "map": {"closed_won": True}, "default": False},
-                   "is_closed": {"from": "Stage", "map": {"closed_won": True, "closed_lost": True}, "default": False}},
+        # derive reads the file's value, before values recodes it
+        "derive": {"is_won": {"from": "Stage", "map": {"Closed Won": True}, "default": False},
+                   "is_closed": {"from": "Stage", "map": {"Closed Won": True, "Closed Lost": True}, "default": False}},
         "constants": {"currency": "EUR", "pipeline": "default"},
         "datetime_format": "%d/%m/%Y %H:%M",
     }}}
@@ -282,9 +283,10 @@ FILE_ERRORS = [
     ("deals.csv", "Deal,Name\nd1,x\n", {"tables": {"deals": {"columns": {"id": "Deal", "titel": "Name"}}}},
      "deals.csv: column 'Name': mapped to unknown column 'titel' of table deals"),
     ("deals.csv", "Deal,Name\nd1,x\n", {"tables": {"deals": {"columns": {"id": "Deal ID"}}}},
-     "deals.csv: column 'Deal ID': mapped to 'id' but not found in the source fields"),
+     "deals.csv: column 'Deal ID': mapped to 'id' but not found in the source fields; did you mean 'Deal'?"),
     ("deals.csv", "id,Stage\nd1,x\n", {"tables": {"deals": {"derive": {"is_won": {"from": "stage", "map": {}}}}}},
-     "deals.csv: column 'stage': needed to derive 'is_won' but not found in the source fields"),
+     "deals.csv: column 'stage': needed to derive 'is_won' but not found in the source fields; "
+     "did you mean 'Stage'?"),
     ("deals.csv", "id,stage\nd1,x\n", {"tables": {"deals": {"derive": {"won": {"from": "stage", "map": {}}}}}},
      "deals.csv: column 'won': derived column is not a column of table deals"),
     ("deals.csv", "", {}, "deals.csv: empty file, expected a header line"),
@@ -396,7 +398,7 @@ def test_on_error_skip_commits_the_good_rows_and_reports_the_bad(isolated, sqlit
     run = runs(sqlite_url)[-1]
     assert (run["status"], run["rows_read"], run["rows_written"], run["rows_skipped"]) == ("success", 7, 4, 3)
     assert run["details"]["deals.csv"] == {
-        "table": "deals", "read": 6, "written": 3, "skipped": 3, "unchanged": False,
+        "table": "deals", "read": 6, "written": 3, "skipped": 3, "duplicates": 0, "unchanged": False,
         "errors": [line.removeprefix("  skipped: ") for line in err.splitlines()[2:5]], "notes": []}
 
 
