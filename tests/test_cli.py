@@ -108,6 +108,9 @@ def test_init_writes_a_starter_config_that_validates(isolated):
     written = isolated / "crmkpi.yaml"
     assert written.read_text(encoding="utf-8") == STARTER_CONFIG
     assert "Wrote crmkpi.yaml" in result.stdout
+    # validate checks that the data folder the starter config names exists
+    fails(invoke("validate"), f"connectors.files.path: folder not found: {isolated.resolve() / 'data'}")
+    (isolated / "data").mkdir()
     result = invoke("validate")  # --config defaults to crmkpi.yaml in the current folder
     assert result.exit_code == 0, result.output
     assert result.stdout == "crmkpi.yaml: OK (1 connectors, 2 metrics, 0 schedules)\n"

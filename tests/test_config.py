@@ -252,7 +252,8 @@ def test_bad_timezones_are_named(project, registry):
 
 def test_unknown_table_in_files_connector(project, registry):
     message = error(project, registry, FILES + "    tables:\n      opportunities: {}\n")
-    assert message.startswith("connectors.crm.tables: unknown table 'opportunities' (tables: users, accounts,")
+    assert message.startswith("connectors.crm.tables: unknown table 'opportunities'; did you mean 'deals'? "
+                              "(tables: users, accounts,")
 
 
 def test_several_problems_report_the_first_and_count_the_rest(project, registry):

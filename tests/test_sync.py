@@ -198,7 +198,8 @@ def test_a_failed_atomic_sync_rolls_back_every_stream_and_its_state(store, data)
     (data / "deals.csv").write_text("id,created_at\nd1,2024-01-01\nd2,2024-01-01\nd3,someday\n")
     with pytest.raises(SourceDataError) as info:
         sync_connector(store, load_registry(), "crm", files_connector(data), data)
-    message = "deals.csv: line 4: column 'created_at': not a valid datetime: 'someday'"
+    message = ("deals.csv: line 4: column 'created_at': not a valid datetime: 'someday' "
+               "(expected ISO 8601: set datetime_format, or formats.created_at)")
     assert str(info.value) == message
     assert account_ids(store) == [] and query(store, "SELECT id FROM deals") == [] and states(store) == {}
     run = last_run(store)
