@@ -41,6 +41,8 @@ def discover(settings: FilesSettings, context: SyncContext) -> list[FileStream]:
         raise ConnectorError(f"{where}.path: no file in {folder} is named after a table"
                              + (f" ({'; '.join(unread[:3])})" if unread else
                                 f" (expected e.g. deals.csv, accounts.csv; tables: {', '.join(ENTITIES)})"))
+    if unread and settings.strict:  # a file left unread may be a table's data under another name
+        raise ConnectorError(f"{where}: {unread[0]} (strict)")
     for note in unread:
         context.note(note)
     return streams
@@ -48,7 +50,7 @@ def discover(settings: FilesSettings, context: SyncContext) -> list[FileStream]:
 
 def _file_of(table: str, options: FileOptions | None, folder: Path, files: list[str], where: str) -> Path | None:
     if options is not None and options.file:
-        if options.file not in files:
+        if not (folder / options.file).is_file():
             raise ConnectorError(f"{where}.tables.{table}.file: file not found: {folder / options.file}")
         return folder / options.file
     found = [f"{table}{ext}" for ext in EXTENSIONS if f"{table}{ext}" in files]

@@ -416,6 +416,9 @@ def test_a_folder_with_no_table_file_fails_and_other_files_are_noted(project):
         "opportunities.csv)",
     ]
     assert sync_runs(project.store)[-1]["details"]["(connector)"]["notes"][0].startswith("deal.csv: not read")
+    project.configure(strict=True)
+    assert project.fails() == ("connectors.crm: deal.csv: not read: not a table name; did you mean deals.csv? (or set "
+                               "tables.deals.file: deal.csv) (strict)")
     project.configure(tables={"deals": {"file": "opportunities.csv",
                                         "constants": {"is_closed": False, "is_won": False}}})
     assert "crm: note: opportunities.csv" not in project.sync()
@@ -561,3 +564,13 @@ def test_a_json_lines_deals_file_without_is_won_fails_after_reading(project):
         "map a source column to it, derive it, or set it as a constant (deals.jsonl has 'won', kept in extra: map it "
         "with columns: {is_won: won})")
     assert table_rows(project.store, "deals") == {}
+
+
+def test_a_json_lines_table_takes_columns_from_a_csv_lookup(project):
+    project.write("leads.jsonl", '{"id": "m1", "created_at": "2018-02-01"}\n{"id": "m2", "created_at": "2018-02-03"}\n')
+    project.write("closed.csv", CLOSED)
+    project.configure(tables={"leads": {"lookups": [{"file": "closed.csv", "key": "mql_id", "by": "id",
+                                                     "columns": {"converted_at": "won_date"}}]}})
+    assert "leads.jsonl: 1 of 2 rows matched a row of closed.csv by id = mql_id" in project.sync()
+    assert {i: bool(lead["converted_at"]) for i, lead in table_rows(project.store, "leads").items()} == {
+        "m1": True, "m2": False}
