@@ -137,8 +137,8 @@ def init(target: str, force: bool) -> None:
 @config_option
 @click.pass_obj
 def validate(app: App, config_path: str) -> None:
-    """Check a config file and name every problem of its first faulty block, with did-you-mean for typos."""
-    config = app.config(config_path)
+    """Check a config file, and that the sources it names exist; name every problem of its first faulty block."""
+    config = load_config(config_path, app.registry, check_sources=True)
     click.echo(f"{config_path}: OK ({len(config.connectors)} connectors, "
                f"{len(config.metrics) if config.metrics is not None else f'all {len(app.registry.metrics)}'} metrics, "
                f"{len(config.schedules)} schedules)")
@@ -171,12 +171,15 @@ def sync(app: App, config_path: str, connectors: tuple[str, ...], full_refresh: 
             except CrmkpiError as exc:  # one source being down must not hold back the others
                 failed.append((name, exc))
                 continue
+            for note in report.notes:
+                click.echo(f"{name}: note: {note}", err=True)
             for s in report.streams:
                 if s.unchanged:
                     click.echo(f"{name}/{s.name}: unchanged since the last sync", err=True)
                     continue
+                distinct = f", {s.distinct} distinct ids" if s.duplicates else ""
                 skipped = f", {s.skipped} skipped" if s.skipped else ""
-                click.echo(f"{name}/{s.name}: {s.read} read, {s.written} written{skipped}", err=True)
+                click.echo(f"{name}/{s.name}: {s.read} read{distinct}, {s.written} written{skipped}", err=True)
                 for error in s.errors:
                     click.echo(f"  skipped: {error}", err=True)
                 for note in s.notes:

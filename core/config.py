@@ -96,6 +96,14 @@ class RawConfig(BaseModel):
     targets: list[TargetSettings] = Field(default_factory=list, description="goals the results are judged against")
 
 
+@dataclass(frozen=True)
+class SourceCheck:
+    """The pydantic validation context of ``crmkpi validate``: with it, a connector's settings may check
+    that its sources exist (a folder, a file), relative paths being taken from ``base_dir``."""
+
+    base_dir: Path
+
+
 @dataclass
 class ConnectorConfig:
     type: str
@@ -117,8 +125,10 @@ class Config:
         return self.path.parent
 
 
-def load_config(path: str | Path, registry: Registry) -> Config:
-    """Read, interpolate and validate a config file; every problem is a one-line ConfigError."""
+def load_config(path: str | Path, registry: Registry, *, check_sources: bool = False) -> Config:
+    """Read, interpolate and validate a config file; every problem is a one-line ConfigError.
+
+    With ``check_sources`` (``crmkpi validate``), connectors also check that their sources exist."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -153,7 +163,9 @@ def load_config(path: str | Path, registry: Registry) -> Config:
             raise ConfigError(f"connectors.{name}.type: unknown connector type {block['type']!r}"
                               f"{did_you_mean(str(block['type']), registry.connectors)} (known: {known})")
         settings = {k: v for k, v in block.items() if k != "type"}
-        connectors[name] = ConnectorConfig(block["type"], _validate(ctype.settings, settings, ("connectors", name)))
+        context = SourceCheck(path.resolve().parent) if check_sources else None
+        connectors[name] = ConnectorConfig(block["type"], _validate(ctype.settings, settings, ("connectors", name),
+                                                                    context))
     metrics = None
     if raw.metrics is not None:
         metrics = {}
@@ -184,9 +196,9 @@ def load_config(path: str | Path, registry: Registry) -> Config:
                   metrics=metrics, schedules=raw.schedules, targets=raw.targets)
 
 
-def _validate(model: type[BaseModel], data: Any, prefix: tuple) -> Any:
+def _validate(model: type[BaseModel], data: Any, prefix: tuple, context: Any = None) -> Any:
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, context=context)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, prefix, model)) from None
 

@@ -37,6 +37,9 @@ class Checkpoint:
 class StreamStats:
     read: int = 0
     skipped: int = 0
+    #: Rows that repeated the id of an earlier row of the stream (so ``read - skipped - duplicates``
+    #: rows are distinct); the sync then counts the rows written from the store.
+    duplicates: int = 0
     #: The source had not changed since the last committed sync, so nothing was read.
     unchanged: bool = False
     #: The first few reasons rows were skipped, for the sync report.
@@ -54,12 +57,33 @@ class StreamStats:
             self.notes.append(message)
 
 
+@dataclass(frozen=True)
+class Coverage:
+    """Which columns a stream's source gives values for, so the sync can name what metrics will miss.
+
+    ``provided``: the normalized columns whose values come from the source (mapped, derived or
+    constant); the other columns of the table hold NULL, or their default, in every row.
+    ``strict``: what the sync finds missing is an error instead of a note. ``hint(column)``: where
+    the source may hold a missing column (a did-you-mean), or "".
+    """
+
+    provided: frozenset[str]
+    strict: bool = False
+    hint: Callable[[str], str] = lambda column: ""
+
+
 class Stream(Protocol):
     """One source object feeding one normalized table.
 
     ``read`` yields batches (lists of DB-ready tuples in ``columns`` order, see
     :class:`crmkpi.normalize.RowBuilder`) and :class:`Checkpoint` markers. ``columns``
     must be set by the time the first batch is yielded.
+
+    A stream may also have a ``coverage`` attribute (:class:`Coverage`), set once its read has
+    started or, at the latest, when it has ended. The sync checks it against the columns the
+    loaded metrics need (``Metric.needs``) after the first batch and at the end; a stream that
+    knows it before reading any record can yield an empty first batch to have it checked then.
+    Without it, every column counts as provided.
     """
 
     name: str
@@ -87,6 +111,12 @@ class SyncContext:
     #: rows in ``table`` that no row of its ``target`` table has as ``id`` (committed rows only):
     #: references to records the store lacks, for a connector to fetch.
     dangling: Callable[[str, str, str], list[str]] = lambda table, column, target: []
+    #: What the user should know about the source as a whole (e.g. files no table reads), for the report.
+    notes: list[str] = field(default_factory=list)
+
+    def note(self, message: str) -> None:
+        if message not in self.notes:
+            self.notes.append(message)
 
 
 @dataclass(frozen=True)

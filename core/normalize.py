@@ -8,7 +8,9 @@ fields into ``extra``. Connectors share it so that every source parses alike.
 Building rows is the hot loop of a sync (a million rows is fifteen million values),
 so :meth:`RowBuilder.build` runs a function generated for the plan, with the cheap
 conversions inlined; when that raises, the same record goes through the checked
-path, which names the bad field.
+path, which names the bad field. Both count, in a :class:`Usage`, what the records did
+with the layout (which recoding keys matched, which fallback fields were taken), so that
+a connector can report mapping that matched nothing.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ import json
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, tzinfo
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 from zoneinfo import ZoneInfo
 
 from .store import column_defaults, column_kinds, required_columns
+from .suggest import did_you_mean
 
 BOOLEANS = {
     **{text: True for text in ("true", "t", "yes", "y", "1")},
@@ -31,23 +34,28 @@ BOOLEANS.update({k.capitalize(): v for k, v in BOOLEANS.items()})
 BOOLEANS.update({True: True, False: False})  # JSON booleans (1 and 0 hash alike and map alike)
 
 class FieldError(ValueError):
-    """A value could not be converted; ``column`` names the source field."""
+    """A value could not be converted; ``column`` names the source field, ``target`` the column being built."""
 
-    def __init__(self, column: str, reason: str) -> None:
+    def __init__(self, column: str, reason: str, target: str | None = None) -> None:
         super().__init__(f"column {column!r}: {reason}")
         self.column = column
         self.reason = reason
+        self.target = target
 
-    def __reduce__(self):  # pickle (e.g. from a row worker) with both arguments
-        return type(self), (self.column, self.reason)
+    def __reduce__(self):  # pickle (e.g. from a row worker) with every argument
+        return type(self), (self.column, self.reason, self.target)
 
 
 @dataclass
 class Derivation:
-    """Compute a column from another field's value, e.g. ``is_won`` from ``stage``."""
+    """Compute a column from another field's value, e.g. ``is_won`` from ``stage``.
+
+    ``source`` is a source field, or a normalized column (then the field it is read from).
+    ``mapping`` is keyed by the value as the source has it, before ``values`` recodes it.
+    """
 
     source: str
-    mapping: dict[str, Any]
+    mapping: dict[Any, Any]
     default: Any = None
 
 
@@ -55,72 +63,151 @@ class Derivation:
 class Layout:
     """How one source object maps onto a normalized table (all optional)."""
 
-    columns: dict[str, str] = field(default_factory=dict)  # normalized column -> source field
-    values: dict[str, dict[str, Any]] = field(default_factory=dict)  # column -> {raw: recoded}
+    #: normalized column -> source field, or several tried in turn (the first non-empty value wins)
+    columns: dict[str, str | Sequence[str]] = field(default_factory=dict)
+    #: column (or a source field kept in ``extra``) -> {raw: recoded}
+    values: dict[str, dict[Any, Any]] = field(default_factory=dict)
     derive: dict[str, Derivation] = field(default_factory=dict)
     constants: dict[str, Any] = field(default_factory=dict)
     datetime_format: str | None = None
     date_format: str | None = None
+    #: column -> strptime format of that column, over ``datetime_format``/``date_format``
+    formats: dict[str, str] = field(default_factory=dict)
     timezone: str = "UTC"
+
+    def sources(self, column: str) -> tuple[str, ...]:
+        """The source fields ``column`` is read from, in the order they are tried."""
+        mapped = self.columns.get(column, column)
+        return (mapped,) if isinstance(mapped, str) else tuple(mapped)
+
+    def format_of(self, column: str, kind: str) -> str | None:
+        """The strptime format a date or datetime column is parsed with (None: ISO 8601)."""
+        return self.formats.get(column) or {"datetime": self.datetime_format, "date": self.date_format}.get(kind)
+
+
+#: How many distinct values that matched no key of a map are kept for the report.
+SAMPLE = 20
+
+
+class KeyUse:
+    """Which keys of a ``values`` or ``derive`` map some record had, and a few values that matched no key."""
+
+    def __init__(self, keys: Iterable[Any]) -> None:
+        self.keys = list(keys)
+        self.matched: set[Any] = set()
+        self.others: set[Any] = set()
+
+    def get(self, mapping: dict[Any, Any], raw: Any, default: Any) -> Any:
+        """``mapping[raw]`` (or ``default``), noting whether ``raw`` was a key; ``raw`` must be hashable."""
+        if raw in mapping:
+            self.matched.add(raw)
+            return mapping[raw]
+        if len(self.others) < SAMPLE:
+            self.others.add(raw)
+        return default
+
+    def unmatched(self) -> list[Any]:
+        return [k for k in self.keys if k not in self.matched]
+
+    def seen(self) -> list[Any]:
+        """Non-empty values that matched no key (at most :data:`SAMPLE`)."""
+        return sorted((v for v in self.others if v not in ("", None)), key=str)
+
+
+@dataclass
+class Usage:
+    """What the records of one read did with a layout, for the sync report."""
+
+    values: dict[str, KeyUse] = field(default_factory=dict)  # by ``values`` key
+    derive: dict[str, KeyUse] = field(default_factory=dict)  # by derived column
+    #: column -> rows whose value came from its 2nd, 3rd, ... source
+    fallbacks: dict[str, list[int]] = field(default_factory=dict)
 
 
 @dataclass
 class _Column:
     name: str
-    source: str  # the source field it is read from
-    index: int
+    sources: tuple[str, ...]  # the source fields it is read from, in the order they are tried
+    indexes: tuple[int, ...]
     kind: str
     convert: Callable[[Any], Any]  # parse + encode; raises on bad input
-    recode: dict[str, Any] | None
+    recode: dict[Any, Any] | None
+    uses: KeyUse | None  # of ``recode``
+    fallbacks: list[int]  # rows whose value came from sources[1], sources[2], ...
     default: Any
     required: bool
 
 
 class RowBuilder:
-    """Builds rows for ``table`` from records whose fields are named ``fields``."""
+    """Builds rows for ``table`` from records whose fields are named ``fields``.
+
+    ``usage`` collects what the records did with the layout (shared by the builders of one read).
+    """
 
     def __init__(self, table: str, fields: Sequence[str], layout: Layout, *, source: str,
-                 synced_at: datetime, encoder: Callable[[str], Callable | None]) -> None:
+                 synced_at: datetime, encoder: Callable[[str], Callable | None], usage: Usage | None = None) -> None:
         kinds = column_kinds(table)
         defaults = column_defaults(table)
         required = required_columns(table)
         index = {f: i for i, f in enumerate(fields)}
-        for col, src in layout.columns.items():
+        self.usage = usage = usage if usage is not None else Usage()
+        for col in layout.columns:
             if col not in kinds:
-                raise FieldError(src, f"mapped to unknown column {col!r} of table {table}")
-            if src not in index:
-                raise FieldError(src, f"mapped to {col!r} but not found in the source fields")
+                raise FieldError(layout.sources(col)[0], f"mapped to unknown column {col!r} of table {table}")
+            for src in layout.sources(col):
+                if src not in index:
+                    raise FieldError(src, f"mapped to {col!r} but not found in the source fields"
+                                          + did_you_mean(src, fields))
         tz = ZoneInfo(layout.timezone) if layout.timezone != "UTC" else UTC
         iso_text = encoder("iso_datetime")
 
-        def column(name: str, src: str) -> _Column:
+        def column(name: str, sources: tuple[str, ...], recode: dict | None = None, uses: KeyUse | None = None,
+                   ) -> _Column:
             kind = kinds[name]
-            convert = _value_fn(kind, layout, tz, encoder(kind), iso_text)
-            return _Column(name, src, index[src], kind, convert,
-                           layout.values.get(name), defaults.get(name), name in required)
+            convert = _value_fn(kind, layout.format_of(name, kind), tz, encoder(kind), iso_text)
+            return _Column(name, sources, tuple(index[s] for s in sources), kind, convert, recode, uses,
+                           usage.fallbacks.setdefault(name, [0] * (len(sources) - 1)), defaults.get(name),
+                           name in required)
 
         self.plan = [
-            column(col, layout.columns.get(col, col)) for col in kinds
+            column(col, layout.sources(col)) for col in kinds
             if col not in ("source", "synced_at", "extra") and col not in layout.constants
-            and col not in layout.derive and layout.columns.get(col, col) in index
+            and col not in layout.derive and layout.sources(col)[0] in index
         ]
+        by_source = {s: c for c in self.plan for s in c.sources}
+        recoded_extra = {}
+        for key, mapping in layout.values.items():
+            uses = usage.values.setdefault(key, KeyUse(mapping))
+            target = next((c for c in self.plan if c.name == key), None) or by_source.get(key)
+            if target is not None:
+                target.recode, target.uses = mapping, uses
+            elif key in index:
+                recoded_extra[key] = (mapping, uses)
+            elif key not in kinds:
+                raise FieldError(key, f"recoded by values but neither a column of table {table} nor a source field"
+                                      + did_you_mean(key, [*fields, *kinds]))
         self.derived = []
         for col, d in layout.derive.items():
             if col not in kinds:
                 raise FieldError(col, f"derived column is not a column of table {table}")
-            if d.source not in index:
-                raise FieldError(d.source, f"needed to derive {col!r} but not found in the source fields")
-            source_column = next((c.name for c in self.plan if c.source == d.source), None)
-            self.derived.append((column(col, d.source), d, layout.values.get(source_column) or {}))
+            sources = (d.source,) if d.source in index or d.source not in kinds else layout.sources(d.source)
+            for src in sources:
+                if src not in index:
+                    raise FieldError(src, f"needed to derive {col!r} but not found in the source fields"
+                                          + did_you_mean(src, fields))
+            self.derived.append((column(col, sources), d, usage.derive.setdefault(col, KeyUse(d.mapping))))
         present = {c.name for c in self.plan} | set(layout.constants) | set(layout.derive)
         missing = required - present
         if missing:
             raise FieldError(sorted(missing)[0], "required field missing from the source")
+        #: The columns whose values come from the source (mapped, derived or constant), not from a default.
+        self.provided = present & set(kinds)
         # NOT NULL columns the source lacks take their default.
         fixed = {**{c: d for c, d in defaults.items() if c not in present}, **layout.constants}
         self.constants = [(c, _encode(encoder(kinds[c]), v)) for c, v in fixed.items() if c in kinds]
-        used = {c.source for c in self.plan}
+        used = {s for c in self.plan for s in c.sources}
         self.extra_fields = [(f, i) for f, i in index.items() if f not in used]
+        self.recoded_extra = [(f, index[f], *recoded_extra[f]) for f, _ in self.extra_fields if f in recoded_extra]
         self.columns = ["source", "synced_at", *(c.name for c in self.plan), *(c.name for c, *_ in self.derived),
                         *(c for c, _ in self.constants), "extra"]
         self._head = (source, _encode(encoder("datetime"), synced_at))
@@ -130,29 +217,70 @@ class RowBuilder:
     def build_checked(self, record: Sequence[Any]) -> tuple:
         """A DB-ready row (in ``columns`` order) from one record; raises FieldError naming the field."""
         values = []
+        fell_back = []
         for c in self.plan:
-            values.append(_checked(c, record[c.index]))
-        for c, d, recode in self.derived:
-            raw = record[c.index]
-            raw = recode.get(raw, raw) if _hashable(raw) else raw
-            values.append(_checked(c, d.mapping.get(raw, d.default) if _hashable(raw) else d.default))
-        extra = {f: record[i] for f, i in self.extra_fields if record[i] not in ("", None)}
+            raw, n = _pick(c, record)
+            values.append(_checked(c, raw, c.sources[n]))
+            if n:
+                fell_back.append((c, n))
+        for c, d, uses in self.derived:
+            raw, n = _pick(c, record)
+            values.append(_checked(c, _derive(d, uses, raw), c.sources[n]))
+        extra = self._extra(record)
+        for c, n in fell_back:  # counted once the row is built, like the fast path does
+            c.fallbacks[n - 1] += 1
         return (*self._head, *values, *(v for _, v in self.constants),
                 self._encode_json(extra) if extra else None)
+
+    def key(self, record: Sequence[Any]) -> Any:
+        """The row's ``id`` as :meth:`build` makes it; raises FieldError like it."""
+        for c in self.plan:
+            if c.name == "id":
+                raw, n = _pick(c, record)
+                return _checked(c, raw, c.sources[n])
+        for c, d, uses in self.derived:
+            if c.name == "id":
+                raw, n = _pick(c, record)
+                return _checked(c, _derive(d, uses, raw), c.sources[n])
+        return dict(self.constants)["id"]
+
+    def source_of(self, column: str) -> str:
+        """The (first) source field ``column`` is read or derived from; the column itself for a constant."""
+        found = [c.sources[0] for c in (*self.plan, *(c for c, *_ in self.derived)) if c.name == column]
+        return found[0] if found else column
+
+    def _extra(self, record: Sequence[Any]) -> dict[str, Any]:
+        extra = {f: record[i] for f, i in self.extra_fields if record[i] not in ("", None)}
+        for f, i, mapping, uses in self.recoded_extra:
+            if f in extra and _hashable(extra[f]):
+                extra[f] = uses.get(mapping, extra[f], extra[f])
+                if extra[f] in ("", None):
+                    del extra[f]
+        return extra
 
     def _compile(self) -> Callable[[Sequence[Any]], tuple]:
         """Generate ``build(record)``: the checked path's semantics, without its per-value calls."""
         env: dict[str, Any] = {"BOOLEANS": BOOLEANS, "checked": self.build_checked, "head": self._head,
                                "consts": tuple(v for _, v in self.constants), "dump": self._encode_json}
         lines = ["def build(r):", "    try:"]
+        counts = []
         names = []
         for n, c in enumerate(self.plan):
             v = f"v{n}"
             names.append(v)
-            lines.append(f"        {v} = r[{c.index}]")
+            lines.append(f"        {v} = r[{c.indexes[0]}]")
+            if len(c.indexes) > 1:  # fallbacks: the first non-empty value wins, and is counted once the row is built
+                env[f"fb{n}"] = c.fallbacks
+                lines.append(f"        u{n} = 0")
+                for k, i in enumerate(c.indexes[1:], start=1):
+                    lines.append(f"        if {v} is None or {v} == '':")
+                    lines.append(f"            w = r[{i}]")
+                    lines.append(f"            if w is not None and w != '': {v} = w; u{n} = {k}")
+                counts.append(f"        if u{n}: fb{n}[u{n} - 1] += 1")
             if c.recode:
-                env[f"rec{n}"] = c.recode
-                lines.append(f"        {v} = rec{n}.get({v}, {v})")
+                env[f"rec{n}"], env[f"hit{n}"], env[f"oth{n}"] = c.recode, c.uses.matched.add, c.uses.others
+                lines.append(f"        if {v} in rec{n}: hit{n}({v}); {v} = rec{n}[{v}]")
+                lines.append(f"        elif len(oth{n}) < {SAMPLE}: oth{n}.add({v})")
             env[f"d{n}"] = c.default
             if c.required:
                 lines.append(f"        if {v} is None or {v} == '': return checked(r)")
@@ -173,16 +301,21 @@ class RowBuilder:
         derived = ""
         if self.derived:
             env["derived"] = self.derived
-            env["checked_value"] = _checked
-            derived = "*[checked_value(c, d.mapping.get(rec.get(r[c.index], r[c.index]), d.default)) " \
-                      "for c, d, rec in derived], "
+            env["derived_value"] = _derived_value
+            derived = "*[derived_value(c, d, uses, r) for c, d, uses in derived], "
         extra = "None"
-        if self.extra_fields:
+        if self.recoded_extra:
+            env["extra_of"] = self._extra
+            lines.append("        x = extra_of(r)")
+            extra = "dump(x) if x else None"
+        elif self.extra_fields:
             env["extra_fields"] = self.extra_fields
             lines.append("        x = {f: r[i] for f, i in extra_fields if r[i] != '' and r[i] is not None}")
             extra = "dump(x) if x else None"
         values = "".join(f"{v}, " for v in names)
-        lines.append(f"        return (*head, {values}{derived}*consts, {extra})")
+        lines.append(f"        row = (*head, {values}{derived}*consts, {extra})")
+        lines += counts
+        lines.append("        return row")
         lines.append("    except Exception:")
         lines.append("        return checked(r)")
         exec("\n".join(lines), env)  # noqa: S102 - source built above from column names only
@@ -199,17 +332,24 @@ class RecordRows:
 
     def __init__(self, table: str, layout: Layout, *, source: str, synced_at: datetime,
                  encoder: Callable[[str], Callable | None]) -> None:
-        known = [layout.columns.get(c, c) for c in column_kinds(table) if c not in ("source", "synced_at", "extra")]
-        known += [d.source for d in layout.derive.values() if d.source not in known]
-        self.known = known
+        kinds = column_kinds(table)
+        known = dict.fromkeys(s for c in kinds if c not in ("source", "synced_at", "extra") for s in layout.sources(c))
+        known.update(dict.fromkeys(d.source for d in layout.derive.values() if d.source not in kinds))
+        known.update(dict.fromkeys(key for key in layout.values if key not in kinds))  # fields kept in extra
+        self.known = list(known)
         self._known_set = set(known)
+        self._unseen = set(known)  # known fields no record has had yet
+        self._layout = layout
+        self.usage = Usage()
         self._make = lambda fields: RowBuilder(table, fields, layout, source=source, synced_at=synced_at,
-                                               encoder=encoder)
-        self._builders: dict[tuple[str, ...], RowBuilder] = {(): self._make(known)}
+                                               encoder=encoder, usage=self.usage)
+        self._builders: dict[tuple[str, ...], RowBuilder] = {(): self._make(self.known)}
         self.columns = self._builders[()].columns
 
     def build(self, record: dict[str, Any]) -> tuple:
         """A DB-ready row in ``columns`` order; raises FieldError naming a bad field."""
+        if self._unseen:
+            self._unseen.difference_update(record)
         extras = tuple(k for k in record if k not in self._known_set)
         builder = self._builders.get(extras)
         if builder is None:
@@ -217,18 +357,61 @@ class RecordRows:
         get = record.get
         return builder.build([get(f) for f in self.known] + [record[k] for k in extras])
 
+    def key(self, record: dict[str, Any]) -> Any:
+        """The row's ``id`` as :meth:`build` makes it."""
+        return self._builders[()].key([record.get(f) for f in self.known])
 
-def _checked(column: _Column, raw: Any) -> Any:
-    if column.recode and _hashable(raw):
-        raw = column.recode.get(raw, raw)
+    def source_of(self, column: str) -> str:
+        return self._builders[()].source_of(column)
+
+    @property
+    def unseen(self) -> set[str]:
+        """Known fields (mapped, derived from or recoded) that no record built so far had."""
+        return set(self._unseen)
+
+    @property
+    def provided(self) -> set[str]:
+        """Columns some record gave a value for (through its field, a derivation) or a constant sets."""
+        base = self._builders[()]
+        read = {c.name for c in base.plan if not self._unseen.issuperset(c.sources)}
+        read |= {c.name for c, *_ in base.derived if not self._unseen.issuperset(c.sources)}
+        return read | (base.provided & set(self._layout.constants))
+
+    @property
+    def extra_fields(self) -> set[str]:
+        """The unknown fields records had (kept in ``extra``)."""
+        return {f for extras in self._builders for f in extras}
+
+
+def _pick(column: _Column, record: Sequence[Any]) -> tuple[Any, int]:
+    """The value of the first of ``column``'s sources that is not empty, and which source that was."""
+    for n, i in enumerate(column.indexes):
+        raw = record[i]
+        if raw is not None and raw != "":
+            return raw, n
+    return record[column.indexes[0]], 0
+
+
+def _derive(d: Derivation, uses: KeyUse, raw: Any) -> Any:
+    return uses.get(d.mapping, raw, d.default) if _hashable(raw) else d.default
+
+
+def _derived_value(column: _Column, d: Derivation, uses: KeyUse, record: Sequence[Any]) -> Any:
+    raw, n = _pick(column, record)
+    return _checked(column, _derive(d, uses, raw), column.sources[n])
+
+
+def _checked(column: _Column, raw: Any, source: str) -> Any:
+    if column.recode is not None and _hashable(raw):
+        raw = column.uses.get(column.recode, raw, raw)
     if raw is None or raw == "":
         if column.required:
-            raise FieldError(column.source, "required field is empty")
+            raise FieldError(source, "required field is empty", column.name)
         return column.default
     try:
         return column.convert(raw)
     except (ValueError, TypeError, KeyError, OverflowError):
-        raise FieldError(column.source, f"not a valid {column.kind}: {raw!r}") from None
+        raise FieldError(source, f"not a valid {column.kind}: {raw!r}", column.name) from None
 
 
 def _hashable(value: Any) -> bool:
@@ -239,15 +422,17 @@ def _encode(encoder: Callable | None, value: Any) -> Any:
     return encoder(value) if encoder and value is not None else value
 
 
-def _value_fn(kind: str, layout: Layout, tz: tzinfo, encode: Callable | None,
+def _value_fn(kind: str, fmt: str | None, tz: tzinfo, encode: Callable | None,
               iso_text: Callable[[str], Any] | None) -> Callable[[Any], Any]:
-    """parse (and encode for the store) one non-empty value of ``kind``; raises on bad input."""
+    """parse (and encode for the store) one non-empty value of ``kind``; raises on bad input.
+
+    ``fmt`` is the strptime format of a date or datetime (None: ISO 8601)."""
     if kind == "datetime":
-        parse = _datetime_parser(layout, tz)
-        if encode is not None and iso_text is not None and tz is UTC and not layout.datetime_format:
+        parse = _datetime_parser(fmt, tz)
+        if encode is not None and iso_text is not None and tz is UTC and not fmt:
             return lambda raw: iso_text(raw) if raw.__class__ is str else encode(parse(raw))
     elif kind == "date":
-        parse = _date_parser(layout)
+        parse = _date_parser(fmt)
     elif kind == "bool":
         return BOOLEANS.__getitem__
     elif kind == "float":
@@ -261,9 +446,8 @@ def _value_fn(kind: str, layout: Layout, tz: tzinfo, encode: Callable | None,
     return lambda raw: encode(parse(raw))
 
 
-def _datetime_parser(layout: Layout, tz: tzinfo) -> Callable[[Any], datetime]:
+def _datetime_parser(fmt: str | None, tz: tzinfo) -> Callable[[Any], datetime]:
     """To a UTC datetime: naive (meaning UTC) or aware in UTC; values without an offset are in ``tz``."""
-    fmt = layout.datetime_format
 
     def parse(raw: Any) -> datetime:
         if isinstance(raw, str):
@@ -283,8 +467,7 @@ def _datetime_parser(layout: Layout, tz: tzinfo) -> Callable[[Any], datetime]:
     return parse
 
 
-def _date_parser(layout: Layout) -> Callable[[Any], date]:
-    fmt = layout.date_format
+def _date_parser(fmt: str | None) -> Callable[[Any], date]:
 
     def parse(raw: Any) -> date:
         if isinstance(raw, datetime):

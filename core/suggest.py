@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from typing import Iterable
+from typing import Iterable, Sequence
 
 
 def close_matches(word: str, candidates: Iterable[str], limit: int = 3) -> list[str]:
@@ -17,7 +17,11 @@ def close_matches(word: str, candidates: Iterable[str], limit: int = 3) -> list[
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str:
     """``"; did you mean 'is_won'?"`` (or ``"'x' or 'y'"``), or ``""`` when nothing is close."""
-    found = close_matches(word, candidates)
+    return suggest(close_matches(word, candidates))
+
+
+def suggest(found: Sequence[str]) -> str:
+    """``found`` as a did-you-mean (names found otherwise, e.g. by synonym); ``""`` when empty."""
     if not found:
         return ""
     return "; did you mean " + " or ".join(repr(f) for f in found) + "?"

@@ -10,15 +10,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from sqlalchemy import update
+from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection
 
 from .config import ConnectorConfig
 from .connector import Checkpoint, Stream, StreamStats, SyncContext
-from .errors import ConnectorError, CrmkpiError
-from .models import SyncRun
+from .errors import ConnectorError, CrmkpiError, SourceDataError
+from .models import ENTITIES, SyncRun
 from .plugins import Registry
-from .store import Store, save_state
+from .store import Store, column_defaults, save_state
+
+#: The key of ``sync_runs.details`` under which the connector's own notes are kept (beside its streams').
+CONNECTOR_NOTES = "(connector)"
+#: table -> column -> ids of the loaded metrics that need it (``Metric.needs``).
+Needs = dict[str, dict[str, list[str]]]
 
 #: Progress callback: (stream name, rows just loaded).
 Progress = Callable[[str, int], None]
@@ -37,6 +42,8 @@ class StreamReport:
 
     read = property(lambda self: self.stats.read)
     skipped = property(lambda self: self.stats.skipped)
+    duplicates = property(lambda self: self.stats.duplicates)
+    distinct = property(lambda self: self.stats.read - self.stats.skipped - self.stats.duplicates)
     unchanged = property(lambda self: self.stats.unchanged)
     errors = property(lambda self: self.stats.errors)
     notes = property(lambda self: self.stats.notes)
@@ -47,6 +54,8 @@ class SyncReport:
     connector: str
     run_id: int
     streams: list[StreamReport] = field(default_factory=list)
+    #: The connector's notes about its source as a whole (:meth:`SyncContext.note`).
+    notes: list[str] = field(default_factory=list)
 
     @property
     def written(self) -> int:
@@ -65,21 +74,22 @@ def sync_connector(store: Store, registry: Registry, name: str, cfg: ConnectorCo
     if status is not None:
         context.status = status
     run_id = _start_run(store, name, started)
-    report = SyncReport(connector=name, run_id=run_id)
+    report = SyncReport(connector=name, run_id=run_id, notes=context.notes)
+    needs = _needs(registry)
     try:
         streams = ctype.streams(context)
         if ctype.atomic:
             try:
                 with store.transaction() as conn:
                     for stream in streams:
-                        report.streams.append(_load_stream(store, conn, name, stream, context, progress))
+                        report.streams.append(_load_stream(store, conn, name, stream, context, progress, needs))
             except BaseException:
                 for s in report.streams:  # rolled back: nothing was written
                     s.written = 0
                 raise
         else:
             for stream in streams:
-                report.streams.append(_load_stream(store, None, name, stream, context, progress))
+                report.streams.append(_load_stream(store, None, name, stream, context, progress, needs))
     except CrmkpiError as exc:
         _finish_run(store, run_id, report, "failed", str(exc))
         raise
@@ -94,16 +104,19 @@ def sync_connector(store: Store, registry: Registry, name: str, cfg: ConnectorCo
 
 
 def _load_stream(store: Store, conn: Connection | None, connector: str, stream: Stream,
-                 context: SyncContext, progress: Progress | None) -> StreamReport:
+                 context: SyncContext, progress: Progress | None, needs: Needs) -> StreamReport:
     """Load one stream; with ``conn`` inside that transaction, else one transaction per checkpoint."""
     report = StreamReport(stream.name, stream.table)
     state = None if context.full_refresh else store.get_state(connector, stream.name)
     items = stream.read(state.cursor if state else None, state.state if state else None)
+    notes: list[str] = []
+    covered = False
     try:
         while True:
             checkpoint: list[Checkpoint] = []
             batches = _until_checkpoint(items, checkpoint, stream.name, progress)
             first = next(batches, None)  # reading starts here, so the stream knows its columns after it
+            covered = covered or _check_coverage(stream, needs, notes)  # before writing, when it can tell
             if first is None and not checkpoint:
                 break
             with nullcontext(conn) if conn is not None else store.transaction() as target:
@@ -121,7 +134,64 @@ def _load_stream(store: Store, conn: Connection | None, connector: str, stream: 
         if close is not None:  # on a failure, stop the stream (and any row worker) now, not at garbage collection
             close()
     report.stats = stream.stats  # final only now: the row worker hands its counts back at the end
+    if not covered:
+        _check_coverage(stream, needs, notes)
+    for note in notes:
+        report.stats.note(note)
+    if report.stats.duplicates:  # a repeated id wrote its row more than once: count the rows instead
+        report.written = _rows_written(store, conn, stream.table, connector, context.synced_at)
     return report
+
+
+def _needs(registry: Registry) -> Needs:
+    needs: Needs = {}
+    for metric in registry.metrics.values():
+        for need in metric.needs:
+            table, _, column = need.partition(".")
+            needs.setdefault(table, {}).setdefault(column, []).append(metric.id)
+    return needs
+
+
+def _check_coverage(stream: Stream, needs: Needs, notes: list[str]) -> bool:
+    """Name the columns the loaded metrics need that ``stream`` gives no value; False while it cannot tell.
+
+    A missing column is a note: it is NULL in every row, which the metrics read as missing data.
+    It is an error where the column's default would read as real data (a deal without ``is_won``
+    stored as not won), and with a strict stream.
+    """
+    coverage = getattr(stream, "coverage", None)
+    if coverage is None:
+        return False
+    defaults = column_defaults(stream.table)
+    misread = []
+    for column, metrics in sorted(needs.get(stream.table, {}).items()):
+        if column in coverage.provided or column == "is_deleted":  # a source without it deletes nothing: right
+            continue
+        users = ", ".join(sorted(metrics))
+        if column in defaults:
+            misread.append((column, users))
+            continue
+        message = f"{stream.name}: no value for {stream.table}.{column} (empty in every row), needed by {users}"
+        if coverage.strict:
+            raise SourceDataError(f"{message}{coverage.hint(column)} (strict)")
+        notes.append(message + coverage.hint(column))
+    if misread:
+        raise SourceDataError(
+            f"{stream.name}: no value for {', '.join(f'{stream.table}.{c}' for c, _ in misread)}, so every row would "
+            f"read as {', '.join(f'{c} = {str(defaults[c]).lower()} in {users}' for c, users in misread)}; "
+            f"map a source column to {'each' if len(misread) > 1 else 'it'}, derive it, or set it as a constant"
+            + "".join(coverage.hint(c) for c, _ in misread))
+    return True
+
+
+def _rows_written(store: Store, conn: Connection | None, table: str, connector: str, synced_at: datetime) -> int:
+    """Rows of ``table`` this sync wrote: a row written twice (its id repeated) counts once."""
+    t = ENTITIES[table].__table__
+    query = select(func.count()).select_from(t).where(t.c.source == connector, t.c.synced_at == synced_at)
+    if conn is not None:
+        return conn.execute(query).scalar() or 0
+    with store.engine.connect() as fresh:
+        return fresh.execute(query).scalar() or 0
 
 
 def _until_checkpoint(items: Iterator, found: list[Checkpoint], name: str,
@@ -145,9 +215,11 @@ def _start_run(store: Store, connector: str, started: datetime) -> int:
 def _finish_run(store: Store, run_id: int, report: SyncReport, status: str, error: str | None) -> None:
     details: dict[str, Any] = {
         s.name: {"table": s.table, "read": s.read, "written": s.written, "skipped": s.skipped,
-                 "unchanged": s.unchanged, "errors": s.errors, "notes": s.notes}
+                 "duplicates": s.duplicates, "unchanged": s.unchanged, "errors": s.errors, "notes": s.notes}
         for s in report.streams
     }
+    if report.notes:
+        details[CONNECTOR_NOTES] = {"notes": report.notes}
     with store.transaction() as conn:
         conn.execute(
             update(SyncRun.__table__).where(SyncRun.__table__.c.id == run_id).values(

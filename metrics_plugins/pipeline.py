@@ -423,7 +423,7 @@ METRICS = [
         compute=stage_length,
         needs=(
             "deal_stage_changes.deal_id", "deal_stage_changes.stage", "deal_stage_changes.entered_at",
-            "deals.is_closed",
+            "deals.is_closed", "pipeline_stages.is_closed",
         ),
         params=(
             Param("stage", str, "", "the stage to measure (stage id as in deal_stage_changes.stage); "

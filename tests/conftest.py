@@ -136,10 +136,12 @@ class KpiProject:
         self.store = store
         self.configure()
 
-    def configure(self, extra: str = "") -> None:
-        """(Re)write the config; ``extra`` is more YAML (reporting:, targets:, metrics:)."""
+    def configure(self, extra: str = "", files: str = "") -> None:
+        """(Re)write the config; ``extra`` is more YAML (reporting:, targets:, metrics:), ``files`` more
+        settings of the files connector (e.g. ``tables: {deals: {allow: [closed_before_created]}}``)."""
         self.config.write_text(f"store: {self.store}\n" + textwrap.dedent(extra)
-                               + "\nconnectors:\n  crm:\n    type: files\n    path: data\n")
+                               + "\nconnectors:\n  crm:\n    type: files\n    path: data\n"
+                               + textwrap.indent(textwrap.dedent(files), "    "))
 
     def write(self, table: str, rows: list[dict[str, Any]]) -> None:
         fields = list(dict.fromkeys(k for row in rows for k in row))

@@ -265,7 +265,8 @@ def test_bad_timezones_are_named(project, registry):
 
 def test_unknown_table_in_files_connector(project, registry):
     message = error(project, registry, FILES + "    tables:\n      opportunities: {}\n")
-    assert message.startswith("connectors.crm.tables: unknown table 'opportunities' (tables: users, accounts,")
+    assert message.startswith("connectors.crm.tables: unknown table 'opportunities'; did you mean 'deals'? "
+                              "(tables: users, accounts,")
 
 
 def test_several_problems_are_all_named_on_one_line(project, registry):

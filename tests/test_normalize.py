@@ -110,8 +110,9 @@ def test_recoding_derivation_and_constants(encoder):
     b = builder("deals", fields, encoder,
                 columns={"id": "Deal", "stage": "Stage", "amount": "Amount"},
                 values={"stage": {"Closed Won": "closed_won", "Closed Lost": "closed_lost"}},
-                derive={"is_won": Derivation("Stage", {"closed_won": True}, False),
-                        "is_closed": Derivation("Stage", {"closed_won": "yes", "closed_lost": "yes"}, "no")},
+                # a derivation reads the source's value, not the recoded one
+                derive={"is_won": Derivation("Stage", {"Closed Won": True}, False),
+                        "is_closed": Derivation("Stage", {"Closed Won": "yes", "Closed Lost": "yes"}, "no")},
                 constants={"currency": "EUR", "is_deleted": False})
     rows = [as_dict(b, both(b, r)) for r in (["1", "Closed Won", "10", "x"], ["2", "Closed Lost", "", ""],
                                               ["3", "Discovery", "1e3", ""])]
@@ -297,3 +298,61 @@ def test_record_rows_read_dicts_that_omit_known_fields_and_add_unknown_ones(sqli
     with pytest.raises(FieldError) as info:
         rows.build({"id": "d3", "Amount": "lots"})
     assert info.value.column == "Amount"
+
+
+def test_a_column_read_from_several_fields_takes_the_first_non_empty_and_counts_the_fallbacks(encoder):
+    b = builder("tickets", ["id", "resolved_at", "closed_at", "solved"], encoder,
+                columns={"resolved_at": ("resolved_at", "closed_at", "solved")})
+    rows = [as_dict(b, both(b, r)) for r in (["t1", "2024-01-02", "2024-01-03", ""], ["t2", "", "2024-01-03", ""],
+                                              ["t3", None, "", "2024-01-04"], ["t4", "", "", ""])]
+    assert [r["resolved_at"] is None for r in rows] == [False, False, False, True]
+    assert as_dict(b, b.build(["t5", "", "2024-01-03", ""]))["resolved_at"] == rows[1]["resolved_at"]
+    # both() builds every record twice; t5 once: closed_at was taken 2 * 1 + 1 times, solved 2 * 1
+    assert b.usage.fallbacks["resolved_at"] == [3, 2]
+    assert rows[0]["extra"] is None  # the fallback fields are read, not kept in extra
+    bad = error(b, ["t6", "", "soon", ""], "build_checked")
+    assert (bad.column, bad.target) == ("closed_at", "resolved_at")  # names the field the value came from
+
+
+def test_a_format_per_column_overrides_the_file_wide_one(sqlite_encoder):
+    b = builder("deals", ["id", "created_at", "closed_at"], sqlite_encoder, datetime_format="%Y-%m-%d %H:%M",
+                formats={"closed_at": "%d/%m/%Y"})
+    row = as_dict(b, both(b, ["d1", "2024-01-05 14:30", "31/01/2024"]))
+    assert (row["created_at"], row["closed_at"]) == ("2024-01-05 14:30:00.000000", "2024-01-31 00:00:00.000000")
+    assert error(b, ["d2", "2024-01-05 14:30", "2024-01-31"], "build").target == "closed_at"
+
+
+def test_values_recode_fields_kept_in_extra_and_record_which_keys_matched(encoder):
+    b = builder("accounts", ["id", "Tier", "stage"], encoder, values={"Tier": {"G": "gold", "X": ""},
+                                                                        "region": {"N": "north"}})
+    rows = [as_dict(b, both(b, r)) for r in (["a1", "G", ""], ["a2", "S", ""], ["a3", "X", ""])]
+    assert [r["extra"] for r in rows] == ['{"Tier":"gold"}', '{"Tier":"S"}', None]  # recoded to empty: dropped
+    uses = b.usage.values["Tier"]
+    assert (uses.unmatched(), uses.seen()) == ([], ["S"])
+    assert b.usage.values["region"].unmatched() == ["N"]  # a column the fields do not have
+
+
+def test_a_derivation_matches_the_source_value_and_records_the_keys_no_record_had(sqlite_encoder):
+    b = builder("deals", ["id", "Stage"], sqlite_encoder, columns={"stage": "Stage"},
+                values={"stage": {"Closed Won": "won"}},
+                derive={"is_won": Derivation("stage", {"Closed Won": True, "won": True, "Won": True}, False)})
+    assert [as_dict(b, both(b, [i, s]))["is_won"] for i, s in (("1", "Closed Won"), ("2", "Open"))] == [True, False]
+    uses = b.usage.derive["is_won"]
+    assert (uses.unmatched(), uses.seen()) == (["won", "Won"], ["Open"])  # "from: stage" reads the Stage field
+
+
+def test_what_a_builder_provides_and_where_a_column_comes_from(sqlite_encoder):
+    b = builder("deals", ["Deal", "Stage", "note"], sqlite_encoder, columns={"id": "Deal"},
+                derive={"is_won": Derivation("Stage", {})}, constants={"currency": "EUR"})
+    assert b.provided == {"id", "is_won", "currency"}  # not is_closed: its default fills it
+    assert (b.source_of("id"), b.source_of("is_won"), b.source_of("currency")) == ("Deal", "Stage", "currency")
+    assert b.key(["d9", "x", ""]) == "d9"
+
+
+def test_record_rows_know_which_fields_records_had(sqlite_encoder):
+    rows = RecordRows("deals", Layout(columns={"amount": "Amount", "closed_at": ("Close", "Expected")}), source="crm",
+                      synced_at=SYNCED, encoder=sqlite_encoder)
+    rows.build({"id": "d1", "Amount": 1, "Expected": "2024-01-01", "tier": "x"})
+    assert {"id", "amount", "closed_at"} <= rows.provided and "stage" not in rows.provided
+    assert "Close" in rows.unseen and "Amount" not in rows.unseen
+    assert rows.extra_fields == {"tier"} and rows.key({"id": 7}) == "7"

@@ -175,7 +175,7 @@ def store_rows(url: str) -> dict[str, list]:
     try:
         with engine.connect() as conn:
             return {t: [tuple(r) for r in conn.execute(text(f"SELECT * FROM {t} ORDER BY id"))]
-                    for t in ("deals", "accounts")}
+                    for t in ("deals", "accounts", "orders")}
     finally:
         engine.dispose()
 
@@ -183,11 +183,11 @@ def store_rows(url: str) -> dict[str, list]:
 def test_the_files_connector_loads_the_same_store_with_and_without_the_worker(isolated, tmp_path, monkeypatch):
     data = isolated / "data"
     data.mkdir()
-    deals = ["id,amount,is_won,created_at,stage,note"]
+    deals = ["id,amount,is_won,is_closed,created_at,stage,note"]
     for i in range(1500):
         amount = "oops" if i % 250 == 7 else f"{i}.5"
-        deals.append(f"d{i:04},{amount},{'true' if i % 3 else 'false'},2024-01-01T{i % 24:02}:00:00+01:00,s{i % 5},"
-                     f"{'n' * (i % 2)}")
+        won = "true" if i % 3 else "false"
+        deals.append(f"d{i:04},{amount},{won},{won},2024-01-01T{i % 24:02}:00:00+01:00,s{i % 5},{'n' * (i % 2)}")
     (data / "deals.csv").write_text("\n".join(deals) + "\n")
     accounts = "".join(f'{{"id": "a{i:03}", "name": "A{i}", "x": {i}}}\n' for i in range(600))
     (data / "accounts.jsonl").write_text(accounts)
@@ -217,9 +217,9 @@ def test_the_files_connector_loads_the_same_store_with_and_without_the_worker(is
 def test_a_bad_row_found_by_the_worker_fails_the_sync_with_the_same_message(isolated, tmp_path, monkeypatch):
     data = isolated / "data"
     data.mkdir()
-    rows = [f"d{i},{i}" for i in range(2000)]
-    rows[1700] = "d1700,1.7.0"
-    (data / "deals.csv").write_text("id,amount\n" + "\n".join(rows) + "\n")
+    rows = [f"a{i},{i}" for i in range(2000)]
+    rows[1700] = "a1700,1.7.0"
+    (data / "orders.csv").write_text("id,amount\n" + "\n".join(rows) + "\n")
     messages = {}
     for setting in ("1", "0"):
         monkeypatch.setenv(PREFETCH_ENV, setting)
@@ -229,7 +229,7 @@ def test_a_bad_row_found_by_the_worker_fails_the_sync_with_the_same_message(isol
         result = CliRunner().invoke(cli, ["sync", "--config", str(isolated / "crmkpi.yaml")])
         assert result.exit_code == 1
         messages[setting] = result.stderr
-        assert store_rows(url)["deals"] == []  # rows the worker sent before the error are rolled back
+        assert store_rows(url)["orders"] == []  # rows the worker sent before the error are rolled back
         assert children() == []
-    expected = "Error: deals.csv: line 1702: column 'amount': not a valid float: '1.7.0'\n"
+    expected = "Error: orders.csv: line 1702: column 'amount': not a valid float: '1.7.0'\n"
     assert messages["1"] == messages["0"] == expected

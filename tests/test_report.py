@@ -207,12 +207,12 @@ def test_render_explanation_of_a_value_without_denominator():
 def project(kpi, monkeypatch):
     monkeypatch.setenv("CRMKPI_LOAD_PLUGINS", "files,sales_metrics")
     kpi.write("deals", [
-        {"id": "q1", "created_at": "2023-02-01T00:00:00Z", "is_won": True},
-        {"id": "q2", "created_at": "2023-02-02T00:00:00Z", "is_won": False},
-        {"id": "r1", "created_at": "2024-02-01T00:00:00Z", "is_won": True},
-        {"id": "r2", "created_at": "2024-02-02T00:00:00Z", "is_won": False},
-        {"id": "r3", "created_at": "2024-03-02T00:00:00Z", "is_won": False},
-        {"id": "r4", "created_at": "2024-03-03T00:00:00Z", "is_won": False},
+        {"id": "q1", "created_at": "2023-02-01T00:00:00Z", "is_won": True, "is_closed": True},
+        {"id": "q2", "created_at": "2023-02-02T00:00:00Z", "is_won": False, "is_closed": False},
+        {"id": "r1", "created_at": "2024-02-01T00:00:00Z", "is_won": True, "is_closed": True},
+        {"id": "r2", "created_at": "2024-02-02T00:00:00Z", "is_won": False, "is_closed": False},
+        {"id": "r3", "created_at": "2024-03-02T00:00:00Z", "is_won": False, "is_closed": False},
+        {"id": "r4", "created_at": "2024-03-03T00:00:00Z", "is_won": False, "is_closed": False},
     ])
     kpi.configure("targets:\n  - {metric: close_rate, period: 2024-Q1, value: 0.27}\n")
     kpi.sync()

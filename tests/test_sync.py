@@ -13,9 +13,10 @@ from sqlalchemy import create_engine, select, text
 
 from crmkpi import hookimpl
 from crmkpi.config import ConnectorConfig
-from crmkpi.connector import Checkpoint, ConnectorType, StreamStats, SyncContext
+from crmkpi.connector import Checkpoint, ConnectorType, Coverage, StreamStats, SyncContext
 from crmkpi.connectors.files.settings import FilesSettings
 from crmkpi.errors import ConnectorError, SourceDataError
+from crmkpi.metrics import Metric, Value
 from crmkpi.models import SyncRun, SyncState
 from crmkpi.normalize import Layout, RowBuilder
 from crmkpi.plugins import load_registry
@@ -141,6 +142,12 @@ def sqlite_store(tmp_path: Path, migrated: Path):
     s.engine.dispose()
 
 
+@pytest.fixture(autouse=True)
+def files_only(monkeypatch):
+    """No metric plugin: the sync's mechanics, not the columns metrics need (tested with a scripted stream)."""
+    monkeypatch.setenv("CRMKPI_LOAD_PLUGINS", "files")
+
+
 @pytest.fixture
 def data(isolated: Path) -> Path:
     folder = isolated / "data"
@@ -163,9 +170,9 @@ def test_a_successful_sync_records_its_run(store, data):
     finished = run["finished_at"].replace(tzinfo=UTC) if run["finished_at"].tzinfo is None else run["finished_at"]
     assert before <= started <= finished <= datetime.now(UTC)
     assert run["details"] == {
-        "accounts.csv": {"table": "accounts", "read": 2, "written": 2, "skipped": 0, "unchanged": False, "errors": [],
-                         "notes": []},
-        "deals.csv": {"table": "deals", "read": 3, "written": 2, "skipped": 1, "unchanged": False,
+        "accounts.csv": {"table": "accounts", "read": 2, "written": 2, "skipped": 0, "duplicates": 0,
+                         "unchanged": False, "errors": [], "notes": []},
+        "deals.csv": {"table": "deals", "read": 3, "written": 2, "skipped": 1, "duplicates": 0, "unchanged": False,
                       "errors": ["deals.csv: line 3: column 'amount': not a valid float: 'x'"], "notes": []},
     }
     assert report.written == 4 and [s.name for s in report.streams] == ["accounts.csv", "deals.csv"]
@@ -191,7 +198,8 @@ def test_a_failed_atomic_sync_rolls_back_every_stream_and_its_state(store, data)
     (data / "deals.csv").write_text("id,created_at\nd1,2024-01-01\nd2,2024-01-01\nd3,someday\n")
     with pytest.raises(SourceDataError) as info:
         sync_connector(store, load_registry(), "crm", files_connector(data), data)
-    message = "deals.csv: line 4: column 'created_at': not a valid datetime: 'someday'"
+    message = ("deals.csv: line 4: column 'created_at': not a valid datetime: 'someday' "
+               "(expected ISO 8601: set datetime_format, or formats.created_at)")
     assert str(info.value) == message
     assert account_ids(store) == [] and query(store, "SELECT id FROM deals") == [] and states(store) == {}
     run = last_run(store)
@@ -339,3 +347,80 @@ def test_sync_state_is_one_row_per_stream_replaced_on_each_sync(sqlite_store):
         rows = conn.execute(select(SyncState.__table__)).mappings().all()
     assert [(r["connector"], r["stream"], r["cursor"], r["state"]) for r in rows] == [
         ("api", "accounts-api", "c2", {"n": 2})]
+
+
+# -- the columns the metrics need ----------------------------------------------------------------
+
+
+class CoveredStream:
+    """One deal, from a source that gives the columns ``provided`` (its coverage, known once reading starts)."""
+
+    name = "opportunities"
+    table = "deals"
+
+    def __init__(self, context: SyncContext, provided: set[str], strict: bool, known_early: bool) -> None:
+        builder = RowBuilder("deals", ["id"], Layout(), source=context.name, synced_at=context.synced_at,
+                             encoder=context.encoder)
+        self.columns, self.row = builder.columns, builder.build(["d1"])
+        self.stats = StreamStats()
+        self.coverage = None
+        self._coverage = Coverage(frozenset(provided), strict, lambda column: f" (try {column.upper()})")
+        self.known_early = known_early
+
+    def read(self, cursor, state):
+        if self.known_early:
+            self.coverage = self._coverage
+        yield [self.row]
+        self.coverage = self._coverage  # e.g. JSON records: only the last one tells which fields there were
+        yield Checkpoint()
+
+
+class NeedsPlugin:
+    def __init__(self, provided: set[str], strict: bool = False, known_early: bool = True) -> None:
+        self.args = provided, strict, known_early
+
+    @hookimpl
+    def register_connectors(self, register):
+        register(ConnectorType(name="covered", description="test source", settings=NoSettings, atomic=True,
+                               streams=lambda context: [CoveredStream(context, *self.args)]))
+
+    @hookimpl
+    def register_metrics(self, register):
+        never = lambda ctx: Value(None)  # noqa: E731
+        register(Metric(id="wins", title="Wins", description="", formula="", unit="count", direction="higher",
+                        tables=("deals",), compute=never, needs=("deals.is_won", "deals.closed_at")))
+        register(Metric(id="sizes", title="Sizes", description="", formula="", unit="currency", direction="higher",
+                        tables=("deals",), compute=never, needs=("deals.amount", "deals.closed_at",
+                                                                 "deals.is_deleted")))
+
+
+def sync_covered(store: Store, plugin: NeedsPlugin):
+    registry = load_registry(extra={"needs-test": plugin})
+    return sync_connector(store, registry, "api", ConnectorConfig("covered", NoSettings()), Path.cwd())
+
+
+def test_a_needed_column_the_source_lacks_is_noted_with_the_metrics_that_need_it(sqlite_store):
+    report = sync_covered(sqlite_store, NeedsPlugin({"id", "is_won", "amount"}))
+    assert report.streams[0].notes == [
+        "opportunities: no value for deals.closed_at (empty in every row), needed by sizes, wins (try CLOSED_AT)"]
+    assert last_run(sqlite_store)["details"]["opportunities"]["notes"] == report.streams[0].notes
+
+
+@pytest.mark.parametrize("known_early", [True, False])
+def test_a_needed_column_whose_default_would_read_as_data_fails_the_sync(sqlite_store, known_early):
+    with pytest.raises(SourceDataError) as info:
+        sync_covered(sqlite_store, NeedsPlugin({"id", "closed_at", "amount"}, known_early=known_early))
+    assert str(info.value) == ("opportunities: no value for deals.is_won, so every row would read as is_won = false "
+                               "in wins; map a source column to it, derive it, or set it as a constant (try IS_WON)")
+    assert query(sqlite_store, "SELECT id FROM deals") == []  # known late, it still rolls back
+
+
+def test_with_a_strict_stream_a_missing_column_is_an_error(sqlite_store):
+    with pytest.raises(SourceDataError, match=r"no value for deals.amount .*, needed by sizes \(try AMOUNT\) "
+                                              r"\(strict\)$"):
+        sync_covered(sqlite_store, NeedsPlugin({"id", "is_won", "closed_at"}, strict=True))
+
+
+def test_a_stream_without_coverage_is_not_checked(sqlite_store):
+    report, _ = run_scripted(sqlite_store, [[("a1", "Acme")], Checkpoint()])
+    assert report.streams[0].notes == []

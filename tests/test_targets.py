@@ -137,14 +137,14 @@ def test_a_target_applies_to_its_metric_segment_and_period_or_a_to_date_part():
 
 # Close rate: u1 2/4 in 2024-Q1, u2 1/4 in 2024-Q2, u3 0/2 in 2024-Q3 -> 2024: 3/10
 # (FY2025 with an April start, 2024-04-01..2025-03-31: 1/6)
-DEALS = (
+DEALS = [{**deal, "is_closed": deal["is_won"]} for deal in (
     [{"id": f"a{i}", "owner_id": "u1", "created_at": f"2024-0{i}-10T00:00:00Z", "is_won": i <= 2} for i in (1, 2, 3)]
     + [{"id": "a4", "owner_id": "u1", "created_at": "2024-03-31T00:00:00Z", "is_won": False}]
     + [{"id": f"b{i}", "owner_id": "u2", "created_at": f"2024-0{i}-10T00:00:00Z", "is_won": i == 4}
        for i in (4, 5, 6)]
     + [{"id": "b7", "owner_id": "u2", "created_at": "2024-06-30T00:00:00Z", "is_won": False}]
     + [{"id": f"c{i}", "owner_id": "u3", "created_at": f"2024-0{i}-10T00:00:00Z", "is_won": False} for i in (7, 8)]
-)
+)]
 
 TARGETS = """\
 targets:

@@ -3,7 +3,7 @@
 from crmkpi import hookimpl
 from crmkpi.connector import ConnectorType, SyncContext
 
-from .reader import discover
+from .folder import discover
 from .settings import FilesSettings
 
 

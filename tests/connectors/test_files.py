@@ -78,6 +78,12 @@ def at(*args) -> datetime:
     return datetime(*args, tzinfo=UTC)
 
 
+@pytest.fixture(autouse=True)
+def files_only(monkeypatch):
+    """No metric plugin: these tests read files whose tables no metric could use (test_files_checks.py loads them)."""
+    monkeypatch.setenv("CRMKPI_LOAD_PLUGINS", "files")
+
+
 # -- parsing -------------------------------------------------------------------------------
 
 DEALS_CSV = """\
@@ -147,8 +153,9 @@ OPP-3,Open deal,Negotiation,,,05/01/2024 23:59,u1,na
         "columns": {"id": "Opportunity ID", "name": "Opportunity Name", "stage": "Stage", "amount": "Amount",
                     "created_at": "Created Date", "owner_id": "Owner"},
         "values": {"stage": {"Closed Won": "closed_won", "Closed Lost": "closed_lost", "Negotiation": "negotiation"}},
-        "derive": {"is_won": {"from": "Stage", "map": {"closed_won": True}, "default": False},
-                   "is_closed": {"from": "Stage", "map": {"closed_won": True, "closed_lost": True}, "default": False}},
+        # derive reads the file's value, before values recodes it
+        "derive": {"is_won": {"from": "Stage", "map": {"Closed Won": True}, "default": False},
+                   "is_closed": {"from": "Stage", "map": {"Closed Won": True, "Closed Lost": True}, "default": False}},
         "constants": {"currency": "EUR", "pipeline": "default"},
         "datetime_format": "%d/%m/%Y %H:%M",
     }}}
@@ -227,14 +234,15 @@ def test_a_byte_order_mark_is_not_part_of_the_first_column(isolated, sqlite_url)
 
 ROW_ERRORS = [
     ("deals.csv", "id,created_at\nd1,2024-01-01\nd2,2024-01-32\n", {},
-     "deals.csv: line 3: column 'created_at': not a valid datetime: '2024-01-32'"),
+     "deals.csv: line 3: column 'created_at': not a valid datetime: '2024-01-32' "
+     "(expected ISO 8601: set datetime_format, or formats.created_at)"),
     ("deals.csv", "id,amount\nd1,1\n\nd2,12,5\n", {},  # the blank line still counts as a line
      "deals.csv: line 4: expected 2 fields, found 3"),
     ("deals.csv", "id,amount\nd1,1\nd2,1.234,56\n", {},
      "deals.csv: line 3: expected 2 fields, found 3"),
     ("deals.csv", "id,amount\nd1,1\nd2,twelve\n", {},
      "deals.csv: line 3: column 'amount': not a valid float: 'twelve'"),
-    ("deals.csv", "id,is_won\nd1,true\nd2,maybe\n", {},
+    ("deals.csv", "id,is_won,is_closed\nd1,true,true\nd2,maybe,true\n", {},
      "deals.csv: line 3: column 'is_won': not a valid bool: 'maybe'"),
     ("pipeline_stages.csv", "id,display_order\ns1,1\ns2,2.5\n", {},
      "pipeline_stages.csv: line 3: column 'display_order': not a valid int: '2.5'"),
@@ -244,9 +252,11 @@ ROW_ERRORS = [
      "deal_stage_changes.csv: line 3: column 'stage': required field is empty"),
     ("deals.csv", "Deal,Created\nd1,01/02/2024\nd2,2024-02-01\n",
      {"tables": {"deals": {"columns": {"id": "Deal", "created_at": "Created"}, "datetime_format": "%d/%m/%Y"}}},
-     "deals.csv: line 3: column 'Created': not a valid datetime: '2024-02-01'"),  # names the file's column
+     # names the file's column and the format that applies
+     "deals.csv: line 3: column 'Created': not a valid datetime: '2024-02-01' (expected datetime_format '%d/%m/%Y')"),
     ("marketing_spend.csv", "id,spent_on\nm1,2024-01-01\nm2,2024-1-1x\n", {},
-     "marketing_spend.csv: line 3: column 'spent_on': not a valid date: '2024-1-1x'"),
+     "marketing_spend.csv: line 3: column 'spent_on': not a valid date: '2024-1-1x' "
+     "(expected YYYY-MM-DD: set date_format, or formats.spent_on)"),
     ("deals.jsonl", '{"id": "d1"}\n{"id": "d2", "amount": "12 EUR"}\n', {},
      "deals.jsonl: line 2: column 'amount': not a valid float: '12 EUR'"),
     ("deals.jsonl", '{"id": "d1"}\n\n{"id": "d2", "is_won": "perhaps"}\n', {},
@@ -278,15 +288,20 @@ FILE_ERRORS = [
     ("deal_stage_changes.csv", "id,deal_id,stage\nc1,d1,won\n", {},
      "deal_stage_changes.csv: column 'entered_at': required field missing from the source"),
     ("deals.csv", "Deal,Name\nd1,x\n", {},
-     "deals.csv: column 'id': required field missing from the source"),
-    ("deals.csv", "Deal,Name\nd1,x\n", {"tables": {"deals": {"columns": {"id": "Deal", "titel": "Name"}}}},
-     "deals.csv: column 'Name': mapped to unknown column 'titel' of table deals"),
+     "deals.csv: column 'id': required field missing from the source; the header, split at ',', has 'Deal', "
+     "'Name': set delimiter: if the file separates its columns with another character"),
+    ("deals.csv", "Deal ID,Name\nd1,x\n", {},
+     "deals.csv: column 'id': required field missing from the source; did you mean 'Deal ID'? (map it with "
+     "columns: {id: Deal ID}); the header, split at ',', has 'Deal ID', 'Name': set delimiter: if the file "
+     "separates its columns with another character"),
     ("deals.csv", "Deal,Name\nd1,x\n", {"tables": {"deals": {"columns": {"id": "Deal ID"}}}},
-     "deals.csv: column 'Deal ID': mapped to 'id' but not found in the source fields"),
-    ("deals.csv", "id,Stage\nd1,x\n", {"tables": {"deals": {"derive": {"is_won": {"from": "stage", "map": {}}}}}},
-     "deals.csv: column 'stage': needed to derive 'is_won' but not found in the source fields"),
-    ("deals.csv", "id,stage\nd1,x\n", {"tables": {"deals": {"derive": {"won": {"from": "stage", "map": {}}}}}},
-     "deals.csv: column 'won': derived column is not a column of table deals"),
+     "deals.csv: column 'Deal ID': mapped to 'id' but not found in the source fields; did you mean 'Deal'?"),
+    ("deals.csv", "id,Stage\nd1,x\n", {"tables": {"deals": {"derive": {"is_won": {"from": "Stag", "map": {}}}}}},
+     "deals.csv: column 'Stag': needed to derive 'is_won' but not found in the source fields; "
+     "did you mean 'Stage'?"),
+    ("deals.csv", "id,Stage\nd1,x\n", {"tables": {"deals": {"values": {"stge": {"x": "y"}}}}},
+     "deals.csv: column 'stge': recoded by values but neither a column of table deals nor a source field; "
+     "did you mean 'Stage'?"),
     ("deals.csv", "", {}, "deals.csv: empty file, expected a header line"),
     ("deals.csv", b"id,name\nd1,Caf\xe9\n", {}, "deals.csv: not utf-8 text (invalid continuation byte)"),
 ]
@@ -348,7 +363,8 @@ def test_acceptance_bad_date_on_line_7_fails_and_leaves_the_store_unchanged(isol
 
     setup(isolated, store_url, {"deals.csv": BAD_DEALS, "accounts.csv": "id,name\na1,Acme Corp\na2,Globex\n"})
     failed = subprocess.run([CRMKPI, "sync", "--config", config], capture_output=True, text=True)  # the real CLI
-    message = "deals.csv: line 7: column 'created_at': not a valid datetime: '2024-02-30T10:00:00Z'"
+    message = ("deals.csv: line 7: column 'created_at': not a valid datetime: '2024-02-30T10:00:00Z' "
+               "(expected ISO 8601: set datetime_format, or formats.created_at)")
     assert failed.returncode == 1
     assert failed.stderr == f"Error: {message}\n" and failed.stdout == ""
 
@@ -388,7 +404,8 @@ def test_on_error_skip_commits_the_good_rows_and_reports_the_bad(isolated, sqlit
         "files/accounts.csv: 1 read, 1 written",
         "files/deals.csv: 6 read, 3 written, 3 skipped",
         "  skipped: deals.csv: line 3: column 'amount': not a valid float: 'ten'",
-        "  skipped: deals.csv: line 5: column 'created_at': not a valid datetime: 'yesterday'",
+        "  skipped: deals.csv: line 5: column 'created_at': not a valid datetime: 'yesterday' "
+        "(expected ISO 8601: set datetime_format, or formats.created_at)",
         "  skipped: deals.csv: line 6: expected 3 fields, found 4",
         f"files: 4 rows changed in {sqlite_url}",
     ]
@@ -396,7 +413,7 @@ def test_on_error_skip_commits_the_good_rows_and_reports_the_bad(isolated, sqlit
     run = runs(sqlite_url)[-1]
     assert (run["status"], run["rows_read"], run["rows_written"], run["rows_skipped"]) == ("success", 7, 4, 3)
     assert run["details"]["deals.csv"] == {
-        "table": "deals", "read": 6, "written": 3, "skipped": 3, "unchanged": False,
+        "table": "deals", "read": 6, "written": 3, "skipped": 3, "duplicates": 0, "unchanged": False,
         "errors": [line.removeprefix("  skipped: ") for line in err.splitlines()[2:5]], "notes": []}
 
 
@@ -477,7 +494,8 @@ def test_changing_the_options_of_an_unchanged_file_rereads_it_and_the_new_values
         "d1": (None, False), "d2": (None, False)}
 
     setup(isolated, sqlite_url, {}, tables={"deals": {
-        "constants": {"currency": "EUR"}, "derive": {"is_won": {"from": "stage", "map": {"won": True}}}}})
+        "constants": {"currency": "EUR"}, "derive": {"is_won": {"from": "stage", "map": {"won": True}},
+                                                     "is_closed": {"from": "stage", "map": {"won": True}}}}})
     err = ok(sync(config))
     assert "files/deals.csv: 2 read, 2 written\n" in err
     assert {i: (d["currency"], d["is_won"]) for i, d in fetch(sqlite_url, "deals").items()} == {

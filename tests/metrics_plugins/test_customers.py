@@ -49,7 +49,7 @@ ACCOUNTS = [{"id": a, "region": r, "owner_id": o} for a, r, o in [
 
 def _deal(id_, account, owner, deal_type, won, closed, deleted=False):
     return {"id": id_, "account_id": account, "owner_id": owner, "deal_type": deal_type, "is_won": won,
-            "closed_at": closed, "is_deleted": deleted}
+            "is_closed": True, "closed_at": closed, "is_deleted": deleted}
 
 
 DEALS = [

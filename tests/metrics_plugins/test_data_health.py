@@ -162,7 +162,8 @@ DEALS = [
 
 def deal_rows():
     return [{"id": i, "amount": a, "closed_at": c, "owner_id": o, "stage": s, "account_id": acc,
-             "forecast_category": f, "created_at": cr, "is_deleted": d} for i, a, c, o, s, acc, f, cr, d in DEALS]
+             "forecast_category": f, "created_at": cr, "is_deleted": d, "is_closed": False, "is_won": False}
+            for i, a, c, o, s, acc, f, cr, d in DEALS]
 
 
 def test_completeness_of_deals(kpi_any_store):

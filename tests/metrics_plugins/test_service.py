@@ -142,7 +142,7 @@ def test_ticket_metrics_empty(kpi):
 
 
 def test_ticket_volume_without_any_tickets_is_null(kpi):
-    kpi.write("deals", [{"id": "d1"}])
+    kpi.write("accounts", [{"id": "a1"}])
     kpi.sync()
     row = kpi.one("ticket_volume", "--period", "2024-03")
     assert (row["value"], row["note"]) == (None, "no tickets in the store")
