@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterator
 
-from crmkpi.connector import SyncContext
+from crmkpi.connector import Coverage, SyncContext
 from crmkpi.errors import SourceDataError
 from crmkpi.normalize import FieldError, Layout, RecordRows
 
@@ -48,6 +48,8 @@ class Records:
         except FieldError as exc:
             raise SourceDataError(f"hubspot {spec.name}: {exc}") from None
         self.columns = self.rows.columns
+        #: The columns the mapping fills (``flatten`` always sets id and is_deleted), for the sync's check.
+        self.coverage = Coverage(frozenset(layout.columns) | {"id", "is_deleted"})
         self.lead_dates = (layout.columns.get("created_at"), layout.columns.get("converted_at"))
         self.consumed = [p for p in _CONSUMED if p not in layout.columns.values()]
 

@@ -59,6 +59,7 @@ class ObjectStream:
         self.pipelines = pipelines
         self.records = Records(spec, options.columns, context)
         self.columns = self.records.columns
+        self.coverage = self.records.coverage
         mapped = [p for p in options.columns.values() if not p.startswith("_")]
         self.properties = list(dict.fromkeys([*spec.properties, *options.properties, *mapped]))
         self.stats = StreamStats()

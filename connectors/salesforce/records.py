@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Callable
 
-from crmkpi.connector import SyncContext
+from crmkpi.connector import Coverage, SyncContext
 from crmkpi.errors import ConfigError
 from crmkpi.normalize import FieldError, Layout, RecordRows
 
@@ -39,6 +39,7 @@ class Plan:
     coerce: Coercion
     rows: RecordRows
     references: dict[str, str]  # column -> the sObject its reference field points at (one target only)
+    coverage: Coverage  # the columns the mapping fills: the sync names those the metrics need and miss
 
 
 def make_plan(sobject: SObject, options: ObjectOptions | None, describe: Describe, context: SyncContext) -> Plan:
@@ -59,7 +60,8 @@ def make_plan(sobject: SObject, options: ObjectOptions | None, describe: Describ
         fields = [*selectable, *dict.fromkeys(paths)]
     kinds = {name: KINDS.get(f["type"], "str") for name, f in by_name.items()}
     values = {**sobject.values, **(options.values if options else {})}
-    layout = Layout(columns=mapping, values=values, constants=options.constants if options else {})
+    constants = options.constants if options else {}
+    layout = Layout(columns=mapping, values=values, constants=constants)
     try:
         rows = RecordRows(sobject.table, layout, source=context.name, synced_at=context.synced_at,
                           encoder=context.encoder)
@@ -71,7 +73,7 @@ def make_plan(sobject: SObject, options: ObjectOptions | None, describe: Describ
                   if len(by_name.get(name, {}).get("referenceTo") or ()) == 1}
     return Plan(sobject, fields, cursor, sobject.hard_deletes and bool(info.get("replicateable")),
                 Coercion(kinds, {f["relationshipName"] for f in by_name.values() if f.get("relationshipName")}),
-                rows, references)
+                rows, references, Coverage(frozenset(mapping) | frozenset(constants)))
 
 
 def _resolve(name: str, by_name: dict[str, dict], describe: Describe) -> bool:

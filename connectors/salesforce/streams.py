@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Callable, Iterable, Iterator
 from urllib.parse import quote_plus
 
-from crmkpi.connector import Checkpoint, StreamStats, SyncContext
+from crmkpi.connector import Checkpoint, Coverage, StreamStats, SyncContext
 from crmkpi.errors import ConfigError, SourceDataError
 from crmkpi.normalize import FieldError
 
@@ -84,10 +84,12 @@ class ObjectStream:
         self.table = sobject.table
         self.columns: list[str] = []
         self.stats = StreamStats()
+        self.coverage: Coverage | None = None  # known once the read has planned its mapping
 
     def _plan(self) -> Plan:
         plan = make_plan(self.sobject, self.options, self.client.describe, self.context)
         self.columns = plan.rows.columns
+        self.coverage = plan.coverage
         self.references.add(self.table, plan.references)
         return plan
 

@@ -638,6 +638,33 @@ def test_custom_object_custom_fields_and_multi_currency(tmp_path: Path, migrated
     assert not p.rows("tickets")
 
 
+def test_the_standard_mapping_names_what_it_leaves_empty_for_the_metrics(project: Project):
+    report = project.sync()
+    assert ("  note: Case: no value for tickets.first_response_at (empty in every row), needed by "
+            "first_response_time\n") in report
+    assert report.count("no value for") == 1  # every other column a loaded metric needs is mapped
+
+
+def test_a_custom_object_on_deals_without_won_and_closed_is_refused_until_mapped(project: Project, org: Org):
+    org.define("Deal__c", {"Id": "id", "IsDeleted": "boolean", "Name": "string", "Amount__c": "currency",
+                           "Won__c": "boolean", "Closed__c": "boolean", "CreatedDate": "datetime",
+                           "LastModifiedDate": "datetime", "SystemModstamp": "datetime"})
+    stamp = sf_datetime(datetime(2025, 3, 1, tzinfo=UTC))
+    deal = org.insert("Deal__c", Name="Big", Amount__c=900.0, Won__c=True, Closed__c=True, CreatedDate=stamp,
+                      LastModifiedDate=stamp, SystemModstamp=stamp)
+    project.write(objects={"Deal__c": {"table": "deals", "columns": {"name": "Name", "amount": "Amount__c"}}})
+    assert project.fails() == (
+        "Deal__c: no value for deals.is_closed, deals.is_won, so every row would read as is_closed = false in "
+        "pipeline_value, sales_cycle_length, sales_velocity, stage_length, win_rate, is_won = false in "
+        "avg_deal_size, close_rate, lead_conversion_rate, quota_attainment, sales_cycle_length, sales_velocity, "
+        "sales_volume, win_rate; map a source column to each, derive it, or set it as a constant")
+    assert deal not in project.rows("deals")
+    project.write(objects={"Deal__c": {"table": "deals", "columns": {"name": "Name", "amount": "Amount__c",
+                                                                    "is_won": "Won__c", "is_closed": "Closed__c"}}})
+    project.sync()
+    assert (project.rows("deals")[deal]["is_won"], project.rows("deals")[deal]["is_closed"]) == (True, True)
+
+
 def test_an_object_too_wide_for_a_rest_url_is_read_through_bulk(tmp_path: Path, migrated: Path, tls_ca, monkeypatch):
     org = build_org()
     wide = {f"Custom_Measure_Number_{n:03}__c": "double" for n in range(700)}  # ~20,000 characters of SELECT
