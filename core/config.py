@@ -9,11 +9,11 @@ import typing
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 from sqlalchemy.engine import make_url
 
 from .errors import ConfigError, MetricError
@@ -24,6 +24,17 @@ from .suggest import close_matches, did_you_mean
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
+def _period_text(value: Any) -> Any:
+    """YAML reads ``2025`` as a number and ``2025-03-14`` as a date: both name a period."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value.isoformat() if isinstance(value, date) else value
+
+
+#: A period as the config writes it (``2025``, ``2025-Q4``, ``last-month``, ...).
+PeriodText = Annotated[str, BeforeValidator(_period_text)]
+
+
 class Reporting(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -31,7 +42,7 @@ class Reporting(BaseModel):
     timezone: str = Field("UTC", description="zone in which periods start and end")
     fiscal_year_start_month: int = Field(1, ge=1, le=12, description="1 = calendar year")
     week_start: Literal["monday", "sunday"] = "monday"
-    default_period: str = Field("last-month", description="period used when --period is not given")
+    default_period: PeriodText = Field("last-month", description="period used when --period is not given")
 
     @field_validator("timezone")
     @classmethod
@@ -52,7 +63,7 @@ class TargetSettings(BaseModel):
 
     metric: str = Field(description="metric id")
     value: float = Field(description="the goal, in the metric's unit (ratios as fractions: 0.3)")
-    period: str | None = Field(None, description="the period the goal covers: 2025, 2025-Q4, this-year, ...")
+    period: PeriodText | None = Field(None, description="the period the goal covers: 2025, 2025-Q4, this-year, ...")
     deadline: date | None = Field(None, description="instead of period: the goal's last day")
     start: date | None = Field(None, description="with deadline: the first day (default: its fiscal year's)")
     segment: dict[str, Any] | None = Field(None, description="e.g. {owner: u-17}: the goal of one segment value "
@@ -80,7 +91,7 @@ class Schedule(BaseModel):
     cron: str = Field(description="five-field cron expression, in the reporting timezone")
     sync: list[str] = Field(default_factory=list, description="connectors to sync first")
     metrics: list[str] = Field(default_factory=list, description="metrics to compute after")
-    period: str = "last-month"
+    period: PeriodText = "last-month"
 
 
 class RawConfig(BaseModel):

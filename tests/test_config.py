@@ -358,3 +358,18 @@ def test_target_start_after_deadline_is_rejected(project, registry):
     message = error(project, registry,
                     "targets:\n  - {metric: close_rate, value: 0.3, deadline: 2024-03-31, start: 2024-06-01}\n")
     assert message == "targets.0: start is after deadline"
+
+
+def test_periods_yaml_reads_as_numbers_or_dates_are_periods(project, registry):
+    config = load(project, registry, """\
+        reporting: {default_period: 2025}
+        targets:
+          - {metric: win_rate, value: 0.4, period: 2025}
+          - {metric: close_rate, value: 0.3, period: 2025-03-14}
+        """)
+    assert config.reporting.default_period == "2025"
+    assert [t.period for t in config.targets] == ["2025", "2025-03-14"]
+    assert "targets.0.period" in error(project, registry, """\
+        targets:
+          - {metric: win_rate, value: 0.4, period: 20255}
+        """)
