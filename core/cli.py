@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from . import __version__
 from .config import Config, load_config
-from .engine import COMPARISONS, Run, Settings, empty_tables, run_metrics
+from .engine import COMPARISONS, SAVE_TIMEOUT, Run, Settings, empty_tables, run_metrics, save_results
 from .engine import explain as explain_metric
 from .errors import ConfigError, CrmkpiError, StoreError
 from .models import ENTITIES, SyncRun
@@ -234,6 +234,7 @@ class _progress:
 
 #: ``crmkpi run``'s exit status when it finished but some metric failed (1: nothing was computed).
 EXIT_METRICS_FAILED = 3
+EXIT_NOT_SAVED = 4
 
 
 @cli.command()
@@ -249,10 +250,13 @@ EXIT_METRICS_FAILED = 3
 @click.option("--param", "param_args", multiple=True, metavar="[METRIC.]KEY=VALUE", help="Metric parameter.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
 @click.option("--no-save", is_flag=True, help="Do not store the results in metric_results.")
+@click.option("--save-timeout", type=click.FloatRange(min=0), default=SAVE_TIMEOUT, show_default=True,
+              metavar="SECONDS", help="How long to wait to save while another process (a sync) writes to a "
+                                      "SQLite store.")
 @click.pass_obj
 def run(app: App, config_path: str, metric_ids: tuple[str, ...], period: str | None, grain: str | None,
         dimensions: tuple[str, ...], compare: str | None, param_args: tuple[str, ...], fmt: str,
-        no_save: bool) -> None:
+        no_save: bool, save_timeout: float) -> None:
     """Compute metrics for a period (or a series of periods) and print them.
 
     \b
@@ -261,6 +265,10 @@ def run(app: App, config_path: str, metric_ids: tuple[str, ...], period: str | N
       1  an error before anything was computed: config, options, an empty store
       3  some metric failed: its rows carry the error (JSON/CSV: "error"), every
          other result was printed and saved
+      4  the results were printed but could not be saved (e.g. the store stayed
+         locked by a sync longer than --save-timeout)
+
+    Every value of one run reads the same snapshot of the store, even while a sync commits.
     """
     config = app.config(config_path)
     registry = app.registry
@@ -276,12 +284,37 @@ def run(app: App, config_path: str, metric_ids: tuple[str, ...], period: str | N
         def progress(metric, index: int) -> None:
             status(f"Computing {metric.id} ({index + 1}/{len(metrics)})")
 
-        results = run_metrics(store.engine, request, settings, persist=not no_save, progress=progress,
+        results = run_metrics(store.engine, request, settings, persist=False, progress=progress,
                               stop_on_error=app.debug)
+    # Printed before saving: what was computed is never lost to a store that refuses the write.
     click.echo(render(results, fmt, {m.id: m for m in metrics}))
+    saved = not no_save and _save(store, results, save_timeout)
     if any(r["error"] for r in results):
-        click.echo(f"Error: {_failures(results, saved=not no_save)}", err=True)
-        click.get_current_context().exit(EXIT_METRICS_FAILED)
+        click.echo(f"Error: {_failures(results, saved)}", err=True)
+    context = click.get_current_context()
+    if not (saved or no_save):
+        context.exit(EXIT_NOT_SAVED)
+    if any(r["error"] for r in results):
+        context.exit(EXIT_METRICS_FAILED)
+
+
+def _save(store: Store, results: list[dict], timeout: float) -> bool:
+    """Save the results; on failure say so in one line (they are printed already) and return False."""
+    told = False
+
+    def waiting(seconds: float) -> None:
+        nonlocal told
+        if not told:
+            click.echo(f"Waiting to save: another process is writing to the store (a sync?); up to "
+                       f"{timeout:.0f} s (--save-timeout).", err=True)
+            told = True
+
+    try:
+        save_results(store.engine, results, timeout, waiting)
+    except StoreError as exc:
+        click.echo(f"Error: {exc} (they are printed above)", err=True)
+        return False
+    return True
 
 
 def _failures(results: list[dict], saved: bool) -> str:

@@ -2,8 +2,9 @@
 
 Every value comes from one call of a metric's ``compute`` for one period and one
 segment (a combination of dimension values); comparisons are the same call for the
-previous period or the same period a year earlier. Results are persisted to
-``metric_results`` under one run id. A metric that fails leaves an error on its own rows
+previous period or the same period a year earlier. Every call reads the same snapshot of
+the store, so a sync committing meanwhile cannot make two values of one run disagree.
+Results are persisted to ``metric_results`` under one run id, in one transaction. A metric that fails leaves an error on its own rows
 and the others are computed: one broken plugin or missing rate does not cost the run.
 """
 
@@ -18,10 +19,11 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Engine
 
 from . import segments
-from .errors import ConfigError, CrmkpiError, MetricError
+from .errors import ConfigError, CrmkpiError, MetricError, StoreError
 from .metrics import TABLES, Metric, MetricContext, Value
 from .models import MetricResult, SyncRun
 from .periods import Calendar, Period
+from .store import insert_waiting, snapshot
 from .targets import Target, evaluate
 
 COMPARISONS = ("previous", "year_ago")
@@ -77,7 +79,7 @@ def run_metrics(engine: Engine, run: Run, settings: Settings | None = None, *, p
     periods = settings.calendar.split(run.period, run.grain) if run.grain else [run.period]
     params = {metric.id: metric.resolve_params(run.params.get(metric.id, {})) for metric in run.metrics}
     results = []
-    with engine.connect() as conn:
+    with snapshot(engine) as conn:
         cells = _Cells(conn, run, settings, settings.today or datetime.now(UTC).date(), stop_on_error,
                        uuid.uuid4().hex, datetime.now(UTC), data_freshness(conn), empty_tables(conn))
         splits = _splits(conn, run.metrics, params, run.segments)
@@ -86,14 +88,33 @@ def run_metrics(engine: Engine, run: Run, settings: Settings | None = None, *, p
                 progress(metric, index)
             results += [cells.result(metric, params[metric.id], splits[metric.id], segment, period)
                         for segment in splits[metric.id].segments for period in periods]
-    saved = [r for r in results if not r["error"]]
-    if persist and saved:
-        columns = set(MetricResult.__table__.columns.keys())
-        with engine.begin() as conn:
-            conn.execute(MetricResult.__table__.insert(), [
-                {**{k: v for k, v in r.items() if k in columns},
-                 "target_status": r["target"]["status"] if r["target"] else None} for r in saved])
+    if persist:
+        save_results(engine, results)
     return results
+
+
+#: How long ``save_results`` waits by default for a store another process is writing to.
+SAVE_TIMEOUT = 300.0
+
+
+def save_results(engine: Engine, results: list[dict], timeout: float = SAVE_TIMEOUT,
+                 waiting: Callable[[float], None] | None = None) -> int:
+    """Persist the results without an error in one transaction (all of a run's rows or none); returns how many.
+
+    While another process writes to the store, saving waits up to ``timeout`` seconds, calling
+    ``waiting(seconds waited)`` now and then.
+    """
+    saved = [r for r in results if not r["error"]]
+    if not saved:
+        return 0
+    columns = set(MetricResult.__table__.columns.keys())
+    rows = [{**{k: v for k, v in r.items() if k in columns},
+             "target_status": r["target"]["status"] if r["target"] else None} for r in saved]
+    try:
+        insert_waiting(engine, MetricResult.__table__, rows, timeout, waiting)
+    except StoreError as exc:
+        raise StoreError(f"the {len(rows)} results were not saved: {exc}") from None
+    return len(rows)
 
 
 #: How a comparison is named in messages and in the table's column headers.
@@ -148,13 +169,18 @@ class _Cells:
     def attempt(self, metric: Metric, period: Period, params: dict[str, Any],
                 segment: segments.Segment | None) -> tuple[Value | None, str | None]:
         """The metric's value, or None and the error (without the metric's name) when it fails."""
+        # A savepoint, not a rollback: PostgreSQL refuses every later statement of a transaction a
+        # statement failed in, and rolling the whole transaction back would leave the run's snapshot.
+        savepoint = self.conn.begin_nested()
         try:
-            return compute(self.conn, metric, period, params, segment, self.settings, self.today), None
+            value = compute(self.conn, metric, period, params, segment, self.settings, self.today)
         except MetricError as exc:
+            savepoint.rollback()
             if self.stop_on_error:
                 raise
-            self.conn.rollback()  # PostgreSQL refuses every later statement of a transaction a statement failed in
             return None, str(exc).removeprefix(f"{metric.id}: ")
+        savepoint.commit()
+        return value, None
 
 
 def empty_tables(conn: Connection) -> set[str]:
@@ -249,7 +275,7 @@ def explain(engine: Engine, metric: Metric, period: Period, params: dict[str, An
     """The value, and for each input the number of rows and the first ``limit`` of them."""
     settings = settings or Settings()
     today = settings.today or datetime.now(UTC).date()
-    with engine.connect() as conn:
+    with snapshot(engine) as conn:
         resolved = metric.resolve_params(params)
         parts = segment.parts if segment else ()
         for dimension, _ in parts:

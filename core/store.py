@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from sqlalchemy import (JSON, Boolean, Date, DateTime, Float, Integer, TypeDecorator, create_engine, event, exists,
-                        inspect, select, text, update)
+from sqlalchemy import (JSON, Boolean, Date, DateTime, Float, Integer, Table, TypeDecorator, create_engine, event,
+                        exists, inspect, select, text, update)
 from sqlalchemy.engine import Connection, Engine, make_url
 from pydantic_core import PydanticUndefined
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from .errors import StoreError
 from .models import ENTITIES, SCHEMA_REVISION, SyncState
@@ -250,6 +251,70 @@ class Store:
 
     def table_names(self) -> list[str]:
         return inspect(self.engine).get_table_names()
+
+
+@contextmanager
+def snapshot(engine: Engine) -> Iterator[Connection]:
+    """A connection whose reads all see the store as it was at the first one.
+
+    A run makes hundreds of queries; a sync committing meanwhile must not make two of its
+    values disagree. PostgreSQL gives that with REPEATABLE READ. SQLite's driver leaves SELECTs
+    outside any transaction, so each would see the latest commit; an explicit BEGIN holds one
+    WAL read snapshot until the connection closes (writers are not blocked by it).
+    """
+    with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execution_options(isolation_level="REPEATABLE READ")
+        elif engine.dialect.name == "sqlite":
+            conn.exec_driver_sql("BEGIN")
+        yield conn
+
+
+def insert_waiting(engine: Engine, table: Table, rows: list[dict[str, Any]], timeout: float,
+                   waiting: Callable[[float], None] | None = None) -> None:
+    """Insert ``rows`` in one transaction, waiting up to ``timeout`` seconds for another writer.
+
+    SQLite has one writer at a time, and a files sync holds the write lock for its whole
+    transaction. Each attempt waits briefly, so that ``waiting(seconds waited)`` tells the
+    caller early; a failure is a one-line :class:`StoreError`.
+    """
+    started = time.monotonic()
+    while True:
+        attempt = min(_WRITE_ATTEMPT_SECONDS, max(timeout - (time.monotonic() - started), 0.1))
+        try:
+            with engine.begin() as conn, _busy_timeout(conn, attempt):
+                conn.execute(table.insert(), rows)
+            return
+        except OperationalError as exc:
+            waited = time.monotonic() - started
+            locked = "locked" in str(exc.orig)  # SQLite: another connection holds the write lock
+            if not locked or waited >= timeout:
+                store = _describe(engine.url.render_as_string(hide_password=False))
+                raise StoreError(f"the store {store} stayed locked by another writer (a sync?) for {waited:.0f} s"
+                                 if locked else f"store {store}: {_first_line(exc)}") from None
+            if waiting is not None:
+                waiting(waited)
+        except SQLAlchemyError as exc:
+            raise StoreError(f"store {_describe(engine.url.render_as_string(hide_password=False))}: "
+                             f"{_first_line(exc)}") from None
+
+
+#: SQLite's busy wait per attempt of ``insert_waiting``.
+_WRITE_ATTEMPT_SECONDS = 2.0
+
+
+@contextmanager
+def _busy_timeout(conn: Connection, seconds: float) -> Iterator[None]:
+    """SQLite's busy timeout for this connection, restored afterwards (it goes back to the pool)."""
+    if conn.dialect.name != "sqlite":
+        yield
+        return
+    before = conn.exec_driver_sql("PRAGMA busy_timeout").scalar()
+    conn.exec_driver_sql(f"PRAGMA busy_timeout={int(seconds * 1000)}")
+    try:
+        yield
+    finally:
+        conn.exec_driver_sql(f"PRAGMA busy_timeout={before}")
 
 
 def save_state(conn: Connection, connector: str, stream: str, cursor: str | None,
