@@ -111,19 +111,30 @@ class Calendar:
                 return self.containing("day", date.fromisoformat(spec))
             except ValueError:
                 pass
-        if m := re.fullmatch(r"(this|last)-(day|week|month|quarter|year)|today|yesterday", spec):
+        if m := re.fullmatch(r"(this|last|previous)-(day|week|month|quarter|year)|today|yesterday", spec):
             if spec in ("today", "yesterday"):
                 return self.containing("day", today - timedelta(days=spec == "yesterday"))
             current = self.containing(m[2], today)
             return current if m[1] == "this" else self.containing(m[2], current.start - timedelta(days=1))
-        if m := re.fullmatch(r"(week|month|quarter|year)-to-date", spec):
+        if m := re.fullmatch(r"(?:this-)?(week|month|quarter|year)-to-date", spec):
             current = self.containing(m[1], today)
             return Period(current.start, today + timedelta(days=1), f"{m[1][0].upper()}TD {today.isoformat()}")
+        if m := re.fullmatch(r"last-(\d{1,3})-(days|weeks|months)", spec):
+            return self._trailing(int(m[1]), m[2], today, text)
         raise ConfigError(
             f"period {text!r}: expected 2024, 2024-Q1, 2024-03, 2024-W05, 2024-03-15, "
-            "2024-01-01..2024-03-31, this-/last-day|week|month|quarter|year or month-to-date"
+            "2024-01-01..2024-03-31, this-/last-day|week|month|quarter|year, month-to-date or last-7-days"
         )
 
+    def _trailing(self, count: int, unit: str, today: date, text: str) -> Period:
+        """The ``count`` whole days or weeks ending yesterday, or the ``count`` whole months before this one:
+        a schedule's trailing window never includes a day that is not over."""
+        if count < 1:
+            raise ConfigError(f"period {text!r}: the number must be 1 or more")
+        if unit == "months":
+            end = self.containing("month", today).start
+            return _range(_add_months(end, -count), end)
+        return _range(today - timedelta(days=count * (7 if unit == "weeks" else 1)), today)
 
     def split(self, period: Period, grain: str) -> list[Period]:
         """The ``grain`` periods covering ``period``, in order; the first and last are clipped to it."""

@@ -385,7 +385,7 @@ def test_results_are_saved_unless_no_save(tmp_path):
         (["--metric", "churn_rate"], "unknown metric 'churn_rate' (known: close_rate, win_rate)"),
         (["--period", "last-fortnight"], "period 'last-fortnight': expected 2024, 2024-Q1, 2024-03, 2024-W05, "
                                          "2024-03-15, 2024-01-01..2024-03-31, this-/last-day|week|month|quarter|"
-                                         "year or month-to-date"),
+                                         "year, month-to-date or last-7-days"),
         (["--param", "by"], "--param 'by': expected KEY=VALUE or METRIC.KEY=VALUE"),
         (["--param", "=amount"], "--param '=amount': expected KEY=VALUE or METRIC.KEY=VALUE"),
         (["--param", "weighting=amount"], "--param 'weighting=amount': no selected metric has a param 'weighting'"),

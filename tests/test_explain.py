@@ -137,7 +137,7 @@ def test_explain_an_empty_period_gives_the_reason(project):
     (("win_rate", "--period", "2024", "--param", "by=weight"), "win_rate: param by: 'weight' is not one of count, amount"),
     (("close_rate", "--period", "2024-13"),
      "period '2024-13': expected 2024, 2024-Q1, 2024-03, 2024-W05, 2024-03-15, 2024-01-01..2024-03-31, "
-     "this-/last-day|week|month|quarter|year or month-to-date"),
+     "this-/last-day|week|month|quarter|year, month-to-date or last-7-days"),
 ])
 def test_explain_errors_are_one_line(project, args, message):
     assert project.fails("explain", *args) == message

@@ -83,6 +83,13 @@ def test_period_end_is_exclusive_and_last_day_is_inclusive():
         ("this-year", ("2024-01-01", "2025-01-01", "2024")),
         ("last-year", ("2023-01-01", "2024-01-01", "2023")),
         ("LAST-MONTH", ("2024-04-01", "2024-05-01", "2024-04")),
+        ("previous-quarter", ("2024-01-01", "2024-04-01", "2024-Q1")),
+        ("previous-month", ("2024-04-01", "2024-05-01", "2024-04")),
+        # trailing windows: whole days ending yesterday, or whole months before this one
+        ("last-7-days", ("2024-05-08", "2024-05-15", "2024-05-08..2024-05-14")),
+        ("last-1-days", ("2024-05-14", "2024-05-15", "2024-05-14..2024-05-14")),
+        ("last-2-weeks", ("2024-05-01", "2024-05-15", "2024-05-01..2024-05-14")),
+        ("last-3-months", ("2024-02-01", "2024-05-01", "2024-02-01..2024-04-30")),
     ],
 )
 def test_relative_forms(text, expected):
@@ -97,6 +104,7 @@ def test_relative_forms(text, expected):
         ("month-to-date", ("2024-05-01", "2024-05-16", "MTD 2024-05-15")),
         ("quarter-to-date", ("2024-04-01", "2024-05-16", "QTD 2024-05-15")),
         ("year-to-date", ("2024-01-01", "2024-05-16", "YTD 2024-05-15")),
+        ("this-quarter-to-date", ("2024-04-01", "2024-05-16", "QTD 2024-05-15")),
     ],
 )
 def test_to_date_forms(text, expected):
@@ -114,6 +122,17 @@ def test_relative_forms_cross_year_boundaries():
     assert span(parse("last-week", today=date(2025, 1, 2))) == ("2024-12-23", "2024-12-30", "2024-W52")
     # on the first day of a month, month-to-date is that one day
     assert span(parse("month-to-date", today=date(2024, 3, 1))) == ("2024-03-01", "2024-03-02", "MTD 2024-03-01")
+
+
+def test_trailing_windows_cross_year_boundaries_and_refuse_zero():
+    assert span(parse("last-3-months", today=date(2024, 2, 29))) == ("2023-11-01", "2024-02-01",
+                                                                      "2023-11-01..2024-01-31")
+    assert span(parse("last-10-days", today=date(2024, 1, 3))) == ("2023-12-24", "2024-01-03",
+                                                                    "2023-12-24..2024-01-02")
+    with pytest.raises(ConfigError, match=r"^period 'last-0-days': the number must be 1 or more$"):
+        parse("last-0-days")
+    with pytest.raises(ConfigError, match=r"^period 'last-1000-days': expected "):
+        parse("last-1000-days")
 
 
 def test_relative_forms_follow_the_given_today():

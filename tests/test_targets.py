@@ -300,7 +300,7 @@ def test_additive_target_through_the_cli(project, monkeypatch):
 
 
 PERIOD_FORMS = ("expected 2024, 2024-Q1, 2024-03, 2024-W05, 2024-03-15, 2024-01-01..2024-03-31, "
-                "this-/last-day|week|month|quarter|year or month-to-date")
+                "this-/last-day|week|month|quarter|year, month-to-date or last-7-days")
 
 
 @pytest.mark.parametrize("target, message", [
