@@ -274,11 +274,11 @@ def run(app: App, config_path: str, metric_ids: tuple[str, ...], period: str | N
     registry = app.registry
     ids = list(metric_ids) or list(config.metrics if config.metrics is not None else registry.metrics)
     metrics = [registry.metric(i) for i in ids]
-    settings = _settings(config)
+    settings = settings_of(config)
     chosen = settings.calendar.parse(period or config.reporting.default_period, today=settings.today)
     comparisons = COMPARISONS if compare == "both" else (compare,) if compare else ()
     request = Run(metrics, chosen, _params(config, metrics, param_args), grain, dimensions, comparisons,
-                  _targets(config, registry, settings))
+                  targets_of(config, registry, settings))
     store = _store_with_records(app, config, config_path)
     with _status() as status:
         def progress(metric, index: int) -> None:
@@ -374,7 +374,7 @@ def explain(app: App, config_path: str, metric_id: str, period: str | None, segm
     """Show how a metric's value comes about: formula, inputs and the first records behind each."""
     config = app.config(config_path)
     metric = app.registry.metric(metric_id)
-    settings = _settings(config)
+    settings = settings_of(config)
     chosen = settings.calendar.parse(period or config.reporting.default_period, today=settings.today)
     segment = _segment(segment_args)
     params = _params(config, [metric], param_args)[metric.id]
@@ -396,7 +396,7 @@ def _segment(args: tuple[str, ...]) -> Segment | None:
     return Segment.of(values) if values else None
 
 
-def _settings(config: Config) -> Settings:
+def settings_of(config: Config) -> Settings:
     reporting = config.reporting
     return Settings(Calendar(reporting.fiscal_year_start_month, reporting.week_start), reporting.timezone,
                     reporting.currency, _today(reporting.timezone))
@@ -422,7 +422,7 @@ def _params(config: Config, metrics: list, args: tuple[str, ...]) -> dict[str, d
     return params
 
 
-def _targets(config: Config, registry: Registry, settings: Settings) -> list[Target]:
+def targets_of(config: Config, registry: Registry, settings: Settings) -> list[Target]:
     targets = []
     for t in config.targets:
         if t.period:
@@ -508,6 +508,10 @@ def sample_data(out_dir: str, deals: int, stage_changes_per_deal: float | None, 
 
     counts = generate(Path(out_dir), seed=seed, deals=deals, stage_changes_per_deal=stage_changes_per_deal)
     click.echo(", ".join(f"{table}: {n}" for table, n in counts.items()))
+
+
+# The service's command groups register on ``cli`` when imported; they import this module's helpers.
+from .service import commands as _service_commands  # noqa: E402,F401
 
 
 def main() -> None:

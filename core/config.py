@@ -7,7 +7,7 @@ import re
 import types
 import typing
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -17,7 +17,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from sqlalchemy.engine import make_url
 
 from .errors import ConfigError, MetricError
-from .periods import Calendar
+from .periods import GRAINS, Calendar
 from .plugins import Registry
 from .suggest import close_matches, did_you_mean
 
@@ -86,12 +86,41 @@ class TargetSettings(BaseModel):
 
 
 class Schedule(BaseModel):
+    """A job the scheduler runs at each occurrence of ``cron``: sync connectors, then compute metrics."""
+
     model_config = ConfigDict(extra="forbid")
 
-    cron: str = Field(description="five-field cron expression, in the reporting timezone")
+    cron: str = Field(description="five-field cron expression (minute hour day-of-month month day-of-week), "
+                                  "read as wall-clock time in the schedule's timezone")
+    timezone: str | None = Field(None, description="IANA zone of the cron expression; default: reporting.timezone")
     sync: list[str] = Field(default_factory=list, description="connectors to sync first")
     metrics: list[str] = Field(default_factory=list, description="metrics to compute after")
-    period: PeriodText = "last-month"
+    period: PeriodText = Field("last-month", description="the period computed, relative to the occurrence's day "
+                                                         "(last-month, previous-quarter, last-7-days, ...)")
+    grain: Literal[GRAINS] | None = Field(None, description="split the period into a series (day ... year)")
+    segments: list[str] = Field(default_factory=list, description="dimensions to split by, as --segment")
+    compare: Literal["previous", "year_ago", "both"] | None = None
+    params: dict[str, dict[str, Any]] = Field(default_factory=dict,
+                                              description="per metric: params over the config's metrics: params")
+
+    @field_validator("cron")
+    @classmethod
+    def _five_fields(cls, value: str) -> str:
+        from croniter import croniter
+
+        if len(value.split()) != 5 or not croniter.is_valid(value):
+            raise ValueError(f"{value!r} is not a five-field cron expression (minute hour day-of-month month "
+                             "day-of-week), e.g. '0 7 * * 1' for Mondays at 07:00")
+        try:
+            croniter(value, datetime(2000, 1, 1)).get_next(datetime)
+        except ValueError:  # croniter's "failed to find next date" (e.g. 30 February)
+            raise ValueError(f"{value!r} never happens") from None
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        return None if value is None else check_zone(value)
 
 
 class RawConfig(BaseModel):
@@ -197,6 +226,17 @@ def load_config(path: str | Path, registry: Registry, *, check_sources: bool = F
             if metric_id not in registry.metrics:
                 raise ConfigError(f"schedules.{name}.metrics: unknown metric {metric_id!r}"
                                   f"{did_you_mean(metric_id, registry.metrics)}")
+        if not schedule.sync and not schedule.metrics:
+            raise ConfigError(f"schedules.{name}: nothing to do: give sync (connectors) and/or metrics")
+        for metric_id, params in schedule.params.items():
+            if metric_id not in schedule.metrics:
+                raise ConfigError(f"schedules.{name}.params.{metric_id}: not one of the schedule's metrics "
+                                  f"({', '.join(schedule.metrics) or 'none'})")
+            try:
+                registry.metrics[metric_id].resolve_params({**(metrics or {}).get(metric_id, {}), **params})
+            except MetricError as exc:
+                raise ConfigError(f"schedules.{name}.params.{metric_id}: "
+                                  f"{str(exc).removeprefix(metric_id + ': ')}") from None
     for index, target in enumerate(raw.targets):
         if target.metric not in registry.metrics:
             raise ConfigError(f"targets.{index}.metric: unknown metric {target.metric!r}"

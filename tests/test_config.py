@@ -239,7 +239,7 @@ def test_secret_values_never_appear_in_validation_errors(project, registry, monk
          "metrics.win_rate.params: unknown param 'weighting' (params: by, cohort)"),
         ("metrics:\n  close_rate:\n    params: {by: amount}\n",
          "metrics.close_rate.params: unknown param 'by' (params: none)"),
-        ("schedules:\n  nightly:\n    sync: []\n", "schedules.nightly.cron: field required"),
+        ("schedules:\n  nightly:\n    metrics: [win_rate]\n", "schedules.nightly.cron: field required"),
         ("schedules:\n  - cron: '0 2 * * *'\n", "schedules: input should be a valid dictionary"),
         ("schedules:\n  nightly:\n    cron: '0 2 * * *'\n    every: day\n", "schedules.nightly.every: unknown field"),
         ("schedules:\n  nightly:\n    crn: '0 2 * * *'\n",
@@ -250,6 +250,30 @@ def test_secret_values_never_appear_in_validation_errors(project, registry, monk
          "schedules.nightly.metrics: unknown metric 'net_promoter'"),
         ("schedules:\n  nightly:\n    cron: '0 2 * * *'\n    metrics: [sales_volum]\n",
          "schedules.nightly.metrics: unknown metric 'sales_volum'; did you mean 'sales_volume' or 'sales_velocity'?"),
+        ("schedules:\n  nightly:\n    cron: '0 2 * *'\n    metrics: [win_rate]\n",
+         "schedules.nightly.cron: '0 2 * *' is not a five-field cron expression (minute hour day-of-month month "
+         "day-of-week), e.g. '0 7 * * 1' for Mondays at 07:00"),
+        ("schedules:\n  nightly:\n    cron: '0 2 * * * 5'\n    metrics: [win_rate]\n",
+         "schedules.nightly.cron: '0 2 * * * 5' is not a five-field cron expression (minute hour day-of-month month "
+         "day-of-week), e.g. '0 7 * * 1' for Mondays at 07:00"),
+        ("schedules:\n  nightly:\n    cron: '0 25 * * *'\n    metrics: [win_rate]\n",
+         "schedules.nightly.cron: '0 25 * * *' is not a five-field cron expression (minute hour day-of-month month "
+         "day-of-week), e.g. '0 7 * * 1' for Mondays at 07:00"),
+        ("schedules:\n  nightly:\n    cron: '0 0 30 2 *'\n    metrics: [win_rate]\n",
+         "schedules.nightly.cron: '0 0 30 2 *' never happens"),
+        ("schedules:\n  nightly:\n    cron: '0 2 * * *'\n    timezone: Europe/Atlantis\n    metrics: [win_rate]\n",
+         "schedules.nightly.timezone: unknown timezone 'Europe/Atlantis'"),
+        ("schedules:\n  nightly:\n    cron: '0 2 * * *'\n", "schedules.nightly: nothing to do: give sync (connectors) "
+                                                            "and/or metrics"),
+        ("schedules:\n  nightly:\n    cron: '0 2 * * *'\n    metrics: [win_rate]\n    params: {close_rate: {}}\n",
+         "schedules.nightly.params.close_rate: not one of the schedule's metrics (win_rate)"),
+        ("schedules:\n  nightly:\n    cron: '0 2 * * *'\n    metrics: [win_rate]\n    params: {win_rate: {by: x}}\n",
+         "schedules.nightly.params.win_rate: param by: 'x' is not one of count, amount"),
+        ("schedules:\n  nightly:\n    cron: '0 2 * * *'\n    metrics: [win_rate]\n    grain: hour\n",
+         "schedules.nightly.grain: input should be 'day', 'week', 'month', 'quarter' or 'year'"),
+        ("schedules:\n  nightly:\n    cron: '0 2 * * *'\n    metrics: [win_rate]\n    period: last-fortnight\n",
+         "schedules.nightly.period: period 'last-fortnight': expected 2024, 2024-Q1, 2024-03, 2024-W05, 2024-03-15, "
+         "2024-01-01..2024-03-31, this-/last-day|week|month|quarter|year, month-to-date or last-7-days"),
     ],
 )
 def test_validation_errors_are_precise_one_liners(project, registry, text, expected):

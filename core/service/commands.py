@@ -1,0 +1,89 @@
+"""``crmkpi jobs``: the schedules of a config, running one now, and the history of runs."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+import click
+
+from ..cli import App, cli, config_option, settings_of, targets_of
+from ..errors import ConfigError, CrmkpiError
+from ..suggest import did_you_mean
+from .jobs import history, run_schedule
+from .schedule import Timetable
+
+
+@cli.group()
+def jobs() -> None:
+    """The config's schedules: when they run next, run one now, past runs."""
+
+
+@jobs.command("list")
+@config_option
+@click.pass_obj
+def jobs_list(app: App, config_path: str) -> None:
+    """Each schedule: what it does, its next occurrence and its last run."""
+    config = app.config(config_path)
+    if not config.schedules:
+        click.echo(f"{config_path}: no schedules")
+        return
+    store = app.store(config)
+    now = datetime.now(UTC)
+    for name, schedule in config.schedules.items():
+        zone = schedule.timezone or config.reporting.timezone
+        upcoming = Timetable(schedule.cron, zone).next(now)
+        steps = [f"sync {', '.join(schedule.sync)}"] if schedule.sync else []
+        steps += [f"run {', '.join(schedule.metrics)} for {schedule.period}"] if schedule.metrics else []
+        [last] = history(store, name, limit=1) or [None]
+        ran = (f"last run {_when(last.started_at, zone)}: {last.status}" + (f" ({last.error})" if last.error else "")
+               if last else "never run")
+        click.echo(f"{name}  {schedule.cron} ({zone}): {'; '.join(steps)}\n"
+                   f"  next {upcoming.local:%Y-%m-%d %H:%M} {_abbreviation(upcoming.at, zone)}; {ran}")
+
+
+@jobs.command("run")
+@config_option
+@click.argument("name")
+@click.pass_obj
+def jobs_run(app: App, config_path: str, name: str) -> None:
+    """Run schedule NAME now, recorded in the job history like a scheduled run."""
+    config = app.config(config_path)
+    if name not in config.schedules:
+        raise ConfigError(f"unknown schedule {name!r}{did_you_mean(name, config.schedules)} "
+                          f"(configured: {', '.join(config.schedules) or 'none'})")
+    settings = settings_of(config)
+    outcome = run_schedule(app.store(config), app.registry, config, name, settings,
+                           targets_of(config, app.registry, settings), today=settings.today,
+                           say=lambda line: click.echo(f"{name}: {line}", err=True))
+    if outcome.error:
+        raise CrmkpiError(f"job {name} (run {outcome.run_id}) failed: {outcome.error}")
+    click.echo(f"{name}: run {outcome.run_id} succeeded")
+
+
+@jobs.command("history")
+@config_option
+@click.argument("name", required=False)
+@click.option("--limit", "-n", default=20, show_default=True, type=click.IntRange(min=1))
+@click.pass_obj
+def jobs_history(app: App, config_path: str, name: str | None, limit: int) -> None:
+    """The latest job runs, newest first (of schedule NAME, or of all)."""
+    config = app.config(config_path)
+    runs = history(app.store(config), name, limit)
+    if not runs:
+        click.echo(f"no job runs{f' of {name}' if name else ''} yet")
+        return
+    zone = config.reporting.timezone
+    for run in runs:
+        took = f" in {(run.finished_at - run.started_at).total_seconds():.1f} s" if run.finished_at else ""
+        click.echo(f"{run.id}  {run.job}  {_when(run.started_at, zone)}  {run.status}{took}"
+                   + (f": {run.error}" if run.error else ""))
+
+
+def _when(moment: datetime, zone: str) -> str:
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)  # SQLite gives naive UTC
+    return f"{moment.astimezone(ZoneInfo(zone)):%Y-%m-%d %H:%M} {_abbreviation(moment, zone)}"
+
+
+def _abbreviation(moment: datetime, zone: str) -> str:
+    return moment.astimezone(ZoneInfo(zone)).tzname() or zone
