@@ -519,4 +519,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # `python -m crmkpi.cli` runs this file as __main__, a second copy of the module: the service's
+    # commands register on the imported crmkpi.cli, which is the one to run.
+    from crmkpi.cli import main as imported_main
+
+    imported_main()

@@ -102,6 +102,11 @@ class Schedule(BaseModel):
     compare: Literal["previous", "year_ago", "both"] | None = None
     params: dict[str, dict[str, Any]] = Field(default_factory=dict,
                                               description="per metric: params over the config's metrics: params")
+    misfire_grace: int = Field(3600, ge=0, description="seconds an occurrence may start late and still run")
+    catchup: Literal["latest", "all", "none"] = Field(
+        "latest", description="after downtime, of the occurrences missed: run the latest, all of them (up to "
+                              "max_catchup, oldest first), or none; the others are recorded as skipped")
+    max_catchup: int = Field(10, ge=1, description="with catchup: all, how many missed occurrences run at most")
 
     @field_validator("cron")
     @classmethod

@@ -15,11 +15,11 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any, Optional
 
-from sqlalchemy import JSON, Index
+from sqlalchemy import JSON, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 #: Version of the public schema: the id of the newest migration.
-SCHEMA_REVISION = "0001"
+SCHEMA_REVISION = "0002"
 
 
 class Entity(SQLModel):
@@ -226,15 +226,30 @@ class SyncRun(SQLModel, table=True):
 
 
 class JobRun(SQLModel, table=True):
-    """One scheduled or manual job (sync and/or metrics) run by the scheduler or service."""
+    """One run of a schedule, by the scheduler (an occurrence) or by hand (``crmkpi jobs run``).
+
+    A scheduler claims an occurrence by inserting its row: the unique ``(job, occurrence)`` lets any
+    number of replicas race and one win. The winner holds a lease it renews while it works; a lease
+    that runs out means its process died, and the run is marked failed.
+    """
 
     __tablename__ = "job_runs"
+    __table_args__ = (UniqueConstraint("job", "occurrence", name="uq_job_runs_job_occurrence"),)
     id: Optional[int] = Field(default=None, primary_key=True)
     job: str = Field(index=True)
+    #: The occurrence's wall-clock time in the schedule's zone (``2026-11-01T01:30``); None for a run by hand.
+    occurrence: Optional[str] = None
+    #: When the occurrence was due (UTC).
+    due_at: Optional[datetime] = None
     started_at: datetime
     finished_at: Optional[datetime] = None
-    status: str
+    status: str = Field(description="running, success, failed, skipped")
     error: Optional[str] = None
+    #: The process holding a running run (``host:pid``) and when its lease runs out unless renewed.
+    lease_owner: Optional[str] = None
+    lease_expires_at: Optional[datetime] = None
+    rows_synced: Optional[int] = None
+    results_saved: Optional[int] = None
 
 
 class MetricResult(SQLModel, table=True):

@@ -10,13 +10,46 @@ import click
 from ..cli import App, cli, config_option, settings_of, targets_of
 from ..errors import ConfigError, CrmkpiError
 from ..suggest import did_you_mean
-from .jobs import history, run_schedule
+from .jobs import Job, history
 from .schedule import Timetable
+from .scheduler import Scheduler
+from .lifecycle import Stopped, graceful_stop, serve_until
 
 
 @cli.group()
 def jobs() -> None:
     """The config's schedules: when they run next, run one now, past runs."""
+
+
+@cli.command()
+@config_option
+@click.option("--interval", default=15.0, show_default=True, type=click.FloatRange(min=0.1), metavar="SECONDS",
+              help="How often to look for due occurrences.")
+@click.option("--stop-timeout", default=30.0, show_default=True, type=click.FloatRange(min=0), metavar="SECONDS",
+              help="On SIGTERM or Ctrl-C, how long a running job may take to finish before it is interrupted.")
+@click.pass_obj
+def serve(app: App, config_path: str, interval: float, stop_timeout: float) -> None:
+    """Run the config's schedules until stopped: each occurrence once, even with several replicas.
+
+    Logs one line per event on stderr. SIGTERM or Ctrl-C stops claiming new runs, lets the running
+    job finish (or interrupts it after --stop-timeout: its sync rolls back, the run is recorded as
+    failed) and exits 0. A second signal interrupts at once.
+    """
+    config = app.config(config_path)
+    if not config.schedules:
+        raise ConfigError(f"{config_path}: no schedules to serve (see docs/configuration.md#schedules)")
+    scheduler = Scheduler(job(app, config), say=_log)
+    now = datetime.now(UTC)
+    for name, schedule in config.schedules.items():
+        zone = schedule.timezone or config.reporting.timezone
+        upcoming = Timetable(schedule.cron, zone).next(now)
+        _log(f"{name}: {schedule.cron} ({zone}), next {upcoming.local:%Y-%m-%d %H:%M} {_abbreviation(upcoming.at, zone)}")
+    with graceful_stop(stop_timeout) as stopping:
+        try:
+            serve_until(scheduler, stopping, interval, _log)
+        except Stopped:
+            _log("the running job was interrupted")
+    _log("stopped")
 
 
 @jobs.command("list")
@@ -52,10 +85,7 @@ def jobs_run(app: App, config_path: str, name: str) -> None:
     if name not in config.schedules:
         raise ConfigError(f"unknown schedule {name!r}{did_you_mean(name, config.schedules)} "
                           f"(configured: {', '.join(config.schedules) or 'none'})")
-    settings = settings_of(config)
-    outcome = run_schedule(app.store(config), app.registry, config, name, settings,
-                           targets_of(config, app.registry, settings), today=settings.today,
-                           say=lambda line: click.echo(f"{name}: {line}", err=True))
+    outcome = job(app, config).run_now(name, say=lambda line: click.echo(f"{name}: {line}", err=True))
     if outcome.error:
         raise CrmkpiError(f"job {name} (run {outcome.run_id}) failed: {outcome.error}")
     click.echo(f"{name}: run {outcome.run_id} succeeded")
@@ -76,8 +106,17 @@ def jobs_history(app: App, config_path: str, name: str | None, limit: int) -> No
     zone = config.reporting.timezone
     for run in runs:
         took = f" in {(run.finished_at - run.started_at).total_seconds():.1f} s" if run.finished_at else ""
-        click.echo(f"{run.id}  {run.job}  {_when(run.started_at, zone)}  {run.status}{took}"
-                   + (f": {run.error}" if run.error else ""))
+        click.echo(f"{run.id}  {run.job}  {run.occurrence or 'by hand'}  started {_when(run.started_at, zone)}  "
+                   f"{run.status}{took}" + (f": {run.error}" if run.error else ""))
+
+
+def _log(line: str) -> None:
+    click.echo(f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ} {line}", err=True)
+
+
+def job(app: App, config) -> Job:
+    settings = settings_of(config)
+    return Job(app.store(config), app.registry, config, settings, targets_of(config, app.registry, settings))
 
 
 def _when(moment: datetime, zone: str) -> str:

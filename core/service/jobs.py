@@ -7,11 +7,11 @@ computed: KPIs over a half-synced store would look current and be wrong.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from typing import Callable
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from ..config import Config, Schedule
 from ..engine import COMPARISONS, Run, Settings, run_metrics, save_results
@@ -20,6 +20,7 @@ from ..models import JobRun
 from ..plugins import Registry
 from ..store import Store
 from ..targets import Target
+from . import leases
 
 
 @dataclass
@@ -28,55 +29,85 @@ class JobOutcome:
 
     run_id: int
     status: str = "running"
-    #: ``crm: 120 rows changed`` per connector synced, and what went wrong.
+    #: ``crm: 120 rows changed`` per connector synced, then the results saved.
     lines: list[str] = field(default_factory=list)
     error: str | None = None
+    rows_synced: int = 0
     results_saved: int = 0
 
 
-def run_schedule(store: Store, registry: Registry, config: Config, name: str, settings: Settings,
-                 targets: list[Target], *, today: date, say: Callable[[str], None] = lambda line: None) -> JobOutcome:
-    """Run schedule ``name`` for the reporting day ``today``; the outcome is recorded whatever happens."""
-    from ..sync import sync_connector
+@dataclass
+class Job:
+    """Everything a run of the config's schedules needs."""
 
-    schedule = config.schedules[name]
-    outcome = JobOutcome(_start(store, name))
-    try:
+    store: Store
+    registry: Registry
+    config: Config
+    settings: Settings
+    targets: list[Target]
+
+    def run_now(self, name: str, say: Callable[[str], None] = lambda line: None) -> JobOutcome:
+        """Run schedule ``name`` by hand, for today; refused while another run of it holds its lease."""
+        now = datetime.now(UTC)
+        leases.expire(self.store, now)
+        run_id = leases.claim(self.store, name, now)
+        if run_id is None:
+            raise CrmkpiError(f"job {name} is running already (see `crmkpi jobs history {name}`)")
+        return self.run(name, run_id, self.settings.today, say)
+
+    def run(self, name: str, run_id: int, today: date, say: Callable[[str], None] = lambda line: None) -> JobOutcome:
+        """Run claimed run ``run_id`` of schedule ``name`` for the reporting day ``today``, holding its lease;
+        the outcome is recorded whatever happens."""
+        outcome = JobOutcome(run_id)
+        try:
+            with leases.holding(self.store, run_id):
+                self._steps(self.config.schedules[name], today, outcome, say)
+        except CrmkpiError as exc:
+            outcome.error = str(exc)
+        except BaseException as exc:  # Ctrl-C, SIGTERM, a bug: recorded, then on its way
+            outcome.error = f"interrupted: {type(exc).__name__}: {exc}".rstrip(": ")
+            self._finish(outcome)
+            raise
+        self._finish(outcome)
+        return outcome
+
+    def _steps(self, schedule: Schedule, today: date, outcome: JobOutcome, say: Callable[[str], None]) -> None:
+        from ..sync import sync_connector
+
+        config = self.config
         for connector in schedule.sync:
             try:
-                report = sync_connector(store, registry, connector, config.connectors[connector], config.base_dir)
+                report = sync_connector(self.store, self.registry, connector, config.connectors[connector],
+                                        config.base_dir)
             except CrmkpiError as exc:
                 skipped = "; metrics not computed" if schedule.metrics else ""
                 raise CrmkpiError(f"sync of {connector} failed: {exc}{skipped}") from None
+            outcome.rows_synced += report.written
             _tell(outcome, say, f"{connector}: {report.written} rows changed")
         if schedule.metrics:
-            _compute(store, registry, config, schedule, settings, targets, today, outcome, say)
-    except CrmkpiError as exc:
-        outcome.error = str(exc)
-    except BaseException as exc:  # Ctrl-C, a bug: recorded, then on its way
-        outcome.error = f"interrupted: {type(exc).__name__}: {exc}".rstrip(": ")
-        _finish(store, outcome, "failed")
-        raise
-    _finish(store, outcome, "failed" if outcome.error else "success")
-    return outcome
+            self._compute(schedule, today, outcome, say)
 
+    def _compute(self, schedule: Schedule, today: date, outcome: JobOutcome, say: Callable[[str], None]) -> None:
+        period = self.settings.calendar.parse(schedule.period, today=today)
+        metrics = [self.registry.metric(metric_id) for metric_id in schedule.metrics]
+        params = {m.id: {**(self.config.metrics or {}).get(m.id, {}), **schedule.params.get(m.id, {})}
+                  for m in metrics}
+        compare = COMPARISONS if schedule.compare == "both" else (schedule.compare,) if schedule.compare else ()
+        request = Run(metrics, period, params, schedule.grain, tuple(schedule.segments), compare, self.targets)
+        results = run_metrics(self.store.engine, request, replace(self.settings, today=today), persist=False)
+        outcome.results_saved = save_results(self.store.engine, results)
+        failed = list(dict.fromkeys(r["metric"] for r in results if r["error"]))
+        _tell(outcome, say, f"{period.label}: {outcome.results_saved} results saved"
+                            + (f", {len(failed)} metric{'s' * (len(failed) > 1)} failed" if failed else ""))
+        if failed:
+            first = next(r for r in results if r["error"])
+            outcome.error = f"{first['metric']}: {first['error']}" + (
+                f"; {len(failed) - 1} more failed ({', '.join(failed[1:])})" if failed[1:] else "")
 
-def _compute(store: Store, registry: Registry, config: Config, schedule: Schedule, settings: Settings,
-             targets: list[Target], today: date, outcome: JobOutcome, say: Callable[[str], None]) -> None:
-    period = settings.calendar.parse(schedule.period, today=today)
-    metrics = [registry.metric(metric_id) for metric_id in schedule.metrics]
-    params = {m.id: {**(config.metrics or {}).get(m.id, {}), **schedule.params.get(m.id, {})} for m in metrics}
-    compare = COMPARISONS if schedule.compare == "both" else (schedule.compare,) if schedule.compare else ()
-    request = Run(metrics, period, params, schedule.grain, tuple(schedule.segments), compare, targets)
-    results = run_metrics(store.engine, request, settings, persist=False)
-    outcome.results_saved = save_results(store.engine, results)
-    failed = list(dict.fromkeys(r["metric"] for r in results if r["error"]))
-    _tell(outcome, say, f"{period.label}: {outcome.results_saved} results saved"
-                        + (f", {len(failed)} metric{'s' * (len(failed) > 1)} failed" if failed else ""))
-    if failed:
-        first = next(r for r in results if r["error"])
-        outcome.error = f"{first['metric']}: {first['error']}" + (
-            f"; {len(failed) - 1} more failed ({', '.join(failed[1:])})" if failed[1:] else "")
+    def _finish(self, outcome: JobOutcome) -> None:
+        outcome.status = "failed" if outcome.error else "success"
+        leases.finish(self.store, outcome.run_id, outcome.status, outcome.error, outcome.rows_synced,
+                      outcome.results_saved)
 
 
 def _tell(outcome: JobOutcome, say: Callable[[str], None], line: str) -> None:
@@ -84,22 +115,9 @@ def _tell(outcome: JobOutcome, say: Callable[[str], None], line: str) -> None:
     say(line)
 
 
-def _start(store: Store, name: str) -> int:
-    with store.transaction() as conn:
-        return conn.execute(JobRun.__table__.insert().values(job=name, started_at=datetime.now(UTC),
-                                                             status="running")).inserted_primary_key[0]
-
-
-def _finish(store: Store, outcome: JobOutcome, status: str) -> None:
-    outcome.status = status
-    runs = JobRun.__table__
-    with store.transaction() as conn:
-        conn.execute(update(runs).where(runs.c.id == outcome.run_id)
-                     .values(status=status, finished_at=datetime.now(UTC), error=outcome.error))
-
-
 def history(store: Store, name: str | None = None, limit: int = 20) -> list[JobRun]:
-    """The latest runs, newest first (of one schedule, or of all)."""
+    """The latest runs, newest first (of one schedule, or of all); runs whose process died show as failed."""
+    leases.expire(store, datetime.now(UTC))
     runs = JobRun.__table__
     query = select(runs).order_by(runs.c.started_at.desc(), runs.c.id.desc()).limit(limit)
     if name is not None:

@@ -140,9 +140,10 @@ def test_history_lists_runs_newest_first(project: KpiProject):
     jobs(project, "run", "weekly")
     everything = jobs(project, "history").stdout.splitlines()
     assert [line.split()[:2] for line in everything] == [["2", "weekly"], ["1", "nightly"]]
-    assert all(re.search(r"  success in \d+\.\d s$", line) for line in everything), everything
+    assert all(re.search(r"  by hand  started \d{4}-\d\d-\d\d \d\d:\d\d E[SD]T  success in \d+\.\d s$", line)
+               for line in everything), everything
     [only] = jobs(project, "history", "nightly").stdout.splitlines()
-    assert only.startswith("1  nightly  ")
+    assert only.startswith("1  nightly  by hand  started ")
     assert jobs(project, "history", "monthly").stdout == \
         "no job runs of monthly yet\n"
 
@@ -156,3 +157,27 @@ def test_unknown_schedule_is_one_line_with_a_suggestion(project: KpiProject):
 def test_list_without_schedules(kpi: KpiProject):
     result = jobs(kpi, "list")
     assert (result.exit_code, result.stdout) == (0, f"{kpi.config}: no schedules\n")
+
+
+def test_a_run_by_hand_waits_for_none_and_a_dead_one_shows_as_failed(project: KpiProject):
+    from datetime import UTC, datetime, timedelta
+
+    store = Store(project.store)
+    now = datetime.now(UTC)
+    try:
+        with store.transaction() as conn:
+            conn.execute(JobRun.__table__.insert(), [
+                # a live run elsewhere, and one whose process on another host died an hour ago
+                {"job": "nightly", "started_at": now, "status": "running", "lease_owner": "elsewhere:7:1",
+                 "lease_expires_at": now + timedelta(minutes=1)},
+                {"job": "weekly", "started_at": now - timedelta(hours=1), "status": "running",
+                 "lease_owner": "gone:8:1", "lease_expires_at": now - timedelta(minutes=59)}])
+    finally:
+        store.engine.dispose()
+    refused = jobs(project, "run", "nightly")
+    assert (refused.exit_code, refused.stderr) == (
+        1, "Error: job nightly is running already (see `crmkpi jobs history nightly`)\n")
+    [weekly] = jobs(project, "history", "weekly").stdout.splitlines()
+    assert re.fullmatch(r"2  weekly  by hand  started .*  failed in 60\.\d s: lease expired at .* UTC: process "
+                        r"gone:8:1 stopped renewing it \(killed, or lost its database connection\)", weekly), weekly
+    assert jobs(project, "run", "weekly").exit_code == 0

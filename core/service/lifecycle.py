@@ -1,0 +1,75 @@
+"""The service's loop and how it stops: ticks until told to stop, retrying a store that is away.
+
+A stop request (SIGTERM, Ctrl-C) stops claiming at once; a job that is running may finish
+within the stop timeout, after which it is interrupted (:class:`Stopped` is raised where it
+runs: its sync rolls back and the run is recorded as failed). A second request interrupts at once.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from ..errors import CrmkpiError
+from .scheduler import Scheduler
+
+#: The longest wait between attempts while the store is unreachable.
+MAX_RETRY_SECONDS = 300.0
+
+
+class Stopped(BaseException):
+    """Raised in the main thread to interrupt a running job when the service must stop now.
+
+    A BaseException, like KeyboardInterrupt: no ``except Exception`` on the way may swallow it."""
+
+
+@contextmanager
+def graceful_stop(timeout: float) -> Iterator[threading.Event]:
+    """An event set by the first SIGTERM/SIGINT; the job still running ``timeout`` seconds later (or at
+    a second signal) is interrupted with :class:`Stopped`. The previous handlers come back afterwards."""
+    stopping = threading.Event()
+
+    def request(signum, frame) -> None:
+        if stopping.is_set():
+            raise Stopped(f"{signal.Signals(signum).name} again")
+        stopping.set()
+        signal.setitimer(signal.ITIMER_REAL, max(timeout, 0.001))
+
+    def interrupt(signum, frame) -> None:
+        raise Stopped(f"still running {timeout:g} s after the stop request (--stop-timeout)")
+
+    previous = {sig: signal.signal(sig, handler) for sig, handler in
+                ((signal.SIGTERM, request), (signal.SIGINT, request), (signal.SIGALRM, interrupt))}
+    try:
+        yield stopping
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def serve_until(scheduler: Scheduler, stopping: threading.Event, interval: float,
+                say: Callable[[str], None]) -> None:
+    """Tick every ``interval`` seconds until ``stopping`` is set. A failing tick (the database went away)
+    is reported and retried, backing off up to :data:`MAX_RETRY_SECONDS`: never a silent stall."""
+    failures = 0
+    while not stopping.is_set():
+        try:
+            scheduler.tick()
+            failures = 0
+        except (CrmkpiError, SQLAlchemyError, OSError) as exc:
+            failures += 1
+            retry = min(interval * 2 ** (failures - 1), MAX_RETRY_SECONDS)
+            say(f"tick failed ({failures} in a row), retrying in {retry:g} s: {_first_line(exc)}")
+            stopping.wait(retry)
+            continue
+        stopping.wait(interval)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,105 @@
+"""How ``crmkpi serve`` runs and stops: signals, the stop timeout, a store that goes away."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from sqlalchemy import select
+
+from conftest import ALL_BUILTINS, KpiProject
+from crmkpi.errors import StoreError
+from crmkpi.models import JobRun
+from crmkpi.service.lifecycle import Stopped, graceful_stop, serve_until
+from crmkpi.store import Store
+
+
+def test_a_stop_request_sets_the_event_and_interrupts_after_the_timeout():
+    before = signal.getsignal(signal.SIGTERM)
+    with graceful_stop(0.3) as stopping:
+        threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGTERM)).start()
+        started = time.monotonic()
+        with pytest.raises(Stopped, match=r"^still running 0.3 s after the stop request \(--stop-timeout\)$"):
+            time.sleep(10)  # a job that does not finish
+        assert stopping.is_set()
+        assert 0.35 <= time.monotonic() - started < 3
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_second_request_interrupts_at_once():
+    with graceful_stop(60) as stopping:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stopping.is_set()
+        with pytest.raises(Stopped, match=r"^SIGINT again$"):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+
+
+class FlakyScheduler:
+    """Fails its first ticks as a lost database would, then stops the loop."""
+
+    def __init__(self, failures: int, stopping: threading.Event) -> None:
+        self.failures, self.stopping, self.ticks = failures, stopping, 0
+
+    def tick(self) -> list:
+        self.ticks += 1
+        if self.ticks <= self.failures:
+            raise StoreError("store postgresql://crmkpi@db/kpi: connection refused")
+        self.stopping.set()
+        return []
+
+
+def test_a_lost_store_is_reported_and_retried_with_backoff():
+    stopping = threading.Event()
+    lines: list[str] = []
+    flaky = FlakyScheduler(2, stopping)
+    serve_until(flaky, stopping, 0.05, lines.append)
+    assert flaky.ticks == 3
+    assert lines == [
+        "tick failed (1 in a row), retrying in 0.05 s: store postgresql://crmkpi@db/kpi: connection refused",
+        "tick failed (2 in a row), retrying in 0.1 s: store postgresql://crmkpi@db/kpi: connection refused",
+    ]
+
+
+def test_serve_runs_a_due_occurrence_and_exits_0_on_sigterm(kpi_any_store: KpiProject, tmp_path):
+    project = kpi_any_store
+    project.write("deals", [{"id": "d1", "created_at": "2026-10-20T00:00:00Z", "is_closed": True, "is_won": True}])
+    project.configure("schedules:\n  minutely:\n    cron: '* * * * *'\n    sync: [crm]\n    metrics: [close_rate]\n")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "CRMKPI_LOAD_PLUGINS": ALL_BUILTINS}
+    server = subprocess.Popen([sys.executable, "-m", "crmkpi.cli", "serve", "--config", str(project.config),
+                               "--interval", "0.2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not _statuses(project):
+            time.sleep(0.2)
+        while time.monotonic() < deadline and _statuses(project) == ["running"]:
+            time.sleep(0.2)
+        server.send_signal(signal.SIGTERM)
+        out, err = server.communicate(timeout=10)
+    finally:
+        server.kill()
+    assert server.returncode == 0, err
+    assert _statuses(project) == ["success"]
+    lines = [line.split(" ", 1)[1] for line in err.splitlines()]
+    assert lines[0].startswith("minutely: * * * * * (UTC), next ")
+    assert any(line.endswith(": crm: 1 rows changed") for line in lines), lines
+    assert any(line.endswith(": run 1 success") for line in lines), lines
+    assert lines[-1] == "stopped"
+    assert out == ""
+
+
+def _statuses(project: KpiProject) -> list[str]:
+    store = Store(project.store)
+    try:
+        with store.engine.connect() as conn:
+            return list(conn.execute(select(JobRun.__table__.c.status).order_by(JobRun.__table__.c.id)).scalars())
+    except Exception:  # not migrated yet: the server is still starting
+        return []
+    finally:
+        store.engine.dispose()
