@@ -128,6 +128,18 @@ class Schedule(BaseModel):
         return None if value is None else check_zone(value)
 
 
+class ServiceSettings(BaseModel):
+    """How ``crmkpi serve`` listens."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field("127.0.0.1", description="address the HTTP API listens on; another than loopback needs "
+                                                "api_token")
+    port: int = Field(8700, ge=1, le=65535)
+    api_token: str | None = Field(None, description="bearer token /api/v1 requires (else CRMKPI_API_TOKEN); write "
+                                                    "${VAR}, never the token itself")
+
+
 class RawConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -139,6 +151,7 @@ class RawConfig(BaseModel):
     )
     schedules: dict[str, Schedule] = Field(default_factory=dict)
     targets: list[TargetSettings] = Field(default_factory=list, description="goals the results are judged against")
+    service: ServiceSettings = Field(default_factory=ServiceSettings)
 
 
 @dataclass(frozen=True)
@@ -164,6 +177,7 @@ class Config:
     metrics: dict[str, dict[str, Any]] | None = None
     schedules: dict[str, Schedule] = field(default_factory=dict)
     targets: list[TargetSettings] = field(default_factory=list)
+    service: ServiceSettings = field(default_factory=ServiceSettings)
 
     @property
     def base_dir(self) -> Path:
@@ -249,7 +263,7 @@ def load_config(path: str | Path, registry: Registry, *, check_sources: bool = F
         if target.period:
             _check_period(f"targets.{index}.period", target.period)
     return Config(path=path.resolve(), store=raw.store, reporting=raw.reporting, connectors=connectors,
-                  metrics=metrics, schedules=raw.schedules, targets=raw.targets)
+                  metrics=metrics, schedules=raw.schedules, targets=raw.targets, service=raw.service)
 
 
 def _validate(model: type[BaseModel], data: Any, prefix: tuple, context: Any = None) -> Any:

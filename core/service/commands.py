@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -13,7 +14,13 @@ from ..suggest import did_you_mean
 from .jobs import Job, history
 from .schedule import Timetable
 from .scheduler import Scheduler
-from .lifecycle import Stopped, graceful_stop, serve_until
+from .api import create_app
+from .http import LOOPBACK, listening
+from .lifecycle import Heartbeat, Stopped, graceful_stop, serve_until
+
+
+#: Where the API token comes from when the config has none.
+TOKEN_ENV = "CRMKPI_API_TOKEN"
 
 
 @cli.group()
@@ -23,30 +30,43 @@ def jobs() -> None:
 
 @cli.command()
 @config_option
+@click.option("--host", help="Address the HTTP API listens on (default: service.host, 127.0.0.1).")
+@click.option("--port", type=click.IntRange(1, 65535), help="Port of the HTTP API (default: service.port, 8700).")
 @click.option("--interval", default=15.0, show_default=True, type=click.FloatRange(min=0.1), metavar="SECONDS",
               help="How often to look for due occurrences.")
 @click.option("--stop-timeout", default=30.0, show_default=True, type=click.FloatRange(min=0), metavar="SECONDS",
               help="On SIGTERM or Ctrl-C, how long a running job may take to finish before it is interrupted.")
 @click.pass_obj
-def serve(app: App, config_path: str, interval: float, stop_timeout: float) -> None:
-    """Run the config's schedules until stopped: each occurrence once, even with several replicas.
+def serve(app: App, config_path: str, host: str | None, port: int | None, interval: float,
+          stop_timeout: float) -> None:
+    """Run the config's schedules and the HTTP API until stopped.
 
-    Logs one line per event on stderr. SIGTERM or Ctrl-C stops claiming new runs, lets the running
-    job finish (or interrupts it after --stop-timeout: its sync rolls back, the run is recorded as
-    failed) and exits 0. A second signal interrupts at once.
+    Each occurrence runs once, even with several replicas on one PostgreSQL store. The API serves
+    /health, /metrics (Prometheus) and /api/v1 (the bearer token of service.api_token or
+    CRMKPI_API_TOKEN). Logs one line per event on stderr. SIGTERM or Ctrl-C stops claiming new runs,
+    lets the running job finish (or interrupts it after --stop-timeout: its sync rolls back, the run
+    is recorded as failed) and exits 0. A second signal interrupts at once.
     """
     config = app.config(config_path)
-    if not config.schedules:
-        raise ConfigError(f"{config_path}: no schedules to serve (see docs/configuration.md#schedules)")
+    host, port = host or config.service.host, port or config.service.port
+    token = config.service.api_token or os.environ.get(TOKEN_ENV) or None
+    if not token and host not in LOOPBACK:
+        raise ConfigError(f"refusing to serve the API on {host} without a token: set service.api_token (or "
+                          f"{TOKEN_ENV}), or listen on 127.0.0.1")
     scheduler = Scheduler(job(app, config), say=_log)
+    heartbeat = Heartbeat(interval)
     now = datetime.now(UTC)
     for name, schedule in config.schedules.items():
         zone = schedule.timezone or config.reporting.timezone
         upcoming = Timetable(schedule.cron, zone).next(now)
         _log(f"{name}: {schedule.cron} ({zone}), next {upcoming.local:%Y-%m-%d %H:%M} {_abbreviation(upcoming.at, zone)}")
-    with graceful_stop(stop_timeout) as stopping:
+    if not config.schedules:
+        _log(f"no schedules in {config_path}: serving the API only")
+    with listening(create_app(scheduler.job, scheduler, heartbeat, token), host, port) as address, \
+            graceful_stop(stop_timeout) as stopping:
+        _log(f"API on http://{address}/ (/health, /metrics, /api/v1{', bearer token required' if token else ''})")
         try:
-            serve_until(scheduler, stopping, interval, _log)
+            serve_until(scheduler, stopping, heartbeat, _log)
         except Stopped:
             _log("the running job was interrupted")
     _log("stopped")

@@ -10,6 +10,8 @@ from __future__ import annotations
 import signal
 import threading
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Callable, Iterator
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -19,6 +21,22 @@ from .scheduler import Scheduler
 
 #: The longest wait between attempts while the store is unreachable.
 MAX_RETRY_SECONDS = 300.0
+
+
+@dataclass
+class Heartbeat:
+    """What ``/health`` knows of the loop: when it last completed a look at the schedules, and why not."""
+
+    interval: float
+    last_tick: datetime | None = None
+    last_error: str | None = None
+
+    def alive(self, now: datetime, busy: bool) -> bool:
+        """A job is running (``busy``: a tick lasts as long as its job), or the last tick is recent."""
+        if busy:
+            return True
+        recent = timedelta(seconds=max(3 * self.interval, 60))
+        return self.last_tick is not None and now - self.last_tick <= recent
 
 
 class Stopped(BaseException):
@@ -52,19 +70,20 @@ def graceful_stop(timeout: float) -> Iterator[threading.Event]:
             signal.signal(sig, handler)
 
 
-def serve_until(scheduler: Scheduler, stopping: threading.Event, interval: float,
+def serve_until(scheduler: Scheduler, stopping: threading.Event, heartbeat: Heartbeat,
                 say: Callable[[str], None]) -> None:
     """Tick every ``interval`` seconds until ``stopping`` is set. A failing tick (the database went away)
     is reported and retried, backing off up to :data:`MAX_RETRY_SECONDS`: never a silent stall."""
-    failures = 0
+    failures, interval = 0, heartbeat.interval
     while not stopping.is_set():
         try:
             scheduler.tick()
-            failures = 0
+            failures, heartbeat.last_tick, heartbeat.last_error = 0, datetime.now(UTC), None
         except (CrmkpiError, SQLAlchemyError, OSError) as exc:
             failures += 1
             retry = min(interval * 2 ** (failures - 1), MAX_RETRY_SECONDS)
-            say(f"tick failed ({failures} in a row), retrying in {retry:g} s: {_first_line(exc)}")
+            heartbeat.last_error = _first_line(exc)
+            say(f"tick failed ({failures} in a row), retrying in {retry:g} s: {heartbeat.last_error}")
             stopping.wait(retry)
             continue
         stopping.wait(interval)

@@ -70,6 +70,8 @@ class Scheduler:
     job: Job
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     say: Callable[[str], None] = lambda line: None
+    #: The schedule whose run is in progress (``/health`` reports it).
+    running: str | None = None
 
     def tick(self) -> list[JobOutcome]:
         """Expire dead runs, then run each schedule's due occurrences; returns what ran."""
@@ -102,7 +104,11 @@ class Scheduler:
             return None
         self.say(f"{name} {occurrence.key}: run {run_id} started")
         day = occurrence.at.astimezone(ZoneInfo(self.job.config.reporting.timezone)).date()
-        outcome = self.job.run(name, run_id, day, say=lambda line: self.say(f"{name} {occurrence.key}: {line}"))
+        self.running = name
+        try:
+            outcome = self.job.run(name, run_id, day, say=lambda line: self.say(f"{name} {occurrence.key}: {line}"))
+        finally:
+            self.running = None
         self.say(f"{name} {occurrence.key}: run {run_id} {outcome.status}"
                  + (f": {outcome.error}" if outcome.error else ""))
         return outcome

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 
 import pytest
 from sqlalchemy import select
@@ -15,7 +18,7 @@ from sqlalchemy import select
 from conftest import ALL_BUILTINS, KpiProject
 from crmkpi.errors import StoreError
 from crmkpi.models import JobRun
-from crmkpi.service.lifecycle import Stopped, graceful_stop, serve_until
+from crmkpi.service.lifecycle import Heartbeat, Stopped, graceful_stop, serve_until
 from crmkpi.store import Store
 
 
@@ -58,8 +61,10 @@ def test_a_lost_store_is_reported_and_retried_with_backoff():
     stopping = threading.Event()
     lines: list[str] = []
     flaky = FlakyScheduler(2, stopping)
-    serve_until(flaky, stopping, 0.05, lines.append)
+    heartbeat = Heartbeat(0.05)
+    serve_until(flaky, stopping, heartbeat, lines.append)
     assert flaky.ticks == 3
+    assert heartbeat.last_tick is not None and heartbeat.last_error is None
     assert lines == [
         "tick failed (1 in a row), retrying in 0.05 s: store postgresql://crmkpi@db/kpi: connection refused",
         "tick failed (2 in a row), retrying in 0.1 s: store postgresql://crmkpi@db/kpi: connection refused",
@@ -71,15 +76,19 @@ def test_serve_runs_a_due_occurrence_and_exits_0_on_sigterm(kpi_any_store: KpiPr
     project.write("deals", [{"id": "d1", "created_at": "2026-10-20T00:00:00Z", "is_closed": True, "is_won": True}])
     project.configure("schedules:\n  minutely:\n    cron: '* * * * *'\n    sync: [crm]\n    metrics: [close_rate]\n")
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "CRMKPI_LOAD_PLUGINS": ALL_BUILTINS}
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]
     server = subprocess.Popen([sys.executable, "-m", "crmkpi.cli", "serve", "--config", str(project.config),
-                               "--interval", "0.2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env=env)
+                               "--interval", "0.2", "--port", str(port)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env)
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not _statuses(project):
             time.sleep(0.2)
         while time.monotonic() < deadline and _statuses(project) == ["running"]:
             time.sleep(0.2)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as answer:
+            health = json.load(answer)
         server.send_signal(signal.SIGTERM)
         out, err = server.communicate(timeout=10)
     finally:
@@ -91,6 +100,7 @@ def test_serve_runs_a_due_occurrence_and_exits_0_on_sigterm(kpi_any_store: KpiPr
     assert any(line.endswith(": crm: 1 rows changed") for line in lines), lines
     assert any(line.endswith(": run 1 success") for line in lines), lines
     assert lines[-1] == "stopped"
+    assert (health["status"], health["store"], list(health["connectors"])) == ("ok", {"reachable": True}, ["crm"])
     assert out == ""
 
 

@@ -1,0 +1,196 @@
+"""The HTTP side of ``crmkpi serve``: health, Prometheus metrics and a read-only JSON API.
+
+``/health`` stays open (a load balancer or Kubernetes probe asks it); everything under
+``/api/v1`` needs the bearer token when one is configured. Handlers are plain functions:
+FastAPI runs them in its thread pool, each with its own store connection.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import func, select, text
+
+from .. import __version__
+from ..engine import COMPARISONS, Run, explain, run_metrics
+from ..errors import ConfigError, CrmkpiError, MetricError
+from ..models import MetricResult, SyncRun
+from ..periods import GRAINS
+from ..segments import Segment
+from ..suggest import did_you_mean
+from . import prometheus
+from .jobs import Job, history
+from .lifecycle import Heartbeat
+from .scheduler import Scheduler
+
+
+class ApiError(Exception):
+    """An answer with a status and a one-line ``detail`` (404: unknown metric, 422: a bad parameter)."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.detail = status, detail
+
+
+def create_app(job: Job, scheduler: Scheduler, heartbeat: Heartbeat, token: str | None) -> FastAPI:
+    app = FastAPI(title="crmkpi", version=__version__,
+                  description="KPIs computed by crmkpi from the normalized CRM store, and the jobs that keep them.")
+
+    @app.exception_handler(ApiError)
+    def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+
+    @app.get("/health", operation_id="health", tags=["service"])
+    def health() -> JSONResponse:
+        """Healthy when the scheduler loop is alive and recent and the store answers (503 otherwise)."""
+        now = datetime.now(UTC)
+        body: dict[str, Any] = {"scheduler": {"alive": heartbeat.alive(now, scheduler.running is not None),
+                                              "last_tick": heartbeat.last_tick, "running": scheduler.running,
+                                              "last_error": heartbeat.last_error}}
+        try:
+            body["connectors"] = _last_syncs(job)
+            body["store"] = {"reachable": True}
+        except Exception as exc:  # any failure to reach the store is the answer, not a 500
+            body["store"] = {"reachable": False, "error": str(getattr(exc, "orig", None) or exc).splitlines()[0]}
+        healthy = body["scheduler"]["alive"] and body["store"]["reachable"]
+        body["status"] = "ok" if healthy else "unhealthy"
+        return JSONResponse(jsonable_encoder(body), status_code=200 if healthy else 503)
+
+    @app.get("/metrics", operation_id="prometheus_metrics", tags=["service"], response_class=PlainTextResponse)
+    def metrics() -> PlainTextResponse:
+        """The latest KPI values, job runs and sync freshness in the Prometheus text format."""
+        return PlainTextResponse(prometheus.exposition(job), media_type=prometheus.CONTENT_TYPE)
+
+    app.include_router(_api(job), dependencies=[Depends(_bearer(token))] if token else [])
+    return app
+
+
+def _api(job: Job) -> APIRouter:
+    api = APIRouter(prefix="/api/v1", tags=["kpis"])
+
+    @api.get("/metrics", operation_id="list_metrics")
+    def list_metrics() -> list[dict[str, Any]]:
+        """The metric catalogue: units, direction, params."""
+        return [_describe(metric) for metric in sorted(job.registry.metrics.values(), key=lambda m: m.id)]
+
+    @api.get("/metrics/{metric_id}", operation_id="get_metric")
+    def get_metric(metric_id: str) -> dict[str, Any]:
+        return _describe(_metric(job, metric_id))
+
+    @api.get("/metrics/{metric_id}/latest", operation_id="latest_values")
+    def latest(metric_id: str) -> list[dict[str, Any]]:
+        """The results of the latest saved run that computed the metric, each segment and period."""
+        _metric(job, metric_id)
+        results = MetricResult.__table__
+        with job.store.engine.connect() as conn:
+            run_id = conn.execute(select(results.c.run_id).where(results.c.metric == metric_id)
+                                  .order_by(results.c.computed_at.desc(), results.c.id.desc()).limit(1)).scalar()
+            rows = conn.execute(select(results).where(results.c.run_id == run_id, results.c.metric == metric_id)
+                                .order_by(results.c.period_start, results.c.id)).mappings().all()
+        return jsonable_encoder([dict(row) for row in rows])
+
+    @api.get("/metrics/{metric_id}/series", operation_id="metric_series")
+    def series(metric_id: str, period: str | None = None, grain: str | None = None,
+               segment: list[str] = Query(default=[]), compare: str | None = None) -> list[dict[str, Any]]:
+        """The metric computed now over ``period`` (default: the config's), split by ``grain`` and ``segment``
+        dimensions, with comparisons; nothing is saved."""
+        metric = _metric(job, metric_id)
+        if grain is not None and grain not in GRAINS:
+            raise ApiError(422, f"grain {grain!r}: expected one of {', '.join(GRAINS)}")
+        if compare not in (None, "previous", "year_ago", "both"):
+            raise ApiError(422, f"compare {compare!r}: expected previous, year_ago or both")
+        comparisons = COMPARISONS if compare == "both" else (compare,) if compare else ()
+        request = Run([metric], _period(job, period), {metric.id: (job.config.metrics or {}).get(metric.id, {})},
+                      grain, tuple(segment), comparisons, job.targets)
+        return jsonable_encoder(_answer(lambda: run_metrics(job.store.engine, request, _settings(job), persist=False)))
+
+    @api.get("/metrics/{metric_id}/explain", operation_id="explain_value")
+    def explain_value(metric_id: str, period: str | None = None, segment: list[str] = Query(default=[]),
+                      limit: int = Query(default=10, ge=0, le=1000)) -> dict[str, Any]:
+        """The inputs behind one value (a period and a segment such as ``owner=u-17``) and their first rows."""
+        metric = _metric(job, metric_id)
+        parts = dict(part.partition("=")[::2] for part in segment)
+        if any("=" not in part for part in segment):
+            raise ApiError(422, "segment: expected DIMENSION=VALUE, e.g. owner=u-17")
+        found = _answer(lambda: explain(job.store.engine, metric, _period(job, period),
+                                        (job.config.metrics or {}).get(metric.id, {}),
+                                        Segment.of({d: v or None for d, v in parts.items()}) if parts else None,
+                                        _settings(job), limit))
+        value = found.pop("value")
+        return jsonable_encoder({**found, "value": value.value, "numerator": value.numerator,
+                                 "denominator": value.denominator, "note": value.note})
+
+    @api.get("/jobs", operation_id="list_job_runs", tags=["service"])
+    def jobs(schedule: str | None = None, limit: int = Query(default=20, ge=1, le=1000)) -> list[dict[str, Any]]:
+        """The latest job runs, newest first."""
+        return jsonable_encoder([run.model_dump() for run in history(job.store, schedule, limit)])
+
+    return api
+
+
+def _bearer(token: str):
+    scheme = HTTPBearer(auto_error=False)
+
+    def check(credentials: HTTPAuthorizationCredentials | None = Depends(scheme)) -> None:
+        if credentials is None or not hmac.compare_digest(credentials.credentials.encode(), token.encode()):
+            raise ApiError(401, "a valid bearer token is required (Authorization: Bearer <token>)")
+
+    return check
+
+
+def _metric(job: Job, metric_id: str):
+    metric = job.registry.metrics.get(metric_id)
+    if metric is None:
+        raise ApiError(404, f"unknown metric {metric_id!r}{did_you_mean(metric_id, job.registry.metrics)}")
+    return metric
+
+
+def _period(job: Job, text: str | None):
+    try:
+        return job.settings.calendar.parse(text or job.config.reporting.default_period, today=_today(job))
+    except ConfigError as exc:
+        raise ApiError(422, str(exc)) from None
+
+
+def _settings(job: Job):
+    """The job's settings with today's date: the service outlives the day it started on."""
+    return replace(job.settings, today=_today(job))
+
+
+def _today(job: Job):
+    return datetime.now(ZoneInfo(job.settings.timezone)).date()
+
+
+def _answer(compute):
+    """What ``compute`` returns; a mistake in the request (a dimension, a param) is a 422 naming it."""
+    try:
+        return compute()
+    except (ConfigError, MetricError) as exc:
+        raise ApiError(422, str(exc)) from None
+    except CrmkpiError as exc:
+        raise ApiError(503, str(exc)) from None
+
+
+def _describe(metric) -> dict[str, Any]:
+    return {"id": metric.id, "title": metric.title, "description": metric.description, "formula": metric.formula,
+            "unit": metric.unit, "direction": metric.direction, "additive": metric.additive,
+            "tables": list(metric.tables),
+            "params": [{"name": p.name, "type": p.type.__name__, "default": p.default, "description": p.description,
+                        "choices": list(p.choices) if p.choices else None} for p in metric.params]}
+
+
+def _last_syncs(job: Job) -> dict[str, Any]:
+    runs = SyncRun.__table__
+    with job.store.engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+        last = dict(conn.execute(select(runs.c.connector, func.max(runs.c.finished_at))
+                                 .where(runs.c.status == "success").group_by(runs.c.connector)).all())
+    return {name: {"last_success": last.get(name)} for name in job.config.connectors}
