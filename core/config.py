@@ -19,6 +19,7 @@ from sqlalchemy.engine import make_url
 from .errors import ConfigError, MetricError
 from .periods import Calendar
 from .plugins import Registry
+from .redact import register, register_settings
 from .suggest import close_matches, did_you_mean
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -161,6 +162,7 @@ def load_config(path: str | Path, registry: Registry, *, check_sources: bool = F
     raw = _validate(RawConfig, data, ())
     if raw.store:
         check_store_url(raw.store)
+        register(make_url(raw.store).password)
     _check_period("reporting.default_period", raw.reporting.default_period)
     for name, schedule in raw.schedules.items():
         _check_period(f"schedules.{name}.period", schedule.period)
@@ -177,6 +179,7 @@ def load_config(path: str | Path, registry: Registry, *, check_sources: bool = F
         context = SourceCheck(path.resolve().parent) if check_sources else None
         connectors[name] = ConnectorConfig(block["type"], _validate(ctype.settings, settings, ("connectors", name),
                                                                     context))
+        register_settings(connectors[name].settings)
     metrics = None
     if raw.metrics is not None:
         metrics = {}

@@ -22,6 +22,7 @@ from .errors import ConfigError, CrmkpiError, MetricError
 from .metrics import TABLES, Metric, MetricContext, Value
 from .models import MetricResult, SyncRun
 from .periods import Calendar, Period
+from .redact import redact
 from .targets import Target, evaluate
 
 COMPARISONS = ("previous", "year_ago")
@@ -154,7 +155,7 @@ class _Cells:
             if self.stop_on_error:
                 raise
             self.conn.rollback()  # PostgreSQL refuses every later statement of a transaction a statement failed in
-            return None, str(exc).removeprefix(f"{metric.id}: ")
+            return None, redact(str(exc).removeprefix(f"{metric.id}: "))  # printed and stored
 
 
 def empty_tables(conn: Connection) -> set[str]:
