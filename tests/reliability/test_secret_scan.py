@@ -198,6 +198,7 @@ class Scan:
         """Run ``crmkpi [--debug] COMMAND [--config C] ARGS``, keep what it printed, check its exit status."""
         command = [*(["--debug"] if debug else []), args[0], *(["--config", str(self.config)] if config else []),
                    *args[1:]]
+        logging.getLogger("urllib3").setLevel(logging.NOTSET)  # a HubSpot client sets it to WARNING when made
         result = CliRunner().invoke(cli, command)
         self.runs += 1
         self.output.append(f"$ crmkpi {' '.join(command)}\n{result.stdout}{result.stderr}")
@@ -238,13 +239,14 @@ def logs() -> Iterator[io.StringIO]:
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
-    root = logging.getLogger()
-    level = root.level
+    root, urllib3 = logging.getLogger(), logging.getLogger("urllib3")
+    levels = root.level, urllib3.level
     root.addHandler(handler)
     root.setLevel(logging.DEBUG)
     yield stream
     root.removeHandler(handler)
-    root.setLevel(level)
+    root.setLevel(levels[0])
+    urllib3.setLevel(levels[1])
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
