@@ -155,7 +155,7 @@ class _Cells:
             if self.stop_on_error:
                 raise
             self.conn.rollback()  # PostgreSQL refuses every later statement of a transaction a statement failed in
-            return None, redact(str(exc).removeprefix(f"{metric.id}: "))  # printed and stored
+            return None, redact(str(exc).removeprefix(f"{metric.id}: "))  # printed in the results
 
 
 def empty_tables(conn: Connection) -> set[str]:

@@ -88,17 +88,6 @@ def redact(text: str) -> str:
     return _HEADER.sub(lambda match: f"{match[1]}{match[2]}{MARK}", text)
 
 
-def redact_data(value: Any) -> Any:
-    """A JSON-like value (stored run details) with :func:`redact` applied to every string in it."""
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, dict):
-        return {key: redact_data(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [redact_data(item) for item in value]
-    return value
-
-
 def redacted_traceback() -> str:
     """The traceback of the exception being handled (``--debug``), redacted."""
     return redact(traceback.format_exc())

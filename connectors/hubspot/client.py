@@ -210,10 +210,10 @@ class HubSpotClient:
         if status == 403:
             scope = SCOPES.get(object_type or "", f"crm.objects.{object_type}.read")
             return ConnectorError(_clean(f"{label}: refused (403 {category or 'FORBIDDEN'}){detail} "
-                                              f"(grant the app the {scope} scope, or disable the object)"))
+                                         f"(grant the app the {scope} scope, or disable the object)"))
         if status == 429:
             return ConnectorError(_clean(f"{label}: rate limit still exceeded after "
-                                              f"{self.settings.retries} retries (429){detail}"))
+                                         f"{self.settings.retries} retries (429){detail}"))
         return ConnectorError(_clean(f"{label}: answered {status}{detail}"))
 
 
