@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import io
 import logging
+from pathlib import Path
 
+import pytest
 from pydantic import BaseModel, SecretStr
 
-from crmkpi.redact import (
-    MARK, basic_credentials, redact, redact_logs, register, register_settings,
-)
+from crmkpi import hookimpl
+from crmkpi.config import ConnectorConfig
+from crmkpi.connector import ConnectorType
+from crmkpi.errors import ConnectorError
+from crmkpi.plugins import load_registry
+from crmkpi.redact import MARK, basic_credentials, redact, redact_logs, register, register_settings
+from crmkpi.store import Store
+from crmkpi.sync import sync_connector
+from test_sync import NoSettings, ScriptedStream, last_run
 
 
 def test_a_secret_is_redacted_in_every_encoding_a_server_could_echo():
@@ -92,3 +100,39 @@ def test_log_records_are_redacted_whoever_logs_them_with_their_tracebacks(monkey
     text = stream.getvalue()
     assert "log-secret-55" not in text
     assert f"sent {MARK}" in text and f"ValueError: echo: {MARK}" in text
+
+
+class QuotingStream(ScriptedStream):
+    """A stream whose note and skip reason quote what its source answered, a secret included."""
+
+    def read(self, cursor, state):
+        self.stats.note("the server said: sync-secret-77")
+        self.stats.skip("row 9: the server said sync-secret-77")
+        yield from super().read(cursor, state)
+
+
+class QuotingPlugin:
+    def __init__(self, script: list) -> None:
+        self.script = script
+
+    @hookimpl
+    def register_connectors(self, register):
+        register(ConnectorType(name="quoting", description="test source", settings=NoSettings, atomic=False,
+                               streams=lambda context: [QuotingStream(context, self.script, [])]))
+
+
+def sync_quoting(store: Store, script: list):
+    registry = load_registry(extra={"quoting-test": QuotingPlugin(script)})
+    return sync_connector(store, registry, "api", ConnectorConfig("quoting", NoSettings()), Path.cwd())
+
+
+def test_a_sync_stores_and_reports_notes_skip_reasons_and_errors_without_secrets(tmp_path):
+    register("sync-secret-77")
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    [stream] = sync_quoting(store, [[("a1", "One")]]).streams
+    assert (stream.notes, stream.errors) == ([f"the server said: {MARK}"], [f"row 9: the server said {MARK}"])
+    details = last_run(store)["details"]["accounts-api"]
+    assert (details["notes"], details["errors"]) == (stream.notes, stream.errors)
+    with pytest.raises(ConnectorError, match="HTTP 500"):
+        sync_quoting(store, [ValueError("HTTP 500: echo of sync-secret-77")])
+    assert last_run(store)["error"] == f"ValueError: HTTP 500: echo of {MARK}"
