@@ -7,8 +7,10 @@ import logging
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from pydantic import BaseModel, SecretStr
 
+import crmkpi.cli
 from crmkpi import hookimpl
 from crmkpi.config import ConnectorConfig
 from crmkpi.connector import ConnectorType
@@ -136,3 +138,19 @@ def test_a_sync_stores_and_reports_notes_skip_reasons_and_errors_without_secrets
     with pytest.raises(ConnectorError, match="HTTP 500"):
         sync_quoting(store, [ValueError("HTTP 500: echo of sync-secret-77")])
     assert last_run(store)["error"] == f"ValueError: HTTP 500: echo of {MARK}"
+
+
+def test_the_cli_redacts_its_one_line_errors_and_its_debug_tracebacks(monkeypatch):
+    register("cli-secret-88")
+
+    def echoing_failure():
+        raise RuntimeError("the server echoed cli-secret-88")
+
+    monkeypatch.setattr(crmkpi.cli, "load_registry", echoing_failure)
+    plain = CliRunner().invoke(crmkpi.cli.cli, ["plugins"])
+    assert plain.exit_code == 1
+    assert plain.stderr == f"Error: unexpected RuntimeError: the server echoed {MARK} (run with --debug for details)\n"
+    debug = CliRunner().invoke(crmkpi.cli.cli, ["--debug", "plugins"])
+    assert debug.exit_code == 1 and debug.stderr.startswith("Traceback (most recent call last):")
+    assert debug.stderr.rstrip().endswith(f"RuntimeError: the server echoed {MARK}")
+    assert "cli-secret-88" not in plain.output + debug.output
