@@ -252,7 +252,7 @@ def logs() -> Iterator[io.StringIO]:
 @pytest.fixture(params=["sqlite", "postgresql"])
 def scan(request: pytest.FixtureRequest, tmp_path: Path, tls_ca, private_key, monkeypatch) -> Iterator[Scan]:
     """A Scan on SQLite and on PostgreSQL (whose URL carries the store password; the test server trusts
-    loopback connections, so it is sent but not needed)."""
+    loopback connections, so the password is given but not asked for)."""
     monkeypatch.setenv("CRMKPI_LOAD_PLUGINS", ALL_BUILTINS)
     pem, public = private_key
     org, portal = build_org(), sample_portal()
