@@ -22,6 +22,7 @@ from .errors import ConfigError, CrmkpiError, StoreError
 from .models import ENTITIES, SyncRun
 from .periods import GRAINS, Calendar, Period
 from .plugins import Registry, load_registry
+from .redact import redact, redact_logs, redacted_traceback
 from .report import render, render_explanation
 from .segments import Segment
 from .store import Store, resolve_url
@@ -42,12 +43,14 @@ class CrmkpiGroup(click.Group):
             click.echo("Interrupted.", err=True)
             ctx.exit(130)
         except Exception as exc:
+            # printed here, not re-raised: a traceback can quote a secret an API server echoed back
             if ctx.params.get("debug"):
-                raise
-            if isinstance(exc, CrmkpiError):
-                click.echo(f"Error: {exc}", err=True)
+                click.echo(redacted_traceback().rstrip("\n"), err=True)
+            elif isinstance(exc, CrmkpiError):
+                click.echo(redact(f"Error: {exc}"), err=True)
             else:
-                click.echo(f"Error: unexpected {type(exc).__name__}: {exc} (run with --debug for details)", err=True)
+                click.echo(redact(f"Error: unexpected {type(exc).__name__}: {exc} (run with --debug for details)"),
+                           err=True)
             ctx.exit(1)
 
 
@@ -85,6 +88,7 @@ config_option = click.option(
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:
     """Measure CRM performance: sync sources into one store, compute KPIs over it."""
+    redact_logs()
     ctx.obj = App(debug)
 
 

@@ -13,12 +13,14 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError, field_validator,
+                      model_validator)
 from sqlalchemy.engine import make_url
 
 from .errors import ConfigError, MetricError
 from .periods import GRAINS, Calendar
 from .plugins import Registry
+from .redact import register, register_settings
 from .suggest import close_matches, did_you_mean
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -136,8 +138,8 @@ class ServiceSettings(BaseModel):
     host: str = Field("127.0.0.1", description="address the HTTP API listens on; another than loopback needs "
                                                 "api_token")
     port: int = Field(8700, ge=1, le=65535)
-    api_token: str | None = Field(None, description="bearer token /api/v1 requires (else CRMKPI_API_TOKEN); write "
-                                                    "${VAR}, never the token itself")
+    api_token: SecretStr | None = Field(None, description="bearer token /api/v1 requires (else CRMKPI_API_TOKEN); "
+                                                          "write ${VAR}, never the token itself")
 
 
 class RawConfig(BaseModel):
@@ -209,6 +211,8 @@ def load_config(path: str | Path, registry: Registry, *, check_sources: bool = F
     raw = _validate(RawConfig, data, ())
     if raw.store:
         check_store_url(raw.store)
+        register(make_url(raw.store).password)
+    register_settings(raw.service)
     _check_period("reporting.default_period", raw.reporting.default_period)
     for name, schedule in raw.schedules.items():
         _check_period(f"schedules.{name}.period", schedule.period)
@@ -225,6 +229,7 @@ def load_config(path: str | Path, registry: Registry, *, check_sources: bool = F
         context = SourceCheck(path.resolve().parent) if check_sources else None
         connectors[name] = ConnectorConfig(block["type"], _validate(ctype.settings, settings, ("connectors", name),
                                                                     context))
+        register_settings(connectors[name].settings)
     metrics = None
     if raw.metrics is not None:
         metrics = {}

@@ -23,6 +23,7 @@ from .errors import ConfigError, CrmkpiError, MetricError, StoreError
 from .metrics import TABLES, Metric, MetricContext, Value
 from .models import MetricResult, SyncRun
 from .periods import Calendar, Period
+from .redact import redact
 from .store import insert_waiting, snapshot
 from .targets import Target, evaluate
 
@@ -178,7 +179,7 @@ class _Cells:
             savepoint.rollback()
             if self.stop_on_error:
                 raise
-            return None, str(exc).removeprefix(f"{metric.id}: ")
+            return None, redact(str(exc).removeprefix(f"{metric.id}: "))  # printed in the results
         savepoint.commit()
         return value, None
 

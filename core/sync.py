@@ -18,6 +18,7 @@ from .connector import Checkpoint, Stream, StreamStats, SyncContext
 from .errors import ConnectorError, CrmkpiError, SourceDataError
 from .models import ENTITIES, SyncRun
 from .plugins import Registry
+from .redact import redact
 from .store import Store, column_defaults, save_state
 
 #: The key of ``sync_runs.details`` under which the connector's own notes are kept (beside its streams').
@@ -213,6 +214,7 @@ def _start_run(store: Store, connector: str, started: datetime) -> int:
 
 
 def _finish_run(store: Store, run_id: int, report: SyncReport, status: str, error: str | None) -> None:
+    _redact_report(report)
     details: dict[str, Any] = {
         s.name: {"table": s.table, "read": s.read, "written": s.written, "skipped": s.skipped,
                  "duplicates": s.duplicates, "unchanged": s.unchanged, "errors": s.errors, "notes": s.notes}
@@ -223,9 +225,16 @@ def _finish_run(store: Store, run_id: int, report: SyncReport, status: str, erro
     with store.transaction() as conn:
         conn.execute(
             update(SyncRun.__table__).where(SyncRun.__table__.c.id == run_id).values(
-                finished_at=datetime.now(UTC), status=status, error=error, details=details,
+                finished_at=datetime.now(UTC), status=status, error=error and redact(error), details=details,
                 rows_read=sum(s.read for s in report.streams),
                 rows_written=report.written,
                 rows_skipped=sum(s.skipped for s in report.streams),
             )
         )
+
+
+def _redact_report(report: SyncReport) -> None:
+    """Notes and skip reasons may quote what a source answered: no secret in them is stored or printed."""
+    lists = [report.notes] + [texts for s in report.streams for texts in (s.stats.notes, s.stats.errors)]
+    for texts in lists:
+        texts[:] = [redact(text) for text in texts]

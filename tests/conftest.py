@@ -242,3 +242,12 @@ def install(tmp_path, monkeypatch):
     for module in copied:  # the next test must import its own copy
         for name in [n for n in sys.modules if n == module or n.startswith(module + ".")]:
             del sys.modules[name]
+
+
+@pytest.fixture(autouse=True)
+def forget_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts with no registered secret, as a new process does (see ``crmkpi.redact``)."""
+    import crmkpi.redact
+
+    monkeypatch.setattr(crmkpi.redact, "_forms", set())
+    monkeypatch.setattr(crmkpi.redact, "_pattern", None)

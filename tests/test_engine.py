@@ -365,7 +365,9 @@ def test_debug_raises_the_first_failure_with_its_traceback(failing):
     result = CliRunner().invoke(cli, ["--debug", "run", "--config", str(failing.config), "--metric",
                                       "weighted_pipeline", "--period", "2024"])
     assert result.exit_code == 1
-    assert isinstance(result.exception, MetricError) and isinstance(result.exception.__cause__, KeyError)
+    cause, _, raised = result.stderr.partition("The above exception was the direct cause of the following exception")
+    assert cause.startswith("Traceback (most recent call last):") and "\nKeyError: " in cause
+    assert "\ncrmkpi.errors.MetricError: " in raised
 
 
 # --- the engine API directly ---------------------------------------------------------

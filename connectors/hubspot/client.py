@@ -24,6 +24,7 @@ from hubspot.crm.associations import v4 as associations_api
 from hubspot import oauth as oauth_api
 
 from crmkpi.errors import ConfigError, ConnectorError
+from crmkpi.redact import redact, register
 
 from .settings import HubSpotSettings
 
@@ -82,8 +83,6 @@ class HubSpotClient:
         self.clock = clock
         self.limits = {"search": RateLimiter(settings.search_requests_per_second, clock, sleep),
                        "other": RateLimiter(settings.requests_per_second, clock, sleep)}
-        self._secrets = [s.get_secret_value() for s in (settings.access_token, settings.client_secret,
-                                                         settings.refresh_token) if s is not None]
         self._refresh_token = settings.refresh_token.get_secret_value() if settings.refresh_token else None
         self._expires_at = 0.0
         cafile = ca_bundle(settings, base_dir)
@@ -163,7 +162,8 @@ class HubSpotClient:
             token, lifetime = tokens["access_token"], float(tokens.get("expires_in", 1800))
         except (KeyError, TypeError, ValueError):
             raise ConnectorError("HubSpot OAuth token refresh returned no access_token") from None
-        self._secrets.append(token)
+        register(token)
+        register(tokens.get("refresh_token"))  # HubSpot may rotate it
         self._refresh_token = tokens.get("refresh_token") or self._refresh_token
         self._expires_at = self.clock() + lifetime
         self._set_token(token)
@@ -193,10 +193,10 @@ class HubSpotClient:
             response = method(*args, _preload_content=False, _request_timeout=self.settings.timeout, **kwargs)
         except API_ERRORS as exc:
             if not exc.status:  # 0: the client's wrapper of a TLS failure
-                raise ConnectorError(self._clean(f"{label}: {_network_reason(exc, self.host)}")) from None
+                raise ConnectorError(_clean(f"{label}: {_network_reason(exc, self.host)}")) from None
             raise self._failure(label, object_type, exc.status, exc.body) from None
         except urllib3.exceptions.HTTPError as exc:  # no answer, even after the retries
-            raise ConnectorError(self._clean(f"{label}: {_network_reason(exc, self.host)}")) from None
+            raise ConnectorError(_clean(f"{label}: {_network_reason(exc, self.host)}")) from None
         try:
             return json.loads(response.data)
         except ValueError:
@@ -209,19 +209,17 @@ class HubSpotClient:
         detail = f": {message}" if message else ""
         if status == 403:
             scope = SCOPES.get(object_type or "", f"crm.objects.{object_type}.read")
-            return ConnectorError(self._clean(f"{label}: refused (403 {category or 'FORBIDDEN'}){detail} "
-                                              f"(grant the app the {scope} scope, or disable the object)"))
+            return ConnectorError(_clean(f"{label}: refused (403 {category or 'FORBIDDEN'}){detail} "
+                                         f"(grant the app the {scope} scope, or disable the object)"))
         if status == 429:
-            return ConnectorError(self._clean(f"{label}: rate limit still exceeded after "
-                                              f"{self.settings.retries} retries (429){detail}"))
-        return ConnectorError(self._clean(f"{label}: answered {status}{detail}"))
+            return ConnectorError(_clean(f"{label}: rate limit still exceeded after "
+                                         f"{self.settings.retries} retries (429){detail}"))
+        return ConnectorError(_clean(f"{label}: answered {status}{detail}"))
 
-    def _clean(self, text: str) -> str:
-        """One line, without any secret the server or a library might have echoed."""
-        for secret in self._secrets:
-            if secret:
-                text = text.replace(secret, "***")
-        return " ".join(text.split())
+
+def _clean(text: str) -> str:
+    """One line, without any secret the server or a library might have echoed."""
+    return " ".join(redact(text).split())
 
 
 class _Unauthorized(Exception):
@@ -234,6 +232,7 @@ def _error_text(body: Any) -> tuple[str | None, str | None]:
         body = body.decode("utf-8", "replace")
     if not body:
         return None, None
+    body = redact(str(body))  # before it is shortened: a cut could leave part of a secret
     try:
         data = json.loads(body)
     except (TypeError, ValueError):

@@ -8,7 +8,6 @@ page, for REST and Bulk calls alike.
 
 from __future__ import annotations
 
-import base64
 import re
 import time
 from datetime import UTC, datetime, timedelta
@@ -28,6 +27,7 @@ from simple_salesforce.login import SalesforceLogin, token_login
 from simple_salesforce.util import exception_handler
 
 from crmkpi.errors import ConfigError, ConnectorError
+from crmkpi.redact import basic_credentials, redact, register
 
 from .settings import SalesforceSettings
 
@@ -124,6 +124,7 @@ class SalesforceClient:
             token, instance = s.access_token.get_secret_value(), self._instance_host()
         else:
             token, instance = self._login()
+            register(token)  # the session id: an echoing server or a traceback may quote it
         return Salesforce(session_id=token, instance=instance, session=self.session, version=s.api_version)
 
     def _login(self) -> tuple[str, str]:
@@ -138,9 +139,10 @@ class SalesforceClient:
             claims = {"iss": s.consumer_key, "sub": s.username, "aud": s.audience(),
                       "exp": int((datetime.now(UTC) + timedelta(minutes=3)).timestamp())}
             assertion = jwt.encode(claims, self._private_key(), algorithm="RS256")
+            register(assertion)  # a bearer credential for its three minutes
             data = {"grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer", "assertion": assertion}
             return token_login(token_url, data, s.domain or "login", s.consumer_key, None, None, self.session)
-        basic = base64.b64encode(f"{s.consumer_key}:{s.consumer_secret.get_secret_value()}".encode()).decode()
+        basic = basic_credentials(s.consumer_key, s.consumer_secret.get_secret_value())
         return token_login(token_url, {"grant_type": "client_credentials"}, s.domain or "login", s.consumer_key,
                            {"Authorization": f"Basic {basic}"}, None, self.session)
 
@@ -154,9 +156,11 @@ class SalesforceClient:
     def _private_key(self) -> bytes:
         path = self.base_dir / self.settings.private_key_file
         try:
-            return path.read_bytes()
+            key = path.read_bytes()
         except OSError as exc:
             raise ConfigError(f"{self.where}.private_key_file: cannot read {path}: {exc.strerror}") from None
+        register(key.decode("utf-8", "replace").strip())
+        return key
 
     def _refresh(self) -> None:
         if not self.can_refresh:
@@ -244,7 +248,7 @@ class SalesforceClient:
 def _one_line(exc: Exception, what: str) -> ConnectorError:
     """The error a user sees for a failed call: one line, what failed and why, no secrets."""
     if isinstance(exc, SalesforceAuthenticationFailed):
-        return ConnectorError(f"Salesforce login failed: {exc.code}: {' '.join(exc.auth_message.split())}")
+        return ConnectorError(f"Salesforce login failed: {_short(f'{exc.code}: {exc.auth_message}', 300)}")
     if isinstance(exc, requests.exceptions.SSLError):
         return ConnectorError(f"TLS verification failed for {_url_host(exc)}: the server certificate is not "
                               "trusted; set ca_bundle to the CA that signed it")
@@ -269,6 +273,10 @@ def _first_error(content: Any) -> tuple[str, str]:
     """(errorCode, message) of a Salesforce error body ``[{"message": ..., "errorCode": ...}]``."""
     if isinstance(content, list) and content and isinstance(content[0], dict):
         first = content[0]
-        return str(first.get("errorCode")), " ".join(str(first.get("message", "")).split())
-    text = " ".join(str(content).split())
-    return "UNKNOWN", text[:200]
+        return _short(str(first.get("errorCode"))), _short(str(first.get("message", "")))
+    return "UNKNOWN", _short(str(content), 200)
+
+
+def _short(text: str, limit: int | None = None) -> str:
+    """What a server said, on one line, secrets taken out before it is cut (a cut could split one)."""
+    return " ".join(redact(text).split())[:limit]

@@ -10,6 +10,7 @@ import click
 
 from ..cli import App, cli, config_option, settings_of, targets_of
 from ..errors import ConfigError, CrmkpiError
+from ..redact import redact, register
 from ..suggest import did_you_mean
 from .jobs import Job, history
 from .schedule import Timetable
@@ -49,7 +50,9 @@ def serve(app: App, config_path: str, host: str | None, port: int | None, interv
     """
     config = app.config(config_path)
     host, port = host or config.service.host, port or config.service.port
-    token = config.service.api_token or os.environ.get(TOKEN_ENV) or None
+    token = (config.service.api_token.get_secret_value() if config.service.api_token else
+             os.environ.get(TOKEN_ENV)) or None
+    register(token)
     if not token and host not in LOOPBACK:
         raise ConfigError(f"refusing to serve the API on {host} without a token: set service.api_token (or "
                           f"{TOKEN_ENV}), or listen on 127.0.0.1")
@@ -131,7 +134,7 @@ def jobs_history(app: App, config_path: str, name: str | None, limit: int) -> No
 
 
 def _log(line: str) -> None:
-    click.echo(f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ} {line}", err=True)
+    click.echo(redact(f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ} {line}"), err=True)
 
 
 def job(app: App, config) -> Job:

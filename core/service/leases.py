@@ -23,6 +23,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from ..models import JobRun
+from ..redact import redact
 from ..store import Store
 
 RUNS = JobRun.__table__
@@ -73,7 +74,7 @@ def finish(store: Store, run_id: int, status: str, error: str | None, rows_synce
            results_saved: int | None) -> None:
     with store.transaction() as conn:
         conn.execute(update(RUNS).where(RUNS.c.id == run_id).values(
-            status=status, error=error, finished_at=datetime.now(UTC), lease_expires_at=None,
+            status=status, error=error and redact(error), finished_at=datetime.now(UTC), lease_expires_at=None,
             rows_synced=rows_synced, results_saved=results_saved))
 
 

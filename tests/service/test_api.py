@@ -44,7 +44,7 @@ def client(project: KpiProject) -> TestClient:
     config = app.config(str(project.config))
     heartbeat = Heartbeat(15, last_tick=datetime.now(UTC))
     scheduler = Scheduler(job(app, config))
-    made = TestClient(create_app(scheduler.job, scheduler, heartbeat, config.service.api_token))
+    made = TestClient(create_app(scheduler.job, scheduler, heartbeat, config.service.api_token.get_secret_value()))
     made.heartbeat = heartbeat
     yield made
     scheduler.job.store.engine.dispose()
