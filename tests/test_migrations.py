@@ -192,14 +192,14 @@ def test_store_migrated_by_alembic_directly_opens_with_data(store_url: str):
 
 SECOND_MIGRATION = '''"""add accounts.tier and a scratch table
 
-Revision ID: 0002
+Revision ID: 9000
 Revises: {down}
 """
 
 from alembic import op
 import sqlalchemy as sa
 
-revision = "0002"
+revision = "9000"
 down_revision = "{down}"
 branch_labels = None
 depends_on = None
@@ -228,14 +228,14 @@ def test_store_behind_the_code_upgrades_and_keeps_data(store_url: str, tmp_path:
 
     migrations = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS_DIR, migrations, ignore=shutil.ignore_patterns("__pycache__"))
-    (migrations / "versions" / "0002_add_tier.py").write_text(SECOND_MIGRATION.format(down=SCHEMA_REVISION))
+    (migrations / "versions" / "9000_add_tier.py").write_text(SECOND_MIGRATION.format(down=SCHEMA_REVISION))
     monkeypatch.setattr(store_module, "MIGRATIONS_DIR", migrations)
-    monkeypatch.setattr(store_module, "SCHEMA_REVISION", "0002")
-    assert _head(migrations) == "0002"
+    monkeypatch.setattr(store_module, "SCHEMA_REVISION", "9000")
+    assert _head(migrations) == "9000"
 
     new = Store(store_url)
     try:
-        assert new.revision() == "0002"
+        assert new.revision() == "9000"
         assert {"scratch", "accounts"} <= set(new.table_names())
         _assert_seeded(new)
         with new.engine.connect() as conn:
