@@ -233,6 +233,8 @@ class Store:
         try:
             cursor.executemany(self.upsert_sql(table, columns, guard), rows)
             return max(cursor.rowcount, 0)
+        except self.engine.dialect.dbapi.Error as exc:  # the driver's own (e.g. a lock timeout): one line
+            raise StoreError(f"store {self.describe()}: writing {table}: {_first_line(exc)}") from None
         finally:
             cursor.close()
 
