@@ -35,7 +35,7 @@ bench: $(STAMP)
 KILL_TRIALS ?= 63
 reliability: $(STAMP)
 	mkdir -p build
-	CRMKPI_KILL_TRIALS=$(KILL_TRIALS) CRMKPI_KILL_REPORT=build/kill-trials.txt $(BIN)/python -m pytest -m reliability -s tests/reliability
+	CRMKPI_KILL_TRIALS=$(KILL_TRIALS) CRMKPI_KILL_REPORT=$(CURDIR)/build/kill-trials.txt $(BIN)/python -m pytest -m reliability -s tests/reliability
 
 clean:
 	rm -rf $(VENV) build

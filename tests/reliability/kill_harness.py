@@ -39,6 +39,8 @@ TRIALS_ENV = "CRMKPI_KILL_TRIALS"
 SEED_ENV = "CRMKPI_KILL_SEED"
 #: A file to which each workload appends its figures (one line of text), for docs/reliability.md.
 REPORT_ENV = "CRMKPI_KILL_REPORT"
+#: Resolved now: the tests run in a folder of their own.
+REPORT = Path(os.environ[REPORT_ENV]).resolve() if os.environ.get(REPORT_ENV) else None
 SIGNALS = (signal.SIGKILL, signal.SIGTERM)
 #: How long a killed process's session may take to disappear.
 DEATH_BOUND = 1.0
@@ -216,12 +218,12 @@ def run_trials(workload: Workload, trials: int, rnd: random.Random, seed: int) -
         for sig in SIGNALS:
             delay = workload.delay(rnd)
             workload.trial(sig, delay, outcome, f"{workload.name} trial {n} {sig.name} at {delay:.3f} s (seed {seed})")
-    report = os.environ.get(REPORT_ENV)
-    if report:
-        with open(report, "a", encoding="utf-8") as handle:
-            handle.write(f"{workload.name}: seed {seed}, clean run {workload.clean_seconds:.2f} s (start-up "
-                         f"{workload.startup_seconds:.2f} s); "
-                         f"{outcome.summary()}; problems {outcome.problems[:5]}\n")
+    figures = (f"{workload.name}: seed {seed}, clean run {workload.clean_seconds:.2f} s (start-up "
+               f"{workload.startup_seconds:.2f} s); {outcome.summary()}; problems {outcome.problems[:5]}")
+    print(figures)
+    if REPORT is not None:
+        with REPORT.open("a", encoding="utf-8") as handle:
+            handle.write(figures + "\n")
     return outcome
 
 
