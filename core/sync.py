@@ -77,7 +77,11 @@ def sync_connector(store: Store, registry: Registry, name: str, cfg: ConnectorCo
         if not free:
             raise SyncBusy(_busy(store, name))
         end_dead_runs(store, name)
-        return _sync(store, registry, ctype, name, cfg, base_dir, full_refresh, progress, status)
+        try:
+            return _sync(store, registry, ctype, name, cfg, base_dir, full_refresh, progress, status)
+        except KeyboardInterrupt as exc:  # e.g. while the run was being recorded: it is still ours, we hold the lock
+            _fail_running(store, name, lambda run: _stopped(exc))
+            raise
 
 
 def _sync(store: Store, registry: Registry, ctype: ConnectorType, name: str, cfg: ConnectorConfig,
@@ -109,8 +113,7 @@ def _sync(store: Store, registry: Registry, ctype: ConnectorType, name: str, cfg
         _finish_run(store, run_id, report, "failed", str(exc))
         raise
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM in a long API sync: what was committed stays, the run says so
-        _finish_run(store, run_id, report, "failed", "terminated (SIGTERM)" if isinstance(exc, Terminated)
-                    else "interrupted")
+        _finish_run(store, run_id, report, "failed", _stopped(exc))
         raise
     except Exception as exc:
         _finish_run(store, run_id, report, "failed", f"{type(exc).__name__}: {exc}")
@@ -254,16 +257,26 @@ def _finish_run(store: Store, run_id: int, report: SyncReport, status: str, erro
 def end_dead_runs(store: Store, connector: str) -> int:
     """Mark ``connector``'s runs still ``running`` as failed; call it holding the connector's sync lock,
     which proves that their process is gone, whichever host it ran on. Returns how many there were."""
+    def reason(run: Any) -> str:
+        process = f" (pid {run.pid} on {run.host})" if run.pid is not None else ""
+        return f"its process{process} ended without finishing the sync (killed, or the machine stopped)"
+
+    return _fail_running(store, connector, reason)
+
+
+def _fail_running(store: Store, connector: str, reason: Callable[[Any], str]) -> int:
     runs = SyncRun.__table__
     with store.transaction() as conn:
-        dead = conn.execute(select(runs.c.id, runs.c.pid, runs.c.host)
-                            .where(runs.c.connector == connector, runs.c.status == "running")).all()
-        for run in dead:
-            process = f" (pid {run.pid} on {run.host})" if run.pid is not None else ""
+        running = conn.execute(select(runs.c.id, runs.c.pid, runs.c.host)
+                               .where(runs.c.connector == connector, runs.c.status == "running")).all()
+        for run in running:
             conn.execute(update(runs).where(runs.c.id == run.id).values(
-                status="failed", finished_at=datetime.now(UTC),
-                error=f"its process{process} ended without finishing the sync (killed, or the machine stopped)"))
-    return len(dead)
+                status="failed", finished_at=datetime.now(UTC), error=reason(run)))
+    return len(running)
+
+
+def _stopped(interrupt: KeyboardInterrupt) -> str:
+    return "terminated (SIGTERM)" if isinstance(interrupt, Terminated) else "interrupted"
 
 
 def _busy(store: Store, connector: str) -> str:

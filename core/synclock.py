@@ -4,8 +4,9 @@ PostgreSQL: a session-level advisory lock on a connection of its own, which the 
 when the session ends (the process exiting or killed closes the socket). SQLite: a POSIX record
 lock on a ``<database>.lock`` file beside the database, one byte per connector, which the kernel
 releases when the process ends (and, POSIX locks being per process and file, when the process
-closes any handle of that file: so a process takes one connector's lock at a time). Neither can be left behind by a killed sync, so "the lock is free"
-proves that no sync of the connector is running, on any host that shares the store.
+closes any handle of that file: so a process takes one connector's lock at a time). Neither can be
+left behind by a killed sync, so "the lock is free" proves that no sync of the connector is running,
+on any host that shares the store.
 """
 
 from __future__ import annotations
