@@ -19,7 +19,9 @@ import yaml
 from click.testing import CliRunner
 from sqlalchemy import create_engine, text
 
+from crmkpi import sync as sync_module
 from crmkpi.cli import cli
+from crmkpi.errors import Terminated
 from crmkpi.store import Store
 from storecheck import one_line_error, sync_runs
 
@@ -125,6 +127,23 @@ def test_sigterm_is_one_line_no_worker_left_and_the_run_failed(config: Path, sto
     with engine.connect() as conn:  # the files sync is one transaction: rolled back
         assert conn.execute(text("SELECT count(*) FROM deals")).scalar() == 0
     engine.dispose()
+
+
+def test_sigterm_while_the_run_is_being_recorded_still_fails_the_run(config: Path, store_url: str,
+                                                                     monkeypatch: pytest.MonkeyPatch):
+    """The window the kill trials found: the data is committed, the run's success not yet."""
+    record = sync_module._finish_run
+
+    def terminated_on_success(store, run_id, report, status, error) -> None:
+        if status == "success":
+            raise Terminated()
+        record(store, run_id, report, status, error)
+
+    monkeypatch.setattr(sync_module, "_finish_run", terminated_on_success)
+    result = CliRunner().invoke(cli, ["sync", "--config", str(config)])
+    assert (result.exit_code, result.stderr) == (143, "Terminated.\n")
+    [run] = sync_runs(store_url)
+    assert (run["status"], run["error"]) == ("failed", "terminated (SIGTERM)")
 
 
 def test_a_second_sync_of_the_connector_is_refused_naming_the_running_one(config: Path, store_url: str):
