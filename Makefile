@@ -30,7 +30,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/metrics.py --deals 1000000 --repeat 3 --check
 	$(BIN)/python bench/connectors.py --records 20000 --check
 
-# The long fault-injection run (about an hour on two cores): 63 kills per case and signal, 1,008 in all.
+# The long fault-injection run (about 50 minutes on two cores): 63 kills per case and signal, 1,008 in all.
 # Each case prints its seed; CRMKPI_KILL_SEED=<seed> replays it. Figures go to docs/reliability.md.
 KILL_TRIALS ?= 63
 reliability: $(STAMP)
