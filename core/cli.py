@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 from contextlib import contextmanager
 import time
 from datetime import date, datetime, timedelta
@@ -18,7 +20,7 @@ from . import __version__
 from .config import Config, load_config
 from .engine import COMPARISONS, SAVE_TIMEOUT, Run, Settings, empty_tables, run_metrics, save_results
 from .engine import explain as explain_metric
-from .errors import ConfigError, CrmkpiError, StoreError
+from .errors import ConfigError, CrmkpiError, StoreError, Terminated
 from .models import ENTITIES, SyncRun
 from .periods import GRAINS, Calendar, Period
 from .plugins import Registry, load_registry
@@ -35,10 +37,15 @@ class CrmkpiGroup(click.Group):
     """Turns every error into one line on stderr; ``--debug`` shows the traceback instead."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        main_thread = threading.current_thread() is threading.main_thread()  # only it may set handlers
+        previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
         try:
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
+        except Terminated:
+            click.echo("Terminated.", err=True)
+            ctx.exit(128 + signal.SIGTERM)
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
             ctx.exit(130)
@@ -52,6 +59,15 @@ class CrmkpiGroup(click.Group):
                 click.echo(redact(f"Error: unexpected {type(exc).__name__}: {exc} (run with --debug for details)"),
                            err=True)
             ctx.exit(1)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    """SIGTERM unwinds like Ctrl-C (a sync records its run, the row worker is stopped); a second one kills."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    raise Terminated()
 
 
 class App:
@@ -152,10 +168,12 @@ def validate(app: App, config_path: str) -> None:
 @config_option
 @click.argument("connectors", nargs=-1)
 @click.option("--full-refresh", is_flag=True, help="Ignore saved cursors and rewrite every row.")
+@click.option("--status", "show_status", is_flag=True,
+              help="Show each connector's last sync instead (a run whose process is gone is marked failed).")
 @click.pass_obj
-def sync(app: App, config_path: str, connectors: tuple[str, ...], full_refresh: bool) -> None:
+def sync(app: App, config_path: str, connectors: tuple[str, ...], full_refresh: bool, show_status: bool) -> None:
     """Pull records from the configured connectors (all, or those named) into the store."""
-    from .sync import sync_connector
+    from .sync import sync_connector, sync_status
 
     config = app.config(config_path)
     names = list(connectors) or list(config.connectors)
@@ -165,6 +183,9 @@ def sync(app: App, config_path: str, connectors: tuple[str, ...], full_refresh: 
     if not names:
         raise ConfigError(f"{config_path}: no connectors configured")
     store = app.store(config)
+    if show_status:
+        click.echo("\n".join(sync_status(store, names)))
+        return
     failed: list[tuple[str, CrmkpiError]] = []
     with _progress() as bar:
         for name in names:

@@ -27,3 +27,7 @@ class MetricError(CrmkpiError):
 
 class StoreError(CrmkpiError):
     """The normalized store could not be opened, migrated or written."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (systemd, a container stop, ``kill``): unwinds like Ctrl-C, through the same cleanup."""

@@ -19,7 +19,7 @@ from sqlalchemy import JSON, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 #: Version of the public schema: the id of the newest migration.
-SCHEMA_REVISION = "0002"
+SCHEMA_REVISION = "0003"
 
 
 class Entity(SQLModel):
@@ -223,6 +223,9 @@ class SyncRun(SQLModel, table=True):
     rows_skipped: int = 0
     error: Optional[str] = None
     details: Optional[dict[str, Any]] = Field(default=None, sa_type=JSON(none_as_null=True))
+    #: The process that runs the sync, named when another sync of the connector is refused.
+    pid: Optional[int] = None
+    host: Optional[str] = None
 
 
 class JobRun(SQLModel, table=True):

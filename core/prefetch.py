@@ -7,6 +7,10 @@ is the database driver. On platforms with ``fork`` the producer runs in a child
 process and sends rows back in pickled chunks through a pipe; elsewhere (or when
 disabled with ``CRMKPI_PREFETCH=0``) it runs in-process. Exceptions raised by the
 producer are re-raised in the caller, after the rows sent before them.
+
+The worker never outlives the sync: it dies with its parent (:mod:`crmkpi.forksafe`), lets go
+of the parent's database sockets, lock file and stdout/stderr, and leaves SIGINT/SIGTERM to the
+parent, which kills it when it stops reading.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import multiprocessing
 import os
 import pickle
 from typing import Any, Callable, Iterator
+
+from . import forksafe
 
 PREFETCH_ENV = "CRMKPI_PREFETCH"
 # Small batches stay in the CPU cache; 256 rows was the fastest of 256..4096 measured.
@@ -44,7 +50,7 @@ def prefetch(produce: Callable[[], Iterator[Any]], finish: Callable[[], Any],
         return
     context = multiprocessing.get_context("fork")
     receiver, sender = context.Pipe(duplex=False)
-    worker = context.Process(target=_work, args=(produce, finish, sender), daemon=True)
+    worker = context.Process(target=_work, args=(produce, finish, sender, receiver, os.getpid()), daemon=True)
     # The worker shares the parent's memory until either writes to it; a garbage collection in the
     # worker would write to every object the parent made (tens of MB copied). Frozen, they are
     # never collected there; the parent unfreezes its own at once.
@@ -76,11 +82,16 @@ def prefetch(produce: Callable[[], Iterator[Any]], finish: Callable[[], Any],
     finally:
         receiver.close()
         if worker.is_alive():
-            worker.terminate()
+            worker.kill()  # it ignores SIGTERM (see forksafe.detach)
         worker.join()
 
 
-def _work(produce: Callable[[], Iterator[Any]], finish: Callable[[], Any], sender) -> None:
+def _work(produce: Callable[[], Iterator[Any]], finish: Callable[[], Any], sender, receiver,
+          parent_pid: int) -> None:
+    # Only the parent reads: with its copy of the read end closed here, a dead parent makes the next
+    # write fail (BrokenPipeError) instead of blocking forever on a full pipe.
+    receiver.close()
+    forksafe.detach(parent_pid, keep=(sender.fileno(),))
     chunk: list[Any] = []
     try:
         for item in produce():
@@ -91,6 +102,8 @@ def _work(produce: Callable[[], Iterator[Any]], finish: Callable[[], Any], sende
         if chunk:
             _send_rows(sender, chunk)
         _send(sender, _DONE, finish())
+    except BrokenPipeError:  # the parent is gone: nobody is left to hand anything to
+        return
     except BaseException as exc:  # handed to the caller, who decides
         if chunk:
             _send_rows(sender, chunk)

@@ -22,6 +22,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from pydantic_core import PydanticUndefined
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
+from . import forksafe
 from .errors import StoreError
 from .models import ENTITIES, SCHEMA_REVISION, SyncState
 
@@ -91,6 +92,25 @@ def resolve_url(url: str | None, base_dir: Path) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+#: PostgreSQL session settings a store URL's own ``?options=-c name=value`` overrides. A statement waits
+#: at most a minute for a lock (a sync of another connector never takes the rows this one writes, so a
+#: longer wait means something is stuck), and a transaction left open and idle for 10 minutes (a client
+#: stopped, or cut off by the network) is ended by the server so that its locks do not block the next sync.
+POSTGRES_SESSION = {"lock_timeout": "60s", "idle_in_transaction_session_timeout": "10min"}
+
+
+def _postgres_options(url: str) -> str:
+    """The libpq ``options`` of a session: ours first, so that the URL's own settings win."""
+    own = make_url(url).query.get("options", "")
+    own = " ".join(own) if isinstance(own, tuple) else own
+    return " ".join([*(f"-c {name}={value}" for name, value in POSTGRES_SESSION.items()), own]).strip()
+
+
+def _release_socket_in_workers(dbapi_conn, _record) -> None:
+    """A forked row worker closes its copy of this connection's socket (see :mod:`crmkpi.forksafe`)."""
+    forksafe.release_in_child(dbapi_conn, lambda conn: None if conn.closed else conn.pgconn.socket)
+
+
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
@@ -105,12 +125,16 @@ class Store:
     def __init__(self, url: str, migrate: bool = True) -> None:
         self.url = url
         try:
-            self.engine: Engine = create_engine(url)
+            postgres = make_url(url).get_backend_name() == "postgresql"
+            connect_args = {"options": _postgres_options(url)} if postgres else {}
+            self.engine: Engine = create_engine(url, connect_args=connect_args)
         except Exception as exc:
             raise StoreError(f"cannot open store {_describe(url)}: {_first_line(exc)}") from None
         self.dialect = self.engine.dialect.name
         if self.dialect == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
+        elif self.dialect == "postgresql":
+            event.listen(self.engine, "connect", _release_socket_in_workers)
         if migrate:
             self.migrate()
 
@@ -210,6 +234,8 @@ class Store:
         try:
             cursor.executemany(self.upsert_sql(table, columns, guard), rows)
             return max(cursor.rowcount, 0)
+        except self.engine.dialect.dbapi.Error as exc:  # the driver's own (e.g. a lock timeout): one line
+            raise StoreError(f"store {self.describe()}: writing {table}: {_first_line(exc)}") from None
         finally:
             cursor.close()
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import itertools
+import os
+import socket
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -14,12 +16,14 @@ from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection
 
 from .config import ConnectorConfig
-from .connector import Checkpoint, Stream, StreamStats, SyncContext
-from .errors import ConnectorError, CrmkpiError, SourceDataError
+from . import synclock
+from .connector import Checkpoint, ConnectorType, Stream, StreamStats, SyncContext
+from .errors import ConnectorError, CrmkpiError, SourceDataError, Terminated
 from .models import ENTITIES, SyncRun
 from .plugins import Registry
 from .redact import redact
 from .store import Store, column_defaults, save_state
+from .synclock import SyncBusy
 
 #: The key of ``sync_runs.details`` under which the connector's own notes are kept (beside its streams').
 CONNECTOR_NOTES = "(connector)"
@@ -66,8 +70,23 @@ class SyncReport:
 def sync_connector(store: Store, registry: Registry, name: str, cfg: ConnectorConfig, base_dir: Path,
                    *, full_refresh: bool = False, progress: Progress | None = None,
                    status: Status | None = None) -> SyncReport:
-    """Sync one configured connector; raises a CrmkpiError (after recording it) on failure."""
+    """Sync one configured connector; raises a CrmkpiError (after recording it) on failure.
+
+    Refused (:class:`SyncBusy`, naming the other run) while another process syncs the connector."""
     ctype = registry.connector_type(cfg.type)
+    with synclock.try_lock(store, name) as free:
+        if not free:
+            raise SyncBusy(_busy(store, name))
+        end_dead_runs(store, name)
+        try:
+            return _sync(store, registry, ctype, name, cfg, base_dir, full_refresh, progress, status)
+        except KeyboardInterrupt as exc:  # e.g. while the run was being recorded: it is still ours, we hold the lock
+            _fail_running(store, name, lambda run: _stopped(exc))
+            raise
+
+
+def _sync(store: Store, registry: Registry, ctype: ConnectorType, name: str, cfg: ConnectorConfig,
+          base_dir: Path, full_refresh: bool, progress: Progress | None, status: Status | None) -> SyncReport:
     started = datetime.now(UTC)
     context = SyncContext(name=name, settings=cfg.settings, base_dir=base_dir, synced_at=started,
                           encoder=store.encoder, full_refresh=full_refresh,
@@ -94,8 +113,8 @@ def sync_connector(store: Store, registry: Registry, name: str, cfg: ConnectorCo
     except CrmkpiError as exc:
         _finish_run(store, run_id, report, "failed", str(exc))
         raise
-    except KeyboardInterrupt:  # Ctrl-C in a long API sync: what was committed stays, and the run says so
-        _finish_run(store, run_id, report, "failed", "interrupted")
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM in a long API sync: what was committed stays, the run says so
+        _finish_run(store, run_id, report, "failed", _stopped(exc))
         raise
     except Exception as exc:
         _finish_run(store, run_id, report, "failed", f"{type(exc).__name__}: {exc}")
@@ -209,7 +228,8 @@ def _until_checkpoint(items: Iterator, found: list[Checkpoint], name: str,
 def _start_run(store: Store, connector: str, started: datetime) -> int:
     with store.transaction() as conn:
         result = conn.execute(SyncRun.__table__.insert().values(connector=connector, started_at=started,
-                                                                 status="running"))
+                                                                 status="running", pid=os.getpid(),
+                                                                 host=socket.gethostname()))
         return result.inserted_primary_key[0]
 
 
@@ -238,3 +258,79 @@ def _redact_report(report: SyncReport) -> None:
     lists = [report.notes] + [texts for s in report.streams for texts in (s.stats.notes, s.stats.errors)]
     for texts in lists:
         texts[:] = [redact(text) for text in texts]
+
+
+# -- runs whose process is gone, and the one that is running --------------------------------------
+
+
+def end_dead_runs(store: Store, connector: str) -> int:
+    """Mark ``connector``'s runs still ``running`` as failed; call it holding the connector's sync lock,
+    which proves that their process is gone, whichever host it ran on. Returns how many there were."""
+    def reason(run: Any) -> str:
+        process = f" (pid {run.pid} on {run.host})" if run.pid is not None else ""
+        return f"its process{process} ended without finishing the sync (killed, or the machine stopped)"
+
+    return _fail_running(store, connector, reason)
+
+
+def _fail_running(store: Store, connector: str, reason: Callable[[Any], str]) -> int:
+    runs = SyncRun.__table__
+    with store.transaction() as conn:
+        running = conn.execute(select(runs.c.id, runs.c.pid, runs.c.host)
+                               .where(runs.c.connector == connector, runs.c.status == "running")).all()
+        for run in running:
+            conn.execute(update(runs).where(runs.c.id == run.id).values(
+                status="failed", finished_at=datetime.now(UTC), error=reason(run)))
+    return len(running)
+
+
+def _stopped(interrupt: KeyboardInterrupt) -> str:
+    return "terminated (SIGTERM)" if isinstance(interrupt, Terminated) else "interrupted"
+
+
+def _busy(store: Store, connector: str) -> str:
+    """Who holds ``connector``'s sync lock, from its ``running`` row."""
+    running = _last_run(store, connector, running=True)
+    if running is None:  # the other process has the lock but has not recorded its run yet
+        return f"connector {connector!r} is being synced by another process, which is starting; try again later"
+    return (f"connector {connector!r} is being synced by another process ({_process(running)}, started "
+            f"{_utc(running.started_at)}, sync run {running.id}); wait for it to finish, or stop it")
+
+
+def sync_status(store: Store, connectors: list[str]) -> list[str]:
+    """One line per connector: its last run; runs whose process is gone are marked failed first."""
+    lines = []
+    for connector in connectors:
+        with synclock.try_lock(store, connector) as free:
+            if free:
+                end_dead_runs(store, connector)
+        run = _last_run(store, connector, running=not free)
+        if run is None:
+            lines.append(f"{connector}: never synced" if free else f"{connector}: a sync is starting")
+        elif run.status == "running":
+            lines.append(f"{connector}: running since {_utc(run.started_at)} ({_process(run)}, sync run {run.id})")
+        else:
+            outcome = f": {run.error}" if run.error else f", {run.rows_read} rows read, {run.rows_written} written"
+            lines.append(f"{connector}: {run.status}, started {_utc(run.started_at)}, finished "
+                         f"{_utc(run.finished_at)} (sync run {run.id}){outcome}")
+    return lines
+
+
+def _last_run(store: Store, connector: str, running: bool = False) -> Any:
+    runs = SyncRun.__table__
+    query = select(runs).where(runs.c.connector == connector).order_by(runs.c.id.desc()).limit(1)
+    if running:
+        query = query.where(runs.c.status == "running")
+    with store.engine.connect() as conn:
+        return conn.execute(query).first()
+
+
+def _process(run: Any) -> str:
+    return f"pid {run.pid} on host {run.host}" if run.pid is not None else "process unknown"
+
+
+def _utc(moment: datetime | None) -> str:
+    if moment is None:
+        return "never"
+    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return f"{moment:%Y-%m-%d %H:%M:%S} UTC"
