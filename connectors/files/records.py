@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, TextIO
 
 from crmkpi.errors import SourceDataError
+from crmkpi.normalize import MAX_JSON_DEPTH
 
 #: The delimiters tried on a CSV header when the file's is not configured.
 DELIMITERS = (",", ";", "\t", "|")
@@ -94,8 +95,13 @@ class JsonlRecords:
                 record = json.loads(text)
                 if not isinstance(record, dict):
                     raise ValueError("expected a JSON object")
-            except ValueError as exc:
+                if "\\u" in text:  # an escape may stand for half a surrogate pair, which is no character
+                    json.dumps(record, ensure_ascii=False).encode()
+            except ValueError as exc:  # UnicodeEncodeError included
                 unreadable(self.line, f"invalid JSON: {exc}")
+                continue
+            except RecursionError:
+                unreadable(self.line, f"invalid JSON: nested deeper than {MAX_JSON_DEPTH} levels")
                 continue
             yield record
 
