@@ -9,6 +9,7 @@ from __future__ import annotations
 import codecs
 import csv
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, TextIO
 
@@ -53,6 +54,11 @@ class CsvRecords:
             raise SourceDataError(f"{name}: empty file, expected a header line") from None
         except csv.Error as exc:
             raise SourceDataError(f"{name}: line 1: {exc}") from None
+        repeated = sorted(f for f, count in Counter(self.header).items() if count > 1)
+        if repeated:  # a record would keep only one of the columns' values
+            shown = "; ".join(f"{f!r} in columns {', '.join(str(n) for n, g in enumerate(self.header, 1) if g == f)}"
+                              for f in repeated)
+            raise SourceDataError(f"{name}: line 1: the header repeats a name ({shown}): rename the columns apart")
         self.read = 0  # records, readable or not (blank lines are none)
 
     @property

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Iterable, Literal
 
-from pydantic import (BaseModel, ConfigDict, Field, ValidationInfo, ValidatorFunctionWrapHandler, field_validator,
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, ValidatorFunctionWrapHandler, field_validator,
                       model_validator)
 
 from crmkpi.config import SourceCheck, check_zone
@@ -26,7 +26,25 @@ from .rules import RULES, RuleName
 
 OnError = Literal["fail", "skip"]
 Duplicates = Literal["last", "first", "error"]
-Delimiter = Annotated[str, Field(min_length=1, max_length=1)]
+
+
+def _usable_delimiter(value: str) -> str:
+    if value in ('"', "\r", "\n"):
+        raise ValueError(f"{value!r} cannot separate columns (it quotes values or ends lines)")
+    return value
+
+
+def _text_encoding(value: str) -> str:
+    """An encoding Python can decode text with, so that a typo fails ``crmkpi validate``, not the sync."""
+    try:
+        b"".decode(value)
+    except LookupError:
+        raise ValueError(f"unknown encoding {value!r} (e.g. utf-8, utf-16, cp1252, latin-1)") from None
+    return value
+
+
+Delimiter = Annotated[str, Field(min_length=1, max_length=1), AfterValidator(_usable_delimiter)]
+Encoding = Annotated[str, AfterValidator(_text_encoding)]
 
 
 @dataclass(frozen=True)
@@ -86,7 +104,7 @@ class Lookup(BaseModel):
     columns: dict[str, str] = Field(default_factory=dict, description="normalized column -> its column")
     extra: list[str] = Field(default_factory=list, description="its columns kept in the row's extra")
     delimiter: Delimiter | None = Field(None, description="default: detected from its header")
-    encoding: str = "utf-8"
+    encoding: Encoding = "utf-8"
 
     _file = field_validator("file")(_check_file)
 
@@ -107,7 +125,7 @@ class FileOptions(BaseModel):
     file: str | None = Field(None, description="file name in the folder; default <table>.csv, .jsonl or .ndjson")
     format: Literal["csv", "jsonl"] | None = Field(None, description="default: from the file extension")
     delimiter: Delimiter | None = Field(None, description="default: detected from the header among , ; tab |")
-    encoding: str = "utf-8"
+    encoding: Encoding = "utf-8"
     columns: dict[str, str | list[str]] = Field(
         default_factory=dict, description="normalized column -> file column, or file columns tried in turn "
                                           "(the first non-empty value wins)")
