@@ -51,6 +51,7 @@ Encoding = Annotated[str, AfterValidator(_text_encoding)]
 class _Scope:
     table: str
     folder: Path | None  # set when ``crmkpi validate`` checks that the files exist
+    allow_outside: bool = False
 
 
 _scope: ContextVar[_Scope | None] = ContextVar("files_table", default=None)
@@ -77,10 +78,25 @@ def _check_columns(names: Iterable[str]) -> None:
             raise ValueError(f"{name!r} is not a column of {scope.table}{column_suggestion(name, columns)}")
 
 
+def outside_folder(folder: Path, name: str) -> str | None:
+    """Why ``folder / name`` is not read by default: it leads outside the folder (None: it does not).
+
+    ``..``, an absolute path and a symbolic link all could, and a config or an export dropped into
+    the folder must not make crmkpi read (and store) any file the user can read."""
+    path = folder / name
+    if path.resolve().is_relative_to(folder.resolve()):
+        return None
+    return (f"{name!r} is outside the folder {folder} (it leads to {path.resolve()}); "
+            f"set allow_outside_path: true to read it")
+
+
 def _check_file(name: str | None) -> str | None:
     scope = _scope.get()
-    if name and scope is not None and scope.folder is not None and not (scope.folder / name).is_file():
-        raise ValueError(f"file not found: {scope.folder / name}")
+    if name and scope is not None and scope.folder is not None:
+        if not (scope.folder / name).is_file():
+            raise ValueError(f"file not found: {scope.folder / name}")
+        if not scope.allow_outside and (problem := outside_folder(scope.folder, name)):
+            raise ValueError(problem)
     return name
 
 
@@ -226,6 +242,8 @@ class FilesSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     path: str = Field(description="folder holding one file per table (relative to the config file)")
+    allow_outside_path: bool = Field(False, description="read files outside the folder: a file: or lookup "
+                                                        "with .. or an absolute path, or a symbolic link")
     on_error: OnError = Field("fail", description="fail: commit nothing; skip: skip bad rows and report them")
     timezone: str = Field("UTC", description="zone of datetimes without an offset")
     duplicates: Duplicates | None = Field(None, description="rows that repeat an id: keep the last or first, or "
@@ -262,7 +280,7 @@ class FilesSettings(BaseModel):
             folder = folder_of(info.data["path"], info.context.base_dir)
         validated = {}
         for name, options in tables.items():
-            token = _scope.set(_Scope(name, folder))
+            token = _scope.set(_Scope(name, folder, bool(info.data.get("allow_outside_path"))))
             try:
                 validated.update(handler({name: options}))
             finally:
