@@ -103,7 +103,11 @@ class JsonlRecords:
                     raise ValueError("expected a JSON object")
                 if "\\u" in text:  # an escape may stand for half a surrogate pair, which is no character
                     json.dumps(record, ensure_ascii=False).encode()
-            except ValueError as exc:  # UnicodeEncodeError included
+            except UnicodeEncodeError as exc:
+                unreadable(self.line, f"invalid JSON: {exc.object[exc.start:exc.end]!r} is half of a surrogate "
+                                      f"pair, not a character")
+                continue
+            except ValueError as exc:
                 unreadable(self.line, f"invalid JSON: {exc}")
                 continue
             except RecursionError:

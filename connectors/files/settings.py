@@ -37,7 +37,9 @@ def _usable_delimiter(value: str) -> str:
 def _text_encoding(value: str) -> str:
     """An encoding Python can decode text with, so that a typo fails ``crmkpi validate``, not the sync."""
     try:
-        b"".decode(value)
+        "a".encode(value)  # (an empty text would not even look the codec up)
+    except UnicodeError:
+        pass
     except LookupError:
         raise ValueError(f"unknown encoding {value!r} (e.g. utf-8, utf-16, cp1252, latin-1)") from None
     return value
