@@ -151,10 +151,14 @@ def load_config(path: str | Path, registry: Registry, *, check_sources: bool = F
         data = yaml.load(text, Loader=_UniqueKeyLoader) or {}  # noqa: S506 - a SafeLoader
     except RecursionError:
         raise ConfigError(f"{path}: invalid YAML: nested too deep") from None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow, e.g. a control character
+        line = text.count("\n", 0, exc.position) + 1
+        raise ConfigError(f"{path}: line {line} invalid YAML: character {exc.character!r}: {exc.reason}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}:{where} invalid YAML: {getattr(exc, 'problem', None) or exc}") from None
+        problem = getattr(exc, "problem", None) or " ".join(str(exc).split())  # one line, whatever the error
+        raise ConfigError(f"{path}:{where} invalid YAML: {problem}") from None
     except ValueError as exc:  # YAML that parses as an impossible date, e.g. 2024-02-30
         raise ConfigError(f"{path}: invalid value: {exc}") from None
     if not isinstance(data, dict):

@@ -214,8 +214,9 @@ class RowBuilder:
         #: The columns whose values come from the source (mapped, derived or constant), not from a default.
         self.provided = present & set(kinds)
         # NOT NULL columns the source lacks take their default.
-        fixed = {**{c: d for c, d in defaults.items() if c not in present}, **layout.constants}
-        self.constants = [(c, _encode(encoder(kinds[c]), v)) for c, v in fixed.items() if c in kinds]
+        fixed = {**{c: _encode(encoder(kinds[c]), d) for c, d in defaults.items() if c not in present},
+                 **{c: _constant(c, v, kinds[c], tz, encoder) for c, v in layout.constants.items() if c in kinds}}
+        self.constants = list(fixed.items())
         used = {s for c in self.plan for s in c.sources}
         self.extra_fields = [(f, i) for f, i in index.items() if f not in used]
         self.recoded_extra = [(f, index[f], *recoded_extra[f]) for f, _ in self.extra_fields if f in recoded_extra]
@@ -483,6 +484,23 @@ def _checked_json(dump: Callable[[Any], str]) -> Callable[[Any], str]:
         return text
 
     return dump_checked
+
+
+def _constant(column: str, value: Any, kind: str, tz: tzinfo, encoder: Callable[[str], Callable | None]) -> Any:
+    """A constant, parsed (ISO 8601 for dates) and encoded like a source value of its column: stored
+    as a value of the column's type on every backend, or refused."""
+    if value is None:
+        return None
+    if isinstance(value, date):  # YAML reads 2025-01-05 as a date
+        value = value.isoformat()
+    if isinstance(value, float) and not math.isfinite(value):
+        raise FieldError(column, f"constant {value!r} is not a finite number")
+    try:
+        return _value_fn(kind, None, tz, encoder(kind), encoder("iso_datetime"))(value)
+    except Refused as exc:
+        raise FieldError(column, f"constant: {exc}") from None
+    except (ValueError, TypeError, KeyError, OverflowError, OSError):
+        raise FieldError(column, f"constant is not a valid {kind}: {_shown(value)}") from None
 
 
 def _hashable(value: Any) -> bool:
