@@ -215,7 +215,7 @@ class RowBuilder:
         self.provided = present & set(kinds)
         # NOT NULL columns the source lacks take their default.
         fixed = {**{c: _encode(encoder(kinds[c]), d) for c, d in defaults.items() if c not in present},
-                 **{c: _constant(c, v, kinds[c], tz, encoder) for c, v in layout.constants.items() if c in kinds}}
+                 **{c: constant_value(c, v, kinds[c], tz, encoder) for c, v in layout.constants.items() if c in kinds}}
         self.constants = list(fixed.items())
         used = {s for c in self.plan for s in c.sources}
         self.extra_fields = [(f, i) for f, i in index.items() if f not in used]
@@ -486,9 +486,11 @@ def _checked_json(dump: Callable[[Any], str]) -> Callable[[Any], str]:
     return dump_checked
 
 
-def _constant(column: str, value: Any, kind: str, tz: tzinfo, encoder: Callable[[str], Callable | None]) -> Any:
+def constant_value(column: str, value: Any, kind: str, tz: tzinfo = UTC,
+                   encoder: Callable[[str], Callable | None] = lambda kind: None) -> Any:
     """A constant, parsed (ISO 8601 for dates) and encoded like a source value of its column: stored
-    as a value of the column's type on every backend, or refused."""
+    as a value of the column's type on every backend, or refused (FieldError). Without ``encoder``,
+    only parsed: how ``crmkpi validate`` checks it."""
     if value is None:
         return None
     if isinstance(value, date):  # YAML reads 2025-01-05 as a date

@@ -18,6 +18,7 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationIn
 
 from crmkpi.config import SourceCheck, check_zone
 from crmkpi.models import ENTITIES
+from crmkpi.normalize import FieldError, constant_value
 from crmkpi.store import column_kinds
 from crmkpi.suggest import suggest
 
@@ -193,6 +194,19 @@ class FileOptions(BaseModel):
     def _known_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
         _check_columns(value)
         return value
+
+    @field_validator("constants")
+    @classmethod
+    def _typed_constants(cls, constants: dict[str, Any]) -> dict[str, Any]:
+        scope = _scope.get()
+        if scope is not None:
+            kinds = column_kinds(scope.table)
+            for column, value in constants.items():
+                try:
+                    constant_value(column, value, kinds[column])
+                except FieldError as exc:
+                    raise ValueError(f"{column}: {exc.reason}") from None
+        return constants
 
     @field_validator("formats")
     @classmethod

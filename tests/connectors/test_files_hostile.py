@@ -228,3 +228,16 @@ def test_the_checks_leave_a_config_without_hostile_values_alone(isolated, store_
     assert {k: r["display_order"] for k, r in table_rows(store_url, "pipeline_stages").items()} == {
         "s1": 2147483647, "s2": -2147483648}
 
+
+
+@pytest.mark.parametrize("constants, message", [
+    ({"currency": float("nan")}, "currency: constant nan is not a finite number"),
+    ({"is_won": "maybe"}, "is_won: constant is not a valid bool: 'maybe'"),
+    ({"amount": "lots"}, "amount: constant is not a valid float: 'lots'"),
+])
+def test_a_constant_is_checked_like_a_value_of_its_column(isolated, store_url, constants, message):
+    """Constants were stored as written: a text in a number column on SQLite, an error on PostgreSQL."""
+    config = project(isolated, store_url, {"deals.csv": f"{DEALS_HEADER}\n{GOOD_DEAL}\n"},
+                     tables={"deals": {"constants": constants}})
+    assert one_line_error(invoke(config, "validate")) == f"connectors.files.tables.deals.constants: {message}"
+    assert one_line_error(invoke(config, "sync")) == f"connectors.files.tables.deals.constants: {message}"
