@@ -472,13 +472,13 @@ NUL_REASON = "contains a NUL character (\\x00), which PostgreSQL cannot store"
 def _checked_json(dump: Callable[[Any], str]) -> Callable[[Any], str]:
     """``dump`` that raises (so that the checked path names the field) on what :func:`json_problem` refuses.
 
-    The text is scanned, not the value walked: a NUL is written ``\\u0000``, and nesting needs a
-    bracket per level, so only a rare text is looked at closer."""
+    ``dump`` itself refuses NaN and infinities. The text is scanned, not the value walked: a NUL is
+    written ``\\u0000``, and nesting needs two brackets per level, so only a rare text is looked at closer."""
 
     def dump_checked(value: Any) -> str:
         text = dump(value)
-        if ("u0000" in text or "NaN" in text or "Infinity" in text
-                or text.count("[") + text.count("{") > MAX_JSON_DEPTH):
+        if "u0000" in text or (len(text) > 2 * MAX_JSON_DEPTH
+                               and text.count("[") + text.count("{") > MAX_JSON_DEPTH):
             if any(json_problem(name, v) for name, v in value.items()):
                 raise Refused(text)
         return text
