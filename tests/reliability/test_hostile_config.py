@@ -145,7 +145,7 @@ def loaded_values(config) -> dict[str, Any]:
 _counter = itertools.count()
 
 
-@property_settings(default=40)
+@property_settings(default=20)
 @given(text=mutated_configs())
 def test_a_mutated_config_loads_as_written_or_fails_in_one_line_alike_on_every_store(stores, tmp_path_factory,
                                                                                       monkeypatch, text):

@@ -247,7 +247,7 @@ def _comparable(row: dict) -> dict:
     return {k: v for k, v in row.items() if k not in ("synced_at",)}
 
 
-@property_settings(default=25)
+@property_settings(default=20)
 @given(file=st.one_of(csv_files(), jsonl_files()), on_error=st.sampled_from(["fail", "skip"]))
 def test_a_mutated_file_loads_exactly_or_fails_in_one_line_alike_on_every_store(stores, tmp_path_factory, file,
                                                                                   on_error):
