@@ -38,6 +38,7 @@ INT_RANGE = (-2**31, 2**31 - 1)
 #: How deep a custom field's JSON may nest: well inside what either store's JSON functions read
 #: (SQLite's stop at 1,000 levels), and deeper than any CRM export.
 MAX_JSON_DEPTH = 100
+NUL_REASON = "contains a NUL character (\\x00), which PostgreSQL cannot store"
 
 
 class Refused(ValueError):
@@ -465,8 +466,6 @@ def json_problem(name: str, value: Any) -> str | None:
             stack += [(v, depth + 1) for v in item]
     return None
 
-
-NUL_REASON = "contains a NUL character (\\x00), which PostgreSQL cannot store"
 
 
 def _checked_json(dump: Callable[[Any], str]) -> Callable[[Any], str]:
