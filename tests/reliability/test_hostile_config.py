@@ -23,8 +23,7 @@ from conftest import ALL_BUILTINS
 from crmkpi.config import load_config
 from crmkpi.plugins import load_registry
 
-from hostile_support import invoke, outcome, property_settings, same_text, stores  # noqa: F401 - a fixture
-from storecheck import snapshot
+from hostile_support import invoke, outcome, property_settings, rows_by_key, same_text, stores  # noqa: F401
 
 pytestmark = pytest.mark.reliability
 
@@ -164,9 +163,9 @@ def test_a_mutated_config_loads_as_written_or_fails_in_one_line_alike_on_every_s
         copy = folder / kind  # its own folder: a config without store: uses crmkpi.db beside it
         config = project(copy, text)
         monkeypatch.setenv(STORE_VARIABLE, url)
-        before = snapshot(url, ["deals"])
+        before = rows_by_key(url, "deals")
         sync_status, stderr = outcome(invoke(config, "sync"))
-        assert sync_status == 0 or snapshot(url, ["deals"]) == before, "a failed sync changed the store"
+        assert sync_status == 0 or rows_by_key(url, "deals") == before, "a failed sync changed the store"
         if status == 1:
             assert sync_status == 1  # what validate refuses, sync refuses
         results.append((sync_status, same_text(stderr.replace(str(copy), "FOLDER"), stores)))
