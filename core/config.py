@@ -174,6 +174,9 @@ def load_config(path: str | Path, registry: Registry, *, check_sources: bool = F
     for name, block in raw.connectors.items():
         if not isinstance(block, dict) or "type" not in block:
             raise ConfigError(f"connectors.{name}.type: field required")
+        if not isinstance(block["type"], str):
+            raise ConfigError(f"connectors.{name}.type: expected the name of a connector type, "
+                              f"got {type(block['type']).__name__}")
         ctype = registry.connectors.get(block["type"])
         if ctype is None:
             known = ", ".join(sorted(registry.connectors)) or "none loaded"

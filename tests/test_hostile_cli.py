@@ -80,3 +80,9 @@ def test_terminal_escapes_in_crm_text_are_neutralized_in_the_table_and_explain(s
     csv_out = synced.invoke("run", "--metric", "win_rate", "--period", "2024", "--segment", "owner",
                             "--format", "csv").stdout
     assert json.dumps(f"Ann{ESCAPE}") in csv_out.replace('""', '"')
+
+
+def test_a_connector_type_that_is_not_a_name_is_a_one_line_error(synced):
+    """Found by tests/reliability/test_hostile_config.py: it was an unexpected TypeError."""
+    synced.config.write_text(synced.config.read_text().replace("type: files", "type: [files]"))
+    assert synced.fails("validate") == "connectors.crm.type: expected the name of a connector type, got list"
