@@ -61,7 +61,7 @@ class MetricSettings(BaseModel):
 class TargetSettings(BaseModel):
     """A SMART goal: reach ``value`` on ``metric`` over ``period`` (or by ``deadline``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     metric: str = Field(description="metric id")
     value: float = Field(description="the goal, in the metric's unit (ratios as fractions: 0.3)")
@@ -198,11 +198,17 @@ def load_config(path: str | Path, registry: Registry, *, check_sources: bool = F
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
     try:
-        data = yaml.safe_load(text) or {}
+        data = yaml.load(text, Loader=_UniqueKeyLoader) or {}  # noqa: S506 - a SafeLoader
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid YAML: nested too deep") from None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow, e.g. a control character
+        line = text.count("\n", 0, exc.position) + 1
+        raise ConfigError(f"{path}: line {line} invalid YAML: character {exc.character!r}: {exc.reason}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}:{where} invalid YAML: {getattr(exc, 'problem', None) or exc}") from None
+        problem = getattr(exc, "problem", None) or " ".join(str(exc).split())  # one line, whatever the error
+        raise ConfigError(f"{path}:{where} invalid YAML: {problem}") from None
     except ValueError as exc:  # YAML that parses as an impossible date, e.g. 2024-02-30
         raise ConfigError(f"{path}: invalid value: {exc}") from None
     if not isinstance(data, dict):
@@ -220,6 +226,9 @@ def load_config(path: str | Path, registry: Registry, *, check_sources: bool = F
     for name, block in raw.connectors.items():
         if not isinstance(block, dict) or "type" not in block:
             raise ConfigError(f"connectors.{name}.type: field required")
+        if not isinstance(block["type"], str):
+            raise ConfigError(f"connectors.{name}.type: expected the name of a connector type, "
+                              f"got {type(block['type']).__name__}")
         ctype = registry.connectors.get(block["type"])
         if ctype is None:
             known = ", ".join(sorted(registry.connectors)) or "none loaded"
@@ -269,6 +278,23 @@ def load_config(path: str | Path, registry: Registry, *, check_sources: bool = F
             _check_period(f"targets.{index}.period", target.period)
     return Config(path=path.resolve(), store=raw.store, reporting=raw.reporting, connectors=connectors,
                   metrics=metrics, schedules=raw.schedules, targets=raw.targets, service=raw.service)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """The safe loader, refusing a key given twice in one mapping: YAML would keep the last silently."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                line = first_line.setdefault(key, key_node.start_mark.line + 1)
+            except TypeError:  # an unhashable key: the safe loader refuses it itself
+                continue
+            if line != key_node.start_mark.line + 1:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r} (first on line {line})",
+                                                        key_node.start_mark)
+        return super().construct_mapping(node, deep)
 
 
 def _validate(model: type[BaseModel], data: Any, prefix: tuple, context: Any = None) -> Any:

@@ -8,6 +8,8 @@ calls it once per period and segment.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Callable, Literal
@@ -49,8 +51,10 @@ class Param:
                 value = raw.lower() in ("true", "1", "yes")
             else:
                 value = self.type(raw)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise MetricError(f"{metric_id}: param {self.name}: expected {self.type.__name__}, got {raw!r}") from None
+        if isinstance(value, float) and not math.isfinite(value):  # JSON (output, metric_results) has no NaN
+            raise MetricError(f"{metric_id}: param {self.name}: expected a finite number, got {raw!r}")
         if self.choices and value not in self.choices:
             options = ", ".join(map(str, self.choices))
             raise MetricError(f"{metric_id}: param {self.name}: {value!r} is not one of {options}")

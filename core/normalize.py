@@ -33,6 +33,18 @@ BOOLEANS.update({k.upper(): v for k, v in BOOLEANS.items()})
 BOOLEANS.update({k.capitalize(): v for k, v in BOOLEANS.items()})
 BOOLEANS.update({True: True, False: False})  # JSON booleans (1 and 0 hash alike and map alike)
 
+#: The range of an ``int`` column: 32 bits, as PostgreSQL's ``integer`` holds (SQLite would take 64).
+INT_RANGE = (-2**31, 2**31 - 1)
+#: How deep a custom field's JSON may nest: well inside what either store's JSON functions read
+#: (SQLite's stop at 1,000 levels), and deeper than any CRM export.
+MAX_JSON_DEPTH = 100
+NUL_REASON = "contains a NUL character (\\x00), which PostgreSQL cannot store"
+
+
+class Refused(ValueError):
+    """A value of the right type that the store cannot hold alike on every backend; the message says why."""
+
+
 class FieldError(ValueError):
     """A value could not be converted; ``column`` names the source field, ``target`` the column being built."""
 
@@ -203,19 +215,22 @@ class RowBuilder:
         #: The columns whose values come from the source (mapped, derived or constant), not from a default.
         self.provided = present & set(kinds)
         # NOT NULL columns the source lacks take their default.
-        fixed = {**{c: d for c, d in defaults.items() if c not in present}, **layout.constants}
-        self.constants = [(c, _encode(encoder(kinds[c]), v)) for c, v in fixed.items() if c in kinds]
+        fixed = {**{c: _encode(encoder(kinds[c]), d) for c, d in defaults.items() if c not in present},
+                 **{c: constant_value(c, v, kinds[c], tz, encoder) for c, v in layout.constants.items() if c in kinds}}
+        self.constants = list(fixed.items())
         used = {s for c in self.plan for s in c.sources}
         self.extra_fields = [(f, i) for f, i in index.items() if f not in used]
         self.recoded_extra = [(f, index[f], *recoded_extra[f]) for f, _ in self.extra_fields if f in recoded_extra]
         self.columns = ["source", "synced_at", *(c.name for c in self.plan), *(c.name for c, *_ in self.derived),
                         *(c for c, _ in self.constants), "extra"]
         self._head = (source, _encode(encoder("datetime"), synced_at))
-        self._encode_json = encoder("json")
+        self._encode_json = _checked_json(encoder("json"))
         self.build = self._compile()
 
-    def build_checked(self, record: Sequence[Any]) -> tuple:
-        """A DB-ready row (in ``columns`` order) from one record; raises FieldError naming the field."""
+    def build_checked(self, record: Sequence[Any], others: dict[str, Any] | None = None) -> tuple:
+        """A DB-ready row (in ``columns`` order) from one record; raises FieldError naming the field.
+
+        ``others``: fields of a dict record that are not in ``fields``, kept in ``extra`` too."""
         values = []
         fell_back = []
         for c in self.plan:
@@ -226,7 +241,10 @@ class RowBuilder:
         for c, d, uses in self.derived:
             raw, n = _pick(c, record)
             values.append(_checked(c, _derive(d, uses, raw), c.sources[n]))
-        extra = self._extra(record)
+        extra = self._extra(record, others)
+        for name, value in extra.items():
+            if problem := json_problem(name, value):
+                raise FieldError(name, problem)
         for c, n in fell_back:  # counted once the row is built, like the fast path does
             c.fallbacks[n - 1] += 1
         return (*self._head, *values, *(v for _, v in self.constants),
@@ -249,20 +267,22 @@ class RowBuilder:
         found = [c.sources[0] for c in (*self.plan, *(c for c, *_ in self.derived)) if c.name == column]
         return found[0] if found else column
 
-    def _extra(self, record: Sequence[Any]) -> dict[str, Any]:
+    def _extra(self, record: Sequence[Any], others: dict[str, Any] | None = None) -> dict[str, Any]:
         extra = {f: record[i] for f, i in self.extra_fields if record[i] not in ("", None)}
         for f, i, mapping, uses in self.recoded_extra:
             if f in extra and _hashable(extra[f]):
                 extra[f] = uses.get(mapping, extra[f], extra[f])
                 if extra[f] in ("", None):
                     del extra[f]
+        if others:
+            extra.update((f, v) for f, v in others.items() if v is not None and v != "")
         return extra
 
-    def _compile(self) -> Callable[[Sequence[Any]], tuple]:
+    def _compile(self) -> Callable[..., tuple]:
         """Generate ``build(record)``: the checked path's semantics, without its per-value calls."""
         env: dict[str, Any] = {"BOOLEANS": BOOLEANS, "checked": self.build_checked, "head": self._head,
                                "consts": tuple(v for _, v in self.constants), "dump": self._encode_json}
-        lines = ["def build(r):", "    try:"]
+        lines = ["def build(r, o=None):", "    try:"]  # o: a dict record's other fields
         counts = []
         names = []
         for n, c in enumerate(self.plan):
@@ -283,41 +303,43 @@ class RowBuilder:
                 lines.append(f"        elif len(oth{n}) < {SAMPLE}: oth{n}.add({v})")
             env[f"d{n}"] = c.default
             if c.required:
-                lines.append(f"        if {v} is None or {v} == '': return checked(r)")
+                lines.append(f"        if {v} is None or {v} == '': return checked(r, o)")
             if c.kind == "str":
                 env[f"f{n}"] = c.convert
-                expr = f"{v} if {v}.__class__ is str else f{n}({v})"
+                expr = f"{v} if {v}.__class__ is str and '\\x00' not in {v} else f{n}({v})"
             elif c.kind == "bool":
                 expr = f"BOOLEANS[{v}]"
             elif c.kind == "float":
-                expr = f"float({v}) if {v}.__class__ is not bool else checked(r)"
+                expr = f"float({v}) if {v}.__class__ is not bool else checked(r, o)"
             else:
                 env[f"f{n}"] = c.convert
                 expr = f"f{n}({v})"
             lines.append(f"        {v} = d{n} if {v} is None or {v} == '' else {expr}")
             if c.kind == "float":  # nan and inf go to the checked path, which rejects them
                 env["isfinite"] = math.isfinite
-                lines.append(f"        if {v} is not None and not isfinite({v}): return checked(r)")
+                lines.append(f"        if {v} is not None and not isfinite({v}): return checked(r, o)")
         derived = ""
         if self.derived:
             env["derived"] = self.derived
             env["derived_value"] = _derived_value
             derived = "*[derived_value(c, d, uses, r) for c, d, uses in derived], "
-        extra = "None"
+        others = "{f: w for f, w in o.items() if w != '' and w is not None}"
         if self.recoded_extra:
             env["extra_of"] = self._extra
-            lines.append("        x = extra_of(r)")
-            extra = "dump(x) if x else None"
+            lines.append("        x = extra_of(r, o)")
         elif self.extra_fields:
             env["extra_fields"] = self.extra_fields
             lines.append("        x = {f: r[i] for f, i in extra_fields if r[i] != '' and r[i] is not None}")
-            extra = "dump(x) if x else None"
+            lines.append(f"        if o: x.update({others})")
+        else:
+            lines.append(f"        x = {others} if o else None")
+        extra = "dump(x) if x else None"
         values = "".join(f"{v}, " for v in names)
         lines.append(f"        row = (*head, {values}{derived}*consts, {extra})")
         lines += counts
         lines.append("        return row")
         lines.append("    except Exception:")
-        lines.append("        return checked(r)")
+        lines.append("        return checked(r, o)")
         exec("\n".join(lines), env)  # noqa: S102 - source built above from column names only
         return env["build"]
 
@@ -326,8 +348,10 @@ class RecordRows:
     """Rows of ``table`` from dict records (JSON Lines, API responses).
 
     Every record is read against the same known fields, so a record may omit any of
-    them; only each distinct set of unknown keys (which go to ``extra``) needs a
-    :class:`RowBuilder` of its own. ``columns`` is the same for all of them.
+    them. Its other keys go to ``extra`` as they are: one :class:`RowBuilder` serves
+    every record, however their sets of keys differ, so memory stays flat on sparse
+    exports (which leave out each record's empty custom fields). ``columns`` is the
+    same for every record.
     """
 
     def __init__(self, table: str, layout: Layout, *, source: str, synced_at: datetime,
@@ -339,30 +363,29 @@ class RecordRows:
         self.known = list(known)
         self._known_set = set(known)
         self._unseen = set(known)  # known fields no record has had yet
+        self._extra_names: set[str] = set()  # bounded by the distinct field names, not by their combinations
         self._layout = layout
-        self.usage = Usage()
-        self._make = lambda fields: RowBuilder(table, fields, layout, source=source, synced_at=synced_at,
-                                               encoder=encoder, usage=self.usage)
-        self._builders: dict[tuple[str, ...], RowBuilder] = {(): self._make(self.known)}
-        self.columns = self._builders[()].columns
+        self._builder = RowBuilder(table, self.known, layout, source=source, synced_at=synced_at, encoder=encoder)
+        self.usage = self._builder.usage
+        self.columns = self._builder.columns
 
     def build(self, record: dict[str, Any]) -> tuple:
         """A DB-ready row in ``columns`` order; raises FieldError naming a bad field."""
         if self._unseen:
             self._unseen.difference_update(record)
-        extras = tuple(k for k in record if k not in self._known_set)
-        builder = self._builders.get(extras)
-        if builder is None:
-            builder = self._builders[extras] = self._make(self.known + list(extras))
+        known = self._known_set
+        others = {k: v for k, v in record.items() if k not in known}
+        if others:
+            self._extra_names.update(others)
         get = record.get
-        return builder.build([get(f) for f in self.known] + [record[k] for k in extras])
+        return self._builder.build([get(f) for f in self.known], others)
 
     def key(self, record: dict[str, Any]) -> Any:
         """The row's ``id`` as :meth:`build` makes it."""
-        return self._builders[()].key([record.get(f) for f in self.known])
+        return self._builder.key([record.get(f) for f in self.known])
 
     def source_of(self, column: str) -> str:
-        return self._builders[()].source_of(column)
+        return self._builder.source_of(column)
 
     @property
     def unseen(self) -> set[str]:
@@ -372,7 +395,7 @@ class RecordRows:
     @property
     def provided(self) -> set[str]:
         """Columns some record gave a value for (through its field, a derivation) or a constant sets."""
-        base = self._builders[()]
+        base = self._builder
         read = {c.name for c in base.plan if not self._unseen.issuperset(c.sources)}
         read |= {c.name for c, *_ in base.derived if not self._unseen.issuperset(c.sources)}
         return read | (base.provided & set(self._layout.constants))
@@ -380,7 +403,7 @@ class RecordRows:
     @property
     def extra_fields(self) -> set[str]:
         """The unknown fields records had (kept in ``extra``)."""
-        return {f for extras in self._builders for f in extras}
+        return set(self._extra_names)
 
 
 def _pick(column: _Column, record: Sequence[Any]) -> tuple[Any, int]:
@@ -410,8 +433,75 @@ def _checked(column: _Column, raw: Any, source: str) -> Any:
         return column.default
     try:
         return column.convert(raw)
-    except (ValueError, TypeError, KeyError, OverflowError):
-        raise FieldError(source, f"not a valid {column.kind}: {raw!r}", column.name) from None
+    except Refused as exc:
+        raise FieldError(source, str(exc), column.name) from None
+    except (ValueError, TypeError, KeyError, OverflowError, OSError, RecursionError):  # OSError: epoch seconds
+        raise FieldError(source, f"not a valid {column.kind}: {_shown(raw)}", column.name) from None
+
+
+def _shown(raw: Any) -> str:
+    """``repr(raw)``, cut short: a message stays one readable line whatever the value."""
+    text = repr(raw)
+    return text if len(text) <= 80 else f"{text[:60]}... ({len(text):,} characters)"
+
+
+def json_problem(name: str, value: Any) -> str | None:
+    """Why a custom field's value cannot be stored as JSON alike on every store (None: it can)."""
+    if "\x00" in name:
+        return NUL_REASON
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            return f"JSON nested deeper than {MAX_JSON_DEPTH} levels"
+        if isinstance(item, float) and not math.isfinite(item):
+            return f"{item!r} is not a JSON number (JSON has no NaN or Infinity)"
+        if isinstance(item, str) and "\x00" in item:
+            return NUL_REASON
+        if isinstance(item, dict):
+            if any("\x00" in str(k) for k in item):
+                return NUL_REASON
+            stack += [(v, depth + 1) for v in item.values()]
+        elif isinstance(item, list):
+            stack += [(v, depth + 1) for v in item]
+    return None
+
+
+
+def _checked_json(dump: Callable[[Any], str]) -> Callable[[Any], str]:
+    """``dump`` that raises (so that the checked path names the field) on what :func:`json_problem` refuses.
+
+    ``dump`` itself refuses NaN and infinities. The text is scanned, not the value walked: a NUL is
+    written ``\\u0000``, and nesting needs two brackets per level, so only a rare text is looked at closer."""
+
+    def dump_checked(value: Any) -> str:
+        text = dump(value)
+        if "u0000" in text or (len(text) > 2 * MAX_JSON_DEPTH
+                               and text.count("[") + text.count("{") > MAX_JSON_DEPTH):
+            if any(json_problem(name, v) for name, v in value.items()):
+                raise Refused(text)
+        return text
+
+    return dump_checked
+
+
+def constant_value(column: str, value: Any, kind: str, tz: tzinfo = UTC,
+                   encoder: Callable[[str], Callable | None] = lambda kind: None) -> Any:
+    """A constant, parsed (ISO 8601 for dates) and encoded like a source value of its column: stored
+    as a value of the column's type on every backend, or refused (FieldError). Without ``encoder``,
+    only parsed: how ``crmkpi validate`` checks it."""
+    if value is None:
+        return None
+    if isinstance(value, date):  # YAML reads 2025-01-05 as a date
+        value = value.isoformat()
+    if isinstance(value, float) and not math.isfinite(value):
+        raise FieldError(column, f"constant {value!r} is not a finite number")
+    try:
+        return _value_fn(kind, None, tz, encoder(kind), encoder("iso_datetime"))(value)
+    except Refused as exc:
+        raise FieldError(column, f"constant: {exc}") from None
+    except (ValueError, TypeError, KeyError, OverflowError, OSError):
+        raise FieldError(column, f"constant is not a valid {kind}: {_shown(value)}") from None
 
 
 def _hashable(value: Any) -> bool:
@@ -484,11 +574,13 @@ def _date_parser(fmt: str | None) -> Callable[[Any], date]:
 
 
 def _text(raw: Any) -> str:
-    if isinstance(raw, str):
-        return raw
     if isinstance(raw, (dict, list)):  # a nested API value: keep it readable and parseable
-        return json.dumps(raw, default=str, separators=(",", ":"))
-    return str(raw)
+        text = json.dumps(raw, default=str, separators=(",", ":"))
+    else:
+        text = raw if isinstance(raw, str) else str(raw)
+    if "\x00" in text:
+        raise Refused(NUL_REASON)
+    return text
 
 
 def _float(raw: Any) -> float:
@@ -503,4 +595,7 @@ def _float(raw: Any) -> float:
 def _int(raw: Any) -> int:
     if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
         raise TypeError(raw)
-    return int(raw)
+    value = int(raw)
+    if not INT_RANGE[0] <= value <= INT_RANGE[1]:
+        raise Refused(f"{_shown(raw)} is outside the integer range of the store ({INT_RANGE[0]}..{INT_RANGE[1]})")
+    return value

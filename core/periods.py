@@ -14,6 +14,11 @@ from zoneinfo import ZoneInfo
 from .errors import ConfigError
 
 GRAINS = ("day", "week", "month", "quarter", "year")
+#: The years a period may lie in: its previous and year-ago periods, and its bounds in any time zone,
+#: must still be dates Python can hold (years 1 to 9999).
+MIN_YEAR, MAX_YEAR = 1000, 9998
+#: The most parts a series (``--grain``) may have: a century of days is a mistake, not a report.
+MAX_PARTS = 5000
 
 
 @dataclass(frozen=True)
@@ -84,7 +89,17 @@ class Calendar:
         return self.quarter(fiscal_year, months_in // 3 + 1)
 
     def parse(self, text: str, today: date) -> Period:
-        """Parse a period; raises ConfigError naming the accepted forms."""
+        """Parse a period; raises ConfigError naming the accepted forms, or the years a period may lie in."""
+        try:
+            period = self._parse(text, today)
+        except (ValueError, OverflowError):  # a date that cannot exist, e.g. in year 0
+            period = None
+        if period is None or period.start < date(MIN_YEAR, 1, 1) or period.end > date(MAX_YEAR + 1, 1, 1):
+            raise ConfigError(f"period {text!r}: a period must lie within the years {MIN_YEAR} to {MAX_YEAR} "
+                              f"(its previous and year-ago periods too)")
+        return period
+
+    def _parse(self, text: str, today: date) -> Period:
         spec = text.strip().lower()
         if m := re.fullmatch(r"(?:fy)?(\d{4})", spec):
             return self.year(int(m[1]))
@@ -138,9 +153,12 @@ class Calendar:
 
     def split(self, period: Period, grain: str) -> list[Period]:
         """The ``grain`` periods covering ``period``, in order; the first and last are clipped to it."""
-        parts = []
+        parts: list[Period] = []
         day = period.start
         while day < period.end:
+            if len(parts) == MAX_PARTS:
+                raise ConfigError(f"--grain {grain} splits {period.label} into more than {MAX_PARTS:,} parts: "
+                                  f"choose a shorter --period or a coarser --grain")
             whole = self.containing(grain, day)
             if whole.start < period.start or whole.end > period.end:
                 whole = _range(max(whole.start, period.start), min(whole.end, period.end))

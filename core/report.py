@@ -21,6 +21,16 @@ PUBLIC = ("metric", "period", "period_start", "period_end", "grain", "segment", 
 SUFFIXES = {"days": " days", "hours": " hours", "months": " months", "points": " points"}
 
 
+#: Control characters (C0, DEL, C1) shown as escapes in terminal text: a CRM value holding
+#: ``ESC ]0;...`` must not retitle, recolour or rewrite the user's terminal.
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7f, 0xa0))}
+
+
+def printable(text: str) -> str:
+    """``text`` for a terminal: control characters (line breaks too) written as ``\\x1b``."""
+    return text.translate(_CONTROLS)
+
+
 def render(results: list[dict], fmt: str, metrics: dict[str, Metric]) -> str:
     rows = [public(r) for r in results]
     if fmt == "json":
@@ -93,7 +103,7 @@ def _table(rows: list[dict], metrics: dict[str, Metric]) -> str:
         if targeted:
             cells.append(_target(row.get("target"), unit, currency))
         cells.append("; ".join(filter(None, [row["note"], row["error"] and f"ERROR: {row['error']}"])))
-        table.add_row(*cells)
+        table.add_row(*map(printable, cells))
     console = Console(file=io.StringIO(), width=160, force_terminal=False)
     console.print(table)
     return console.file.getvalue().rstrip("\n")
@@ -176,11 +186,12 @@ def render_explanation(explanation: dict, metric: Metric) -> str:
     value = explanation["value"]
     segment = segment_text(explanation["segment"], explanation["segment_labels"]) or "whole company"
     currency = explanation["currency"]
-    lines = [f"{metric.id}: {title(metric, explanation['params'])}, {explanation['period']} ({segment})", "",
-             f"Formula: {metric.formula}",
-             f"Params: {', '.join(f'{k}={v}' for k, v in explanation['params'].items()) or 'none'}",
-             f"Value: {format_value(value.value, metric.unit, currency)}" + _sides(value)
-             + (f"  ({value.note})" if value.note else "")]
+    lines = [printable(line) for line in (
+        f"{metric.id}: {title(metric, explanation['params'])}, {explanation['period']} ({segment})", "",
+        f"Formula: {metric.formula}",
+        f"Params: {', '.join(f'{k}={v}' for k, v in explanation['params'].items()) or 'none'}",
+        f"Value: {format_value(value.value, metric.unit, currency)}" + _sides(value)
+        + (f"  ({value.note})" if value.note else ""))]
     for item in explanation["inputs"]:
         lines += ["", f"{item['label']}: {item['rows']:,} {item['table']} rows"
                   + (f", the first {len(item['first'])}:" if item["first"] else "")]
@@ -205,7 +216,7 @@ def _grid(columns: list[str], rows: list[tuple]) -> str:
     shown = [i for i, _ in enumerate(columns) if any(r[i] is not None for r in rows)]
     table = Table(show_edge=False)
     for i in shown:
-        table.add_column(columns[i], no_wrap=True)
+        table.add_column(printable(columns[i]), no_wrap=True)
     for row in rows:
         table.add_row(*("" if row[i] is None else _cell(row[i]) for i in shown))
     console = Console(file=io.StringIO(), width=1000, force_terminal=False)
@@ -214,4 +225,4 @@ def _grid(columns: list[str], rows: list[tuple]) -> str:
 
 
 def _cell(value: Any) -> str:
-    return value.strftime("%Y-%m-%d %H:%M") if isinstance(value, datetime) else str(value)
+    return value.strftime("%Y-%m-%d %H:%M") if isinstance(value, datetime) else printable(str(value))

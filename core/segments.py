@@ -19,10 +19,13 @@ Several dimensions split by every combination of their values that occurs.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from sqlalchemy import Table, and_, func, select, text
+from sqlalchemy import String, Table, and_, func, literal, select, text
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -83,10 +86,40 @@ def _applies(table_name: str, dimension: str) -> bool:
 def _custom(table: Table, name: str, dimension: str) -> ColumnElement:
     if "extra" not in table.c:  # sync_runs has no custom fields
         raise MetricError(f"segment {dimension!r} does not apply to {table.name}")
-    own = table.c.extra[name].as_string()
+    own = CustomField(table.c.extra, name)
     if "account_id" not in table.c:
         return own
     return func.coalesce(own, _through("accounts", table.c.account_id, table, f"extra.{name}"))
+
+
+class CustomField(FunctionElement):
+    """A custom field's value as text: ``extra ->> name``, the name bound as a parameter.
+
+    SQLite's JSON paths match a key as the stored JSON spells it, so a name that JSON escapes
+    (non-ASCII, a quote, a backslash) would be found on PostgreSQL and not on SQLite; there,
+    such a name is looked up among the keys that ``json_each`` decodes."""
+
+    type = String()
+    inherit_cache = True
+
+    def __init__(self, extra: ColumnElement, name: str) -> None:
+        self.field = name
+        super().__init__(extra, literal(name, String()))
+
+
+@compiles(CustomField)
+def _custom_field(element: CustomField, compiler, **kw) -> str:
+    extra = next(iter(element.clauses))
+    return compiler.process(extra[element.field].as_string(), **kw)
+
+
+@compiles(CustomField, "sqlite")
+def _custom_field_sqlite(element: CustomField, compiler, **kw) -> str:
+    if json.dumps(element.field) == f'"{element.field}"':  # spelt as is: the path is the fast way
+        return _custom_field(element, compiler, **kw)
+    extra, name = element.clauses
+    return (f"(SELECT CAST(value AS VARCHAR) FROM json_each({compiler.process(extra, **kw)}) "
+            f"WHERE key = {compiler.process(name, **kw)})")
 
 
 def _through(target_name: str, reference: ColumnElement, table: Table, dimension: str) -> ColumnElement:

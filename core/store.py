@@ -353,7 +353,8 @@ def save_state(conn: Connection, connector: str, stream: str, cursor: str | None
 
 
 def _dump_json(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, default=str, separators=(",", ":"))
+    # NaN and Infinity are not JSON: SQLite would store text its JSON functions reject, PostgreSQL refuses it.
+    return None if value is None else json.dumps(value, default=str, separators=(",", ":"), allow_nan=False)
 
 
 def _sqlite_datetime(value: datetime | None) -> str | None:

@@ -10,7 +10,7 @@ from crmkpi.models import ENTITIES
 
 from .names import table_matches
 from .reader import FileStream
-from .settings import FileOptions, FilesSettings, folder_of
+from .settings import FileOptions, FilesSettings, folder_of, outside_folder
 
 #: The extensions a file named after a table may have: CSV, then JSON Lines.
 EXTENSIONS = (".csv", ".jsonl", ".ndjson")
@@ -33,7 +33,11 @@ def discover(settings: FilesSettings, context: SyncContext) -> list[FileStream]:
         for lookup in options.lookups if options else ():
             if not (folder / lookup.file).is_file():
                 raise ConnectorError(f"{where}.tables.{table}.lookups: file not found: {folder / lookup.file}")
+            _confine(settings, folder, lookup.file, f"{where}.tables.{table}.lookups")
             read.add(lookup.file)
+        configured = options is not None and options.file
+        _confine(settings, folder, options.file if configured else path.name,
+                 f"{where}.tables.{table}.file" if configured else where)
         read.add(path.name)
         streams.append(FileStream(table, path, options or FileOptions(), settings, context))
     unread = [_unread(name) for name in files if name not in read]
@@ -46,6 +50,11 @@ def discover(settings: FilesSettings, context: SyncContext) -> list[FileStream]:
     for note in unread:
         context.note(note)
     return streams
+
+
+def _confine(settings: FilesSettings, folder: Path, name: str, where: str) -> None:
+    if not settings.allow_outside_path and (problem := outside_folder(folder, name)):
+        raise ConnectorError(f"{where}: {problem}")
 
 
 def _file_of(table: str, options: FileOptions | None, folder: Path, files: list[str], where: str) -> Path | None:

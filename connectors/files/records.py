@@ -9,10 +9,12 @@ from __future__ import annotations
 import codecs
 import csv
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, TextIO
 
 from crmkpi.errors import SourceDataError
+from crmkpi.normalize import MAX_JSON_DEPTH
 
 #: The delimiters tried on a CSV header when the file's is not configured.
 DELIMITERS = (",", ";", "\t", "|")
@@ -52,6 +54,11 @@ class CsvRecords:
             raise SourceDataError(f"{name}: empty file, expected a header line") from None
         except csv.Error as exc:
             raise SourceDataError(f"{name}: line 1: {exc}") from None
+        repeated = sorted(f for f, count in Counter(self.header).items() if count > 1)
+        if repeated:  # a record would keep only one of the columns' values
+            shown = "; ".join(f"{f!r} in columns {', '.join(str(n) for n, g in enumerate(self.header, 1) if g == f)}"
+                              for f in repeated)
+            raise SourceDataError(f"{name}: line 1: the header repeats a name ({shown}): rename the columns apart")
         self.read = 0  # records, readable or not (blank lines are none)
 
     @property
@@ -94,8 +101,17 @@ class JsonlRecords:
                 record = json.loads(text)
                 if not isinstance(record, dict):
                     raise ValueError("expected a JSON object")
+                if "\\u" in text:  # an escape may stand for half a surrogate pair, which is no character
+                    json.dumps(record, ensure_ascii=False).encode()
+            except UnicodeEncodeError as exc:
+                unreadable(self.line, f"invalid JSON: {exc.object[exc.start:exc.end]!r} is half of a surrogate "
+                                      f"pair, not a character")
+                continue
             except ValueError as exc:
                 unreadable(self.line, f"invalid JSON: {exc}")
+                continue
+            except RecursionError:
+                unreadable(self.line, f"invalid JSON: nested deeper than {MAX_JSON_DEPTH} levels")
                 continue
             yield record
 

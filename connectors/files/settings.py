@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Iterable, Literal
 
-from pydantic import (BaseModel, ConfigDict, Field, ValidationInfo, ValidatorFunctionWrapHandler, field_validator,
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, ValidatorFunctionWrapHandler, field_validator,
                       model_validator)
 
 from crmkpi.config import SourceCheck, check_zone
 from crmkpi.models import ENTITIES
+from crmkpi.normalize import FieldError, constant_value
 from crmkpi.store import column_kinds
 from crmkpi.suggest import suggest
 
@@ -26,13 +27,34 @@ from .rules import RULES, RuleName
 
 OnError = Literal["fail", "skip"]
 Duplicates = Literal["last", "first", "error"]
-Delimiter = Annotated[str, Field(min_length=1, max_length=1)]
+
+
+def _usable_delimiter(value: str) -> str:
+    if value in ('"', "\r", "\n"):
+        raise ValueError(f"{value!r} cannot separate columns (it quotes values or ends lines)")
+    return value
+
+
+def _text_encoding(value: str) -> str:
+    """An encoding Python can decode text with, so that a typo fails ``crmkpi validate``, not the sync."""
+    try:
+        "a".encode(value)  # (an empty text would not even look the codec up)
+    except UnicodeError:
+        pass
+    except LookupError:
+        raise ValueError(f"unknown encoding {value!r} (e.g. utf-8, utf-16, cp1252, latin-1)") from None
+    return value
+
+
+Delimiter = Annotated[str, Field(min_length=1, max_length=1), AfterValidator(_usable_delimiter)]
+Encoding = Annotated[str, AfterValidator(_text_encoding)]
 
 
 @dataclass(frozen=True)
 class _Scope:
     table: str
     folder: Path | None  # set when ``crmkpi validate`` checks that the files exist
+    allow_outside: bool = False
 
 
 _scope: ContextVar[_Scope | None] = ContextVar("files_table", default=None)
@@ -59,10 +81,25 @@ def _check_columns(names: Iterable[str]) -> None:
             raise ValueError(f"{name!r} is not a column of {scope.table}{column_suggestion(name, columns)}")
 
 
+def outside_folder(folder: Path, name: str) -> str | None:
+    """Why ``folder / name`` is not read by default: it leads outside the folder (None: it does not).
+
+    ``..``, an absolute path and a symbolic link all could, and a config or an export dropped into
+    the folder must not make crmkpi read (and store) any file the user can read."""
+    path = folder / name
+    if path.resolve().is_relative_to(folder.resolve()):
+        return None
+    return (f"{name!r} is outside the folder {folder} (it leads to {path.resolve()}); "
+            f"set allow_outside_path: true to read it")
+
+
 def _check_file(name: str | None) -> str | None:
     scope = _scope.get()
-    if name and scope is not None and scope.folder is not None and not (scope.folder / name).is_file():
-        raise ValueError(f"file not found: {scope.folder / name}")
+    if name and scope is not None and scope.folder is not None:
+        if not (scope.folder / name).is_file():
+            raise ValueError(f"file not found: {scope.folder / name}")
+        if not scope.allow_outside and (problem := outside_folder(scope.folder, name)):
+            raise ValueError(problem)
     return name
 
 
@@ -86,7 +123,7 @@ class Lookup(BaseModel):
     columns: dict[str, str] = Field(default_factory=dict, description="normalized column -> its column")
     extra: list[str] = Field(default_factory=list, description="its columns kept in the row's extra")
     delimiter: Delimiter | None = Field(None, description="default: detected from its header")
-    encoding: str = "utf-8"
+    encoding: Encoding = "utf-8"
 
     _file = field_validator("file")(_check_file)
 
@@ -107,7 +144,7 @@ class FileOptions(BaseModel):
     file: str | None = Field(None, description="file name in the folder; default <table>.csv, .jsonl or .ndjson")
     format: Literal["csv", "jsonl"] | None = Field(None, description="default: from the file extension")
     delimiter: Delimiter | None = Field(None, description="default: detected from the header among , ; tab |")
-    encoding: str = "utf-8"
+    encoding: Encoding = "utf-8"
     columns: dict[str, str | list[str]] = Field(
         default_factory=dict, description="normalized column -> file column, or file columns tried in turn "
                                           "(the first non-empty value wins)")
@@ -157,6 +194,19 @@ class FileOptions(BaseModel):
     def _known_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
         _check_columns(value)
         return value
+
+    @field_validator("constants")
+    @classmethod
+    def _typed_constants(cls, constants: dict[str, Any]) -> dict[str, Any]:
+        scope = _scope.get()
+        if scope is not None:
+            kinds = column_kinds(scope.table)
+            for column, value in constants.items():
+                try:
+                    constant_value(column, value, kinds[column])
+                except FieldError as exc:
+                    raise ValueError(f"{column}: {exc.reason}") from None
+        return constants
 
     @field_validator("formats")
     @classmethod
@@ -208,6 +258,8 @@ class FilesSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     path: str = Field(description="folder holding one file per table (relative to the config file)")
+    allow_outside_path: bool = Field(False, description="read files outside the folder: a file: or lookup "
+                                                        "with .. or an absolute path, or a symbolic link")
     on_error: OnError = Field("fail", description="fail: commit nothing; skip: skip bad rows and report them")
     timezone: str = Field("UTC", description="zone of datetimes without an offset")
     duplicates: Duplicates | None = Field(None, description="rows that repeat an id: keep the last or first, or "
@@ -244,7 +296,7 @@ class FilesSettings(BaseModel):
             folder = folder_of(info.data["path"], info.context.base_dir)
         validated = {}
         for name, options in tables.items():
-            token = _scope.set(_Scope(name, folder))
+            token = _scope.set(_Scope(name, folder, bool(info.data.get("allow_outside_path"))))
             try:
                 validated.update(handler({name: options}))
             finally:
