@@ -163,6 +163,7 @@ class Store:
         cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
         try:
             with self.engine.begin() as conn:
+                _lock_for_migration(conn)  # replicas starting together: one migrates, the others then find it done
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, revision)
         except SQLAlchemyError as exc:
@@ -341,6 +342,18 @@ def _busy_timeout(conn: Connection, seconds: float) -> Iterator[None]:
         yield
     finally:
         conn.exec_driver_sql(f"PRAGMA busy_timeout={before}")
+
+
+#: The PostgreSQL advisory lock key that serializes migrations ("crmkpi" in ASCII).
+MIGRATION_LOCK = 0x63726D6B7069
+
+
+def _lock_for_migration(conn: Connection) -> None:
+    """Hold the store's migration lock until the transaction ends; alembic then reads the revision afresh."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+    elif conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("BEGIN IMMEDIATE")  # the driver would begin only at the first write
 
 
 def save_state(conn: Connection, connector: str, stream: str, cursor: str | None,

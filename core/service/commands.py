@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import click
@@ -37,9 +38,12 @@ def jobs() -> None:
               help="How often to look for due occurrences.")
 @click.option("--stop-timeout", default=30.0, show_default=True, type=click.FloatRange(min=0), metavar="SECONDS",
               help="On SIGTERM or Ctrl-C, how long a running job may take to finish before it is interrupted.")
+@click.option("--lease", default=60.0, show_default=True, type=click.FloatRange(min=1), metavar="SECONDS",
+              help="How long a run stays claimed without a renewal (renewed every third of it): how soon another "
+                   "replica finds a killed one's run failed.")
 @click.pass_obj
 def serve(app: App, config_path: str, host: str | None, port: int | None, interval: float,
-          stop_timeout: float) -> None:
+          stop_timeout: float, lease: float) -> None:
     """Run the config's schedules and the HTTP API until stopped.
 
     Each occurrence runs once, even with several replicas on one PostgreSQL store. The API serves
@@ -56,7 +60,7 @@ def serve(app: App, config_path: str, host: str | None, port: int | None, interv
     if not token and host not in LOOPBACK:
         raise ConfigError(f"refusing to serve the API on {host} without a token: set service.api_token (or "
                           f"{TOKEN_ENV}), or listen on 127.0.0.1")
-    scheduler = Scheduler(job(app, config), say=_log)
+    scheduler = Scheduler(replace(job(app, config), lease=timedelta(seconds=lease)), say=_log)
     heartbeat = Heartbeat(interval)
     now = datetime.now(UTC)
     for name, schedule in config.schedules.items():

@@ -8,7 +8,7 @@ computed: KPIs over a half-synced store would look current and be wrong.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Callable
 
 from sqlalchemy import select
@@ -45,12 +45,14 @@ class Job:
     config: Config
     settings: Settings
     targets: list[Target]
+    #: How long a claimed run stays claimed without a renewal (``crmkpi serve --lease``).
+    lease: timedelta = leases.LEASE
 
     def run_now(self, name: str, say: Callable[[str], None] = lambda line: None) -> JobOutcome:
         """Run schedule ``name`` by hand, for today; refused while another run of it holds its lease."""
         now = datetime.now(UTC)
         leases.expire(self.store, now)
-        run_id = leases.claim(self.store, name, now)
+        run_id = leases.claim(self.store, name, now, lease=self.lease)
         if run_id is None:
             raise CrmkpiError(f"job {name} is running already (see `crmkpi jobs history {name}`)")
         return self.run(name, run_id, self.settings.today, say)
@@ -60,7 +62,7 @@ class Job:
         the outcome is recorded whatever happens."""
         outcome = JobOutcome(run_id)
         try:
-            with leases.holding(self.store, run_id):
+            with leases.holding(self.store, run_id, self.lease):
                 self._steps(self.config.schedules[name], today, outcome, say)
         except CrmkpiError as exc:
             outcome.error = str(exc)

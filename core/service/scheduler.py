@@ -99,7 +99,8 @@ class Scheduler:
         return outcomes
 
     def _run(self, name: str, occurrence: Occurrence) -> JobOutcome | None:
-        run_id = leases.claim(self.job.store, name, self.clock(), occurrence=occurrence.key, due_at=occurrence.at)
+        run_id = leases.claim(self.job.store, name, self.clock(), occurrence=occurrence.key, due_at=occurrence.at,
+                              lease=self.job.lease)
         if run_id is None:  # another replica has it
             return None
         self.say(f"{name} {occurrence.key}: run {run_id} started")

@@ -181,3 +181,24 @@ def test_a_run_by_hand_waits_for_none_and_a_dead_one_shows_as_failed(project: Kp
     assert re.fullmatch(r"2  weekly  by hand  started .*  failed in 60\.\d s: lease expired at .* UTC: process "
                         r"gone:8:1 stopped renewing it \(killed, or lost its database connection\)", weekly), weekly
     assert jobs(project, "run", "weekly").exit_code == 0
+
+
+def test_the_service_example_config_validates_and_its_schedules_run(tmp_path, monkeypatch):
+    """config/service.yaml, over the sample company: every schedule runs (sync, then its metrics)."""
+    from pathlib import Path
+
+    from conftest import ALL_BUILTINS
+    from crmkpi.sample_data import generate
+
+    monkeypatch.setenv("CRMKPI_LOAD_PLUGINS", ALL_BUILTINS)
+    monkeypatch.setenv("CRMKPI_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("CRMKPI_STORE_URL", f"sqlite:///{tmp_path / 'service.db'}")
+    generate(tmp_path / "data", seed=42, deals=200)
+    config = str(Path(__file__).parents[2] / "config" / "service.yaml")
+    validated = CliRunner().invoke(cli, ["validate", "--config", config])
+    assert validated.exit_code == 0, validated.output
+    assert validated.stdout.endswith("OK (1 connectors, all 35 metrics, 3 schedules)\n")
+    for name in ("nightly", "monday-report", "quarterly"):
+        result = CliRunner().invoke(cli, ["jobs", "run", name, "--config", config])
+        assert result.exit_code == 0, result.output
+        assert result.stdout.startswith(f"{name}: run ")

@@ -113,3 +113,39 @@ def _statuses(project: KpiProject) -> list[str]:
         return []
     finally:
         store.engine.dispose()
+
+
+def test_the_systemd_unit_of_the_deployment_guide_starts_and_stops_cleanly(tmp_path):
+    """The ExecStart of docs/deployment.md, run as systemd would (its folder, its environment), then stopped
+    with SIGTERM: /health answers 200 and the process exits 0."""
+    from pathlib import Path
+
+    from crmkpi.sample_data import generate
+
+    root = Path(__file__).parents[2]
+    guide = (root / "docs" / "deployment.md").read_text()
+    [exec_start] = [line for line in guide.splitlines() if line.startswith("ExecStart=")]
+    command = exec_start.removeprefix("ExecStart=/srv/crmkpi/.venv/bin/crmkpi ").split()
+    generate(tmp_path / "data", seed=42, deals=50)
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "CRMKPI_LOAD_PLUGINS": ALL_BUILTINS,
+           "CRMKPI_DATA": str(tmp_path / "data"), "CRMKPI_STORE_URL": f"sqlite:///{tmp_path / 'service.db'}"}
+    server = subprocess.Popen([sys.executable, "-m", "crmkpi.cli", *command, "--port", str(port)], cwd=root,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        health = None
+        deadline = time.monotonic() + 30
+        while health is None and time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as answer:
+                    health = (answer.status, json.load(answer)["status"])
+            except OSError:
+                time.sleep(0.2)
+        server.send_signal(signal.SIGTERM)
+        _, err = server.communicate(timeout=60)
+    finally:
+        server.kill()
+    assert health == (200, "ok"), err
+    assert server.returncode == 0, err
+    assert err.splitlines()[-1].endswith(" stopped")
