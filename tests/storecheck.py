@@ -1,13 +1,28 @@
-"""Checking what a command did: its output, and the store read from outside the code under test."""
+"""Setting up a files project, and checking what a command did: its output, and the store read from outside
+the code under test."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Iterable
 
+import yaml
 from sqlalchemy import create_engine, select
 
 from crmkpi.models import ENTITIES, SyncRun
+
+
+def files_project(work: Path, store_url: str, files: dict[str, str | bytes], **settings) -> Path:
+    """Write ``files`` into work/data and a config with one files connector named ``files``."""
+    data = work / "data"
+    data.mkdir(exist_ok=True)
+    for name, content in files.items():
+        (data / name).write_bytes(content.encode() if isinstance(content, str) else content)
+    config = work / "crmkpi.yaml"
+    block = {"type": "files", "path": "data", **settings}
+    config.write_text(yaml.safe_dump({"store": store_url, "connectors": {"files": block}}), encoding="utf-8")
+    return config
 
 
 def ok(result) -> str:
@@ -33,13 +48,17 @@ def utc(value: Any) -> Any:
 
 def table_rows(url: str, table: str) -> dict[str, dict[str, Any]]:
     """Rows of a normalized table by id."""
+    return {r["id"]: {k: utc(v) for k, v in r.items()} for r in all_rows(url, table)}
+
+
+def all_rows(url: str, table: str) -> list[dict[str, Any]]:
+    """Every row of a normalized table, as the database returns it."""
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
-            rows = conn.execute(select(ENTITIES[table].__table__)).mappings().all()
+            return [dict(r) for r in conn.execute(select(ENTITIES[table].__table__)).mappings()]
     finally:
         engine.dispose()
-    return {r["id"]: {k: utc(v) for k, v in r.items()} for r in rows}
 
 
 def sync_runs(url: str) -> list[dict[str, Any]]:

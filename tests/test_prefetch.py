@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import threading
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 import yaml
@@ -17,19 +16,12 @@ from crmkpi.cli import cli
 from crmkpi.errors import SourceDataError
 from crmkpi.normalize import FieldError
 from crmkpi.prefetch import CHUNK_ROWS, PREFETCH_ENV, prefetch
+from processes import processes
 
 
 def children() -> list[tuple[int, str]]:
     """(pid, state) of this process's child processes, zombies included."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == os.getpid():
-            found.append((int(stat.parent.name), fields[0]))
-    return found
+    return [(p.pid, p.state) for p in processes() if p.ppid == os.getpid()]
 
 
 @pytest.fixture(params=["forked", "in-process"])

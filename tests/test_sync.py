@@ -22,6 +22,7 @@ from crmkpi.normalize import Layout, RowBuilder
 from crmkpi.plugins import load_registry
 from crmkpi.store import Store
 from crmkpi.sync import sync_connector
+from processes import processes
 
 
 # -- a scripted connector ------------------------------------------------------------------
@@ -107,15 +108,7 @@ def last_run(store: Store) -> dict:
 
 
 def children() -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == os.getpid():
-            found.append(int(stat.parent.name))
-    return found
+    return [p.pid for p in processes() if p.ppid == os.getpid()]
 
 
 def files_connector(folder: Path, **settings) -> ConnectorConfig:

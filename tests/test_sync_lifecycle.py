@@ -5,7 +5,6 @@ Regression tests of issue 15: through the real CLI, in a subprocess, on SQLite a
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import socket
@@ -24,6 +23,7 @@ from crmkpi.cli import cli
 from crmkpi.errors import Terminated
 from crmkpi.store import Store
 from storecheck import one_line_error, sync_runs
+from processes import processes
 
 CRMKPI = Path(sys.executable).parent / "crmkpi"
 #: A files sync of this many sample deals takes seconds: long enough to be killed mid-write.
@@ -59,15 +59,7 @@ def start_sync(config: Path) -> subprocess.Popen:
 
 def children(pid: int) -> list[int]:
     """Live (not zombie) processes whose parent is ``pid``."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid and fields[0] != "Z":
-            found.append(int(stat.parent.name))
-    return found
+    return [p.pid for p in processes() if p.ppid == pid and p.state != "Z"]
 
 
 def alive(pid: int) -> bool:

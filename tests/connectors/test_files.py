@@ -16,24 +16,13 @@ from sqlalchemy import create_engine, inspect, text
 from crmkpi.cli import cli
 from crmkpi.store import Store
 
-from storecheck import ok, one_line_error as fail, sync_runs as runs, table_rows as fetch, utc
+from storecheck import (files_project as setup, ok, one_line_error as fail, sync_runs as runs, table_rows as fetch,
+                        utc)
 
 CRMKPI = Path(sys.executable).parent / "crmkpi"
 
 
 # -- helpers ----------------------------------------------------------------------------
-
-
-def setup(work: Path, store_url: str, files: dict[str, str], **settings) -> Path:
-    """Write ``files`` into work/data and a config with one files connector named ``files``."""
-    data = work / "data"
-    data.mkdir(exist_ok=True)
-    for name, content in files.items():
-        (data / name).write_bytes(content.encode() if isinstance(content, str) else content)
-    config = work / "crmkpi.yaml"
-    block = {"type": "files", "path": "data", **settings}
-    config.write_text(yaml.safe_dump({"store": store_url, "connectors": {"files": block}}), encoding="utf-8")
-    return config
 
 
 def sync(config: Path, *args: str):

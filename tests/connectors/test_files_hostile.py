@@ -12,27 +12,15 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 from click.testing import CliRunner
 
 from crmkpi.cli import cli
 
-from storecheck import ok, one_line_error, snapshot, table_rows
+from storecheck import files_project as project, ok, one_line_error, snapshot, table_rows
 
 CRMKPI = Path(sys.executable).parent / "crmkpi"
 DEALS_HEADER = "id,account_id,name,amount,deal_type,is_closed,is_won,created_at,closed_at"
 GOOD_DEAL = "d1,a1,Good,100,new_business,true,true,2025-01-05,2025-02-01"
-
-
-def project(work: Path, store_url: str, files: dict[str, str | bytes], **settings) -> Path:
-    data = work / "data"
-    data.mkdir(exist_ok=True)
-    for name, content in files.items():
-        (data / name).write_bytes(content.encode() if isinstance(content, str) else content)
-    config = work / "crmkpi.yaml"
-    block = {"type": "files", "path": "data", **settings}
-    config.write_text(yaml.safe_dump({"store": store_url, "connectors": {"files": block}}), encoding="utf-8")
-    return config
 
 
 def invoke(config: Path, command: str, *args: str):

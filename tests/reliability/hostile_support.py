@@ -19,13 +19,11 @@ import pytest
 from click.testing import CliRunner, Result
 from hypothesis import HealthCheck, settings
 
-from conftest import POSTGRES_ENV, store_url_for
-from storecheck import utc
-from sqlalchemy import create_engine, select
-
 from crmkpi.cli import cli
-from crmkpi.models import ENTITIES
 from crmkpi.store import Store
+
+from conftest import POSTGRES_ENV, store_url_for
+from storecheck import all_rows, utc
 
 LONG_EXAMPLES = 400
 
@@ -86,10 +84,5 @@ def same_text(text: str, urls: dict[str, str]) -> str:
 
 def rows_by_key(url: str, table: str) -> dict[tuple[str, str], dict[str, Any]]:
     """Every row of a table by (source, id), as comparable values (``synced_at`` left out: it differs by design)."""
-    engine = create_engine(url)
-    try:
-        with engine.connect() as conn:
-            rows = conn.execute(select(ENTITIES[table].__table__)).mappings().all()
-    finally:
-        engine.dispose()
-    return {(r["source"], r["id"]): {k: utc(v) for k, v in r.items() if k != "synced_at"} for r in rows}
+    return {(r["source"], r["id"]): {k: utc(v) for k, v in r.items() if k != "synced_at"}
+            for r in all_rows(url, table)}

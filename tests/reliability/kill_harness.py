@@ -31,6 +31,7 @@ from typing import Callable
 from sqlalchemy import create_engine, text
 
 from crmkpi.models import ENTITIES
+from processes import processes
 
 CRMKPI = Path(sys.executable).parent / "crmkpi"
 #: Trials per workload, signal and backend; `make test` runs few, `make reliability` many.
@@ -293,14 +294,7 @@ def _session_members(session: int, wait: float) -> list[int]:
     """Live (not zombie) processes of ``session``, after waiting up to ``wait`` seconds for them to go."""
     deadline = time.monotonic() + wait
     while True:
-        members = []
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[3]) == session and fields[0] != "Z":  # fields: state, ppid, pgrp, session
-                members.append(int(stat.parent.name))
+        members = [p.pid for p in processes() if p.session == session and p.state != "Z"]
         if not members or time.monotonic() > deadline:
             return members
         time.sleep(0.02)
