@@ -259,22 +259,17 @@ def test_store_from_a_newer_crmkpi_is_a_store_error(store: Store):
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0999"
 
 
-def _open_store(url: str) -> None:
-    Store(url).engine.dispose()
-
-
 def test_replicas_opening_a_new_store_together_migrate_it_once(store_url: str):
     """Several processes (service replicas) starting on an empty store: one migrates, the others wait and
     find it done; without the migration lock some of them failed with "already exists" or a locked database."""
-    import multiprocessing
+    import subprocess
+    import sys
 
-    context = multiprocessing.get_context("spawn")
-    replicas = [context.Process(target=_open_store, args=(store_url,)) for _ in range(4)]
-    for replica in replicas:
-        replica.start()
-    for replica in replicas:
-        replica.join(120)
-    assert [r.exitcode for r in replicas] == [0, 0, 0, 0]
+    opening = "import sys; from crmkpi.store import Store; Store(sys.argv[1]).engine.dispose()"
+    replicas = [subprocess.Popen([sys.executable, "-c", opening, store_url], stderr=subprocess.PIPE, text=True)
+                for _ in range(4)]
+    errors = [replica.communicate(timeout=120)[1] for replica in replicas]
+    assert [r.returncode for r in replicas] == [0, 0, 0, 0], errors
     store = Store(store_url, migrate=False)
     try:
         assert store.revision() == SCHEMA_REVISION
