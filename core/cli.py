@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import sys
 import threading
@@ -105,7 +106,18 @@ config_option = click.option(
 def cli(ctx: click.Context, debug: bool) -> None:
     """Measure CRM performance: sync sources into one store, compute KPIs over it."""
     redact_logs()
+    if not debug:
+        _silence_unhandled_logs()
     ctx.obj = App(debug)
+
+
+def _silence_unhandled_logs() -> None:
+    """Without a logging config, Python prints a library's warnings to stderr: psycopg's "error ignored
+    terminating <Pipeline ...>: pipeline aborted" beside our one-line "Terminated.", for one. Errors reach
+    the user as crmkpi's own lines; ``--debug`` (or a user's logging config) shows the libraries' logs."""
+    root = logging.getLogger()
+    if not any(isinstance(handler, logging.NullHandler) for handler in root.handlers):
+        root.addHandler(logging.NullHandler())
 
 
 STARTER_CONFIG = """\

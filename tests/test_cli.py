@@ -433,6 +433,22 @@ def test_debug_prints_the_traceback_in_a_real_process(tmp_path):
     assert debug.stdout == ""
 
 
+def test_a_librarys_warning_does_not_reach_stderr_without_debug(synced, tmp_path):
+    """psycopg logs "error ignored terminating <Pipeline>: pipeline aborted" when SIGTERM interrupts a write;
+    Python would print it beside crmkpi's one line. In a real process: no pytest handler in the way."""
+    noisy = ("import logging, sys; from crmkpi import cli as c; real = c.run_metrics\n"
+             "def run_metrics(*args, **kwargs):\n"
+             "    logging.getLogger('psycopg').warning('error ignored terminating <Pipeline>: pipeline aborted')\n"
+             "    return real(*args, **kwargs)\n"
+             "c.run_metrics = run_metrics; sys.argv[0] = 'crmkpi'; c.main()")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "CRMKPI_LOAD_PLUGINS": BUILTIN}
+    for debug, shown in (([], False), (["--debug"], True)):
+        result = subprocess.run([sys.executable, "-c", noisy, *debug, "run", "--config", str(synced), "--period",
+                                 "2024", "--no-save"], capture_output=True, text=True, env=env, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert ("pipeline aborted" in result.stderr) is shown, result.stderr
+
+
 # --- secrets ----------------------------------------------------------------------
 
 
