@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from . import __version__
 from .config import Config, load_config
-from .engine import COMPARISONS, SAVE_TIMEOUT, Run, Settings, empty_tables, run_metrics, save_results
+from .engine import COMPARISONS, SAVE_TIMEOUT, Run, Settings, empty_tables, failure_summary, run_metrics, save_results
 from .engine import explain as explain_metric
 from .errors import ConfigError, CrmkpiError, StoreError, Terminated
 from .models import ENTITIES, SyncRun
@@ -326,12 +326,13 @@ def run(app: App, config_path: str, metric_ids: tuple[str, ...], period: str | N
     # Printed before saving: what was computed is never lost to a store that refuses the write.
     click.echo(render(results, fmt, {m.id: m for m in metrics}))
     saved = not no_save and _save(store, results, save_timeout)
-    if any(r["error"] for r in results):
+    failed = any(r["error"] for r in results)
+    if failed:
         click.echo(f"Error: {_failures(results, saved)}", err=True)
     context = click.get_current_context()
     if not (saved or no_save):
         context.exit(EXIT_NOT_SAVED)
-    if any(r["error"] for r in results):
+    if failed:
         context.exit(EXIT_METRICS_FAILED)
 
 
@@ -356,14 +357,10 @@ def _save(store: Store, results: list[dict], timeout: float) -> bool:
 
 def _failures(results: list[dict], saved: bool) -> str:
     """One line: the first failure, which other metrics failed, and how many results were computed."""
-    failed = list(dict.fromkeys(r["metric"] for r in results if r["error"]))
-    first = next(r for r in results if r["error"])
-    more = f"; {len(failed) - 1} more metric{'s' * (len(failed) > 2)} failed ({', '.join(failed[1:])})" \
-        if failed[1:] else ""
     ok = sum(not r["error"] for r in results)
     done = f"{ok} other result{'s' * (ok != 1)} computed{' and saved' if saved else ''}" if ok \
         else "no result computed"
-    return f"{first['metric']}: {first['error']}{more}; {done}"
+    return f"{failure_summary(results)}; {done}"
 
 
 def _store_with_records(app: App, config: Config, config_path: str) -> Store:

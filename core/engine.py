@@ -4,16 +4,18 @@ Every value comes from one call of a metric's ``compute`` for one period and one
 segment (a combination of dimension values); comparisons are the same call for the
 previous period or the same period a year earlier. Every call reads the same snapshot of
 the store, so a sync committing meanwhile cannot make two values of one run disagree.
-Results are persisted to ``metric_results`` under one run id, in one transaction. A metric that fails leaves an error on its own rows
-and the others are computed: one broken plugin or missing rate does not cost the run.
+Results are persisted to ``metric_results`` under one run id, in one transaction. A metric
+that fails leaves an error on its own rows and the others are computed: one broken plugin
+or missing rate does not cost the run.
 """
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from typing import Any, Callable
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Engine
@@ -52,6 +54,11 @@ class Settings:
     timezone: str = "UTC"
     currency: str = "USD"
     today: date | None = None
+
+    def current(self) -> Settings:
+        """These settings on the reporting day it is now, in the reporting zone (a service outlives the
+        day it started on)."""
+        return replace(self, today=datetime.now(ZoneInfo(self.timezone)).date())
 
 
 @dataclass
@@ -116,6 +123,18 @@ def save_results(engine: Engine, results: list[dict], timeout: float = SAVE_TIME
     except StoreError as exc:
         raise StoreError(f"the {len(rows)} results were not saved: {exc}") from None
     return len(rows)
+
+
+def failure_summary(results: list[dict]) -> str | None:
+    """``win_rate: <its error>; 2 more metrics failed (a, b)``: the first failure and which other metrics
+    failed; None when none did."""
+    failed = list(dict.fromkeys(r["metric"] for r in results if r["error"]))
+    if not failed:
+        return None
+    first = next(r for r in results if r["error"])
+    more = f"; {len(failed) - 1} more metric{'s' * (len(failed) > 2)} failed ({', '.join(failed[1:])})" \
+        if failed[1:] else ""
+    return f"{first['metric']}: {first['error']}{more}"
 
 
 #: How a comparison is named in messages and in the table's column headers.

@@ -8,6 +8,7 @@ data writes nothing and is idempotent.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -129,7 +130,7 @@ class Store:
             connect_args = {"options": _postgres_options(url)} if postgres else {}
             self.engine: Engine = create_engine(url, connect_args=connect_args)
         except Exception as exc:
-            raise StoreError(f"cannot open store {_describe(url)}: {_first_line(exc)}") from None
+            raise StoreError(f"cannot open store {_describe(url)}: {first_line(exc)}") from None
         self.dialect = self.engine.dialect.name
         if self.dialect == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
@@ -149,7 +150,7 @@ class Store:
                     return None
                 return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
         except SQLAlchemyError as exc:
-            raise StoreError(f"cannot open store {self.describe()}: {_first_line(exc)}") from None
+            raise StoreError(f"cannot open store {self.describe()}: {first_line(exc)}") from None
 
     def migrate(self, revision: str = "head") -> None:
         """Upgrade the schema; a store already at the newest revision costs one query."""
@@ -163,14 +164,14 @@ class Store:
         cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
         try:
             with self.engine.begin() as conn:
-                _lock_for_migration(conn)  # replicas starting together: one migrates, the others then find it done
+                lock_transaction(conn, "migration")  # replicas starting together: one migrates, the others find it done
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, revision)
         except SQLAlchemyError as exc:
-            raise StoreError(f"cannot migrate store {self.describe()}: {_first_line(exc)}") from None
+            raise StoreError(f"cannot migrate store {self.describe()}: {first_line(exc)}") from None
         except CommandError as exc:  # e.g. a revision written by a newer crmkpi
             raise StoreError(f"cannot migrate store {self.describe()} (schema revision {self.revision()!r}): "
-                             f"{_first_line(exc)}") from None
+                             f"{first_line(exc)}") from None
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
@@ -178,7 +179,7 @@ class Store:
             with self.engine.begin() as conn:
                 yield conn
         except SQLAlchemyError as exc:
-            raise StoreError(f"store {self.describe()}: {_first_line(exc)}") from None
+            raise StoreError(f"store {self.describe()}: {first_line(exc)}") from None
 
     # -- values as the DB-API driver wants them ---------------------------------
 
@@ -202,7 +203,7 @@ class Store:
                 return date.isoformat
             return None
         if kind == "datetime":
-            return _aware_utc
+            return aware_utc
         return None
 
     # -- bulk upsert --------------------------------------------------------------
@@ -236,7 +237,7 @@ class Store:
             cursor.executemany(self.upsert_sql(table, columns, guard), rows)
             return max(cursor.rowcount, 0)
         except self.engine.dialect.dbapi.Error as exc:  # the driver's own (e.g. a lock timeout): one line
-            raise StoreError(f"store {self.describe()}: writing {table}: {_first_line(exc)}") from None
+            raise StoreError(f"store {self.describe()}: writing {table}: {first_line(exc)}") from None
         finally:
             cursor.close()
 
@@ -312,18 +313,18 @@ def insert_waiting(engine: Engine, table: Table, rows: list[dict[str, Any]], tim
             with engine.begin() as conn, _busy_timeout(conn, attempt):
                 conn.execute(table.insert(), rows)
             return
-        except OperationalError as exc:
+        except SQLAlchemyError as exc:
             waited = time.monotonic() - started
-            locked = "locked" in str(exc.orig)  # SQLite: another connection holds the write lock
-            if not locked or waited >= timeout:
-                store = _describe(engine.url.render_as_string(hide_password=False))
+            # SQLite's "database is locked": another connection holds the write lock
+            locked = isinstance(exc, OperationalError) and "locked" in str(exc.orig)
+            store = engine.url.render_as_string(hide_password=True)
+            if not locked:
+                raise StoreError(f"store {store}: {first_line(exc)}") from None
+            if waited >= timeout:
                 raise StoreError(f"the store {store} stayed locked by another writer (a sync?) for {waited:.0f} s"
-                                 if locked else f"store {store}: {_first_line(exc)}") from None
+                                 ) from None
             if waiting is not None:
                 waiting(waited)
-        except SQLAlchemyError as exc:
-            raise StoreError(f"store {_describe(engine.url.render_as_string(hide_password=False))}: "
-                             f"{_first_line(exc)}") from None
 
 
 #: SQLite's busy wait per attempt of ``insert_waiting``.
@@ -344,14 +345,16 @@ def _busy_timeout(conn: Connection, seconds: float) -> Iterator[None]:
         conn.exec_driver_sql(f"PRAGMA busy_timeout={before}")
 
 
-#: The PostgreSQL advisory lock key that serializes migrations ("crmkpi" in ASCII).
-MIGRATION_LOCK = 0x63726D6B7069
+def lock_key(name: str) -> int:
+    """A named lock's id: 6 bytes of a hash, a valid PostgreSQL advisory lock key (and file offset)."""
+    return int.from_bytes(hashlib.blake2b(f"crmkpi {name}".encode(), digest_size=6).digest(), "big")
 
 
-def _lock_for_migration(conn: Connection) -> None:
-    """Hold the store's migration lock until the transaction ends; alembic then reads the revision afresh."""
+def lock_transaction(conn: Connection, name: str) -> None:
+    """Hold the lock ``name`` until the caller's transaction ends: concurrent holders of one name take
+    turns (a PostgreSQL advisory lock; on SQLite, the one write lock, taken before the first read)."""
     if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s)", (lock_key(name),))
     elif conn.dialect.name == "sqlite":
         conn.exec_driver_sql("BEGIN IMMEDIATE")  # the driver would begin only at the first write
 
@@ -393,7 +396,8 @@ def _sqlite_iso_text(text: str) -> str:
     return _sqlite_datetime(value)
 
 
-def _aware_utc(value: datetime | None) -> datetime | None:
+def aware_utc(value: datetime | None) -> datetime | None:
+    """A datetime read back from the store as aware UTC (SQLite's driver gives naive UTC)."""
     if value is None or value.tzinfo is not None:
         return value
     return value.replace(tzinfo=UTC)
@@ -410,6 +414,7 @@ def _mask_password(url: str) -> str:
     return re.sub(r"(://[^/:@]*:)[^/@]*@", r"\1***@", url)
 
 
-def _first_line(exc: Exception) -> str:
+def first_line(exc: BaseException) -> str:
+    """An exception's message in one line (the driver's own, under SQLAlchemy's wrapper)."""
     text = str(getattr(exc, "orig", None) or exc)
     return text.strip().splitlines()[0] if text.strip() else type(exc).__name__

@@ -22,7 +22,7 @@ from .errors import ConnectorError, CrmkpiError, SourceDataError, Terminated
 from .models import ENTITIES, SyncRun
 from .plugins import Registry
 from .redact import redact
-from .store import Store, column_defaults, save_state
+from .store import Store, aware_utc, column_defaults, save_state
 from .synclock import SyncBusy
 
 #: The key of ``sync_runs.details`` under which the connector's own notes are kept (beside its streams').
@@ -330,7 +330,4 @@ def _process(run: Any) -> str:
 
 
 def _utc(moment: datetime | None) -> str:
-    if moment is None:
-        return "never"
-    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-    return f"{moment:%Y-%m-%d %H:%M:%S} UTC"
+    return "never" if moment is None else f"{aware_utc(moment).astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"

@@ -12,7 +12,6 @@ on any host that shares the store.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,7 +22,7 @@ from sqlalchemy.engine import make_url
 
 from . import forksafe
 from .errors import StoreError
-from .store import Store
+from .store import Store, lock_key
 
 
 class SyncBusy(StoreError):
@@ -31,8 +30,7 @@ class SyncBusy(StoreError):
 
 
 def _key(connector: str) -> int:
-    """The connector's lock id: 6 bytes of a hash, a valid advisory lock key and file offset."""
-    return int.from_bytes(hashlib.blake2b(f"crmkpi sync {connector}".encode(), digest_size=6).digest(), "big")
+    return lock_key(f"sync {connector}")
 
 
 @contextmanager

@@ -8,10 +8,8 @@ FastAPI runs them in its thread pool, each with its own store connection.
 from __future__ import annotations
 
 import hmac
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.encoders import jsonable_encoder
@@ -25,6 +23,7 @@ from ..errors import ConfigError, CrmkpiError, MetricError
 from ..models import MetricResult, SyncRun
 from ..periods import GRAINS
 from ..segments import Segment
+from ..store import first_line
 from ..suggest import did_you_mean
 from . import prometheus
 from .jobs import Job, history
@@ -59,7 +58,7 @@ def create_app(job: Job, scheduler: Scheduler, heartbeat: Heartbeat, token: str 
             body["connectors"] = _last_syncs(job)
             body["store"] = {"reachable": True}
         except Exception as exc:  # any failure to reach the store is the answer, not a 500
-            body["store"] = {"reachable": False, "error": str(getattr(exc, "orig", None) or exc).splitlines()[0]}
+            body["store"] = {"reachable": False, "error": first_line(exc)}
         healthy = body["scheduler"]["alive"] and body["store"]["reachable"]
         body["status"] = "ok" if healthy else "unhealthy"
         return JSONResponse(jsonable_encoder(body), status_code=200 if healthy else 503)
@@ -110,7 +109,7 @@ def _api(job: Job) -> APIRouter:
         comparisons = COMPARISONS if compare == "both" else (compare,) if compare else ()
         request = Run([metric], _period(job, period), {metric.id: (job.config.metrics or {}).get(metric.id, {})},
                       grain, tuple(segment), comparisons, job.targets)
-        return jsonable_encoder(_answer(lambda: run_metrics(job.store.engine, request, _settings(job), persist=False)))
+        return jsonable_encoder(_answer(lambda: run_metrics(job.store.engine, request, job.settings.current(), persist=False)))
 
     @api.get("/metrics/{metric_id}/explain", operation_id="explain_value")
     def explain_value(metric_id: str, period: str | None = None, segment: list[str] = Query(default=[]),
@@ -123,7 +122,7 @@ def _api(job: Job) -> APIRouter:
         found = _answer(lambda: explain(job.store.engine, metric, _period(job, period),
                                         (job.config.metrics or {}).get(metric.id, {}),
                                         Segment.of({d: v or None for d, v in parts.items()}) if parts else None,
-                                        _settings(job), limit))
+                                        job.settings.current(), limit))
         value = found.pop("value")
         return jsonable_encoder({**found, "value": value.value, "numerator": value.numerator,
                                  "denominator": value.denominator, "note": value.note})
@@ -155,18 +154,10 @@ def _metric(job: Job, metric_id: str):
 
 def _period(job: Job, text: str | None):
     try:
-        return job.settings.calendar.parse(text or job.config.reporting.default_period, today=_today(job))
+        return job.settings.calendar.parse(text or job.config.reporting.default_period,
+                                           today=job.settings.current().today)
     except ConfigError as exc:
         raise ApiError(422, str(exc)) from None
-
-
-def _settings(job: Job):
-    """The job's settings with today's date: the service outlives the day it started on."""
-    return replace(job.settings, today=_today(job))
-
-
-def _today(job: Job):
-    return datetime.now(ZoneInfo(job.settings.timezone)).date()
 
 
 def _answer(compute):

@@ -1,4 +1,5 @@
-"""``crmkpi jobs``: the schedules of a config, running one now, and the history of runs."""
+"""``crmkpi serve`` (the scheduler and the HTTP API) and ``crmkpi jobs``: the schedules of a config, running
+one now, and the history of runs."""
 
 from __future__ import annotations
 
@@ -12,13 +13,14 @@ import click
 from ..cli import App, cli, config_option, settings_of, targets_of
 from ..errors import ConfigError, CrmkpiError
 from ..redact import redact, register
+from ..store import aware_utc
 from ..suggest import did_you_mean
-from .jobs import Job, history
-from .schedule import Timetable
-from .scheduler import Scheduler
 from .api import create_app
 from .http import LOOPBACK, listening
+from .jobs import Job, history
 from .lifecycle import Heartbeat, Stopped, graceful_stop, serve_until
+from .schedule import Timetable
+from .scheduler import Scheduler
 
 
 #: Where the API token comes from when the config has none.
@@ -64,9 +66,8 @@ def serve(app: App, config_path: str, host: str | None, port: int | None, interv
     heartbeat = Heartbeat(interval)
     now = datetime.now(UTC)
     for name, schedule in config.schedules.items():
-        zone = schedule.timezone or config.reporting.timezone
-        upcoming = Timetable(schedule.cron, zone).next(now)
-        _log(f"{name}: {schedule.cron} ({zone}), next {upcoming.local:%Y-%m-%d %H:%M} {_abbreviation(upcoming.at, zone)}")
+        timetable = Timetable.of(schedule, config.reporting)
+        _log(f"{name}: {schedule.cron} ({timetable.timezone}), next {_when(timetable.next(now).at, timetable.timezone)}")
     if not config.schedules:
         _log(f"no schedules in {config_path}: serving the API only")
     with listening(create_app(scheduler.job, scheduler, heartbeat, token), host, port) as address, \
@@ -91,15 +92,15 @@ def jobs_list(app: App, config_path: str) -> None:
     store = app.store(config)
     now = datetime.now(UTC)
     for name, schedule in config.schedules.items():
-        zone = schedule.timezone or config.reporting.timezone
-        upcoming = Timetable(schedule.cron, zone).next(now)
+        timetable = Timetable.of(schedule, config.reporting)
+        zone = timetable.timezone
         steps = [f"sync {', '.join(schedule.sync)}"] if schedule.sync else []
         steps += [f"run {', '.join(schedule.metrics)} for {schedule.period}"] if schedule.metrics else []
         [last] = history(store, name, limit=1) or [None]
         ran = (f"last run {_when(last.started_at, zone)}: {last.status}" + (f" ({last.error})" if last.error else "")
                if last else "never run")
         click.echo(f"{name}  {schedule.cron} ({zone}): {'; '.join(steps)}\n"
-                   f"  next {upcoming.local:%Y-%m-%d %H:%M} {_abbreviation(upcoming.at, zone)}; {ran}")
+                   f"  next {_when(timetable.next(now).at, zone)}; {ran}")
 
 
 @jobs.command("run")
@@ -147,9 +148,6 @@ def job(app: App, config) -> Job:
 
 
 def _when(moment: datetime, zone: str) -> str:
-    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)  # SQLite gives naive UTC
-    return f"{moment.astimezone(ZoneInfo(zone)):%Y-%m-%d %H:%M} {_abbreviation(moment, zone)}"
-
-
-def _abbreviation(moment: datetime, zone: str) -> str:
-    return moment.astimezone(ZoneInfo(zone)).tzname() or zone
+    """``2026-12-06 01:30 EST``: a moment (from the store, or an occurrence's) on the clocks of ``zone``."""
+    local = aware_utc(moment).astimezone(ZoneInfo(zone))
+    return f"{local:%Y-%m-%d %H:%M} {local.tzname() or zone}"

@@ -7,14 +7,14 @@ computed: KPIs over a half-synced store would look current and be wrong.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Callable
 
 from sqlalchemy import select
 
 from ..config import Config, Schedule
-from ..engine import COMPARISONS, Run, Settings, run_metrics, save_results
+from ..engine import COMPARISONS, Run, Settings, failure_summary, run_metrics, save_results
 from ..errors import CrmkpiError
 from ..models import JobRun
 from ..plugins import Registry
@@ -28,12 +28,13 @@ class JobOutcome:
     """What one run of a schedule did."""
 
     run_id: int
-    status: str = "running"
-    #: ``crm: 120 rows changed`` per connector synced, then the results saved.
-    lines: list[str] = field(default_factory=list)
     error: str | None = None
     rows_synced: int = 0
     results_saved: int = 0
+
+    @property
+    def status(self) -> str:
+        return "failed" if self.error else "success"
 
 
 @dataclass
@@ -85,7 +86,7 @@ class Job:
                 skipped = "; metrics not computed" if schedule.metrics else ""
                 raise CrmkpiError(f"sync of {connector} failed: {exc}{skipped}") from None
             outcome.rows_synced += report.written
-            _tell(outcome, say, f"{connector}: {report.written} rows changed")
+            say(f"{connector}: {report.written} rows changed")
         if schedule.metrics:
             self._compute(schedule, today, outcome, say)
 
@@ -98,23 +99,14 @@ class Job:
         request = Run(metrics, period, params, schedule.grain, tuple(schedule.segments), compare, self.targets)
         results = run_metrics(self.store.engine, request, replace(self.settings, today=today), persist=False)
         outcome.results_saved = save_results(self.store.engine, results)
-        failed = list(dict.fromkeys(r["metric"] for r in results if r["error"]))
-        _tell(outcome, say, f"{period.label}: {outcome.results_saved} results saved"
-                            + (f", {len(failed)} metric{'s' * (len(failed) > 1)} failed" if failed else ""))
-        if failed:
-            first = next(r for r in results if r["error"])
-            outcome.error = f"{first['metric']}: {first['error']}" + (
-                f"; {len(failed) - 1} more failed ({', '.join(failed[1:])})" if failed[1:] else "")
+        failed = len({r["metric"] for r in results if r["error"]})
+        say(f"{period.label}: {outcome.results_saved} results saved"
+            + (f", {failed} metric{'s' * (failed > 1)} failed" if failed else ""))
+        outcome.error = failure_summary(results)
 
     def _finish(self, outcome: JobOutcome) -> None:
-        outcome.status = "failed" if outcome.error else "success"
         leases.finish(self.store, outcome.run_id, outcome.status, outcome.error, outcome.rows_synced,
                       outcome.results_saved)
-
-
-def _tell(outcome: JobOutcome, say: Callable[[str], None], line: str) -> None:
-    outcome.lines.append(line)
-    say(line)
 
 
 def history(store: Store, name: str | None = None, limit: int = 20) -> list[JobRun]:

@@ -12,19 +12,18 @@ from __future__ import annotations
 import os
 import socket
 import threading
-import zlib
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Iterator
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from ..models import JobRun
 from ..redact import redact
-from ..store import Store
+from ..store import Store, aware_utc, lock_transaction
 
 RUNS = JobRun.__table__
 #: How long a run stays claimed without a renewal; the owner renews it every third of that.
@@ -47,7 +46,7 @@ def claim(store: Store, job: str, now: datetime, *, occurrence: str | None = Non
     """Insert a running row for ``job`` (an occurrence, or a run by hand) and return its id; None when the
     occurrence is already claimed or another run of the job is running (call :func:`expire` first)."""
     with store.transaction() as conn:
-        _serialize(conn, job)
+        lock_transaction(conn, f"job {job}")  # one claim of a job at a time: runs never overlap
         if _running(conn, job):
             return None
         try:
@@ -91,7 +90,7 @@ def expire(store: Store, now: datetime) -> list[int]:
         for run_id, owner, until in stale:
             if _alive_here(owner):
                 continue
-            until = until if until.tzinfo else until.replace(tzinfo=UTC)
+            until = aware_utc(until)
             conn.execute(update(RUNS).where(RUNS.c.id == run_id, RUNS.c.status == "running").values(
                 status="failed", finished_at=until,  # its last sign of life
                 error=f"lease expired at {until:%Y-%m-%d %H:%M:%S} UTC: process {owner} stopped renewing it "
@@ -109,7 +108,7 @@ def holding(store: Store, run_id: int, lease: timedelta = LEASE) -> Iterator[Non
         while not stop.wait(lease.total_seconds() / 3):
             try:
                 with store.transaction() as conn:
-                    conn.execute(update(RUNS).where(and_(RUNS.c.id == run_id, RUNS.c.status == "running"))
+                    conn.execute(update(RUNS).where(RUNS.c.id == run_id, RUNS.c.status == "running")
                                  .values(lease_expires_at=datetime.now(UTC) + lease))
             except Exception:  # the next renewal retries; an expired lease is what others will see
                 continue
@@ -123,23 +122,22 @@ def holding(store: Store, run_id: int, lease: timedelta = LEASE) -> Iterator[Non
         renewer.join()
 
 
+def last_due(store: Store, job: str) -> datetime | None:
+    """When the latest recorded occurrence of ``job`` was due (run, failed or skipped); None: never."""
+    with store.engine.connect() as conn:
+        return aware_utc(conn.execute(select(func.max(RUNS.c.due_at))
+                                      .where(RUNS.c.job == job, RUNS.c.occurrence.is_not(None))).scalar())
+
+
 def _running(conn: Connection, job: str) -> bool:
     """Whether a run of ``job`` is marked running (after :func:`expire`, only live ones are)."""
     return conn.execute(select(RUNS.c.id).where(RUNS.c.job == job, RUNS.c.status == "running")
                         .limit(1)).first() is not None
 
 
-def _serialize(conn: Connection, job: str) -> None:
-    """Hold the job's claim lock until the transaction ends."""
-    if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s)", (zlib.crc32(f"crmkpi.job:{job}".encode()),))
-    elif conn.dialect.name == "sqlite":
-        conn.exec_driver_sql("BEGIN IMMEDIATE")  # the driver would begin only at the insert, after the check
-
-
 def _alive_here(owner: str | None) -> bool:
     """Whether ``owner`` is a process of this host that still runs (the same process, not a reused pid)."""
-    host, pid, started = (owner or "::").rsplit(":", 2) if (owner or "").count(":") >= 2 else ("", "", "")
+    host, pid, started = ((owner or "").rsplit(":", 2) + ["", "", ""])[:3]
     return host == socket.gethostname() and pid.isdigit() and started != "?" and _started(int(pid)) == started
 
 

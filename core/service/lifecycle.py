@@ -17,6 +17,7 @@ from typing import Callable, Iterator
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import CrmkpiError
+from ..store import first_line
 from .scheduler import Scheduler
 
 #: The longest wait between attempts while the store is unreachable.
@@ -82,13 +83,8 @@ def serve_until(scheduler: Scheduler, stopping: threading.Event, heartbeat: Hear
         except (CrmkpiError, SQLAlchemyError, OSError) as exc:
             failures += 1
             retry = min(interval * 2 ** (failures - 1), MAX_RETRY_SECONDS)
-            heartbeat.last_error = _first_line(exc)
+            heartbeat.last_error = first_line(exc)
             say(f"tick failed ({failures} in a row), retrying in {retry:g} s: {heartbeat.last_error}")
             stopping.wait(retry)
             continue
         stopping.wait(interval)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -9,7 +9,7 @@ every period.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
@@ -17,6 +17,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from sqlalchemy import String, cast, func, select
 
 from ..models import JobRun, MetricResult, SyncRun
+from ..store import aware_utc
 from .jobs import Job
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -85,7 +86,7 @@ class _StoreCollector:
                                 .where(finished, runs.c.status != "skipped")):
             count_sum = totals.setdefault((row.job, row.status), [0, 0.0])
             count_sum[0] += 1
-            count_sum[1] += (_aware(row.finished_at) - _aware(row.started_at)).total_seconds()
+            count_sum[1] += (aware_utc(row.finished_at) - aware_utc(row.started_at)).total_seconds()
         for labels, (count, total) in totals.items():
             durations.add_metric(list(labels), count, total)
         for schedule, when in conn.execute(select(runs.c.job, func.max(runs.c.finished_at))
@@ -96,7 +97,7 @@ class _StoreCollector:
             .group_by(runs.c.job).subquery()
         for schedule, due, started in conn.execute(select(runs.c.job, runs.c.due_at, runs.c.started_at)
                                                    .join(latest, runs.c.id == latest.c.id)):
-            lag.add_metric([schedule], max((_aware(started) - _aware(due)).total_seconds(), 0.0))
+            lag.add_metric([schedule], max((aware_utc(started) - aware_utc(due)).total_seconds(), 0.0))
         yield from (counts, durations, last_success, lag)
 
     def _syncs(self, conn):
@@ -109,9 +110,5 @@ class _StoreCollector:
         yield last
 
 
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)  # SQLite gives naive UTC
-
-
 def _epoch(moment: datetime) -> float:
-    return _aware(moment).timestamp()
+    return aware_utc(moment).timestamp()

@@ -16,6 +16,8 @@ from zoneinfo import ZoneInfo
 
 from croniter import croniter
 
+from ..config import Reporting, Schedule
+
 
 @dataclass(frozen=True, order=True)
 class Occurrence:
@@ -36,6 +38,11 @@ class Timetable:
 
     cron: str
     timezone: str
+
+    @classmethod
+    def of(cls, schedule: Schedule, reporting: Reporting) -> Timetable:
+        """A configured schedule's timetable: in its own zone, else the reporting zone."""
+        return cls(schedule.cron, schedule.timezone or reporting.timezone)
 
     def after(self, moment: datetime) -> Iterator[Occurrence]:
         """The occurrences due strictly after ``moment`` (an aware datetime), in order, without end."""

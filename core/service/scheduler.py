@@ -14,8 +14,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Callable
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
-
 from ..config import Schedule
 from . import leases
 from .jobs import Job, JobOutcome
@@ -81,10 +79,10 @@ class Scheduler:
             self.say(f"run {run_id}: its lease expired; marked failed")
         outcomes = []
         for name, schedule in config.schedules.items():
-            timetable = Timetable(schedule.cron, schedule.timezone or config.reporting.timezone)
+            timetable = Timetable.of(schedule, config.reporting)
             if leases.busy(store, name):
                 continue  # the next tick sees what is due then
-            due = plan(schedule, timetable, self._last_due(name), now)
+            due = plan(schedule, timetable, leases.last_due(store, name), now)
             if due.skipped:
                 reason = (f"{due.skipped} occurrence{'s' * (due.skipped > 1)} from {due.first_skipped.key} to "
                           f"{due.last_skipped.key} not run (catchup: {schedule.catchup}, misfire_grace: "
@@ -113,10 +111,3 @@ class Scheduler:
         self.say(f"{name} {occurrence.key}: run {run_id} {outcome.status}"
                  + (f": {outcome.error}" if outcome.error else ""))
         return outcome
-
-    def _last_due(self, name: str) -> datetime | None:
-        runs = leases.RUNS
-        with self.job.store.engine.connect() as conn:
-            last = conn.execute(select(func.max(runs.c.due_at)).where(runs.c.job == name,
-                                                                     runs.c.occurrence.is_not(None))).scalar()
-        return None if last is None else last if last.tzinfo else last.replace(tzinfo=UTC)
