@@ -140,6 +140,8 @@ class ServiceSettings(BaseModel):
     port: int = Field(8700, ge=1, le=65535)
     api_token: SecretStr | None = Field(None, description="bearer token /api/v1 requires (else CRMKPI_API_TOKEN); "
                                                           "write ${VAR}, never the token itself")
+    log_format: Literal["text", "json"] = Field("text", description="what serve logs on stderr: text lines, or JSON "
+                                                                   "lines for a log collector (--log-format)")
 
 
 class RawConfig(BaseModel):

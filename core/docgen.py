@@ -25,7 +25,7 @@ from sqlalchemy.types import TypeDecorator
 
 from . import hookspecs
 from .connector import Checkpoint, ConnectorType, Stream, SyncContext
-from .config import MetricSettings, RawConfig, Reporting, Schedule
+from .config import MetricSettings, RawConfig, Reporting, Schedule, ServiceSettings
 from .metrics import Metric, MetricContext, Param, Value
 from .models import ENTITIES, Entity, MetricResult, SyncRun, SyncState
 from .plugins import Registry, load_registry
@@ -198,8 +198,10 @@ def config_page(registry: Registry) -> str:
              "Keys of the YAML config (see [the configuration guide](../configuration.md)). Any string may use "
              "`${VAR}` or `${VAR:-default}` to read the environment.", "", "## Top level", ""]
     lines += _model_table(RawConfig, {"reporting": "`reporting:` below", "connectors": "`name: {type: ..., ...}`",
-                                      "metrics": "`id: {params: {...}}`", "schedules": "`name:` see `schedules.*`"})
-    for title, model in (("reporting", Reporting), ("metrics.*", MetricSettings), ("schedules.*", Schedule)):
+                                      "metrics": "`id: {params: {...}}`", "schedules": "`name:` see `schedules.*`",
+                                      "service": "`service:` below"})
+    for title, model in (("reporting", Reporting), ("metrics.*", MetricSettings), ("schedules.*", Schedule),
+                         ("service", ServiceSettings)):
         lines += ["", f"## `{title}`", ""] + _model_table(model)
     for name in sorted(registry.connectors):
         ctype = registry.connectors[name]
@@ -258,13 +260,52 @@ def _type_name(annotation) -> str:
     return getattr(annotation, "__name__", str(annotation))
 
 
+def api_page(registry: Registry) -> str:
+    """The HTTP API of ``crmkpi serve``, from its OpenAPI description."""
+    from .service.api import create_app
+    from .service.jobs import Job
+
+    # The routes make the description; nothing reads the store, the config or the scheduler until a request.
+    spec = create_app(Job(None, registry, None, None, []), None, None, token="any").openapi()
+    lines = [GENERATED, "", "# HTTP API reference", "",
+             "What `crmkpi serve` answers (see [the configuration guide](../configuration.md#the-services-http-api)). "
+             "Paths marked *token* need `Authorization: Bearer <token>` when a token is configured. Errors are "
+             "JSON `{\"detail\": \"one line\"}`: 401 without the token, 404 for an unknown metric, 422 for a bad "
+             "parameter, 503 when the store does not answer. The running service serves the same description at "
+             "`/openapi.json` and interactive docs at `/docs`."]
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            token = " (*token*)" if operation.get("security") else ""
+            lines += ["", f"## `{method.upper()} {path}`{token}", "", f"Operation id `{operation['operationId']}`. "
+                      + " ".join((operation.get("description") or operation["summary"] + ".").split())]
+            parameters = operation.get("parameters", [])
+            if parameters:
+                lines += ["", "| parameter | in | type | default | meaning |", "|---|---|---|---|---|"]
+            for parameter in parameters:
+                schema = parameter["schema"]
+                default = "required" if parameter.get("required") else f"`{schema['default']}`" \
+                    if schema.get("default") not in (None, []) else ""
+                lines.append(f"| `{parameter['name']}` | {parameter['in']} | {_schema_type(schema)} | {default} "
+                             f"| {parameter.get('description', '')} |")
+    return "\n".join(lines) + "\n"
+
+
+def _schema_type(schema: dict) -> str:
+    if "anyOf" in schema:
+        return " or ".join(_schema_type(s) for s in schema["anyOf"] if s.get("type") != "null")
+    if schema.get("type") == "array":
+        return f"list of {_schema_type(schema['items'])}"
+    return schema.get("type", "any")
+
+
 # --- entry point ---------------------------------------------------------------
 
 
 def pages() -> dict[str, str]:
     registry = builtin_registry()
     return {"metrics.md": metrics_page(registry), "columns.md": columns_page(registry), "cli.md": cli_page(),
-            "hooks.md": hooks_page(), "schema.md": schema_page(), "config.md": config_page(registry)}
+            "hooks.md": hooks_page(), "schema.md": schema_page(), "config.md": config_page(registry),
+            "api.md": api_page(registry)}
 
 
 def stale_pages(out: Path = DEFAULT_OUT) -> list[str]:

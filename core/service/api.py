@@ -1,8 +1,9 @@
 """The HTTP side of ``crmkpi serve``: health, Prometheus metrics and a read-only JSON API.
 
 ``/health`` stays open (a load balancer or Kubernetes probe asks it); everything under
-``/api/v1`` needs the bearer token when one is configured. Handlers are plain functions:
-FastAPI runs them in its thread pool, each with its own store connection.
+``/api/v1`` needs the bearer token when one is configured. Latest values and series, what a
+dashboard asks again and again, come from :mod:`.answers` on the event loop; the other handlers are
+plain functions that FastAPI runs in its thread pool, each with its own store connection.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ import hmac
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.encoders import jsonable_encoder
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import func, select, text
+from sqlalchemy.exc import SQLAlchemyError
 
 from .. import __version__
 from ..engine import COMPARISONS, Run, explain, run_metrics
@@ -23,12 +26,20 @@ from ..errors import ConfigError, CrmkpiError, MetricError
 from ..models import MetricResult, SyncRun
 from ..periods import GRAINS
 from ..segments import Segment
+from ..redact import redact
 from ..store import first_line
 from ..suggest import did_you_mean
 from . import prometheus
+from .answers import Answers
 from .jobs import Job, history
 from .lifecycle import Heartbeat
 from .scheduler import Scheduler
+
+
+METRIC_ID = Path(description="a metric's id, e.g. win_rate (GET /api/v1/metrics lists them)")
+PERIOD = Query(None, description="2025, 2025-Q4, 2025-11, 2025-W07, 2025-11-03, 2025-01-01..2025-03-31, or relative: "
+                                 "last-month, previous-quarter, this-year-to-date, last-7-days, ...; "
+                                 "default: reporting.default_period")
 
 
 class ApiError(Exception):
@@ -39,13 +50,25 @@ class ApiError(Exception):
         self.status, self.detail = status, detail
 
 
-def create_app(job: Job, scheduler: Scheduler, heartbeat: Heartbeat, token: str | None) -> FastAPI:
+def create_app(job: Job, scheduler: Scheduler, heartbeat: Heartbeat, token: str | None,
+               recheck: float = 1.0) -> FastAPI:
+    """The app; `recheck`: how often, in seconds, kept answers are checked against the store."""
     app = FastAPI(title="crmkpi", version=__version__,
                   description="KPIs computed by crmkpi from the normalized CRM store, and the jobs that keep them.")
 
     @app.exception_handler(ApiError)
     def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(str(part) for part in error['loc'][1:])}: {error['msg']}"
+                             for error in exc.errors())
+        return JSONResponse({"detail": problems}, status_code=422)
+
+    @app.exception_handler(SQLAlchemyError)
+    def _store_error(request: Request, exc: SQLAlchemyError) -> JSONResponse:
+        return JSONResponse({"detail": redact(f"the store did not answer: {first_line(exc)}")}, status_code=503)
 
     @app.get("/health", operation_id="health", tags=["service"])
     def health() -> JSONResponse:
@@ -68,39 +91,38 @@ def create_app(job: Job, scheduler: Scheduler, heartbeat: Heartbeat, token: str 
         """The latest KPI values, job runs and sync freshness in the Prometheus text format."""
         return PlainTextResponse(prometheus.exposition(job), media_type=prometheus.CONTENT_TYPE)
 
-    app.include_router(_api(job), dependencies=[Depends(_bearer(token))] if token else [])
+    app.include_router(_api(job, Answers(job.store, lambda: job.settings.current().today, recheck)), dependencies=[Depends(_bearer(token))] if token else [])
     return app
 
 
-def _api(job: Job) -> APIRouter:
+def _api(job: Job, answers: Answers) -> APIRouter:
     api = APIRouter(prefix="/api/v1", tags=["kpis"])
 
     @api.get("/metrics", operation_id="list_metrics")
-    def list_metrics() -> list[dict[str, Any]]:
+    async def list_metrics() -> list[dict[str, Any]]:
         """The metric catalogue: units, direction, params."""
         return [_describe(metric) for metric in sorted(job.registry.metrics.values(), key=lambda m: m.id)]
 
     @api.get("/metrics/{metric_id}", operation_id="get_metric")
-    def get_metric(metric_id: str) -> dict[str, Any]:
+    async def get_metric(metric_id: str = METRIC_ID) -> dict[str, Any]:
+        """One metric of the catalogue."""
         return _describe(_metric(job, metric_id))
 
-    @api.get("/metrics/{metric_id}/latest", operation_id="latest_values")
-    def latest(metric_id: str) -> list[dict[str, Any]]:
+    @api.get("/metrics/{metric_id}/latest", operation_id="latest_values", response_model=list[dict[str, Any]])
+    async def latest(metric_id: str = METRIC_ID) -> Response:
         """The results of the latest saved run that computed the metric, each segment and period."""
         _metric(job, metric_id)
-        results = MetricResult.__table__
-        with job.store.engine.connect() as conn:
-            run_id = conn.execute(select(results.c.run_id).where(results.c.metric == metric_id)
-                                  .order_by(results.c.computed_at.desc(), results.c.id.desc()).limit(1)).scalar()
-            rows = conn.execute(select(results).where(results.c.run_id == run_id, results.c.metric == metric_id)
-                                .order_by(results.c.period_start, results.c.id)).mappings().all()
-        return jsonable_encoder([dict(row) for row in rows])
+        return _json(await answers.get(("latest", metric_id), lambda: _latest(job, metric_id)))
 
-    @api.get("/metrics/{metric_id}/series", operation_id="metric_series")
-    def series(metric_id: str, period: str | None = None, grain: str | None = None,
-               segment: list[str] = Query(default=[]), compare: str | None = None) -> list[dict[str, Any]]:
-        """The metric computed now over ``period`` (default: the config's), split by ``grain`` and ``segment``
-        dimensions, with comparisons; nothing is saved."""
+    @api.get("/metrics/{metric_id}/series", operation_id="metric_series", response_model=list[dict[str, Any]])
+    async def series(metric_id: str = METRIC_ID, period: str | None = PERIOD,
+                     grain: str | None = Query(None, description=f"one of {', '.join(GRAINS)}; none: one value"),
+                     segment: list[str] = Query([], description="a dimension to split by (owner, team, region, "
+                                                                "stage, extra.FIELD, ...); repeatable"),
+                     compare: str | None = Query(None, description="previous, year_ago or both")) -> Response:
+        """The metric computed over `period` (default: the config's), split by `grain` and `segment`
+        dimensions, with comparisons; nothing is saved. The answer is kept until a sync or a saved run
+        changes the store (seen within a second) or the reporting day changes."""
         metric = _metric(job, metric_id)
         if grain is not None and grain not in GRAINS:
             raise ApiError(422, f"grain {grain!r}: expected one of {', '.join(GRAINS)}")
@@ -109,12 +131,15 @@ def _api(job: Job) -> APIRouter:
         comparisons = COMPARISONS if compare == "both" else (compare,) if compare else ()
         request = Run([metric], _period(job, period), {metric.id: (job.config.metrics or {}).get(metric.id, {})},
                       grain, tuple(segment), comparisons, job.targets)
-        return jsonable_encoder(_answer(lambda: run_metrics(job.store.engine, request, job.settings.current(), persist=False)))
+        key = ("series", metric.id, request.period, grain, request.segments, comparisons)
+        return _json(await answers.get(key, lambda: _answer(
+            lambda: run_metrics(job.store.engine, request, job.settings.current(), persist=False))))
 
     @api.get("/metrics/{metric_id}/explain", operation_id="explain_value")
-    def explain_value(metric_id: str, period: str | None = None, segment: list[str] = Query(default=[]),
-                      limit: int = Query(default=10, ge=0, le=1000)) -> dict[str, Any]:
-        """The inputs behind one value (a period and a segment such as ``owner=u-17``) and their first rows."""
+    def explain_value(metric_id: str = METRIC_ID, period: str | None = PERIOD,
+                      segment: list[str] = Query([], description="DIMENSION=VALUE, e.g. owner=u-17; repeatable"),
+                      limit: int = Query(10, ge=0, le=1000, description="first rows of each input")) -> dict[str, Any]:
+        """The inputs behind one value (a period and a segment such as `owner=u-17`) and their first rows."""
         metric = _metric(job, metric_id)
         parts = dict(part.partition("=")[::2] for part in segment)
         if any("=" not in part for part in segment):
@@ -128,17 +153,32 @@ def _api(job: Job) -> APIRouter:
                                  "denominator": value.denominator, "note": value.note})
 
     @api.get("/jobs", operation_id="list_job_runs", tags=["service"])
-    def jobs(schedule: str | None = None, limit: int = Query(default=20, ge=1, le=1000)) -> list[dict[str, Any]]:
+    def jobs(schedule: str | None = Query(None, description="only this schedule's runs"),
+             limit: int = Query(20, ge=1, le=1000)) -> list[dict[str, Any]]:
         """The latest job runs, newest first."""
         return jsonable_encoder([run.model_dump() for run in history(job.store, schedule, limit)])
 
     return api
 
 
+def _latest(job: Job, metric_id: str) -> list[dict[str, Any]]:
+    results = MetricResult.__table__
+    with job.store.engine.connect() as conn:
+        run_id = conn.execute(select(results.c.run_id).where(results.c.metric == metric_id)
+                              .order_by(results.c.computed_at.desc(), results.c.id.desc()).limit(1)).scalar()
+        rows = conn.execute(select(results).where(results.c.run_id == run_id, results.c.metric == metric_id)
+                            .order_by(results.c.period_start, results.c.id)).mappings().all()
+    return [dict(row) for row in rows]
+
+
+def _json(body: bytes) -> Response:
+    return Response(body, media_type="application/json")
+
+
 def _bearer(token: str):
     scheme = HTTPBearer(auto_error=False)
 
-    def check(credentials: HTTPAuthorizationCredentials | None = Depends(scheme)) -> None:
+    async def check(credentials: HTTPAuthorizationCredentials | None = Depends(scheme)) -> None:
         if credentials is None or not hmac.compare_digest(credentials.credentials.encode(), token.encode()):
             raise ApiError(401, "a valid bearer token is required (Authorization: Bearer <token>)")
 
@@ -161,7 +201,7 @@ def _period(job: Job, text: str | None):
 
 
 def _answer(compute):
-    """What ``compute`` returns; a mistake in the request (a dimension, a param) is a 422 naming it."""
+    """What `compute` returns; a mistake in the request (a dimension, a param) is a 422 naming it."""
     try:
         return compute()
     except (ConfigError, MetricError) as exc:

@@ -3,6 +3,7 @@ one now, and the history of runs."""
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -12,13 +13,14 @@ import click
 
 from ..cli import App, cli, config_option, settings_of, targets_of
 from ..errors import ConfigError, CrmkpiError
-from ..redact import redact, register
+from ..redact import register
 from ..store import aware_utc
 from ..suggest import did_you_mean
 from .api import create_app
 from .http import LOOPBACK, listening
 from .jobs import Job, history
 from .lifecycle import Heartbeat, Stopped, graceful_stop, serve_until
+from .logs import FORMATS, logging_to_stderr, say
 from .schedule import Timetable
 from .scheduler import Scheduler
 
@@ -40,17 +42,19 @@ def jobs() -> None:
               help="How often to look for due occurrences.")
 @click.option("--stop-timeout", default=30.0, show_default=True, type=click.FloatRange(min=0), metavar="SECONDS",
               help="On SIGTERM or Ctrl-C, how long a running job may take to finish before it is interrupted.")
+@click.option("--log-format", type=click.Choice(FORMATS),
+              help="Log lines on stderr as text or JSON lines (default: service.log_format, text).")
 @click.option("--lease", default=60.0, show_default=True, type=click.FloatRange(min=1), metavar="SECONDS",
               help="How long a run stays claimed without a renewal (renewed every third of it): how soon another "
                    "replica finds a killed one's run failed.")
 @click.pass_obj
 def serve(app: App, config_path: str, host: str | None, port: int | None, interval: float,
-          stop_timeout: float, lease: float) -> None:
+          stop_timeout: float, log_format: str | None, lease: float) -> None:
     """Run the config's schedules and the HTTP API until stopped.
 
     Each occurrence runs once, even with several replicas on one PostgreSQL store. The API serves
     /health, /metrics (Prometheus) and /api/v1 (the bearer token of service.api_token or
-    CRMKPI_API_TOKEN). Logs one line per event on stderr. SIGTERM or Ctrl-C stops claiming new runs,
+    CRMKPI_API_TOKEN). Logs one line per event on stderr (--log-format json: JSON lines). SIGTERM or Ctrl-C stops claiming new runs,
     lets the running job finish (or interrupts it after --stop-timeout: its sync rolls back, the run
     is recorded as failed) and exits 0. A second signal interrupts at once.
     """
@@ -62,22 +66,30 @@ def serve(app: App, config_path: str, host: str | None, port: int | None, interv
     if not token and host not in LOOPBACK:
         raise ConfigError(f"refusing to serve the API on {host} without a token: set service.api_token (or "
                           f"{TOKEN_ENV}), or listen on 127.0.0.1")
-    scheduler = Scheduler(replace(job(app, config), lease=timedelta(seconds=lease)), say=_log)
+    with logging_to_stderr(log_format or config.service.log_format):
+        _serve(config, config_path, replace(job(app, config), lease=timedelta(seconds=lease)), host, port, token,
+               interval, stop_timeout)
+
+
+def _serve(config, config_path: str, scheduled: Job, host: str, port: int, token: str | None, interval: float,
+           stop_timeout: float) -> None:
+    scheduler = Scheduler(scheduled, say=say)
     heartbeat = Heartbeat(interval)
     now = datetime.now(UTC)
     for name, schedule in config.schedules.items():
         timetable = Timetable.of(schedule, config.reporting)
-        _log(f"{name}: {schedule.cron} ({timetable.timezone}), next {_when(timetable.next(now).at, timetable.timezone)}")
+        say(f"{name}: {schedule.cron} ({timetable.timezone}), next {_when(timetable.next(now).at, timetable.timezone)}",
+            schedule=name, next=timetable.next(now).at)
     if not config.schedules:
-        _log(f"no schedules in {config_path}: serving the API only")
+        say(f"no schedules in {config_path}: serving the API only")
     with listening(create_app(scheduler.job, scheduler, heartbeat, token), host, port) as address, \
             graceful_stop(stop_timeout) as stopping:
-        _log(f"API on http://{address}/ (/health, /metrics, /api/v1{', bearer token required' if token else ''})")
+        say(f"API on http://{address}/ (/health, /metrics, /api/v1{', bearer token required' if token else ''})")
         try:
-            serve_until(scheduler, stopping, heartbeat, _log)
+            serve_until(scheduler, stopping, heartbeat, say)
         except Stopped:
-            _log("the running job was interrupted")
-    _log("stopped")
+            say("the running job was interrupted", logging.WARNING)
+    say("stopped")
 
 
 @jobs.command("list")
@@ -136,10 +148,6 @@ def jobs_history(app: App, config_path: str, name: str | None, limit: int) -> No
         took = f" in {(run.finished_at - run.started_at).total_seconds():.1f} s" if run.finished_at else ""
         click.echo(f"{run.id}  {run.job}  {run.occurrence or 'by hand'}  started {_when(run.started_at, zone)}  "
                    f"{run.status}{took}" + (f": {run.error}" if run.error else ""))
-
-
-def _log(line: str) -> None:
-    click.echo(redact(f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ} {line}"), err=True)
 
 
 def job(app: App, config) -> Job:

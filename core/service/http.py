@@ -30,7 +30,7 @@ def listening(app: FastAPI, host: str, port: int) -> Iterator[str]:
     except OSError as exc:
         reason = os.strerror(exc.errno) if exc.errno else str(exc)  # create_server appends the address again
         raise CrmkpiError(f"cannot listen on {host}:{port}: {reason}") from None
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
                                            lifespan="off"))
     thread = threading.Thread(target=server.run, name="api", daemon=True)
     thread.start()

@@ -7,6 +7,7 @@ runs: its sync rolls back and the run is recorded as failed). A second request i
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 from contextlib import contextmanager
@@ -72,7 +73,7 @@ def graceful_stop(timeout: float) -> Iterator[threading.Event]:
 
 
 def serve_until(scheduler: Scheduler, stopping: threading.Event, heartbeat: Heartbeat,
-                say: Callable[[str], None]) -> None:
+                say: Callable[..., None]) -> None:
     """Tick every ``interval`` seconds until ``stopping`` is set. A failing tick (the database went away)
     is reported and retried, backing off up to :data:`MAX_RETRY_SECONDS`: never a silent stall."""
     failures, interval = 0, heartbeat.interval
@@ -84,7 +85,8 @@ def serve_until(scheduler: Scheduler, stopping: threading.Event, heartbeat: Hear
             failures += 1
             retry = min(interval * 2 ** (failures - 1), MAX_RETRY_SECONDS)
             heartbeat.last_error = first_line(exc)
-            say(f"tick failed ({failures} in a row), retrying in {retry:g} s: {heartbeat.last_error}")
+            say(f"tick failed ({failures} in a row), retrying in {retry:g} s: {heartbeat.last_error}", logging.ERROR,
+                failures=failures, retry_seconds=retry)
             stopping.wait(retry)
             continue
         stopping.wait(interval)

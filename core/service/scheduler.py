@@ -9,6 +9,7 @@ the past: only an occurrence within ``misfire_grace`` of now runs.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Callable
@@ -67,7 +68,8 @@ def _scan(timetable: Timetable, after: datetime, now: datetime,
 class Scheduler:
     job: Job
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
-    say: Callable[[str], None] = lambda line: None
+    #: Told each event: ``say(line, level=logging.INFO, **fields)`` (:func:`.logs.say`).
+    say: Callable[..., None] = lambda line, level=logging.INFO, **fields: None
     #: The schedule whose run is in progress (``/health`` reports it).
     running: str | None = None
 
@@ -76,7 +78,8 @@ class Scheduler:
         store, config = self.job.store, self.job.config
         now = self.clock()
         for run_id in leases.expire(store, now):
-            self.say(f"run {run_id}: its lease expired; marked failed")
+            self.say(f"run {run_id}: its lease expired; marked failed", logging.WARNING, run_id=run_id,
+                     status="failed")
         outcomes = []
         for name, schedule in config.schedules.items():
             timetable = Timetable.of(schedule, config.reporting)
@@ -88,7 +91,8 @@ class Scheduler:
                           f"{due.last_skipped.key} not run (catchup: {schedule.catchup}, misfire_grace: "
                           f"{schedule.misfire_grace} s)")
                 leases.record_skipped(store, name, due.last_skipped.key, due.last_skipped.at, now, reason)
-                self.say(f"{name}: {reason}")
+                self.say(f"{name}: {reason}", logging.WARNING, schedule=name, occurrence=due.last_skipped.key,
+                         status="skipped", skipped=due.skipped)
             for occurrence in due.run:
                 outcome = self._run(name, occurrence)
                 if outcome is None:
@@ -101,13 +105,16 @@ class Scheduler:
                               lease=self.job.lease)
         if run_id is None:  # another replica has it
             return None
-        self.say(f"{name} {occurrence.key}: run {run_id} started")
+        fields = {"schedule": name, "occurrence": occurrence.key, "run_id": run_id}
+        self.say(f"{name} {occurrence.key}: run {run_id} started", status="running", **fields)
         day = occurrence.at.astimezone(ZoneInfo(self.job.config.reporting.timezone)).date()
         self.running = name
         try:
-            outcome = self.job.run(name, run_id, day, say=lambda line: self.say(f"{name} {occurrence.key}: {line}"))
+            outcome = self.job.run(name, run_id, day, say=lambda line: self.say(f"{name} {occurrence.key}: {line}",
+                                                                                 **fields))
         finally:
             self.running = None
-        self.say(f"{name} {occurrence.key}: run {run_id} {outcome.status}"
-                 + (f": {outcome.error}" if outcome.error else ""))
+        self.say(f"{name} {occurrence.key}: run {run_id} {outcome.status}" + (f": {outcome.error}" if outcome.error
+                                                                               else ""),
+                 logging.ERROR if outcome.error else logging.INFO, status=outcome.status, **fields)
         return outcome

@@ -120,6 +120,14 @@ def test_explain_one_cell(client: TestClient):
         ("won deals created in the period", 1, "d1"), ("deals created in the period", 1, "d1")]
 
 
+def test_a_parameter_fastapi_refuses_is_a_one_line_detail_too(client: TestClient):
+    for path, detail in [("/api/v1/jobs?limit=0", "limit: Input should be greater than or equal to 1"),
+                         ("/api/v1/metrics/close_rate/explain?limit=many",
+                          "limit: Input should be a valid integer, unable to parse string as an integer")]:
+        bad = client.get(path, headers=AUTH)
+        assert (bad.status_code, bad.json()) == (422, {"detail": detail})
+
+
 def test_openapi_has_clean_operation_ids(client: TestClient):
     ids = {op["operationId"] for path in client.get("/openapi.json").json()["paths"].values() for op in path.values()}
     assert ids == {"health", "prometheus_metrics", "list_metrics", "get_metric", "latest_values", "metric_series",

@@ -11,6 +11,8 @@ import sys
 import threading
 import time
 import urllib.request
+from datetime import datetime
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -62,7 +64,7 @@ def test_a_lost_store_is_reported_and_retried_with_backoff():
     lines: list[str] = []
     flaky = FlakyScheduler(2, stopping)
     heartbeat = Heartbeat(0.05)
-    serve_until(flaky, stopping, heartbeat, lines.append)
+    serve_until(flaky, stopping, heartbeat, lambda line, *level, **fields: lines.append(line))
     assert flaky.ticks == 3
     assert heartbeat.last_tick is not None and heartbeat.last_error is None
     assert lines == [
@@ -71,7 +73,19 @@ def test_a_lost_store_is_reported_and_retried_with_backoff():
     ]
 
 
-def test_serve_runs_a_due_occurrence_and_exits_0_on_sigterm(kpi_any_store: KpiProject, tmp_path):
+def messages(err: str, log_format: str) -> list[str]:
+    """The messages of ``crmkpi serve``'s stderr: after the time in text lines; in JSON lines, each a JSON
+    object with its time, level and logger."""
+    if log_format == "text":
+        return [line.split(" ", 1)[1] for line in err.splitlines()]
+    events = [json.loads(line) for line in err.splitlines()]
+    assert all(datetime.fromisoformat(e["time"]) and e["level"] == "info" and e["logger"] == "crmkpi.serve"
+               for e in events), events
+    return [e["message"] for e in events]
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_serve_runs_a_due_occurrence_and_exits_0_on_sigterm(kpi_any_store: KpiProject, tmp_path, log_format):
     project = kpi_any_store
     project.write("deals", [{"id": "d1", "created_at": "2026-10-20T00:00:00Z", "is_closed": True, "is_won": True}])
     project.configure("schedules:\n  minutely:\n    cron: '* * * * *'\n    sync: [crm]\n    metrics: [close_rate]\n")
@@ -79,7 +93,8 @@ def test_serve_runs_a_due_occurrence_and_exits_0_on_sigterm(kpi_any_store: KpiPr
     with socket.create_server(("127.0.0.1", 0)) as probe:
         port = probe.getsockname()[1]
     server = subprocess.Popen([sys.executable, "-m", "crmkpi.cli", "serve", "--config", str(project.config),
-                               "--interval", "0.2", "--port", str(port)], stdout=subprocess.PIPE,
+                               "--interval", "0.2", "--port", str(port), "--log-format", log_format],
+                              stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, env=env)
     try:
         deadline = time.monotonic() + 30
@@ -95,13 +110,17 @@ def test_serve_runs_a_due_occurrence_and_exits_0_on_sigterm(kpi_any_store: KpiPr
         server.kill()
     assert server.returncode == 0, err
     assert _statuses(project) == ["success"]
-    lines = [line.split(" ", 1)[1] for line in err.splitlines()]
+    lines = messages(err, log_format)
     assert lines[0].startswith("minutely: * * * * * (UTC), next ")
     assert any(line.endswith(": crm: 1 rows changed") for line in lines), lines
     assert any(line.endswith(": run 1 success") for line in lines), lines
     assert lines[-1] == "stopped"
     assert (health["status"], health["store"], list(health["connectors"])) == ("ok", {"reachable": True}, ["crm"])
     assert out == ""
+    if log_format == "json":
+        [ended] = [json.loads(line) for line in err.splitlines() if json.loads(line)["message"].endswith("success")]
+        assert {k: ended[k] for k in ("schedule", "run_id", "status")} == {"schedule": "minutely", "run_id": 1,
+                                                                           "status": "success"}
 
 
 def _statuses(project: KpiProject) -> list[str]:
@@ -115,28 +134,57 @@ def _statuses(project: KpiProject) -> list[str]:
         store.engine.dispose()
 
 
+ROOT = Path(__file__).parents[2]
+
+
 def test_the_systemd_unit_of_the_deployment_guide_starts_and_stops_cleanly(tmp_path):
     """The ExecStart of docs/deployment.md, run as systemd would (its folder, its environment), then stopped
     with SIGTERM: /health answers 200 and the process exits 0."""
-    from pathlib import Path
+    guide = (ROOT / "docs" / "deployment.md").read_text()
+    [exec_start] = [line for line in guide.splitlines() if line.startswith("ExecStart=")]
+    err = _serves_and_stops(exec_start.removeprefix("ExecStart=/srv/crmkpi/.venv/bin/crmkpi ").split(), {},
+                            tmp_path)
+    assert err.splitlines()[-1].endswith(" stopped")
 
+
+def test_the_dockerfile_command_starts_with_its_environment_and_stops_cleanly(tmp_path):
+    """What the image runs (its CMD, WORKDIR and ENV, its files where COPY puts them), without a container
+    runtime: refused without a token as the image sets a public address, then serving with one."""
+    lines = (ROOT / "Dockerfile").read_text().replace("\\\n", " ").splitlines()
+    instructions = [line.split(None, 1) for line in lines if line and not line.startswith("#")]
+    for *sources, target in [args.split() for op, args in instructions if op == "COPY"]:
+        assert all((ROOT / source).exists() for source in sources), sources
+        assert target == "./" or sources == [target], (sources, target)  # the same layout as here
+    [workdir] = [args for op, args in instructions if op == "WORKDIR"]
+    assert workdir == "/srv/crmkpi"  # the repository's root here
+    env = dict(pair.split("=", 1) for op, args in instructions if op == "ENV" for pair in args.split())
+    [command] = [json.loads(args) for op, args in instructions if op == "CMD"]
+    assert command[0] == "crmkpi"
+    env["CRMKPI_DATA"] = str(tmp_path / "data")  # the image's /data volume
+    refused = _serves_and_stops(command[1:], env, tmp_path, status=1)
+    assert refused == "Error: refusing to serve the API on 0.0.0.0 without a token: set service.api_token " \
+                      "(or CRMKPI_API_TOKEN), or listen on 127.0.0.1\n"
+    err = _serves_and_stops(command[1:], {**env, "CRMKPI_API_TOKEN": "tok-docker-not-a-real-token"}, tmp_path)
+    assert json.loads(err.splitlines()[-1])["message"] == "stopped"
+
+
+def _serves_and_stops(command: list[str], env: dict[str, str], tmp_path: Path, status: int = 0) -> str:
+    """Run ``crmkpi`` with ``command`` from the repository's root on the sample data; unless it exits
+    at once with ``status``, wait for /health to answer 200 and stop it with SIGTERM. Its stderr."""
     from crmkpi.sample_data import generate
 
-    root = Path(__file__).parents[2]
-    guide = (root / "docs" / "deployment.md").read_text()
-    [exec_start] = [line for line in guide.splitlines() if line.startswith("ExecStart=")]
-    command = exec_start.removeprefix("ExecStart=/srv/crmkpi/.venv/bin/crmkpi ").split()
-    generate(tmp_path / "data", seed=42, deals=50)
+    if not (tmp_path / "data").exists():
+        generate(tmp_path / "data", seed=42, deals=50)
     with socket.create_server(("127.0.0.1", 0)) as probe:
         port = probe.getsockname()[1]
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "CRMKPI_LOAD_PLUGINS": ALL_BUILTINS,
-           "CRMKPI_DATA": str(tmp_path / "data"), "CRMKPI_STORE_URL": f"sqlite:///{tmp_path / 'service.db'}"}
-    server = subprocess.Popen([sys.executable, "-m", "crmkpi.cli", *command, "--port", str(port)], cwd=root,
+           "CRMKPI_DATA": str(tmp_path / "data"), "CRMKPI_STORE_URL": f"sqlite:///{tmp_path / 'service.db'}", **env}
+    server = subprocess.Popen([sys.executable, "-m", "crmkpi.cli", *command, "--port", str(port)], cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         health = None
         deadline = time.monotonic() + 30
-        while health is None and time.monotonic() < deadline:
+        while health is None and server.poll() is None and time.monotonic() < deadline:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as answer:
                     health = (answer.status, json.load(answer)["status"])
@@ -146,6 +194,6 @@ def test_the_systemd_unit_of_the_deployment_guide_starts_and_stops_cleanly(tmp_p
         _, err = server.communicate(timeout=60)
     finally:
         server.kill()
-    assert health == (200, "ok"), err
-    assert server.returncode == 0, err
-    assert err.splitlines()[-1].endswith(" stopped")
+    assert server.returncode == status, err
+    assert status != 0 or health == (200, "ok"), err
+    return err

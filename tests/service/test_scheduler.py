@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from datetime import UTC, datetime, timedelta
 
@@ -81,9 +82,9 @@ def scheduler(project: KpiProject, clock: Clock, schedules: str) -> Scheduler:
     project.configure("schedules:\n" + schedules)
     app = App(debug=False)
     config = app.config(str(project.config))
-    lines: list[str] = []
-    made = Scheduler(job(app, config), clock=clock, say=lines.append)
-    made.lines = lines
+    made = Scheduler(job(app, config), clock=clock,
+                     say=lambda line, level=logging.INFO, **fields: made.events.append((line, level, fields)))
+    made.events = []
     return made
 
 
@@ -113,6 +114,18 @@ def test_each_occurrence_runs_once_and_catchup_records_the_gap(project: KpiProje
                                                     "run (catchup: latest, misfire_grace: 3600 s)"),
         ("minutely", "2026-12-05T10:03", "success", None),
     ]
+
+
+def test_what_a_run_says_carries_its_schedule_occurrence_and_outcome(project: KpiProject):
+    project.write("deals", [{**DEALS[0], "created_at": "not a date"}])
+    ticking = scheduler(project, Clock(utc(2026, 12, 5, 10, 0, 20)),
+                        "  minutely:\n    cron: '* * * * *'\n    sync: [crm]\n    metrics: [close_rate]\n")
+    assert [o.status for o in ticking.tick()] == ["failed"]
+    fields = {"schedule": "minutely", "occurrence": "2026-12-05T10:00", "run_id": 1}
+    (started, *_, (ended, level, ended_fields)) = ticking.events
+    assert started == ("minutely 2026-12-05T10:00: run 1 started", logging.INFO, {**fields, "status": "running"})
+    assert ended.startswith("minutely 2026-12-05T10:00: run 1 failed: sync of crm failed: ") and "not a date" in ended
+    assert (level, ended_fields) == (logging.ERROR, {**fields, "status": "failed"})
 
 
 @pytest.mark.parametrize("zone, cron, start, expected", [
@@ -150,7 +163,8 @@ def test_a_dead_owners_run_is_failed_and_the_schedule_goes_on(project: KpiProjec
                                                    "stopped renewing it (killed, or lost its database connection)"),
         ("minutely", "2026-12-05T10:00", "success", None),
     ]
-    assert ticking.lines[0] == "run 1: its lease expired; marked failed"
+    assert ticking.events[0] == ("run 1: its lease expired; marked failed", logging.WARNING,
+                                 {"run_id": 1, "status": "failed"})
 
 
 def test_a_live_run_is_never_overlapped(project: KpiProject):
