@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from datetime import datetime
 from pathlib import Path
+from typing import Callable
 
 import pytest
 from sqlalchemy import select
@@ -168,9 +171,47 @@ def test_the_dockerfile_command_starts_with_its_environment_and_stops_cleanly(tm
     assert json.loads(err.splitlines()[-1])["message"] == "stopped"
 
 
-def _serves_and_stops(command: list[str], env: dict[str, str], tmp_path: Path, status: int = 0) -> str:
+def test_serve_on_the_demo_config_exposes_its_kpis_and_guards_the_api(tmp_path):
+    """The issue's acceptance: `crmkpi serve --config config/demo.yaml` after `make demo`'s sync and run
+    (a copy of the config, so that its ../build is this test's)."""
+    (tmp_path / "config").mkdir()
+    shutil.copy(ROOT / "config" / "demo.yaml", tmp_path / "config" / "demo.yaml")
+    config = str(tmp_path / "config" / "demo.yaml")
+    env = {"CRMKPI_DEMO_DATA": str(tmp_path / "build" / "demo-data"), "CRMKPI_API_TOKEN": "tok-demo-not-a-real-token"}
+    cli = [sys.executable, "-m", "crmkpi.cli"]
+    base = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "CRMKPI_LOAD_PLUGINS": ALL_BUILTINS, **env}
+    for step in (["sample-data", "--out", env["CRMKPI_DEMO_DATA"], "--deals", "300"], ["sync", "--config", config],
+                 ["run", "--config", config, "--period", "2025"]):
+        subprocess.run([*cli, *step], env=base, check=True, capture_output=True)
+    seen = {}
+
+    def look(port: int) -> None:
+        def get(path: str, token: str | None = None) -> tuple[int, bytes]:
+            request = urllib.request.Request(f"http://127.0.0.1:{port}{path}",
+                                             headers={"Authorization": f"Bearer {token}"} if token else {})
+            try:
+                with urllib.request.urlopen(request, timeout=10) as answer:
+                    return answer.status, answer.read()
+            except urllib.error.HTTPError as refused:
+                return refused.code, refused.read()
+
+        seen["metrics"] = get("/metrics")[1].decode()
+        seen["no token"] = get("/api/v1/metrics/win_rate/latest")
+        seen["latest"] = get("/api/v1/metrics/win_rate/latest", env["CRMKPI_API_TOKEN"])
+
+    _serves_and_stops(["serve", "--config", config], env, tmp_path, while_serving=look)
+    samples = dict(line.rsplit(" ", 1) for line in seen["metrics"].splitlines() if line and line[0] != "#")
+    [saved] = json.loads(seen["latest"][1])
+    assert float(samples["crmkpi_win_rate_ratio"]) == pytest.approx(saved["value"]) and 0 < saved["value"] < 1
+    assert {"crmkpi_net_new_revenue_usd", "crmkpi_sales_cycle_length_seconds", "crmkpi_nps_points"} <= set(samples)
+    assert seen["no token"] == (401, b'{"detail":"a valid bearer token is required (Authorization: Bearer <token>)"}')
+
+
+def _serves_and_stops(command: list[str], env: dict[str, str], tmp_path: Path, status: int = 0,
+                      while_serving: Callable[[int], None] = lambda port: None) -> str:
     """Run ``crmkpi`` with ``command`` from the repository's root on the sample data; unless it exits
-    at once with ``status``, wait for /health to answer 200 and stop it with SIGTERM. Its stderr."""
+    at once with ``status``, wait for /health to answer 200, call ``while_serving(port)`` and stop it
+    with SIGTERM. Its stderr."""
     from crmkpi.sample_data import generate
 
     if not (tmp_path / "data").exists():
@@ -190,6 +231,8 @@ def _serves_and_stops(command: list[str], env: dict[str, str], tmp_path: Path, s
                     health = (answer.status, json.load(answer)["status"])
             except OSError:
                 time.sleep(0.2)
+        if health is not None:
+            while_serving(port)
         server.send_signal(signal.SIGTERM)
         _, err = server.communicate(timeout=60)
     finally:
