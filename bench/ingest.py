@@ -6,6 +6,8 @@ Measures, side by side in one run (see bench/README.md and docs/performance.md):
   ``csv.reader`` over deals.csv, minimal value conversion, one
   ``INSERT ... ON CONFLICT (source, id) DO UPDATE`` ``executemany`` in one transaction,
   into a database whose schema crmkpi created beforehand (untimed);
+* baseline, primary key only -- the same loader into the same schema without its secondary
+  indexes (``ix_deals_created_at``, ``ix_deals_closed_at``): the floor of a plain load (no target);
 * crmkpi first sync -- ``crmkpi sync --config <tmp>`` into a store file that does not
   exist yet (so the timing includes creating the schema);
 * crmkpi second sync -- the same command again, file unchanged;
@@ -269,11 +271,18 @@ def create_schema(path: str) -> None:
     Store(f"sqlite:///{path}").engine.dispose()
 
 
-def fresh_baseline_db(path: Path) -> None:
-    """An empty database with crmkpi's schema (its alembic migration, as a sync would create it)."""
+def fresh_baseline_db(path: Path, secondary_indexes: bool = True) -> None:
+    """An empty database with crmkpi's schema (its alembic migration, as a sync would create it), with or
+    without the deals table's secondary indexes."""
     for p in _db_files(path):
         p.unlink(missing_ok=True)
     subprocess.run([sys.executable, str(Path(__file__).resolve()), "_schema", str(path)], check=True)
+    if not secondary_indexes:
+        conn = sqlite3.connect(path)
+        for _, name, unique, origin, *_ in conn.execute("PRAGMA index_list(deals)").fetchall():
+            if not unique and origin == "c":
+                conn.execute(f"DROP INDEX {name}")
+        conn.close()
 
 
 def _db_files(path: Path) -> list[Path]:
@@ -395,9 +404,12 @@ def report(results: dict, args, sqlite_version: str) -> tuple[str, list[tuple[st
     base = _median([r["seconds"] for r in results["baseline"]])
     first = _median([r["seconds"] for r in results["first"]])
     second = _median([r["seconds"] for r in results["second"]])
+    floor = _median([r["seconds"] for r in results["baseline_pk"]])
     rows = [
         ("baseline: stdlib csv + sqlite3 executemany upsert", "baseline", "1.00 (reference)"),
-        ("crmkpi sync, first (new store)", "first", f"{first / base:.2f} × baseline"),
+        ("baseline, primary key only", "baseline_pk", f"{floor / base:.2f} × baseline"),
+        ("crmkpi sync, first (new store)", "first", f"{first / base:.2f} × baseline, {first / floor:.2f} × "
+                                                    "primary key only"),
         ("crmkpi sync, second (file unchanged)", "second", f"{second / first:.2f} × first"),
     ]
     if results["changed"]:
@@ -478,7 +490,7 @@ def _run(args, work: Path) -> int:
         print(f"1% changed copy: {len(changed):,} rows with a new updated_at and amount", flush=True)
     count_rows(csv_path)  # read once so that every variant starts with the file in the page cache
 
-    results: dict[str, list[dict]] = {"baseline": [], "first": [], "second": [], "changed": []}
+    results: dict[str, list[dict]] = {"baseline": [], "baseline_pk": [], "first": [], "second": [], "changed": []}
     load_before = os.getloadavg()
     baseline_cmd = [sys.executable, str(Path(__file__).resolve()), "_baseline", str(csv_path)]
     logs = work / "logs"
@@ -490,12 +502,16 @@ def _run(args, work: Path) -> int:
         changed_store = work / f"crmkpi-changed-{n}.db"
 
         def baseline() -> None:
-            fresh_baseline_db(base_db)
-            r = measure(baseline_cmd + [str(base_db), args.baseline_extra], logs / f"baseline-{n}.log",
-                        args.interval)
-            results["baseline"].append(r)
-            print(f"[{n}] baseline              {r['seconds']:7.2f} s  PSS {_mb(r['pss_mb'])} MB  "
-                  f"maxRSS {_mb(r['maxrss_mb'])} MB  CPU stall {_pct(r['stall'])}", flush=True)
+            for key, indexes in (("baseline", True), ("baseline_pk", False)):
+                db = base_db if indexes else work / f"baseline-pk-{n}.db"
+                fresh_baseline_db(db, indexes)
+                r = measure(baseline_cmd + [str(db), args.baseline_extra], logs / f"{key}-{n}.log", args.interval)
+                results[key].append(r)
+                print(f"[{n}] {key:<21} {r['seconds']:7.2f} s  PSS {_mb(r['pss_mb'])} MB  "
+                      f"maxRSS {_mb(r['maxrss_mb'])} MB  CPU stall {_pct(r['stall'])}", flush=True)
+                if not indexes:
+                    for p in _db_files(db):
+                        p.unlink(missing_ok=True)
 
         def crmkpi() -> None:
             for p in _db_files(store):

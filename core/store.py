@@ -241,6 +241,32 @@ class Store:
         finally:
             cursor.close()
 
+    @contextmanager
+    def bulk_load(self, conn: Connection, table: str) -> Iterator[None]:
+        """Around a load into ``table`` in the caller's transaction: on SQLite, when the table is empty, its
+        secondary indexes are dropped first and built again after.
+
+        Their keys (``created_at``, ``closed_at``) arrive in random order, and inserting each into a B-tree
+        larger than the page cache reads and writes pages over and over; building an index afterwards is one
+        sort. The drop is part of the transaction, so a failure or a kill brings the indexes back with the
+        empty table. Incremental loads (into a table that has rows) are left alone, and so is PostgreSQL,
+        where dropping an index would block every reader of the table until the sync commits.
+        """
+        if self.dialect != "sqlite" or conn.exec_driver_sql(f"SELECT 1 FROM {table} LIMIT 1").first():
+            yield
+            return
+        made = {}  # name -> its CREATE INDEX statement, for the indexes created by crmkpi's schema
+        for _, name, unique, origin, *_ in conn.exec_driver_sql(f"PRAGMA index_list({table})").all():
+            if not unique and origin == "c":
+                made[name] = conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE name = ?", (name,)).scalar()
+        if made and not conn.connection.driver_connection.in_transaction:
+            conn.exec_driver_sql("BEGIN")  # the driver begins one only before an INSERT: the DROP must be in it
+        for name in made:
+            conn.exec_driver_sql(f"DROP INDEX {name}")
+        yield
+        for sql in made.values():
+            conn.exec_driver_sql(sql)
+
     def mark_deleted(self, conn: Connection, table: str, source: str, ids: Iterable[str],
                      synced_at: datetime) -> int:
         """Flag rows the source deleted (keeping them); returns rows changed."""

@@ -139,7 +139,8 @@ def _load_stream(store: Store, conn: Connection | None, connector: str, stream: 
             covered = covered or _check_coverage(stream, needs, notes)  # before writing, when it can tell
             if first is None and not checkpoint:
                 break
-            with nullcontext(conn) if conn is not None else store.transaction() as target:
+            with nullcontext(conn) if conn is not None else store.transaction() as target, \
+                    store.bulk_load(target, stream.table):
                 if first is not None:
                     rows = itertools.chain(first, itertools.chain.from_iterable(batches))
                     report.written += store.upsert_rows(target, stream.table, stream.columns, rows,

@@ -417,3 +417,61 @@ def test_with_a_strict_stream_a_missing_column_is_an_error(sqlite_store):
 def test_a_stream_without_coverage_is_not_checked(sqlite_store):
     report, _ = run_scripted(sqlite_store, [[("a1", "Acme")], Checkpoint()])
     assert report.streams[0].notes == []
+
+
+# -- the first load of a table -------------------------------------------------------------------
+
+
+@pytest.fixture
+def statements(monkeypatch) -> list[str]:
+    """Every SQL statement the store's engines send, as sent."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    sent: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        sent.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", record)
+    yield sent
+    event.remove(Engine, "before_cursor_execute", record)
+
+
+def indexes(store: Store) -> list[tuple]:
+    return sorted(query(store, "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"))
+
+
+def test_a_first_load_builds_the_indexes_after_the_rows_and_a_later_one_keeps_them(sqlite_store, data, statements):
+    schema = indexes(sqlite_store)
+    assert [name for name, _ in schema] == ["ix_deal_stage_changes_deal", "ix_deals_closed_at", "ix_deals_created_at",
+                                            "ix_job_runs_job", "ix_metric_results_metric_period",
+                                            "ix_metric_results_run_id", "ix_sync_runs_connector"]
+    (data / "deals.csv").write_text("id,created_at\nd1,2024-01-01\nd2,2024-02-01\n")
+    sync_connector(sqlite_store, load_registry(), "crm", files_connector(data), data)
+    assert [s for s in statements if s.startswith(("DROP INDEX", "CREATE INDEX"))] == [
+        "DROP INDEX ix_deals_created_at", "DROP INDEX ix_deals_closed_at",
+        "CREATE INDEX ix_deals_created_at ON deals (created_at)", "CREATE INDEX ix_deals_closed_at ON deals (closed_at)"]
+    assert indexes(sqlite_store) == schema
+    assert query(sqlite_store, "SELECT id FROM deals INDEXED BY ix_deals_created_at WHERE created_at > '2024-01-15'") \
+        == [("d2",)]  # built over the loaded rows
+    statements.clear()
+    (data / "deals.csv").write_text("id,created_at\nd1,2024-01-01\nd2,2024-02-01\nd3,2024-03-01\n")
+    sync_connector(sqlite_store, load_registry(), "crm", files_connector(data), data)
+    assert [s for s in statements if "INDEX" in s] == [] and indexes(sqlite_store) == schema
+
+
+def test_a_failed_first_load_leaves_the_indexes_and_an_empty_table(sqlite_store, data):
+    schema = indexes(sqlite_store)
+    (data / "deals.csv").write_text("id,created_at\nd1,2024-01-01\nd2,someday\n")
+    with pytest.raises(SourceDataError):
+        sync_connector(sqlite_store, load_registry(), "crm", files_connector(data), data)
+    assert indexes(sqlite_store) == schema and query(sqlite_store, "SELECT id FROM deals") == []
+
+
+def test_postgresql_keeps_its_indexes_through_a_first_load(store, data, statements):
+    (data / "deals.csv").write_text("id,created_at\nd1,2024-01-01\n")
+    sync_connector(store, load_registry(), "crm", files_connector(data), data)
+    dropped = [s for s in statements if s.startswith("DROP INDEX")]
+    assert dropped == ([] if store.dialect == "postgresql" else ["DROP INDEX ix_deals_created_at",
+                                                                  "DROP INDEX ix_deals_closed_at"])
