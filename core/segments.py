@@ -100,7 +100,9 @@ class CustomField(FunctionElement):
     such a name is looked up among the keys that ``json_each`` decodes."""
 
     type = String()
-    inherit_cache = True
+    # The name shapes the SQL (a JSON path, or a json_each lookup), not only a bound value: a statement
+    # compiled for one custom field must never be reused for another from SQLAlchemy's cache.
+    inherit_cache = False
 
     def __init__(self, extra: ColumnElement, name: str) -> None:
         self.field = name

@@ -147,3 +147,19 @@ def test_serve_says_when_its_port_is_taken(kpi: KpiProject):
         result = CliRunner().invoke(cli, ["serve", "--config", str(kpi.config), "--port", str(port)])
     assert result.exit_code == 1
     assert result.stderr.splitlines()[-1] == f"Error: cannot listen on 127.0.0.1:{port}: Address already in use"
+
+
+def test_series_by_one_custom_field_then_another_each_get_their_own_values(kpi: KpiProject, monkeypatch):
+    """A long-running service compiles many statements: one for a custom field must never serve another."""
+    kpi.write("deals", [{**deal, "color": color, "size": size}
+                        for deal, color, size in zip(DEALS, ("red", "blue"), ("S", "L"))])
+    kpi.configure("reporting: {default_period: 2024-01}\n", files="tables: {deals: {extra: [color, size]}}\n")
+    kpi.sync()
+    app = App(debug=False)
+    config = app.config(str(kpi.config))
+    scheduler = Scheduler(job(app, config))
+    client = TestClient(create_app(scheduler.job, scheduler, Heartbeat(15), None))
+    for field, values in [("extra.color", ["blue", "red"]), ("extra.size", ["L", "S"]), ("extra.color", ["blue", "red"])]:
+        answer = client.get("/api/v1/metrics/close_rate/series", params={"segment": field}).json()
+        assert sorted(r["segment"][field] for r in answer) == values
+    scheduler.job.store.engine.dispose()
