@@ -26,6 +26,7 @@ from sqlalchemy.types import TypeDecorator
 from . import hookspecs
 from .connector import Checkpoint, ConnectorType, Stream, SyncContext
 from .config import MetricSettings, RawConfig, Reporting, Schedule, ServiceSettings
+from .grouped import Cell, Grid
 from .metrics import Metric, MetricContext, Param, Value
 from .models import ENTITIES, Entity, MetricResult, SyncRun, SyncState
 from .plugins import Registry, load_registry
@@ -126,7 +127,7 @@ def hooks_page() -> str:
             signature = str(inspect.signature(function)).replace("'", "")
             lines += [f"## `{name}{signature}`", "", inspect.getdoc(function) or "", ""]
     lines += ["# What plugins register and receive", ""]
-    for cls in (Metric, Param, MetricContext, Value, ConnectorType, SyncContext, Stream, Checkpoint):
+    for cls in (Metric, Param, MetricContext, Value, Grid, Cell, ConnectorType, SyncContext, Stream, Checkpoint):
         lines += [f"## `{cls.__module__}.{cls.__name__}`", "", inspect.getdoc(cls) or "", ""]
         hints = typing.get_type_hints(cls) if dataclasses.is_dataclass(cls) else {}
         if hints:

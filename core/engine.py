@@ -22,6 +22,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from . import segments
 from .errors import ConfigError, CrmkpiError, MetricError, StoreError
+from .grouped import Grid
 from .metrics import TABLES, Metric, MetricContext, Value
 from .models import MetricResult, SyncRun
 from .periods import Calendar, Period
@@ -75,13 +76,16 @@ class _Split:
 
 
 def run_metrics(engine: Engine, run: Run, settings: Settings | None = None, *, persist: bool = True,
-                progress: Callable[[Metric, int], None] | None = None, stop_on_error: bool = False) -> list[dict]:
+                progress: Callable[[Metric, int], None] | None = None, stop_on_error: bool = False,
+                grouped: bool = True) -> list[dict]:
     """Compute every metric for every (period, segment); results are persisted under one run id and returned.
 
     What was asked is checked first (params, dimensions): a mistake there raises before anything is
     computed. A metric that then fails (a plugin raising, a missing fx rate) does not stop the others:
     its rows carry ``error``, a null value, and are not persisted. ``stop_on_error`` raises the first
     failure instead (``crmkpi --debug``). ``progress(metric, index)`` is called as each metric starts.
+    A metric with a grouped compute fills all its cells at once (``grouped=False``: cell by cell, the
+    tests' oracle).
     """
     settings = settings or Settings()
     periods = settings.calendar.split(run.period, run.grain) if run.grain else [run.period]
@@ -94,6 +98,9 @@ def run_metrics(engine: Engine, run: Run, settings: Settings | None = None, *, p
         for index, metric in enumerate(run.metrics):
             if progress is not None:
                 progress(metric, index)
+            split = splits[metric.id]
+            cells.known = _grouped(conn, metric, params[metric.id], split, periods, run.compare, settings,
+                                   cells.today, stop_on_error) if grouped and metric.grouped and not split.error else {}
             results += [cells.result(metric, params[metric.id], splits[metric.id], segment, period)
                         for segment in splits[metric.id].segments for period in periods]
     if persist:
@@ -155,6 +162,8 @@ class _Cells:
     freshness: datetime | None
     #: The entity tables without a live row (a metric needing one says so).
     empty: set[str]
+    #: The values of the metric being computed that its grouped compute found, by (period, segment).
+    known: dict[tuple[Period, segments.Segment | None], Value] = field(default_factory=dict)
 
     def result(self, metric: Metric, params: dict[str, Any], split: _Split, segment: segments.Segment | None,
                period: Period) -> dict[str, Any]:
@@ -189,6 +198,8 @@ class _Cells:
     def attempt(self, metric: Metric, period: Period, params: dict[str, Any],
                 segment: segments.Segment | None) -> tuple[Value | None, str | None]:
         """The metric's value, or None and the error (without the metric's name) when it fails."""
+        if (period, segment) in self.known:
+            return self.known[period, segment], None
         # A savepoint, not a rollback: PostgreSQL refuses every later statement of a transaction a
         # statement failed in, and rolling the whole transaction back would leave the run's snapshot.
         savepoint = self.conn.begin_nested()
@@ -201,6 +212,30 @@ class _Cells:
             return None, redact(str(exc).removeprefix(f"{metric.id}: "))  # printed in the results
         savepoint.commit()
         return value, None
+
+
+def _grouped(conn: Connection, metric: Metric, params: dict[str, Any], split: _Split, periods: list[Period],
+             compare: tuple[str, ...], settings: Settings, today: date,
+             stop_on_error: bool) -> dict[tuple[Period, segments.Segment | None], Value]:
+    """Every cell's value from the metric's grouped compute: the run's periods and their comparisons,
+    each segment. Empty when it raised: the cells are then computed one by one, so that a failure
+    (a missing fx rate) lands on the cells it concerns, as the per-cell path reports it."""
+    others = [settings.calendar.previous if kind == "previous" else settings.calendar.year_ago for kind in compare]
+    parts = list(dict.fromkeys([*periods, *(other(period) for period in periods for other in others)]))
+    dimensions = tuple(d for d, _ in split.segments[0].parts) if split.segments[0] else ()
+    keys = {tuple(v for _, v in s.parts) if s else (): s for s in split.segments}
+    grid = Grid(conn, parts, [p.bounds(settings.timezone) for p in parts], dimensions, list(keys), params,
+                settings.currency, settings.timezone, today)
+    savepoint = conn.begin_nested()  # as in _Cells.attempt: a failed statement must not end the snapshot
+    try:
+        found = metric.grouped(grid)
+    except Exception as exc:
+        savepoint.rollback()
+        if stop_on_error and not isinstance(exc, MetricError):
+            raise
+        return {}
+    savepoint.commit()
+    return {(parts[cell.part], keys[cell.segment]): value for cell, value in found.items()}
 
 
 def empty_tables(conn: Connection) -> set[str]:

@@ -21,13 +21,12 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from . import segments
 from .errors import MetricError
-from .models import ENTITIES, FxRate, SyncRun
+from .grouped import Cell, Grid
+from .models import TABLES, FxRate
 from .periods import Period
 
 Unit = Literal["ratio", "currency", "days", "hours", "months", "count", "score", "points"]
 
-#: Tables a metric may read: the normalized entities plus the sync history (for data-health metrics).
-TABLES = {**{name: model.__table__ for name, model in ENTITIES.items()}, "sync_runs": SyncRun.__table__}
 
 
 @dataclass(frozen=True)
@@ -285,6 +284,9 @@ class Metric:
     #: ``is_deleted``. A sync that loads one of these tables without the column names this metric,
     #: so that a file lacking ``is_won`` never reads silently as "no deal won".
     needs: tuple[str, ...] = ()
+    #: The same values for every cell of a run at once (:mod:`crmkpi.grouped`): a dict with a
+    #: :class:`~crmkpi.metrics.Value` for each of the grid's cells. Without it, ``compute`` runs per cell.
+    grouped: Callable[[Grid], dict[Cell, Value]] | None = None
 
     def __post_init__(self) -> None:
         unknown = set(self.tables) - set(TABLES)

@@ -274,3 +274,7 @@ class MetricResult(SQLModel, table=True):
     target_status: Optional[str] = None
     computed_at: datetime
     data_freshness: Optional[datetime] = Field(default=None, description="oldest last successful sync feeding it")
+
+
+#: Tables a metric may read: the normalized entities plus the sync history (for data-health metrics).
+TABLES = {**{name: model.__table__ for name, model in ENTITIES.items()}, "sync_runs": SyncRun.__table__}

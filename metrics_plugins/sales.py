@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 from sqlalchemy import case, func, literal, select
+from sqlalchemy.sql.elements import ColumnElement
 
 from crmkpi import hookimpl
-from crmkpi.metrics import Metric, MetricContext, Param, Value, ratio
+from crmkpi.grouped import Cell, Grid
+from crmkpi.metrics import TABLES, Metric, MetricContext, Param, Value, ratio
+
+# Each metric twice: ``compute`` for one cell (and ``crmkpi explain``), ``grouped`` for all cells of a
+# run at once, with the same aggregates and notes.
+
+NO_DEAL_CREATED = "no deals created in the period"
+UNDATED_DEALS = "deal(s) without created_at (in no period)"
 
 
 def close_rate(ctx: MetricContext) -> Value:
@@ -15,32 +23,70 @@ def close_rate(ctx: MetricContext) -> Value:
     ctx.record("deals created in the period", deals, created)
     wins, total = ctx.conn.execute(  # both sides in one scan
         select(func.count().filter(won), func.count()).where(*ctx.scope(deals), created)).one()
-    undated = ctx.left_out("deal(s) without created_at (in no period)", deals, deals.c.created_at.is_(None))
-    return ratio(wins, total, empty="no deals created in the period").noted(undated)
+    undated = ctx.left_out(UNDATED_DEALS, deals, deals.c.created_at.is_(None))
+    return ratio(wins, total, empty=NO_DEAL_CREATED).noted(undated)
+
+
+def close_rate_grouped(grid: Grid) -> dict[Cell, Value]:
+    deals = grid.table("deals")
+    counts = grid.by_part(deals, deals.c.created_at, func.count().filter(deals.c.is_won.is_(True)), func.count())
+    undated = grid.left_out(UNDATED_DEALS, deals, deals.c.created_at.is_(None))
+    return {cell: ratio(*counts.get(cell, (0, 0)), empty=NO_DEAL_CREATED).noted(undated.get(cell.segment))
+            for cell in grid.cells}
+
+
+class WinRate:
+    """What both ways of computing the win rate share: the cohort, the weights, the notes."""
+
+    def __init__(self, params: dict) -> None:
+        deals = self.deals = TABLES["deals"]
+        self.by_close = params["cohort"] == "closed"
+        self.by_amount = params["by"] == "amount"
+        self.cohort = deals.c.closed_at if self.by_close else deals.c.created_at
+        self.closed, self.won = deals.c.is_closed.is_(True), deals.c.is_won.is_(True)
+
+    def sums(self, weight) -> tuple:
+        """wins, total weight, deals without an amount."""
+        return (func.sum(case((self.won, weight), else_=0)), func.sum(weight),
+                func.count() - func.count(self.deals.c.amount))
+
+    def amount(self) -> ColumnElement:
+        return func.coalesce(self.deals.c.amount, 0)
+
+    def undated(self) -> tuple[str, tuple]:
+        return (f"closed deal(s) without {self.cohort.name} (in no period)",
+                (self.closed, self.cohort.is_(None)))
+
+    def value(self, wins, total, unsized, undated: str | None) -> Value:
+        empty = "no deals closed (won or lost) in the period" if self.by_close \
+            else "no deal created in the period is closed (won or lost)"
+        notes = [undated]
+        if self.by_amount and unsized:
+            notes.append(f"{unsized} won or lost deal(s) without amount counted as 0")
+        return ratio(wins, total, empty=empty).noted(*notes)
 
 
 def win_rate(ctx: MetricContext) -> Value:
-    deals = ctx.table("deals")
-    by_close = ctx.params["cohort"] == "closed"
-    cohort = deals.c.closed_at if by_close else deals.c.created_at
-    closed = deals.c.is_closed.is_(True)
-    decided = (ctx.in_period(cohort), closed)
-    won = deals.c.is_won.is_(True)
-    ctx.record("won deals", deals, *decided, won)
+    rate = WinRate(ctx.params)
+    deals = rate.deals
+    decided = (ctx.in_period(rate.cohort), rate.closed)
+    ctx.record("won deals", deals, *decided, rate.won)
     ctx.record("won and lost deals", deals, *decided)
-    if ctx.params["by"] == "count":
-        weight = literal(1)
-    else:
-        weight = ctx.money(deals, func.coalesce(deals.c.amount, 0), deals.c.closed_at, *decided)
-    wins, total, unsized = ctx.conn.execute(
-        select(func.sum(case((won, weight), else_=0)), func.sum(weight), func.count() - func.count(deals.c.amount))
-        .where(*ctx.scope(deals), *decided)).one()
-    empty = "no deals closed (won or lost) in the period" if by_close \
-        else "no deal created in the period is closed (won or lost)"
-    notes = [ctx.left_out(f"closed deal(s) without {cohort.name} (in no period)", deals, closed, cohort.is_(None))]
-    if ctx.params["by"] == "amount" and unsized:
-        notes.append(f"{unsized} won or lost deal(s) without amount counted as 0")
-    return ratio(wins, total, empty=empty).noted(*notes)
+    weight = ctx.money(deals, rate.amount(), deals.c.closed_at, *decided) if rate.by_amount else literal(1)
+    wins, total, unsized = ctx.conn.execute(select(*rate.sums(weight)).where(*ctx.scope(deals), *decided)).one()
+    rows, where = rate.undated()
+    return rate.value(wins, total, unsized, ctx.left_out(rows, deals, *where))
+
+
+def win_rate_grouped(grid: Grid) -> dict[Cell, Value]:
+    rate = WinRate(grid.params)
+    deals = rate.deals
+    weight = grid.money(deals, rate.amount(), deals.c.closed_at, rate.cohort, rate.closed) if rate.by_amount \
+        else literal(1)
+    sums = grid.by_part(deals, rate.cohort, *rate.sums(weight), where=(rate.closed,))
+    rows, where = rate.undated()
+    undated = grid.left_out(rows, deals, *where)
+    return {cell: rate.value(*sums.get(cell, (None, None, 0)), undated.get(cell.segment)) for cell in grid.cells}
 
 
 COHORT = Param("cohort", str, "closed", "which deals count: those closed in the period (as CRM win-rate reports "
@@ -58,6 +104,7 @@ METRICS = [
         direction="higher",
         tables=("deals",),
         compute=close_rate,
+        grouped=close_rate_grouped,
         needs=("deals.created_at", "deals.is_won"),
     ),
     Metric(
@@ -77,6 +124,7 @@ METRICS = [
         direction="higher",
         tables=("deals",),
         compute=win_rate,
+        grouped=win_rate_grouped,
         needs=("deals.closed_at", "deals.is_closed", "deals.is_won"),
         params=(
             Param("by", str, "count", "weigh deals by count or by amount", choices=("count", "amount")),

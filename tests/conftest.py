@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -32,6 +33,22 @@ ALL_BUILTINS = ("files,salesforce,hubspot,sales_metrics,pipeline_metrics,custome
 POSTGRES_ENV = "CRMKPI_TEST_POSTGRES_URL"
 #: Plugin packages that tests install as third-party distributions (see ``install``).
 PLUGIN_SOURCES = Path(__file__).resolve().parent / "plugins"
+
+
+#: Examples per property test in the long run (``make reliability``).
+LONG_EXAMPLES = 400
+
+
+def property_settings(default: int) -> settings:
+    """Hypothesis settings of a property test: ``default`` examples, so that ``make test`` takes seconds
+    more; ``CRMKPI_HYPOTHESIS_EXAMPLES=N`` sets them, ``CRMKPI_RELIABILITY=long`` raises them to
+    :data:`LONG_EXAMPLES`. Examples are whole syncs or runs: no deadline. The stores are module-scoped
+    and each example sets up its own data, so function-scoped fixtures (the autouse ones) are harmless."""
+    examples = int(os.environ.get("CRMKPI_HYPOTHESIS_EXAMPLES") or 0) or \
+        (LONG_EXAMPLES if os.environ.get("CRMKPI_RELIABILITY") == "long" else default)
+    return settings(max_examples=examples, deadline=None, print_blob=True,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                                           HealthCheck.data_too_large, HealthCheck.large_base_example])
 
 
 @pytest.fixture(autouse=True)

@@ -1,10 +1,5 @@
-"""What the hostile-input property tests share: example counts, the stores they run on, the oracle
-of a CLI outcome.
-
-Example counts stay small by default, so that ``make test`` takes seconds more;
-``CRMKPI_HYPOTHESIS_EXAMPLES=N`` sets them, and ``CRMKPI_RELIABILITY=long`` (``make reliability``)
-raises them to :data:`LONG_EXAMPLES`.
-"""
+"""What the hostile-input property tests share: the stores they run on, the oracle of a CLI outcome
+(example counts: :func:`conftest.property_settings`)."""
 
 from __future__ import annotations
 
@@ -17,31 +12,12 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
-from hypothesis import HealthCheck, settings
 
 from crmkpi.cli import cli
 from crmkpi.store import Store
 
-from conftest import POSTGRES_ENV, store_url_for
+from conftest import POSTGRES_ENV, property_settings, store_url_for  # noqa: F401 (re-exported)
 from storecheck import all_rows, utc
-
-LONG_EXAMPLES = 400
-
-
-def examples(default: int) -> int:
-    """How many examples a property test runs: ``default``, unless the environment asks for more."""
-    if os.environ.get("CRMKPI_HYPOTHESIS_EXAMPLES"):
-        return int(os.environ["CRMKPI_HYPOTHESIS_EXAMPLES"])
-    return LONG_EXAMPLES if os.environ.get("CRMKPI_RELIABILITY") == "long" else default
-
-
-def property_settings(default: int) -> settings:
-    # A sync takes tenths of a second: no deadline. The stores are module-scoped and each example
-    # writes under its own source name, so function-scoped fixtures (the autouse ones) are harmless.
-    return settings(max_examples=examples(default), deadline=None, print_blob=True,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                           HealthCheck.data_too_large, HealthCheck.large_base_example])
-
 
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):

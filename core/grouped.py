@@ -1,0 +1,125 @@
+"""Grouped metrics: a whole series × segments × comparisons in one query per aggregate.
+
+The per-cell path (:func:`crmkpi.engine.compute`) runs a metric's ``compute`` once per period part,
+segment and comparison, each a full query: its cost grows with cells × rows. A metric that also
+declares ``grouped`` describes its aggregation once, against a :class:`Grid`: the grid holds every
+period part the run needs (the run's, and those its comparisons need) as a *calendar* — one row per
+part with its bounds as UTC instants, computed by the reporting calendar exactly as the per-cell
+path computes them, so time zones, DST, fiscal years and week starts agree — and the segments.
+:meth:`Grid.by_part` joins a table to the calendar on a timestamp, groups by part and by the
+segment key of each row (:func:`crmkpi.segments.expression`, the very expression the per-cell
+path filters on) and returns the aggregates per :class:`Cell`. The metric turns them into one
+:class:`~crmkpi.metrics.Value` per cell, with the same values, numerators, denominators and notes as
+its ``compute`` gives for that cell: a test computes every grouped metric both ways and compares.
+
+A grouped metric raises :class:`~crmkpi.errors.MetricError` where its per-cell values would fail (a
+missing fx rate); the engine then computes that metric cell by cell, so each failure lands on the
+cells it concerns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any, Iterable, NamedTuple
+
+from sqlalchemy import Integer, Table, and_, case, column, exists, func, select, values
+from sqlalchemy.engine import Connection, Row
+from sqlalchemy.sql.elements import ColumnElement
+
+from . import segments
+from .errors import MetricError
+from .models import TABLES, FxRate
+from .periods import Period
+
+
+class Cell(NamedTuple):
+    """One value of a grouped run: the index of its period part in :attr:`Grid.parts`, and its segment's
+    values in the order of :attr:`Grid.dimensions` (``()`` when the run is not split)."""
+
+    part: int
+    segment: tuple
+
+
+@dataclass
+class Grid:
+    """What a grouped metric computes over: period parts, segments, params, the reporting settings."""
+
+    conn: Connection
+    parts: list[Period]
+    #: Each part's ``[start, end)`` as UTC instants.
+    bounds: list[tuple[datetime, datetime]]
+    dimensions: tuple[str, ...]
+    #: The segments to fill, as value tuples in the order of ``dimensions``.
+    segments: list[tuple]
+    params: dict[str, Any]
+    reporting_currency: str = "USD"
+    timezone: str = "UTC"
+    today: date | None = None
+
+    @property
+    def cells(self) -> list[Cell]:
+        return [Cell(part, segment) for part in range(len(self.parts)) for segment in self.segments]
+
+    def table(self, name: str) -> Table:
+        return TABLES[name]
+
+    def live(self, table: Table) -> list[ColumnElement]:
+        """Rows not deleted in their source (every row of a table without ``is_deleted``)."""
+        return [table.c.is_deleted.is_(False)] if "is_deleted" in table.c else []
+
+    def calendar(self, at: ColumnElement):
+        """The parts as rows ``(part, start, end)``, typed like the timestamp ``at`` they are compared with."""
+        rows = [(i, start, end) for i, (start, end) in enumerate(self.bounds)]
+        return values(column("part", Integer), column("start", at.type), column("end", at.type),
+                      name="calendar").data(rows).cte("calendar")
+
+    def segment_key(self, table: Table) -> list[ColumnElement]:
+        return [segments.expression(table, d).label(f"segment_{i}") for i, d in enumerate(self.dimensions)]
+
+    def by_part(self, table: Table, at: ColumnElement, *aggregates: ColumnElement,
+                where: Iterable[ColumnElement] = ()) -> dict[Cell, Row]:
+        """``aggregates`` over the live rows of ``table`` matching ``where``, per cell: the part whose
+        ``[start, end)`` holds ``at`` and the row's segment. Cells no row reaches are absent."""
+        calendar = self.calendar(at)
+        keys = self.segment_key(table)
+        statement = (select(calendar.c.part, *keys, *aggregates)
+                     .select_from(table.join(calendar, and_(at >= calendar.c.start, at < calendar.c.end)))
+                     .where(*self.live(table), *where).group_by(calendar.c.part, *keys))
+        return {Cell(row[0], tuple(row[1:1 + len(keys)])): row[1 + len(keys):] for row in self._execute(statement)}
+
+    def by_segment(self, table: Table, *aggregates: ColumnElement,
+                   where: Iterable[ColumnElement] = ()) -> dict[tuple, Row]:
+        """``aggregates`` over the live rows of ``table`` matching ``where``, per segment (whatever the period)."""
+        keys = self.segment_key(table)
+        statement = select(*keys, *aggregates).where(*self.live(table), *where)
+        if keys:
+            statement = statement.group_by(*keys)
+        return {tuple(row[:len(keys)]): row[len(keys):] for row in self._execute(statement)}
+
+    def left_out(self, rows: str, table: Table, *where: ColumnElement, then: str = "left out") -> dict[tuple, str]:
+        """Per segment, :meth:`MetricContext.left_out <crmkpi.metrics.MetricContext.left_out>`'s note: how
+        many of its rows matching ``where`` a value cannot use. Segments without such rows are absent."""
+        return {key: f"{count} {rows} {then}" for key, (count,) in
+                self.by_segment(table, func.count(), where=where).items() if count}
+
+    def money(self, table: Table, amount: ColumnElement, at: ColumnElement, by: ColumnElement,
+              *where: ColumnElement) -> ColumnElement:
+        """``amount`` in the reporting currency at the ``fx_rates`` rate valid on ``at``, as
+        :meth:`MetricContext.money <crmkpi.metrics.MetricContext.money>` converts it, for the rows matching
+        ``where`` whose timestamp ``by`` puts them in a part. If one of them is in a currency without a
+        rate, this raises, and the engine computes the metric cell by cell instead."""
+        fx = FxRate.__table__
+        valid = (fx.c.currency == table.c.currency, fx.c.valid_from <= at, fx.c.is_deleted.is_(False))
+        foreign = func.coalesce(table.c.currency, self.reporting_currency) != self.reporting_currency
+        calendar = self.calendar(by)
+        in_a_part = exists(select(calendar.c.part).where(by >= calendar.c.start, by < calendar.c.end))
+        missing = self._execute(select(table.c.id).where(*self.live(table), *where, foreign, in_a_part,
+                                                         ~exists(select(fx.c.id).where(*valid))).limit(1)).first()
+        if missing:
+            raise MetricError("a row lacks an fx rate: computed cell by cell")
+        rate = select(fx.c.rate_to_reporting).where(*valid).order_by(fx.c.valid_from.desc()).limit(1)
+        return amount * case((foreign, rate.scalar_subquery()), else_=1.0)
+
+    def _execute(self, statement):
+        return self.conn.execute(statement)
