@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import re
 import shutil
@@ -67,7 +66,6 @@ import urllib.request
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 POSTGRES_ENV = "CRMKPI_TEST_POSTGRES_URL"

@@ -23,13 +23,14 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Iterable, NamedTuple
 
-from sqlalchemy import Integer, Table, and_, case, column, exists, func, select, values
+from sqlalchemy import Integer, Table, and_, column, exists, func, select, values
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.sql.elements import ColumnElement
 
 from . import segments
 from .errors import MetricError
 from .models import TABLES, FxRate
+from .sqlkit import SqlKit, fx_rate, interpolate, ranked_pair
 from .periods import Period
 
 
@@ -42,7 +43,7 @@ class Cell(NamedTuple):
 
 
 @dataclass
-class Grid:
+class Grid(SqlKit):
     """What a grouped metric computes over: period parts, segments, params, the reporting settings."""
 
     conn: Connection
@@ -88,6 +89,21 @@ class Grid:
                      .where(*self.live(table), *where).group_by(calendar.c.part, *keys))
         return {Cell(row[0], tuple(row[1:1 + len(keys)])): row[1 + len(keys):] for row in self._execute(statement)}
 
+    def percentiles(self, table: Table, at: ColumnElement, value: ColumnElement, percent: int,
+                    where: Iterable[ColumnElement] = ()) -> dict[Cell, tuple[float | None, int]]:
+        """Per cell, :meth:`MetricContext.percentile <crmkpi.metrics.MetricContext.percentile>` of the
+        non-null ``value``s of the live rows matching ``where``: (the percentile, how many values)."""
+        calendar = self.calendar(at)
+        keys = self.segment_key(table)
+        rows = (select(calendar.c.part, *keys, value.label("value"))
+                .select_from(table.join(calendar, and_(at >= calendar.c.start, at < calendar.c.end)))
+                .where(*self.live(table), *where).subquery("measured"))
+        groups = [rows.c.part, *(rows.c[k.name] for k in keys)]
+        found: dict[Cell, list] = {}
+        for row in self._execute(ranked_pair(rows, rows.c.value, percent, groups)):
+            found.setdefault(Cell(row[0], tuple(row[1:len(groups)])), []).append(row[len(groups):])
+        return {cell: interpolate(pair, percent) for cell, pair in found.items()}
+
     def by_segment(self, table: Table, *aggregates: ColumnElement,
                    where: Iterable[ColumnElement] = ()) -> dict[tuple, Row]:
         """``aggregates`` over the live rows of ``table`` matching ``where``, per segment (whatever the period)."""
@@ -109,17 +125,15 @@ class Grid:
         :meth:`MetricContext.money <crmkpi.metrics.MetricContext.money>` converts it, for the rows matching
         ``where`` whose timestamp ``by`` puts them in a part. If one of them is in a currency without a
         rate, this raises, and the engine computes the metric cell by cell instead."""
-        fx = FxRate.__table__
-        valid = (fx.c.currency == table.c.currency, fx.c.valid_from <= at, fx.c.is_deleted.is_(False))
-        foreign = func.coalesce(table.c.currency, self.reporting_currency) != self.reporting_currency
+        foreign, valid, factor = fx_rate(table, at, self.reporting_currency)
         calendar = self.calendar(by)
         in_a_part = exists(select(calendar.c.part).where(by >= calendar.c.start, by < calendar.c.end))
         missing = self._execute(select(table.c.id).where(*self.live(table), *where, foreign, in_a_part,
-                                                         ~exists(select(fx.c.id).where(*valid))).limit(1)).first()
+                                                         ~exists(select(FxRate.__table__.c.id).where(*valid)))
+                                .limit(1)).first()
         if missing:
             raise MetricError("a row lacks an fx rate: computed cell by cell")
-        rate = select(fx.c.rate_to_reporting).where(*valid).order_by(fx.c.valid_from.desc()).limit(1)
-        return amount * case((foreign, rate.scalar_subquery()), else_=1.0)
+        return amount * factor
 
     def _execute(self, statement):
         return self.conn.execute(statement)

@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Callable, Literal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Date, Select, Table, Time, case, cast, exists, func, select, true
+from sqlalchemy import Select, Table, case, exists, func, select, true
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -23,6 +23,7 @@ from . import segments
 from .errors import MetricError
 from .grouped import Cell, Grid
 from .models import TABLES, FxRate
+from .sqlkit import SqlKit, fx_rate, interpolate, ranked_pair
 from .periods import Period
 
 Unit = Literal["ratio", "currency", "days", "hours", "months", "count", "score", "points"]
@@ -129,7 +130,7 @@ class Input:
 
 
 @dataclass
-class MetricContext:
+class MetricContext(SqlKit):
     """What a metric's ``compute`` gets: a connection, the period as UTC instants, params and segment."""
 
     conn: Connection
@@ -202,25 +203,6 @@ class MetricContext:
         """Declare the rows behind a side computed with a query of the metric's own."""
         self.inputs.append(Input(label, table, (*self.scope(table), *where)))
 
-    def days_between(self, start: ColumnElement, end: ColumnElement) -> ColumnElement:
-        """``end - start`` in (fractional) days, in the store's SQL dialect."""
-        if self.conn.dialect.name == "sqlite":
-            return func.julianday(end) - func.julianday(start)
-        return func.extract("epoch", end - start) / 86400.0
-
-    def whole_days_between(self, start: ColumnElement, end: ColumnElement) -> ColumnElement:
-        """The days from ``start``'s UTC date to ``end``'s (a whole number), in the store's SQL dialect."""
-        if self.conn.dialect.name == "sqlite":
-            return func.julianday(func.date(end)) - func.julianday(func.date(start))
-        return cast(func.timezone("UTC", end), Date) - cast(func.timezone("UTC", start), Date)
-
-    def is_date_only(self, column: ColumnElement) -> ColumnElement:
-        """Whether a timestamp is exactly midnight UTC: how the store holds a value that is only a date
-        (Salesforce's CloseDate, a files column without a time)."""
-        if self.conn.dialect.name == "sqlite":  # stored as 'YYYY-MM-DD HH:MM:SS.ffffff' UTC text
-            return func.substr(column, 12) == "00:00:00.000000"
-        return cast(func.timezone("UTC", column), Time) == time()
-
     def percentile(self, values: Select, percent: int) -> tuple[float | None, int]:
         """(the ``percent``-th percentile of the one column ``values`` selects, how many non-null values).
 
@@ -231,17 +213,8 @@ class MetricContext:
         position: no approximation, and the same result from the same values on SQLite and PostgreSQL
         (durations themselves may differ in the last digits: SQLite's julianday keeps milliseconds).
         """
-        column = values.subquery("measured").c[0]
-        ranked = select(column.label("x"), func.row_number().over(order_by=column).label("rank"),
-                        func.count().over().label("n")).where(column.is_not(None)).subquery("ranked")
-        below = (ranked.c.n - 1) * percent // 100 + 1  # the rank at or just below the percentile
-        rows = self.conn.execute(select(ranked.c.x, ranked.c.n).where(ranked.c.rank.between(below, below + 1))
-                                 .order_by(ranked.c.rank)).all()
-        if not rows:
-            return None, 0
-        count = int(rows[0].n)
-        low, high = float(rows[0].x), float(rows[-1].x)
-        return low + ((count - 1) * percent % 100) / 100 * (high - low), count
+        measured = values.subquery("measured")
+        return interpolate(self.conn.execute(ranked_pair(measured, measured.c[0], percent)).all(), percent)
 
     def money(self, table: Table, amount: ColumnElement, at: ColumnElement, *where: ColumnElement) -> ColumnElement:
         """``amount`` in the reporting currency, at the ``fx_rates`` rate valid on ``at``.
@@ -249,20 +222,17 @@ class MetricContext:
         A row in another currency without a rate on or before its date is an error
         naming the currency and date; a row without a currency is in the reporting currency.
         """
-        fx = FxRate.__table__
-        valid = (fx.c.currency == table.c.currency, fx.c.valid_from <= at, fx.c.is_deleted.is_(False))
-        foreign = func.coalesce(table.c.currency, self.reporting_currency) != self.reporting_currency
+        foreign, valid, factor = fx_rate(table, at, self.reporting_currency)
         missing = self.conn.execute(
             select(table.c.currency, func.min(at)).where(*self.scope(table), *where, foreign,
-                                                         ~exists(select(fx.c.id).where(*valid)))
+                                                         ~exists(select(FxRate.__table__.c.id).where(*valid)))
             .group_by(table.c.currency).order_by(table.c.currency).limit(1)
         ).first()
         if missing:
             day = missing[1].date() if isinstance(missing[1], datetime) else str(missing[1])[:10]
             raise MetricError(f"no fx_rates rate for {missing[0]} on or before {day} "
                               f"(rates convert to the reporting currency {self.reporting_currency})")
-        rate = select(fx.c.rate_to_reporting).where(*valid).order_by(fx.c.valid_from.desc()).limit(1)
-        return amount * case((foreign, rate.scalar_subquery()), else_=1.0)
+        return amount * factor
 
 
 @dataclass(frozen=True)

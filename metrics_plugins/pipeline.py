@@ -10,13 +10,15 @@ them up on ``deals`` by ``deal_id``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 from sqlalchemy import Date, Select, and_, case, func, literal, or_, select, tuple_
 from sqlalchemy.sql.elements import ColumnElement
 
 from crmkpi import hookimpl, segments
 from crmkpi.errors import MetricError
-from crmkpi.metrics import STAT_DOC, Metric, MetricContext, Param, Value, ratio, stat_param, statistic
+from crmkpi.grouped import Cell, Grid
+from crmkpi.metrics import TABLES, STAT_DOC, Metric, MetricContext, Param, Value, ratio, stat_param, statistic
 
 # -- shared pieces -----------------------------------------------------------------------------
 
@@ -38,22 +40,59 @@ class Won:
         return f"{self.unsized} won deal(s) without amount {unsized}" if self.unsized else None
 
 
+def _won_sums(amount: ColumnElement) -> tuple[ColumnElement, ...]:
+    deals = TABLES["deals"]
+    return func.sum(amount), func.count(deals.c.amount), func.count() - func.count(deals.c.amount)
+
+
+def _won(total, count, unsized) -> Won:
+    return Won(float(total or 0), int(count or 0), int(unsized or 0))
+
+
 def _won_amounts(ctx: MetricContext) -> Won:
     """The deals won whose close date falls in the period, and their amounts in the reporting currency."""
     deals = ctx.table("deals")
     won, sized = _won_in_period(ctx, deals), deals.c.amount.is_not(None)
     amount = ctx.money(deals, deals.c.amount, deals.c.closed_at, *won, sized)
     ctx.record("won deals with an amount, closed in the period", deals, *won, sized)
-    total, count, unsized = ctx.conn.execute(
-        select(func.sum(amount), func.count(deals.c.amount), func.count() - func.count(deals.c.amount))
-        .where(*ctx.scope(deals), *won)).one()
-    return Won(float(total or 0), int(count or 0), int(unsized or 0))
+    return _won(*ctx.conn.execute(select(*_won_sums(amount)).where(*ctx.scope(deals), *won)).one())
+
+
+def _won_amounts_grouped(grid: Grid) -> dict[Cell, Won]:
+    """:func:`_won_amounts` of every cell."""
+    deals = grid.table("deals")
+    won, closed_at = deals.c.is_won.is_(True), deals.c.closed_at
+    amount = grid.money(deals, deals.c.amount, closed_at, closed_at, won, deals.c.amount.is_not(None))
+    sums = grid.by_part(deals, closed_at, *_won_sums(amount), where=(won,))
+    return {cell: _won(*sums.get(cell, (None, 0, 0))) for cell in grid.cells}
+
+
+def _won_metric(value: Callable[[Won, str | None], Value]) -> tuple[Callable, Callable]:
+    """(compute, grouped) of a metric whose value depends only on the won amounts and the undated note."""
+
+    deals = TABLES["deals"]
+    label, *where = _undated_rows("won", deals.c.is_won.is_(True))
+
+    def compute(ctx: MetricContext) -> Value:
+        return value(_won_amounts(ctx), ctx.left_out(label, deals, *where))
+
+    def grouped(grid: Grid) -> dict[Cell, Value]:
+        won = _won_amounts_grouped(grid)
+        undated = grid.left_out(label, deals, *where)
+        return {cell: value(won[cell], undated.get(cell.segment)) for cell in grid.cells}
+
+    return compute, grouped
+
+
+def _undated_rows(which: str, decided: ColumnElement) -> tuple[str, ColumnElement, ColumnElement]:
+    """The ``which`` deals (won, closed) without a close date, which no period holds: (label, *where)."""
+    return f"{which} deal(s) without closed_at (in no period)", decided, TABLES["deals"].c.closed_at.is_(None)
 
 
 def _undated(ctx: MetricContext, deals, which: str, decided: ColumnElement) -> str | None:
-    """The note on the ``which`` deals (won, closed) without a close date: no period holds them."""
-    return ctx.left_out(f"{which} deal(s) without closed_at (in no period)", deals, decided,
-                        deals.c.closed_at.is_(None))
+    """The note on the ``which`` deals without a close date."""
+    label, *where = _undated_rows(which, decided)
+    return ctx.left_out(label, deals, *where)
 
 
 @dataclass(frozen=True)
@@ -277,22 +316,21 @@ def _check_overlaps(ctx: MetricContext, quotas, level: str, holder: ColumnElemen
 # -- revenue -----------------------------------------------------------------------------------
 
 
-def sales_volume(ctx: MetricContext) -> Value:
-    deals = ctx.table("deals")
-    won = _won_amounts(ctx)
-    undated = _undated(ctx, deals, "won", deals.c.is_won.is_(True))
+def _sales_volume(won: Won, undated: str | None) -> Value:
     if not won.sized + won.unsized:
         return Value(None, note="no deals won in the period").noted(undated)
     return Value(won.total).noted(won.note("added nothing"), undated)
 
 
-def avg_deal_size(ctx: MetricContext) -> Value:
-    deals = ctx.table("deals")
-    won = _won_amounts(ctx)
-    notes = (won.note(), _undated(ctx, deals, "won", deals.c.is_won.is_(True)))
+def _avg_deal_size(won: Won, undated: str | None) -> Value:
+    notes = (won.note(), undated)
     if not won.sized:
         return Value(None, note="no deals with an amount won in the period").noted(*notes)
     return Value(won.total / won.sized, numerator=won.total, denominator=won.sized).noted(*notes)
+
+
+sales_volume, sales_volume_grouped = _won_metric(_sales_volume)
+avg_deal_size, avg_deal_size_grouped = _won_metric(_avg_deal_size)
 
 
 def sales_velocity(ctx: MetricContext) -> Value:
@@ -502,6 +540,7 @@ METRICS = [
         direction="higher",
         tables=("deals",),
         compute=sales_volume,
+        grouped=sales_volume_grouped,
         needs=("deals.is_won", "deals.closed_at", "deals.amount"),
         additive=True,
     ),
@@ -517,6 +556,7 @@ METRICS = [
         direction="higher",
         tables=("deals",),
         compute=avg_deal_size,
+        grouped=avg_deal_size_grouped,
         needs=("deals.is_won", "deals.closed_at", "deals.amount"),
     ),
     Metric(

@@ -55,7 +55,7 @@ def comparable(value):
 
 
 def test_the_built_in_grouped_metrics(registry):
-    assert [m.id for m in grouped_metrics(registry)] == ["close_rate", "win_rate"]
+    assert [m.id for m in grouped_metrics(registry)] == ["avg_deal_size", "close_rate", "sales_volume", "win_rate"]
 
 
 # --- the sample company -----------------------------------------------------------------------------

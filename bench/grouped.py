@@ -1,0 +1,121 @@
+"""Grouped metrics: a monthly series by owner with both comparisons against one overall value.
+
+Target (issue 11): at 100,000 deals, ``crmkpi run -m M --period 2025 --grain month --segment owner
+--compare both`` takes at most 2x ``crmkpi run -m M --period 2025`` for each metric with a grouped
+compute. Both are measured side by side in the same run, each command as its own process
+(``--no-save``), ``--repeat`` times alternating which goes first; medians are reported. With
+``--per-cell``, the same series is also computed cell by cell in this process
+(``run_metrics(..., grouped=False)``, the path every metric took before), for the speed-up;
+its results must equal the grouped ones.
+
+Set-up (untimed): the sample company at ``--deals`` (``crmkpi sample-data``), synced into a new
+SQLite store (or reused from ``--work``).
+
+Usage: .venv/bin/python bench/grouped.py [--deals 100000] [--repeat 3] [--per-cell] [--check]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CRMKPI = [sys.executable, "-m", "crmkpi.cli"]
+RATIO_MAX = 2.0
+SERIES = ("--grain", "month", "--segment", "owner", "--compare", "both")
+
+
+def crmkpi(*args: str) -> float:
+    """Run ``crmkpi args``; its wall time in seconds (exits on a failure)."""
+    started = time.perf_counter()
+    done = subprocess.run([*CRMKPI, *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"crmkpi {' '.join(args)} exited with status {done.returncode}:\n{done.stderr}")
+    return time.perf_counter() - started
+
+
+def prepare(work: Path, deals: int) -> Path:
+    config = work / "crmkpi.yaml"
+    if config.exists():
+        return config
+    crmkpi("sample-data", "--out", str(work / "data"), "--deals", str(deals))
+    config.write_text(f"store: sqlite:///{work / 'store.db'}\nconnectors:\n  crm:\n    type: files\n"
+                      f"    path: {work / 'data'}\n")
+    crmkpi("sync", "--config", str(config))
+    return config
+
+
+def grouped_metric_ids() -> list[str]:
+    from crmkpi.plugins import load_registry
+
+    return sorted(m.id for m in load_registry().metrics.values() if m.grouped)
+
+
+def per_cell(config: Path, metric_id: str) -> tuple[float, float, bool]:
+    """Seconds to compute the series in this process cell by cell, then grouped, and whether they are equal."""
+    from crmkpi.cli import App, settings_of
+    from crmkpi.engine import COMPARISONS, Run, run_metrics
+
+    app = App(debug=False)
+    loaded = app.config(str(config))
+    settings = settings_of(loaded)
+    run = Run([app.registry.metrics[metric_id]], settings.calendar.parse("2025", today=settings.today), {},
+              "month", ("owner",), COMPARISONS)
+    store = app.store(loaded)
+    started = time.perf_counter()
+    slow = run_metrics(store.engine, run, settings, persist=False, grouped=False)
+    seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    fast = run_metrics(store.engine, run, settings, persist=False, grouped=True)
+    grouped = time.perf_counter() - started
+    volatile = ("run_id", "computed_at")
+    same = [{k: v for k, v in r.items() if k not in volatile} for r in slow] == \
+        [{k: v for k, v in r.items() if k not in volatile} for r in fast]
+    store.engine.dispose()
+    return seconds, grouped, same
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--deals", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--work", type=Path, help="keep (and reuse) the data and the store here")
+    parser.add_argument("--per-cell", action="store_true", help="also time the series cell by cell")
+    parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
+    args = parser.parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="crmkpi-grouped-"))
+    work.mkdir(parents=True, exist_ok=True)
+    load_before = os.getloadavg()
+    config = prepare(work, args.deals)
+    rows, ok = [], True
+    for metric_id in grouped_metric_ids():
+        single, series = [], []
+        for n in range(args.repeat):
+            commands = [(single, ()), (series, SERIES)]
+            for times, extra in (commands if n % 2 == 0 else commands[::-1]):
+                times.append(crmkpi("run", "--config", str(config), "-m", metric_id, "--period", "2025", "--no-save",
+                                    *extra))
+        one, many = statistics.median(single), statistics.median(series)
+        slow = per_cell(config, metric_id) if args.per_cell else None
+        rows.append((metric_id, one, many, slow))
+        ok &= many / one <= RATIO_MAX and (slow is None or slow[2])
+    print(f"\n{args.deals:,} deals, {args.repeat} runs each, medians; load average "
+          f"{' '.join(f'{x:.2f}' for x in load_before)} before, {' '.join(f'{x:.2f}' for x in os.getloadavg())} after\n")
+    print("| metric | one value s | month × owner × both comparisons s | ratio | result |"
+          + (" in process: cell by cell s | grouped s | speed-up | same results |" if args.per_cell else ""))
+    print("|---|---:|---:|---:|---|" + ("---:|---:|---:|---|" if args.per_cell else ""))
+    for metric_id, one, many, slow in rows:
+        line = f"| {metric_id} | {one:.2f} | {many:.2f} | {many / one:.2f} | {'PASS' if many / one <= RATIO_MAX else 'FAIL'} |"
+        if slow:
+            line += f" {slow[0]:.1f} | {slow[1]:.2f} | {slow[0] / slow[1]:.0f}× | {'yes' if slow[2] else 'NO'} |"
+        print(line)
+    sys.exit(0 if ok or not args.check else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,21 @@
+"""bench/grouped.py keeps working: a tiny run finds the grouped and per-cell series equal (timings not judged)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import ALL_BUILTINS
+
+SCRIPT = Path(__file__).parents[2] / "bench" / "grouped.py"
+
+
+def test_a_small_run_compares_every_grouped_metric(tmp_path, monkeypatch):
+    monkeypatch.setenv("CRMKPI_LOAD_PLUGINS", ALL_BUILTINS)
+    done = subprocess.run([sys.executable, str(SCRIPT), "--deals", "200", "--repeat", "1", "--per-cell",
+                           "--work", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = [line.split("|") for line in done.stdout.splitlines() if line.startswith("| ") and "metric" not in line]
+    assert [cells[1].strip() for cells in rows] == ["avg_deal_size", "close_rate", "sales_volume", "win_rate"]
+    assert all(cells[-2].strip() == "yes" for cells in rows), done.stdout
