@@ -20,10 +20,11 @@ cells it concerns.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from datetime import date, datetime
 from typing import Any, Iterable, NamedTuple
 
-from sqlalchemy import Integer, Table, and_, column, exists, func, select, values
+from sqlalchemy import DateTime, Integer, Table, and_, column, exists, func, select, values
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -69,40 +70,48 @@ class Grid(SqlKit):
         """Rows not deleted in their source (every row of a table without ``is_deleted``)."""
         return [table.c.is_deleted.is_(False)] if "is_deleted" in table.c else []
 
-    def calendar(self, at: ColumnElement):
-        """The parts as rows ``(part, start, end)``, typed like the timestamp ``at`` they are compared with."""
+    @cached_property
+    def calendar(self):
+        """The parts as rows ``(part, start, end)`` (a CTE): ``by_part`` joins it, and a metric whose rows
+        belong to a part by more than one timestamp builds its ``on`` condition from its columns."""
         rows = [(i, start, end) for i, (start, end) in enumerate(self.bounds)]
-        return values(column("part", Integer), column("start", at.type), column("end", at.type),
+        return values(column("part", Integer), column("start", DateTime()), column("end", DateTime()),
                       name="calendar").data(rows).cte("calendar")
+
+    def in_part(self, at: ColumnElement) -> ColumnElement:
+        """``start <= at < end`` of the calendar's part: as ``MetricContext.in_period`` for one period."""
+        return and_(at >= self.calendar.c.start, at < self.calendar.c.end)
 
     def segment_key(self, table: Table) -> list[ColumnElement]:
         return [segments.expression(table, d).label(f"segment_{i}") for i, d in enumerate(self.dimensions)]
 
-    def by_part(self, table: Table, at: ColumnElement, *aggregates: ColumnElement,
-                where: Iterable[ColumnElement] = ()) -> dict[Cell, Row]:
+    def by_part(self, table: Table, at: ColumnElement | None, *aggregates: ColumnElement,
+                where: Iterable[ColumnElement] = (), on: ColumnElement | None = None) -> dict[Cell, Row]:
         """``aggregates`` over the live rows of ``table`` matching ``where``, per cell: the part whose
-        ``[start, end)`` holds ``at`` and the row's segment. Cells no row reaches are absent."""
-        calendar = self.calendar(at)
+        ``[start, end)`` holds ``at`` (or, with ``on``, each part that condition on :attr:`calendar`
+        matches) and the row's segment. Cells no row reaches are absent."""
         keys = self.segment_key(table)
-        statement = (select(calendar.c.part, *keys, *aggregates)
-                     .select_from(table.join(calendar, and_(at >= calendar.c.start, at < calendar.c.end)))
-                     .where(*self.live(table), *where).group_by(calendar.c.part, *keys))
+        statement = (select(self.calendar.c.part, *keys, *aggregates).select_from(self._joined(table, at, on))
+                     .where(*self.live(table), *where).group_by(self.calendar.c.part, *keys))
         return {Cell(row[0], tuple(row[1:1 + len(keys)])): row[1 + len(keys):] for row in self._execute(statement)}
 
-    def percentiles(self, table: Table, at: ColumnElement, value: ColumnElement, percent: int,
-                    where: Iterable[ColumnElement] = ()) -> dict[Cell, tuple[float | None, int]]:
-        """Per cell, :meth:`MetricContext.percentile <crmkpi.metrics.MetricContext.percentile>` of the
-        non-null ``value``s of the live rows matching ``where``: (the percentile, how many values)."""
-        calendar = self.calendar(at)
+    def percentiles(self, table: Table, at: ColumnElement | None, value: ColumnElement, percent: int,
+                    where: Iterable[ColumnElement] = (), on: ColumnElement | None = None
+                    ) -> dict[Cell, tuple[float | None, int]]:
+        """Per cell (as :meth:`by_part` finds them), :meth:`MetricContext.percentile
+        <crmkpi.metrics.MetricContext.percentile>` of the non-null values of ``value`` over the live rows matching
+        ``where``: (the percentile, how many values). Cells without a value are absent."""
         keys = self.segment_key(table)
-        rows = (select(calendar.c.part, *keys, value.label("value"))
-                .select_from(table.join(calendar, and_(at >= calendar.c.start, at < calendar.c.end)))
+        rows = (select(self.calendar.c.part, *keys, value.label("value")).select_from(self._joined(table, at, on))
                 .where(*self.live(table), *where).subquery("measured"))
         groups = [rows.c.part, *(rows.c[k.name] for k in keys)]
         found: dict[Cell, list] = {}
         for row in self._execute(ranked_pair(rows, rows.c.value, percent, groups)):
             found.setdefault(Cell(row[0], tuple(row[1:len(groups)])), []).append(row[len(groups):])
         return {cell: interpolate(pair, percent) for cell, pair in found.items()}
+
+    def _joined(self, table: Table, at: ColumnElement | None, on: ColumnElement | None):
+        return table.join(self.calendar, on if on is not None else self.in_part(at))
 
     def by_segment(self, table: Table, *aggregates: ColumnElement,
                    where: Iterable[ColumnElement] = ()) -> dict[tuple, Row]:
@@ -126,8 +135,7 @@ class Grid(SqlKit):
         ``where`` whose timestamp ``by`` puts them in a part. If one of them is in a currency without a
         rate, this raises, and the engine computes the metric cell by cell instead."""
         foreign, valid, factor = fx_rate(table, at, self.reporting_currency)
-        calendar = self.calendar(by)
-        in_a_part = exists(select(calendar.c.part).where(by >= calendar.c.start, by < calendar.c.end))
+        in_a_part = exists(select(self.calendar.c.part).where(self.in_part(by)))
         missing = self._execute(select(table.c.id).where(*self.live(table), *where, foreign, in_a_part,
                                                          ~exists(select(FxRate.__table__.c.id).where(*valid)))
                                 .limit(1)).first()

@@ -113,10 +113,16 @@ def ratio(numerator: float | None, denominator: float | None, *, empty: str = "d
 def statistic(ctx: MetricContext, values: Select, total: float, count: int) -> Value:
     """What the ``stat`` param asks of the durations ``values`` selects (one column): their mean,
     ``total / count``, or a percentile, whose numerator is null and denominator the count."""
-    stat = ctx.params["stat"]
+    return stat_value(ctx.params["stat"], total, count, lambda percent: ctx.percentile(values, percent))
+
+
+def stat_value(stat: str, total: float, count: int, percentile: Callable[[int], tuple[float | None, int]]) -> Value:
+    """:func:`statistic` from its parts: ``percentile(percent)`` gives (the percentile, the count),
+    and is asked only when ``stat`` is not the mean (:meth:`Grid.percentiles <crmkpi.grouped.Grid.percentiles>`
+    gives them for every cell)."""
     if stat == "mean":
         return Value(total / count, total, count)
-    value, measured = ctx.percentile(values, PERCENTILES[stat])
+    value, measured = percentile(PERCENTILES[stat])
     return Value(value, None, measured)
 
 

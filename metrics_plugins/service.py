@@ -11,15 +11,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Select, and_, case, func, literal, or_, select
+from sqlalchemy import DateTime, Select, and_, case, func, literal, or_, select
 
 from crmkpi import hookimpl
 from crmkpi.errors import MetricError
-from crmkpi.metrics import STAT_DOC, Metric, MetricContext, Param, Value, ratio, stat_param, statistic
+from crmkpi.grouped import Cell, Grid
+from crmkpi.metrics import (PERCENTILES, STAT_DOC, TABLES, Metric, MetricContext, Param, Value, ratio, stat_param,
+                            stat_value)
 
 
-def _hours(ctx: MetricContext, start, end):
-    return ctx.days_between(start, end) * 24.0
+def _hours(kit: MetricContext | Grid, start, end):
+    return kit.days_between(start, end) * 24.0
 
 
 def _plural(n: int, word: str) -> str:
@@ -29,29 +31,54 @@ def _plural(n: int, word: str) -> str:
 # --- tickets -----------------------------------------------------------------
 
 
+class Resolution:
+    """What both ways of computing the resolution time share: which tickets count, their hours, the value.
+
+    ``start``/``end`` are the period's bounds, as values (one cell) or as the calendar's columns (a grid)."""
+
+    def __init__(self, kit: MetricContext | Grid, start, end, include_open: bool, now: datetime) -> None:
+        tickets = self.tickets = TABLES["tickets"]
+        created, resolved_at = tickets.c.created_at, tickets.c.resolved_at
+        self.resolved = and_(resolved_at.is_not(None), resolved_at >= start, resolved_at < end)
+        self.include_open = include_open
+        self.hours = _hours(kit, created, resolved_at)
+        self.where = self.resolved
+        if include_open:
+            as_of = case((end < now, end), else_=now)
+            still_open = and_(created.is_not(None), created < as_of, or_(resolved_at.is_(None), resolved_at >= as_of))
+            self.where = or_(self.resolved, still_open)
+            self.hours = case((self.resolved, self.hours), else_=_hours(kit, created, as_of))
+
+    def value(self, measured: Measured, stat: str, percentile) -> Value:
+        notes = measured.notes("resolved before created", "resolved in the period without created_at")
+        if not measured.count:
+            empty = "no tickets resolved in the period" + (" and none open" if self.include_open else "")
+            return Value(None, note=empty).noted(*notes)
+        return stat_value(stat, measured.total, measured.count, percentile).noted(*notes)
+
+
 def avg_resolution_time(ctx: MetricContext) -> Value:
-    tickets = ctx.table("tickets")
-    created, resolved_at = tickets.c.created_at, tickets.c.resolved_at
-    resolved = and_(resolved_at.is_not(None), ctx.in_period(resolved_at))
-    hours = _hours(ctx, created, resolved_at)
+    now = datetime.now(UTC)
+    as_of = min(ctx.end, now)
     label = "tickets resolved in the period"
     if ctx.params["include_open"]:
-        as_of = min(ctx.end, datetime.now(UTC))
-        as_of_value = literal(as_of, created.type)
-        still_open = and_(created.is_not(None), created < as_of_value,
-                          or_(resolved_at.is_(None), resolved_at >= as_of_value))
-        where = or_(resolved, still_open)
-        hours = case((resolved, hours), else_=_hours(ctx, created, as_of_value))
         label = f"tickets resolved in the period, and tickets open at {as_of.isoformat(timespec='seconds')}"
-    else:
-        where = resolved
-    ctx.record(label, tickets, where, created.is_not(None), hours >= 0)
-    measured = _measured(ctx, select(hours.label("hours")).where(*ctx.scope(tickets), where))
-    notes = measured.notes("resolved before created", "resolved in the period without created_at")
-    if not measured.count:
-        empty = "no tickets resolved in the period" + (" and none open" if ctx.params["include_open"] else "")
-        return Value(None, note=empty).noted(*notes)
-    return statistic(ctx, measured.hours, measured.total, measured.count).noted(*notes)
+    kind = ctx.table("tickets").c.created_at.type
+    resolution = Resolution(ctx, literal(ctx.start, kind), literal(ctx.end, kind), ctx.params["include_open"],
+                            literal(now, kind))
+    tickets, hours = resolution.tickets, resolution.hours
+    ctx.record(label, tickets, resolution.where, tickets.c.created_at.is_not(None), hours >= 0)
+    measured = _measured(ctx, select(hours.label("hours")).where(*ctx.scope(tickets), resolution.where))
+    return resolution.value(measured, ctx.params["stat"], lambda percent: ctx.percentile(measured.hours, percent))
+
+
+def avg_resolution_time_grouped(grid: Grid) -> dict[Cell, Value]:
+    calendar = grid.calendar
+    resolution = Resolution(grid, calendar.c.start, calendar.c.end, grid.params["include_open"],
+                            literal(datetime.now(UTC), DateTime()))
+    return _measured_cells(grid, resolution.tickets, resolution.hours, resolution.where,
+                           lambda cell, measured, percentile: resolution.value(measured, grid.params["stat"],
+                                                                               percentile))
 
 
 def first_response_time(ctx: MetricContext) -> Value:
@@ -60,18 +87,32 @@ def first_response_time(ctx: MetricContext) -> Value:
     ctx.record("tickets created in the period", tickets, ctx.in_period(created))
     measured = _measured(ctx, select(_hours(ctx, created, responded).label("hours"))
                          .where(*ctx.scope(tickets), ctx.in_period(created)))
-    notes = [*measured.notes("answered before created", "without a first response"), _undated(ctx)]
+    return _first_response(measured, ctx.params["stat"], lambda percent: ctx.percentile(measured.hours, percent),
+                           _undated(ctx))
+
+
+def first_response_time_grouped(grid: Grid) -> dict[Cell, Value]:
+    tickets = grid.table("tickets")
+    created = tickets.c.created_at
+    undated = grid.left_out(*UNDATED_TICKETS)
+    return _measured_cells(grid, tickets, _hours(grid, created, tickets.c.first_response_at), grid.in_part(created),
+                           lambda cell, measured, percentile: _first_response(measured, grid.params["stat"], percentile,
+                                                                              undated.get(cell.segment)))
+
+
+def _first_response(measured: Measured, stat: str, percentile, undated: str | None) -> Value:
+    notes = [*measured.notes("answered before created", "without a first response"), undated]
     if not measured.count:
         return Value(None, note="no answered tickets created in the period").noted(*notes)
-    return statistic(ctx, measured.hours, measured.total, measured.count).noted(*notes)
+    return stat_value(stat, measured.total, measured.count, percentile).noted(*notes)
 
 
 @dataclass(frozen=True)
 class Measured:
     """Tickets' durations in hours: those measured, and those that could not be (negative or missing)."""
 
-    #: Selects the hours of each measured ticket (for a percentile).
-    hours: Select
+    #: Selects the hours of each measured ticket (for a percentile; None in a grid, which has its own).
+    hours: Select | None
     total: float
     count: int
     negative: int
@@ -82,21 +123,40 @@ class Measured:
                                                                          (self.negative, negative)) if n]
 
 
+def _measured_sums(hours) -> tuple:
+    """total and count of the non-negative hours, count of the negative and of the missing ones."""
+    return (func.sum(case((hours >= 0, hours))), func.count(case((hours >= 0, 1))), func.count(case((hours < 0, 1))),
+            func.count(case((hours.is_(None), 1))))
+
+
 def _measured(ctx: MetricContext, durations: Select) -> Measured:
     """The tickets ``durations`` selects (one ``hours`` column): the non-negative ones are measured."""
-    rows = durations.subquery("durations")
-    hours = rows.c.hours
-    total, count, negative, missing = ctx.conn.execute(select(
-        func.sum(case((hours >= 0, hours))), func.count(case((hours >= 0, 1))), func.count(case((hours < 0, 1))),
-        func.count(case((hours.is_(None), 1))))).one()
-    return Measured(select(hours).where(hours >= 0), float(total or 0), int(count or 0), int(negative or 0),
-                    int(missing or 0))
+    hours = durations.subquery("durations").c.hours
+    return _measured_of(select(hours).where(hours >= 0), *ctx.conn.execute(select(*_measured_sums(hours))).one())
+
+
+def _measured_of(hours: Select | None, total, count, negative, missing) -> Measured:
+    return Measured(hours, float(total or 0), int(count or 0), int(negative or 0), int(missing or 0))
+
+
+def _measured_cells(grid: Grid, tickets, hours, on, value) -> dict[Cell, Value]:
+    """``value(cell, measured, percentile)`` of each cell, the tickets matching ``on`` measured by ``hours``."""
+    sums = grid.by_part(tickets, None, *_measured_sums(hours), on=on)
+    stat = grid.params["stat"]
+    percentiles = {} if stat == "mean" else \
+        grid.percentiles(tickets, None, case((hours >= 0, hours)), PERCENTILES[stat], on=on)
+    return {cell: value(cell, _measured_of(None, *sums.get(cell, (None, 0, 0, 0))),
+                        lambda percent, cell=cell: percentiles.get(cell, (None, 0)))
+            for cell in grid.cells}
+
+
+UNDATED_TICKETS = ("ticket(s) without created_at (in no period)", TABLES["tickets"],
+                   TABLES["tickets"].c.created_at.is_(None))
 
 
 def _undated(ctx: MetricContext) -> str | None:
     """The note on the tickets without created_at, which no period of creation holds."""
-    tickets = ctx.table("tickets")
-    return ctx.left_out("ticket(s) without created_at (in no period)", tickets, tickets.c.created_at.is_(None))
+    return ctx.left_out(*UNDATED_TICKETS)
 
 
 def _no_tickets(ctx: MetricContext) -> bool:
@@ -223,6 +283,7 @@ METRICS = [
         direction="lower",
         tables=("tickets",),
         compute=avg_resolution_time,
+        grouped=avg_resolution_time_grouped,
         needs=("tickets.created_at", "tickets.resolved_at"),
         params=(Param("include_open", bool, False,
                       "also count tickets open at the period's end (or now), aged up to that moment"),
@@ -239,6 +300,7 @@ METRICS = [
         direction="lower",
         tables=("tickets",),
         compute=first_response_time,
+        grouped=first_response_time_grouped,
         needs=("tickets.created_at", "tickets.first_response_at"),
         params=(stat_param("tickets' hours"),),
     ),
