@@ -167,9 +167,22 @@ def _no_tickets(ctx: MetricContext) -> bool:
 def ticket_volume(ctx: MetricContext) -> Value:
     tickets = ctx.table("tickets")
     count = ctx.count("tickets created in the period", tickets, ctx.in_period(tickets.c.created_at))
-    if not count and _no_tickets(ctx):
+    return _volume(count, lambda: _no_tickets(ctx), lambda: _undated(ctx))
+
+
+def ticket_volume_grouped(grid: Grid) -> dict[Cell, Value]:
+    tickets = grid.table("tickets")
+    counts = grid.by_part(tickets, tickets.c.created_at, func.count())
+    present = {segment for segment, (count,) in grid.by_segment(tickets, func.count()).items() if count}
+    undated = grid.left_out(*UNDATED_TICKETS)
+    return {cell: _volume(counts.get(cell, (0,))[0], lambda cell=cell: cell.segment not in present,
+                          lambda cell=cell: undated.get(cell.segment)) for cell in grid.cells}
+
+
+def _volume(count: int, no_tickets, undated) -> Value:
+    if not count and no_tickets():
         return Value(None, note="no tickets in the store")
-    return Value(float(count)).noted(_undated(ctx))
+    return Value(float(count)).noted(undated())
 
 
 def resolution_rate(ctx: MetricContext) -> Value:
@@ -178,7 +191,19 @@ def resolution_rate(ctx: MetricContext) -> Value:
     resolved = ctx.count("tickets created in the period and resolved", tickets, created,
                          tickets.c.resolved_at.is_not(None))
     total = ctx.count("tickets created in the period", tickets, created)
-    return ratio(resolved, total, empty="no tickets created in the period").noted(_undated(ctx))
+    return _resolution_rate(resolved, total, _undated(ctx))
+
+
+def resolution_rate_grouped(grid: Grid) -> dict[Cell, Value]:
+    tickets = grid.table("tickets")
+    counts = grid.by_part(tickets, tickets.c.created_at, func.count().filter(tickets.c.resolved_at.is_not(None)),
+                          func.count())
+    undated = grid.left_out(*UNDATED_TICKETS)
+    return {cell: _resolution_rate(*counts.get(cell, (0, 0)), undated.get(cell.segment)) for cell in grid.cells}
+
+
+def _resolution_rate(resolved: int, total: int, undated: str | None) -> Value:
+    return ratio(resolved, total, empty="no tickets created in the period").noted(undated)
 
 
 # --- surveys -----------------------------------------------------------------
@@ -315,6 +340,7 @@ METRICS = [
         direction="lower",
         tables=("tickets",),
         compute=ticket_volume,
+        grouped=ticket_volume_grouped,
         needs=("tickets.created_at",),
         additive=True,
     ),
@@ -328,6 +354,7 @@ METRICS = [
         direction="higher",
         tables=("tickets",),
         compute=resolution_rate,
+        grouped=resolution_rate_grouped,
         needs=("tickets.created_at", "tickets.resolved_at"),
     ),
     Metric(

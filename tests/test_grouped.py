@@ -75,8 +75,9 @@ def same(a, b) -> bool:
 
 
 def test_the_built_in_grouped_metrics(registry):
-    assert [m.id for m in grouped_metrics(registry)] == ["avg_deal_size", "avg_resolution_time", "close_rate",
-                                                         "first_response_time", "sales_volume", "win_rate"]
+    assert [m.id for m in grouped_metrics(registry)] == [
+        "avg_deal_size", "avg_resolution_time", "close_rate", "first_response_time", "resolution_rate",
+        "sales_volume", "ticket_volume", "win_rate"]
 
 
 # --- the sample company -----------------------------------------------------------------------------

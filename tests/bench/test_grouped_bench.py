@@ -17,6 +17,7 @@ def test_a_small_run_compares_every_grouped_metric(tmp_path, monkeypatch):
                            "--work", str(tmp_path)], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     rows = [line.split("|") for line in done.stdout.splitlines() if line.startswith("| ") and "metric" not in line]
-    assert [cells[1].strip() for cells in rows] == ["avg_deal_size", "avg_resolution_time", "close_rate",
-                                                    "first_response_time", "sales_volume", "win_rate"]
+    assert [cells[1].strip() for cells in rows] == [
+        "avg_deal_size", "avg_resolution_time", "close_rate", "first_response_time", "resolution_rate",
+        "sales_volume", "ticket_volume", "win_rate"]
     assert all(cells[-2].strip() == "yes" for cells in rows), done.stdout
