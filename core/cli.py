@@ -476,6 +476,9 @@ def plugins(app: App, as_json: bool) -> None:
     """Show the loaded plugins, where they come from, what they provide and what failed."""
     registry = load_registry()
     infos = [p.as_dict() for p in registry.plugins.values()]
+    for info in infos:  # a metric without a grouped compute is computed once per period part and segment
+        info["metrics_cell_by_cell"] = [m for m in info["metrics"] if m in registry.metrics
+                                        and registry.metrics[m].grouped is None]
     if as_json:
         click.echo(json.dumps(infos, indent=2))
         return
@@ -488,6 +491,9 @@ def plugins(app: App, as_json: bool) -> None:
             click.echo(f"  connectors: {', '.join(info['connectors'])}")
         if info["metrics"]:
             click.echo(f"  metrics: {', '.join(info['metrics'])}")
+        if info["metrics_cell_by_cell"]:
+            click.echo(f"  note: computed cell by cell, the slow path for series and segments (no grouped "
+                       f"compute): {', '.join(info['metrics_cell_by_cell'])}")
         for error in info["errors"]:
             click.echo(f"  ERROR: {error}")
 

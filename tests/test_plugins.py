@@ -106,8 +106,13 @@ def test_builtins_load_through_the_entry_points():
     assert registry.provider_of("connector", "files").name == "files"
 
 
+def listed(info: dict) -> dict:
+    """A built-in's entry in ``crmkpi plugins --json``: its info, and which of its metrics have no grouped compute."""
+    return {**info, "metrics_cell_by_cell": []}
+
+
 def test_plugins_json_lists_the_builtins():
-    assert plugins_json() == {"files": FILES_INFO, "sales_metrics": SALES_INFO}
+    assert plugins_json() == {"files": listed(FILES_INFO), "sales_metrics": listed(SALES_INFO)}
 
 
 def test_plugins_table_lists_the_builtins():
@@ -130,11 +135,13 @@ def test_third_party_plugin_is_listed_with_its_distribution(install, monkeypatch
     infos = plugins_json()
     assert infos["acme"] == {"name": "acme", "module": "good_metrics", "distribution": "acme-crm-metrics",
                              "version": "1.2.3", "hooks": ["register_metrics"], "metrics": ["deals_created"],
-                             "connectors": [], "errors": []}
-    assert infos["files"] == FILES_INFO and infos["sales_metrics"] == SALES_INFO
+                             "connectors": [], "errors": [], "metrics_cell_by_cell": ["deals_created"]}
+    assert infos["files"] == listed(FILES_INFO) and infos["sales_metrics"] == listed(SALES_INFO)
     table = invoke("plugins").stdout.splitlines()
     i = table.index("acme  [acme-crm-metrics 1.2.3]  good_metrics")
-    assert table[i + 1] == "  metrics: deals_created"
+    assert table[i + 1:i + 3] == ["  metrics: deals_created",
+                                  "  note: computed cell by cell, the slow path for series and segments (no grouped "
+                                  "compute): deals_created"]
 
 
 def test_third_party_metric_works_through_the_cli(install, monkeypatch, project):
