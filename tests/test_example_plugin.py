@@ -49,6 +49,14 @@ def test_example_is_listed_with_its_distribution(installed: Path) -> None:
     assert example["errors"] == []
 
 
+def test_the_guides_plugins_listing_is_what_crmkpi_prints(installed: Path) -> None:
+    guide = (Path(__file__).parents[1] / "docs" / "plugins.md").read_text()
+    shown = guide.split("$ crmkpi plugins\n", 1)[1].split("...\n", 1)[0].splitlines()
+    printed = crmkpi(installed, "plugins").stdout.splitlines()
+    start = printed.index(shown[0])
+    assert printed[start:start + len(shown)] == shown
+
+
 def test_example_metric_runs_on_synced_data(installed: Path, tmp_path: Path) -> None:
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "deals.csv").write_text(DEALS)
