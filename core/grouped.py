@@ -24,7 +24,7 @@ from functools import cached_property
 from datetime import date, datetime
 from typing import Any, Iterable, NamedTuple
 
-from sqlalchemy import DateTime, Integer, Table, and_, column, exists, func, select, values
+from sqlalchemy import DateTime, Integer, Table, and_, case, column, exists, func, literal, literal_column, select, values
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -91,27 +91,56 @@ class Grid(SqlKit):
         ``[start, end)`` holds ``at`` (or, with ``on``, each part that condition on :attr:`calendar`
         matches) and the row's segment. Cells no row reaches are absent."""
         keys = self.segment_key(table)
-        statement = (select(self.calendar.c.part, *keys, *aggregates).select_from(self._joined(table, at, on))
-                     .where(*self.live(table), *where).group_by(self.calendar.c.part, *keys))
-        return {Cell(row[0], tuple(row[1:1 + len(keys)])): row[1 + len(keys):] for row in self._execute(statement)}
+        statement = self._parted(table, at, on, where, *keys, *aggregates).group_by(literal_column("part"), *keys)
+        return {Cell(row[0], tuple(row[1:1 + len(keys)])): row[1 + len(keys):] for row in self._execute(statement)
+                if row[0] is not None}
 
     def percentiles(self, table: Table, at: ColumnElement | None, value: ColumnElement, percent: int,
                     where: Iterable[ColumnElement] = (), on: ColumnElement | None = None
                     ) -> dict[Cell, tuple[float | None, int]]:
         """Per cell (as :meth:`by_part` finds them), :meth:`MetricContext.percentile
-        <crmkpi.metrics.MetricContext.percentile>` of the non-null values of ``value`` over the live rows matching
-        ``where``: (the percentile, how many values). Cells without a value are absent."""
+        <crmkpi.metrics.MetricContext.percentile>` of the non-null values of ``value`` over the live rows
+        matching ``where``: (the percentile, how many values). Cells without a value are absent."""
         keys = self.segment_key(table)
-        rows = (select(self.calendar.c.part, *keys, value.label("value")).select_from(self._joined(table, at, on))
-                .where(*self.live(table), *where).subquery("measured"))
+        rows = self._parted(table, at, on, where, *keys, value.label("value")).subquery("measured")
         groups = [rows.c.part, *(rows.c[k.name] for k in keys)]
         found: dict[Cell, list] = {}
         for row in self._execute(ranked_pair(rows, rows.c.value, percent, groups)):
-            found.setdefault(Cell(row[0], tuple(row[1:len(groups)])), []).append(row[len(groups):])
+            if row[0] is not None:
+                found.setdefault(Cell(row[0], tuple(row[1:len(groups)])), []).append(row[len(groups):])
         return {cell: interpolate(pair, percent) for cell, pair in found.items()}
 
-    def _joined(self, table: Table, at: ColumnElement | None, on: ColumnElement | None):
-        return table.join(self.calendar, on if on is not None else self.in_part(at))
+    def part_of(self, at: ColumnElement) -> ColumnElement | None:
+        """The index of the part whose ``[start, end)`` holds ``at`` (null: none), as a balanced tree of
+        ``CASE``: a row is placed with log2(parts) comparisons in one scan of its table, where a join
+        with the calendar would read the table once per part unless ``at`` is indexed. None when parts
+        overlap (a period longer than a year and its year ago): rows then join the calendar."""
+        ordered = sorted(range(len(self.bounds)), key=lambda i: self.bounds[i])
+        if any(self.bounds[a][1] > self.bounds[b][0] for a, b in zip(ordered, ordered[1:])):
+            return None
+
+        def tree(low: int, high: int) -> ColumnElement:
+            if low == high:
+                start, end = self.bounds[ordered[low]]
+                return case((and_(at >= _instant(start), at < _instant(end)), ordered[low]))
+            middle = (low + high + 1) // 2
+            return case((at < _instant(self.bounds[ordered[middle]][0]), tree(low, middle - 1)),
+                        else_=tree(middle, high))
+
+        return tree(0, len(ordered) - 1)
+
+    def _parted(self, table: Table, at: ColumnElement | None, on: ColumnElement | None,
+                where: Iterable[ColumnElement], *columns: ColumnElement):
+        """``SELECT part, *columns`` over the live rows of ``table`` matching ``where``, each with the part
+        that holds it (rows in no part: a null part, or none, which the callers leave out)."""
+        part = self.part_of(at) if on is None else None
+        if part is None:
+            return (select(self.calendar.c.part, *columns)
+                    .select_from(table.join(self.calendar, on if on is not None else self.in_part(at)))
+                    .where(*self.live(table), *where))
+        first, last = min(start for start, _ in self.bounds), max(end for _, end in self.bounds)
+        return (select(part.label("part"), *columns)  # the range lets an index on ``at`` narrow the scan
+                .where(*self.live(table), *where, at >= _instant(first), at < _instant(last)))
 
     def by_segment(self, table: Table, *aggregates: ColumnElement,
                    where: Iterable[ColumnElement] = ()) -> dict[tuple, Row]:
@@ -135,7 +164,9 @@ class Grid(SqlKit):
         ``where`` whose timestamp ``by`` puts them in a part. If one of them is in a currency without a
         rate, this raises, and the engine computes the metric cell by cell instead."""
         foreign, valid, factor = fx_rate(table, at, self.reporting_currency)
-        in_a_part = exists(select(self.calendar.c.part).where(self.in_part(by)))
+        part = self.part_of(by)
+        in_a_part = part.is_not(None) if part is not None else \
+            exists(select(self.calendar.c.part).where(self.in_part(by)))
         missing = self._execute(select(table.c.id).where(*self.live(table), *where, foreign, in_a_part,
                                                          ~exists(select(FxRate.__table__.c.id).where(*valid)))
                                 .limit(1)).first()
@@ -145,3 +176,8 @@ class Grid(SqlKit):
 
     def _execute(self, statement):
         return self.conn.execute(statement)
+
+
+def _instant(moment: datetime) -> ColumnElement:
+    """A part's bound, typed as the store's timestamps, so that SQLite compares it as their text."""
+    return literal(moment, DateTime())

@@ -116,6 +116,13 @@ def statistic(ctx: MetricContext, values: Select, total: float, count: int) -> V
     return stat_value(ctx.params["stat"], total, count, lambda percent: ctx.percentile(values, percent))
 
 
+def duration_sums(durations: ColumnElement) -> tuple[ColumnElement, ...]:
+    """Aggregates over durations: the total and the count of those that can be measured (0 or more),
+    the count of the negative ones and of the missing ones (for the notes that count what is left out)."""
+    return (func.sum(case((durations >= 0, durations))), func.count(case((durations >= 0, 1))),
+            func.count(case((durations < 0, 1))), func.count(case((durations.is_(None), 1))))
+
+
 def stat_value(stat: str, total: float, count: int, percentile: Callable[[int], tuple[float | None, int]]) -> Value:
     """:func:`statistic` from its parts: ``percentile(percent)`` gives (the percentile, the count),
     and is asked only when ``stat`` is not the mean (:meth:`Grid.percentiles <crmkpi.grouped.Grid.percentiles>`

@@ -18,7 +18,8 @@ from sqlalchemy.sql.elements import ColumnElement
 from crmkpi import hookimpl, segments
 from crmkpi.errors import MetricError
 from crmkpi.grouped import Cell, Grid
-from crmkpi.metrics import TABLES, STAT_DOC, Metric, MetricContext, Param, Value, ratio, stat_param, statistic
+from crmkpi.metrics import (PERCENTILES, STAT_DOC, TABLES, Metric, MetricContext, Param, Value, duration_sums, ratio,
+                            stat_param, stat_value, statistic)
 
 # -- shared pieces -----------------------------------------------------------------------------
 
@@ -99,8 +100,8 @@ def _undated(ctx: MetricContext, deals, which: str, decided: ColumnElement) -> s
 class Cycle:
     """The sales cycles of the deals a metric measures, and the deals it could not measure."""
 
-    #: Selects the days of each measured deal (for a percentile).
-    days: Select
+    #: Selects the days of each measured deal (for a percentile; None in a grid, which has its own).
+    days: Select | None
     total: float
     count: int
     #: Deals closed before they were created (typically history imported into the CRM).
@@ -114,7 +115,7 @@ class Cycle:
             (self.undated, f"{self.undated} {which} deal(s) without created_at left out")) if count]
 
 
-def _cycle_days(ctx: MetricContext, deals) -> ColumnElement:
+def _cycle_days(ctx: MetricContext | Grid, deals) -> ColumnElement:
     """Days from a deal's creation to its close: to the close moment in its stage history (the latest
     entry into its current stage), else whole days from the creation date when closed_at carries only a
     date (midnight UTC, as Salesforce's CloseDate is stored), else to closed_at."""
@@ -133,11 +134,11 @@ def _cycle(ctx: MetricContext, deals, *where: ColumnElement) -> Cycle:
     cycles = select(_cycle_days(ctx, deals).label("days")).where(*ctx.scope(deals), *where).subquery("cycles")
     days = cycles.c.days
     ctx.record("deals measured (created_at to their close)", deals, *where, _cycle_days(ctx, deals) >= 0)
-    total, count, backwards, undated = ctx.conn.execute(
-        select(func.sum(case((days >= 0, days))), func.count(case((days >= 0, 1))), func.count(case((days < 0, 1))),
-               func.count(case((days.is_(None), 1))))).one()
-    return Cycle(select(days).where(days >= 0), float(total or 0), int(count or 0), int(backwards or 0),
-                 int(undated or 0))
+    return _cycle_of(select(days).where(days >= 0), *ctx.conn.execute(select(*duration_sums(days))).one())
+
+
+def _cycle_of(days: Select | None, total, count, backwards, undated) -> Cycle:
+    return Cycle(days, float(total or 0), int(count or 0), int(backwards or 0), int(undated or 0))
 
 
 def _open_at_end(ctx: MetricContext, deals) -> tuple[ColumnElement, ...]:
@@ -242,14 +243,39 @@ def stage_length(ctx: MetricContext) -> Value:
 def sales_cycle_length(ctx: MetricContext) -> Value:
     deals = ctx.table("deals")
     kind = ctx.params["deals"]
-    decided = deals.c.is_won.is_(True) if kind == "won" else deals.c.is_closed.is_(True)
+    decided = _decided(kind)
     cycle = _cycle(ctx, deals, decided, ctx.in_period(deals.c.closed_at))
-    notes = [*cycle.notes(kind), _undated(ctx, deals, kind, decided)]
+    return _cycle_length(cycle, kind, ctx.params["stat"], lambda percent: ctx.percentile(cycle.days, percent),
+                         _undated(ctx, deals, kind, decided))
+
+
+def sales_cycle_length_grouped(grid: Grid) -> dict[Cell, Value]:
+    deals = grid.table("deals")
+    kind, stat = grid.params["deals"], grid.params["stat"]
+    decided = _decided(kind)
+    days = _cycle_days(grid, deals)
+    sums = grid.by_part(deals, deals.c.closed_at, *duration_sums(days), where=(decided,))
+    percentiles = {} if stat == "mean" else \
+        grid.percentiles(deals, deals.c.closed_at, case((days >= 0, days)), PERCENTILES[stat], where=(decided,))
+    label, *where = _undated_rows(kind, decided)
+    undated = grid.left_out(label, deals, *where)
+    return {cell: _cycle_length(_cycle_of(None, *sums.get(cell, (None, 0, 0, 0))), kind, stat,
+                                lambda percent, cell=cell: percentiles.get(cell, (None, 0)), undated.get(cell.segment))
+            for cell in grid.cells}
+
+
+def _decided(kind: str) -> ColumnElement:
+    deals = TABLES["deals"]
+    return deals.c.is_won.is_(True) if kind == "won" else deals.c.is_closed.is_(True)
+
+
+def _cycle_length(cycle: Cycle, kind: str, stat: str, percentile, undated: str | None) -> Value:
+    notes = [*cycle.notes(kind), undated]
     if not cycle.count:
         empty = f"no {kind} deal closed in the period could be measured" if cycle.backwards or cycle.undated \
             else f"no deals {kind} in the period"
         return Value(None, note=empty).noted(*notes)
-    return statistic(ctx, cycle.days, cycle.total, cycle.count).noted(*notes)
+    return stat_value(stat, cycle.total, cycle.count, percentile).noted(*notes)
 
 
 # -- quota attainment --------------------------------------------------------------------------
@@ -495,6 +521,7 @@ METRICS = [
         direction="lower",
         tables=("deals", "deal_stage_changes"),
         compute=sales_cycle_length,
+        grouped=sales_cycle_length_grouped,
         needs=("deals.created_at", "deals.closed_at", "deals.is_closed", "deals.is_won"),
         params=(Param("deals", str, "won", "measure won deals, or every closed deal (won and lost)",
                       choices=("won", "closed")), stat_param("deals' cycles")),

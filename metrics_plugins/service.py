@@ -16,8 +16,8 @@ from sqlalchemy import DateTime, Select, and_, case, func, literal, or_, select
 from crmkpi import hookimpl
 from crmkpi.errors import MetricError
 from crmkpi.grouped import Cell, Grid
-from crmkpi.metrics import (PERCENTILES, STAT_DOC, TABLES, Metric, MetricContext, Param, Value, ratio, stat_param,
-                            stat_value)
+from crmkpi.metrics import (PERCENTILES, STAT_DOC, TABLES, Metric, MetricContext, Param, Value, duration_sums, ratio,
+                            stat_param, stat_value)
 
 
 def _hours(kit: MetricContext | Grid, start, end):
@@ -123,16 +123,10 @@ class Measured:
                                                                          (self.negative, negative)) if n]
 
 
-def _measured_sums(hours) -> tuple:
-    """total and count of the non-negative hours, count of the negative and of the missing ones."""
-    return (func.sum(case((hours >= 0, hours))), func.count(case((hours >= 0, 1))), func.count(case((hours < 0, 1))),
-            func.count(case((hours.is_(None), 1))))
-
-
 def _measured(ctx: MetricContext, durations: Select) -> Measured:
     """The tickets ``durations`` selects (one ``hours`` column): the non-negative ones are measured."""
     hours = durations.subquery("durations").c.hours
-    return _measured_of(select(hours).where(hours >= 0), *ctx.conn.execute(select(*_measured_sums(hours))).one())
+    return _measured_of(select(hours).where(hours >= 0), *ctx.conn.execute(select(*duration_sums(hours))).one())
 
 
 def _measured_of(hours: Select | None, total, count, negative, missing) -> Measured:
@@ -141,7 +135,7 @@ def _measured_of(hours: Select | None, total, count, negative, missing) -> Measu
 
 def _measured_cells(grid: Grid, tickets, hours, on, value) -> dict[Cell, Value]:
     """``value(cell, measured, percentile)`` of each cell, the tickets matching ``on`` measured by ``hours``."""
-    sums = grid.by_part(tickets, None, *_measured_sums(hours), on=on)
+    sums = grid.by_part(tickets, None, *duration_sums(hours), on=on)
     stat = grid.params["stat"]
     percentiles = {} if stat == "mean" else \
         grid.percentiles(tickets, None, case((hours >= 0, hours)), PERCENTILES[stat], on=on)

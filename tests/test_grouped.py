@@ -77,7 +77,7 @@ def same(a, b) -> bool:
 def test_the_built_in_grouped_metrics(registry):
     assert [m.id for m in grouped_metrics(registry)] == [
         "avg_deal_size", "avg_resolution_time", "close_rate", "first_response_time", "resolution_rate",
-        "sales_volume", "ticket_volume", "win_rate"]
+        "sales_cycle_length", "sales_volume", "ticket_volume", "win_rate"]
 
 
 # --- the sample company -----------------------------------------------------------------------------
@@ -128,6 +128,16 @@ def test_the_sample_company_both_ways(company: Store, registry, case):
             found = agree(company, Run([metric], period, {metric.id: params}, grain, dimensions, COMPARISONS),
                           settings)
             assert found is None or any(r["value"] is not None for r in found), (metric.id, params, grain)
+
+
+def test_parts_that_overlap_join_the_calendar(company: Store, registry):
+    """18 months and their year ago overlap: rows are placed by joining the calendar, not by CASE."""
+    settings = CALENDARS["New York"]
+    period = settings.calendar.parse("2024-03-01..2025-08-31", today=settings.today)
+    year_ago = settings.calendar.year_ago(period)
+    assert year_ago.end > period.start
+    for metric in grouped_metrics(registry):
+        agree(company, Run([metric], period, {}, None, ("team",), COMPARISONS), settings)
 
 
 def test_a_missing_rate_fails_the_same_cells_both_ways(company: Store, registry):
