@@ -76,9 +76,11 @@ def avg_resolution_time_grouped(grid: Grid) -> dict[Cell, Value]:
     calendar = grid.calendar
     resolution = Resolution(grid, calendar.c.start, calendar.c.end, grid.params["include_open"],
                             literal(datetime.now(UTC), DateTime()))
-    return _measured_cells(grid, resolution.tickets, resolution.hours, resolution.where,
+    # Open tickets belong to each part they are open at the end of: only a join with the calendar says so.
+    at, on = (None, resolution.where) if resolution.include_open else (resolution.tickets.c.resolved_at, None)
+    return _measured_cells(grid, resolution.tickets, resolution.hours,
                            lambda cell, measured, percentile: resolution.value(measured, grid.params["stat"],
-                                                                               percentile))
+                                                                               percentile), at=at, on=on)
 
 
 def first_response_time(ctx: MetricContext) -> Value:
@@ -95,9 +97,9 @@ def first_response_time_grouped(grid: Grid) -> dict[Cell, Value]:
     tickets = grid.table("tickets")
     created = tickets.c.created_at
     undated = grid.left_out(*UNDATED_TICKETS)
-    return _measured_cells(grid, tickets, _hours(grid, created, tickets.c.first_response_at), grid.in_part(created),
+    return _measured_cells(grid, tickets, _hours(grid, created, tickets.c.first_response_at),
                            lambda cell, measured, percentile: _first_response(measured, grid.params["stat"], percentile,
-                                                                              undated.get(cell.segment)))
+                                                                              undated.get(cell.segment)), at=created)
 
 
 def _first_response(measured: Measured, stat: str, percentile, undated: str | None) -> Value:
@@ -133,12 +135,13 @@ def _measured_of(hours: Select | None, total, count, negative, missing) -> Measu
     return Measured(hours, float(total or 0), int(count or 0), int(negative or 0), int(missing or 0))
 
 
-def _measured_cells(grid: Grid, tickets, hours, on, value) -> dict[Cell, Value]:
-    """``value(cell, measured, percentile)`` of each cell, the tickets matching ``on`` measured by ``hours``."""
-    sums = grid.by_part(tickets, None, *duration_sums(hours), on=on)
+def _measured_cells(grid: Grid, tickets, hours, value, at=None, on=None) -> dict[Cell, Value]:
+    """``value(cell, measured, percentile)`` of each cell: its tickets (by ``at`` or ``on``, as
+    :meth:`Grid.by_part` places them) measured by ``hours``."""
+    sums = grid.by_part(tickets, at, *duration_sums(hours), on=on)
     stat = grid.params["stat"]
     percentiles = {} if stat == "mean" else \
-        grid.percentiles(tickets, None, case((hours >= 0, hours)), PERCENTILES[stat], on=on)
+        grid.percentiles(tickets, at, case((hours >= 0, hours)), PERCENTILES[stat], on=on)
     return {cell: value(cell, _measured_of(None, *sums.get(cell, (None, 0, 0, 0))),
                         lambda percent, cell=cell: percentiles.get(cell, (None, 0)))
             for cell in grid.cells}
