@@ -39,11 +39,18 @@ def synced(kpi_any_store: KpiProject) -> KpiProject:
     return kpi_any_store
 
 
+@pytest.fixture
+def cell_by_cell(monkeypatch) -> None:
+    """The tests that step in between cells (through ``engine.compute``) need every metric computed cell
+    by cell: close_rate and win_rate have a grouped compute."""
+    monkeypatch.setattr(crmkpi.engine, "_grouped", lambda *args, **kwargs: {})
+
+
 def close_rates(results: list[dict]) -> list[tuple[str, float | None]]:
     return [(r["period"], r["value"]) for r in results]
 
 
-def test_a_run_reads_one_snapshot_while_a_sync_commits(synced: KpiProject, monkeypatch):
+def test_a_run_reads_one_snapshot_while_a_sync_commits(synced: KpiProject, monkeypatch, cell_by_cell):
     before = close_rates(synced.run("close_rate", *Q1, "--no-save"))
     assert before == [("2024-01", 0.5), ("2024-02", 0.5), ("2024-03", 0.0)]
     writer = Store(synced.store)
@@ -70,7 +77,35 @@ def test_a_run_reads_one_snapshot_while_a_sync_commits(synced: KpiProject, monke
     assert len({r["run_id"] for r in during}) == 1
 
 
-def test_a_failing_metric_does_not_end_the_snapshot(synced: KpiProject, monkeypatch):
+def test_grouped_metrics_read_the_same_snapshot(synced: KpiProject, monkeypatch):
+    """A sync commits between two grouped metrics of a run: the second still reads the run's snapshot."""
+    before = synced.run(None, "--metric", "close_rate", "--metric", "win_rate", "--param", "win_rate.cohort=created",
+                        *Q1, "--no-save")
+    writer = Store(synced.store)
+    grouped, calls = crmkpi.engine._grouped, []
+
+    def grouped_then_commit(*args, **kwargs):
+        found = grouped(*args, **kwargs)
+        calls.append(len(found))
+        if len(calls) == 1:  # after close_rate: a "sync" wins every March deal and commits
+            with writer.engine.begin() as conn:
+                conn.execute(text("UPDATE deals SET is_won = :won, is_closed = :won WHERE id LIKE 'm%'"),
+                             {"won": True})
+        return found
+
+    monkeypatch.setattr(crmkpi.engine, "_grouped", grouped_then_commit)
+    try:
+        during = synced.run(None, "--metric", "close_rate", "--metric", "win_rate", "--param",
+                            "win_rate.cohort=created", *Q1, "--no-save")
+    finally:
+        writer.engine.dispose()
+    assert calls == [3, 3]  # both metrics grouped: three months each
+    assert [(r["metric"], r["period"], r["value"]) for r in during] == \
+        [(r["metric"], r["period"], r["value"]) for r in before]
+    assert [r["value"] for r in during if r["metric"] == "win_rate"] == [1.0, 0.5, 0.0]  # March: m2 lost
+
+
+def test_a_failing_metric_does_not_end_the_snapshot(synced: KpiProject, monkeypatch, cell_by_cell):
     """A failed metric rolls back to a savepoint; the metrics after it still read the run's snapshot."""
     [_, expected] = synced.run("close_rate", "--metric", "win_rate", "--param", "win_rate.cohort=created",
                                "--period", "2024-03", "--no-save")
@@ -136,7 +171,7 @@ def test_a_run_waits_for_the_sync_then_saves(kpi: KpiProject):
     assert saved_results(kpi) == 3
 
 
-def test_a_run_that_fails_and_cannot_save_says_both(kpi: KpiProject, monkeypatch):
+def test_a_run_that_fails_and_cannot_save_says_both(kpi: KpiProject, monkeypatch, cell_by_cell):
     compute = crmkpi.engine.compute
 
     def win_rate_fails(conn, metric, *args, **kwargs):
