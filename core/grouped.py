@@ -70,6 +70,10 @@ class Grid(SqlKit):
         """Rows not deleted in their source (every row of a table without ``is_deleted``)."""
         return [table.c.is_deleted.is_(False)] if "is_deleted" in table.c else []
 
+    def scope(self, table: Table) -> list[ColumnElement]:
+        """The rows of every cell's segment: the live ones (``MetricContext.scope`` for a whole grid)."""
+        return self.live(table)
+
     @cached_property
     def calendar(self):
         """The parts as rows ``(part, start, end)`` (a CTE): ``by_part`` joins it, and a metric whose rows
@@ -129,6 +133,11 @@ class Grid(SqlKit):
 
         return tree(0, len(ordered) - 1)
 
+    def in_any_part(self, at: ColumnElement) -> ColumnElement:
+        """Whether some part holds ``at``: for a check over every cell's rows at once."""
+        part = self.part_of(at)
+        return part.is_not(None) if part is not None else exists(select(self.calendar.c.part).where(self.in_part(at)))
+
     def _parted(self, table: Table, at: ColumnElement | None, on: ColumnElement | None,
                 where: Iterable[ColumnElement], *columns: ColumnElement):
         """``SELECT part, *columns`` over the live rows of ``table`` matching ``where``, each with the part
@@ -164,10 +173,7 @@ class Grid(SqlKit):
         ``where`` whose timestamp ``by`` puts them in a part. If one of them is in a currency without a
         rate, this raises, and the engine computes the metric cell by cell instead."""
         foreign, valid, factor = fx_rate(table, at, self.reporting_currency)
-        part = self.part_of(by)
-        in_a_part = part.is_not(None) if part is not None else \
-            exists(select(self.calendar.c.part).where(self.in_part(by)))
-        missing = self._execute(select(table.c.id).where(*self.live(table), *where, foreign, in_a_part,
+        missing = self._execute(select(table.c.id).where(*self.live(table), *where, foreign, self.in_any_part(by),
                                                          ~exists(select(FxRate.__table__.c.id).where(*valid)))
                                 .limit(1)).first()
         if missing:

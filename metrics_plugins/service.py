@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import DateTime, Select, and_, case, func, literal, or_, select
+from sqlalchemy.sql.elements import ColumnElement
 
 from crmkpi import hookimpl
 from crmkpi.errors import MetricError
@@ -206,73 +207,133 @@ def _resolution_rate(resolved: int, total: int, undated: str | None) -> Value:
 # --- surveys -----------------------------------------------------------------
 
 
-def _responses(ctx: MetricContext):
-    answers = ctx.table("survey_responses")
-    where = (ctx.in_period(answers.c.responded_at), func.lower(answers.c.survey) == ctx.params["survey"].lower(),
-             answers.c.score.is_not(None))
-    scale = func.coalesce(answers.c.scale_max, ctx.params["default_scale"])
-    return answers, where, scale
+class Survey:
+    """What both ways of computing a survey score share: the responses that count, the checks, the notes."""
+
+    def __init__(self, params: dict) -> None:
+        answers = self.answers = TABLES["survey_responses"]
+        self.name = params["survey"]
+        self.score = answers.c.score
+        self.scale = func.coalesce(answers.c.scale_max, params["default_scale"])
+        self.labelled = func.lower(answers.c.survey) == self.name.lower()
+        self.counted = (self.labelled, self.score.is_not(None))
+        #: The notes on the responses no period, or no value, can count: no responded_at, no survey label,
+        #: no score (the last two: of the period's responses).
+        self.undated = "response(s) without responded_at (in no period) left out"
+        self.unlabelled = f"response(s) in the period without a survey label (give them survey: {self.name}) left out"
+        self.unscored = f"{self.name} response(s) in the period without score left out"
+
+    def unanswered(self, in_period: ColumnElement) -> dict[str, ColumnElement]:
+        answers = self.answers
+        return {self.undated: answers.c.responded_at.is_(None),
+                self.unlabelled: and_(in_period, answers.c.survey.is_(None)),
+                self.unscored: and_(in_period, self.labelled, self.score.is_(None))}
+
+    def unanswered_cells(self, grid: Grid) -> dict[Cell, list[str | None]]:
+        """The notes of :meth:`unanswered` for every cell of ``grid``."""
+        answers = self.answers
+        undated = grid.by_segment(answers, func.count(), where=(answers.c.responded_at.is_(None),))
+        missing = grid.by_part(answers, answers.c.responded_at, func.count(case((answers.c.survey.is_(None), 1))),
+                               func.count(case((and_(self.labelled, self.score.is_(None)), 1))))
+        return {cell: [f"{count} {note}" if count else None for note, count in zip(
+            (self.undated, self.unlabelled, self.unscored),
+            (undated.get(cell.segment, (0,))[0], *missing.get(cell, (0, 0))))] for cell in grid.cells}
+
+    def check(self, supported: str, bad: ColumnElement, kit: MetricContext | Grid, where) -> None:
+        """Refuse the first response matching ``where`` that ``bad`` says its scale cannot hold (in a grid,
+        of any cell: the engine then computes cell by cell, and the error lands on that response's cells)."""
+        answers = self.answers
+        row = kit.conn.execute(select(answers.c.id, answers.c.score, answers.c.scale_max)
+                               .where(*kit.scope(answers), *where, bad).order_by(answers.c.id).limit(1)).first()
+        if row:
+            raise MetricError(f"survey_responses row {row.id!r}: score {row.score:g} on scale_max "
+                              f"{row.scale_max if row.scale_max is not None else 'null'} is not a {supported} answer")
+
+    def empty(self) -> str:
+        return f"no {self.name} responses in the period"
 
 
-def _unanswered(ctx: MetricContext) -> list[str | None]:
-    """Notes on the responses the period cannot count: no responded_at, no survey label, no score."""
-    answers = ctx.table("survey_responses")
-    in_period = ctx.in_period(answers.c.responded_at)
-    survey = ctx.params["survey"]
-    return ctx.left_out_each(answers, {
-        "response(s) without responded_at (in no period) left out": answers.c.responded_at.is_(None),
-        f"response(s) in the period without a survey label (give them survey: {survey}) left out":
-            and_(in_period, answers.c.survey.is_(None)),
-        f"{survey} response(s) in the period without score left out":
-            and_(in_period, func.lower(answers.c.survey) == survey.lower(), answers.c.score.is_(None)),
-    })
-
-
-def _unreadable(ctx: MetricContext, answers, where, bad, supported: str) -> None:
-    row = ctx.conn.execute(select(answers.c.id, answers.c.score, answers.c.scale_max)
-                           .where(*ctx.scope(answers), *where, bad).order_by(answers.c.id).limit(1)).first()
-    if row:
-        raise MetricError(f"survey_responses row {row.id!r}: score {row.score:g} on scale_max "
-                          f"{row.scale_max if row.scale_max is not None else 'null'} is not a {supported} answer")
-
-
-def nps(ctx: MetricContext) -> Value:
-    answers, where, scale = _responses(ctx)
-    score = answers.c.score
+def _nps_kinds(survey: Survey) -> tuple[ColumnElement, ColumnElement, ColumnElement]:
+    """(an unreadable response, a promoter, a detractor)."""
+    score, scale = survey.score, survey.scale
     ten, five = scale == 10, scale == 5
-    _unreadable(ctx, answers, where, or_(~scale.in_((5, 10)), and_(ten, or_(score < 0, score > 10)),
-                                         and_(five, or_(score < 1, score > 5))), "0-10 or 1-5")
-    promoter = or_(and_(ten, score >= 9), and_(five, score >= 4))
-    detractor = or_(and_(ten, score <= 6), and_(five, score <= 2))
-    ctx.record(f"{ctx.params['survey']} responses in the period", answers, *where)
-    promoters, detractors, total = ctx.conn.execute(
-        select(func.count(case((promoter, 1))), func.count(case((detractor, 1))), func.count())
-        .where(*ctx.scope(answers), *where)).one()
+    bad = or_(~scale.in_((5, 10)), and_(ten, or_(score < 0, score > 10)), and_(five, or_(score < 1, score > 5)))
+    return bad, or_(and_(ten, score >= 9), and_(five, score >= 4)), or_(and_(ten, score <= 6), and_(five, score <= 2))
+
+
+def _nps(survey: Survey, promoters: int, detractors: int, total: int, notes: list[str | None]) -> Value:
     if not total:
-        return Value(None, note=f"no {ctx.params['survey']} responses in the period").noted(*_unanswered(ctx))
+        return Value(None, note=survey.empty()).noted(*notes)
     net = promoters - detractors
     return Value(100.0 * net / total, float(net), float(total),
                  note=f"{promoters} promoters, {total - promoters - detractors} passives, {detractors} detractors"
-                 ).noted(*_unanswered(ctx))
+                 ).noted(*notes)
+
+
+def nps(ctx: MetricContext) -> Value:
+    survey = Survey(ctx.params)
+    answers, where = survey.answers, (ctx.in_period(survey.answers.c.responded_at), *survey.counted)
+    bad, promoter, detractor = _nps_kinds(survey)
+    survey.check("0-10 or 1-5", bad, ctx, where)
+    ctx.record(f"{survey.name} responses in the period", answers, *where)
+    counts = ctx.conn.execute(select(func.count(case((promoter, 1))), func.count(case((detractor, 1))), func.count())
+                              .where(*ctx.scope(answers), *where)).one()
+    return _nps(survey, *counts, ctx.left_out_each(answers, survey.unanswered(ctx.in_period(answers.c.responded_at))))
+
+
+def nps_grouped(grid: Grid) -> dict[Cell, Value]:
+    survey = Survey(grid.params)
+    answers, responded = survey.answers, survey.answers.c.responded_at
+    bad, promoter, detractor = _nps_kinds(survey)
+    survey.check("0-10 or 1-5", bad, grid, (grid.in_any_part(responded), *survey.counted))
+    counts = grid.by_part(answers, responded, func.count(case((promoter, 1))), func.count(case((detractor, 1))),
+                          func.count(), where=survey.counted)
+    notes = survey.unanswered_cells(grid)
+    return {cell: _nps(survey, *counts.get(cell, (0, 0, 0)), notes[cell]) for cell in grid.cells}
+
+
+def _csat_bad(survey: Survey) -> ColumnElement:
+    return or_(survey.scale < 2, survey.score < 0, survey.score > survey.scale)
+
+
+def _csat_sums(survey: Survey, method: str) -> tuple[ColumnElement, ...]:
+    score, scale = survey.score, survey.scale
+    if method == "share_satisfied":
+        return func.count(case((score >= scale - 1, 1))), func.count()
+    return func.sum(score * 1.0 / scale), func.count(), func.sum(score), func.min(scale), func.max(scale)
+
+
+def _csat(survey: Survey, method: str, sums: tuple, notes: list[str | None]) -> Value:
+    if method == "share_satisfied":
+        satisfied, total = sums
+        return ratio(satisfied, total, empty=survey.empty()).noted(*notes)
+    part, total, raw, low, high = sums
+    if not total:
+        return Value(None, note=survey.empty()).noted(*notes)
+    note = f"mean score {float(raw) / total:.2f} out of {low}" if low == high else "responses on different scales"
+    return Value(float(part) / total, float(part), float(total), note=note).noted(*notes)
 
 
 def csat(ctx: MetricContext) -> Value:
-    answers, where, scale = _responses(ctx)
-    score = answers.c.score
-    _unreadable(ctx, answers, where, or_(scale < 2, score < 0, score > scale), "valid")
-    if ctx.params["method"] == "share_satisfied":
-        satisfied = ctx.count("satisfied responses (top two of the scale)", answers, *where, score >= scale - 1)
-        total = ctx.count(f"{ctx.params['survey']} responses in the period", answers, *where)
-        return ratio(satisfied, total, empty=f"no {ctx.params['survey']} responses in the period").noted(
-            *_unanswered(ctx))
-    ctx.record(f"{ctx.params['survey']} responses in the period", answers, *where)
-    part, total, raw, low, high = ctx.conn.execute(
-        select(func.sum(score * 1.0 / scale), func.count(), func.sum(score), func.min(scale), func.max(scale))
-        .where(*ctx.scope(answers), *where)).one()
-    if not total:
-        return Value(None, note=f"no {ctx.params['survey']} responses in the period").noted(*_unanswered(ctx))
-    note = f"mean score {float(raw) / total:.2f} out of {low}" if low == high else "responses on different scales"
-    return Value(float(part) / total, float(part), float(total), note=note).noted(*_unanswered(ctx))
+    survey, method = Survey(ctx.params), ctx.params["method"]
+    answers, where = survey.answers, (ctx.in_period(survey.answers.c.responded_at), *survey.counted)
+    survey.check("valid", _csat_bad(survey), ctx, where)
+    if method == "share_satisfied":
+        ctx.record("satisfied responses (top two of the scale)", answers, *where, survey.score >= survey.scale - 1)
+    ctx.record(f"{survey.name} responses in the period", answers, *where)
+    sums = ctx.conn.execute(select(*_csat_sums(survey, method)).where(*ctx.scope(answers), *where)).one()
+    return _csat(survey, method, sums,
+                 ctx.left_out_each(answers, survey.unanswered(ctx.in_period(answers.c.responded_at))))
+
+
+def csat_grouped(grid: Grid) -> dict[Cell, Value]:
+    survey, method = Survey(grid.params), grid.params["method"]
+    answers, responded = survey.answers, survey.answers.c.responded_at
+    survey.check("valid", _csat_bad(survey), grid, (grid.in_any_part(responded), *survey.counted))
+    sums = grid.by_part(answers, responded, *_csat_sums(survey, method), where=survey.counted)
+    empty = (0, 0) if method == "share_satisfied" else (None, 0, None, None, None)
+    notes = survey.unanswered_cells(grid)
+    return {cell: _csat(survey, method, sums.get(cell, empty), notes[cell]) for cell in grid.cells}
 
 
 # --- declarations ------------------------------------------------------------
@@ -368,6 +429,7 @@ METRICS = [
         direction="higher",
         tables=("survey_responses",),
         compute=nps,
+        grouped=nps_grouped,
         needs=("survey_responses.survey", "survey_responses.score", "survey_responses.responded_at"),
         params=(
             Param("survey", str, "nps", "the survey_responses.survey value of NPS answers"),
@@ -387,6 +449,7 @@ METRICS = [
         direction="higher",
         tables=("survey_responses",),
         compute=csat,
+        grouped=csat_grouped,
         needs=("survey_responses.survey", "survey_responses.score", "survey_responses.responded_at"),
         params=(
             Param("method", str, "share_satisfied", "share of satisfied (top-two) answers, or the mean score",
