@@ -104,13 +104,15 @@ def main() -> None:
         slow = per_cell(config, metric_id) if args.per_cell else None
         rows.append((metric_id, one, many, slow))
         ok &= many / one <= RATIO_MAX and (slow is None or slow[2])
-    print(f"\n{args.deals:,} deals, {args.repeat} runs each, medians; load average "
-          f"{' '.join(f'{x:.2f}' for x in load_before)} before, {' '.join(f'{x:.2f}' for x in os.getloadavg())} after\n")
+    loads = [" ".join(f"{x:.2f}" for x in load) for load in (load_before, os.getloadavg())]
+    print(f"\n{args.deals:,} deals, {args.repeat} runs each, medians; load average {loads[0]} before, "
+          f"{loads[1]} after\n")
     print("| metric | one value s | month × owner × both comparisons s | ratio | result |"
           + (" in process: cell by cell s | grouped s | speed-up | same results |" if args.per_cell else ""))
     print("|---|---:|---:|---:|---|" + ("---:|---:|---:|---|" if args.per_cell else ""))
     for metric_id, one, many, slow in rows:
-        line = f"| {metric_id} | {one:.2f} | {many:.2f} | {many / one:.2f} | {'PASS' if many / one <= RATIO_MAX else 'FAIL'} |"
+        verdict = "PASS" if many / one <= RATIO_MAX else "FAIL"
+        line = f"| {metric_id} | {one:.2f} | {many:.2f} | {many / one:.2f} | {verdict} |"
         if slow:
             line += f" {slow[0]:.1f} | {slow[1]:.2f} | {slow[0] / slow[1]:.0f}× | {'yes' if slow[2] else 'NO'} |"
         print(line)

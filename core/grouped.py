@@ -6,10 +6,11 @@ declares ``grouped`` describes its aggregation once, against a :class:`Grid`: th
 period part the run needs (the run's, and those its comparisons need) as a *calendar* — one row per
 part with its bounds as UTC instants, computed by the reporting calendar exactly as the per-cell
 path computes them, so time zones, DST, fiscal years and week starts agree — and the segments.
-:meth:`Grid.by_part` joins a table to the calendar on a timestamp, groups by part and by the
-segment key of each row (:func:`crmkpi.segments.expression`, the very expression the per-cell
-path filters on) and returns the aggregates per :class:`Cell`. The metric turns them into one
-:class:`~crmkpi.metrics.Value` per cell, with the same values, numerators, denominators and notes as
+:meth:`Grid.by_part` places each row of a table in the part whose bounds hold its timestamp (a
+balanced ``CASE`` tree, one scan; a join with the calendar when parts overlap or a condition
+decides), groups by part and by the segment key of each row (:func:`crmkpi.segments.expression`,
+the very expression the per-cell path filters on) and returns the aggregates per :class:`Cell`.
+The metric turns them into one :class:`~crmkpi.metrics.Value` per cell, with the same values, numerators, denominators and notes as
 its ``compute`` gives for that cell: a test computes every grouped metric both ways and compares.
 
 A grouped metric raises :class:`~crmkpi.errors.MetricError` where its per-cell values would fail (a
@@ -20,19 +21,20 @@ cells it concerns.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 from datetime import date, datetime
+from functools import cached_property
 from typing import Any, Iterable, NamedTuple
 
-from sqlalchemy import DateTime, Integer, Table, and_, case, column, exists, func, literal, literal_column, select, values
+from sqlalchemy import (DateTime, Integer, Table, and_, case, column, exists, func, literal, literal_column, select,
+                        values)
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.sql.elements import ColumnElement
 
 from . import segments
 from .errors import MetricError
 from .models import TABLES, FxRate
-from .sqlkit import SqlKit, fx_rate, interpolate, ranked_pair
 from .periods import Period
+from .sqlkit import SqlKit, fx_rate, interpolate, ranked_pair
 
 
 class Cell(NamedTuple):

@@ -213,7 +213,8 @@ def load(store: Store, deals: list[dict], tickets: list[dict]) -> None:
     with store.transaction() as conn:
         for table, table_rows in rows.items():
             conn.exec_driver_sql(f"DELETE FROM {table}")
-            columns = ["source", "synced_at", "is_deleted", *sorted({k for r in table_rows for k in r} - {"is_deleted"})]
+            given = sorted({k for r in table_rows for k in r} - {"is_deleted"})
+            columns = ["source", "synced_at", "is_deleted", *given]
             encoded = []
             for row in table_rows:
                 row = {"source": "crm", "synced_at": datetime.now(UTC), "is_deleted": False, **row}
@@ -230,7 +231,8 @@ def encode(store: Store, value):
 
 
 @property_settings(default=6)
-@given(data=st.data(), deals=st.lists(deal, max_size=40), tickets=st.lists(ticket, max_size=30), zone=st.sampled_from(list(CALENDARS)),
+@given(data=st.data(), deals=st.lists(deal, max_size=40), tickets=st.lists(ticket, max_size=30),
+       zone=st.sampled_from(list(CALENDARS)),
        split=st.sampled_from([("month", ("owner",)), ("week", ("team",)), ("day", ()), ("quarter", ("pipeline",)),
                               (None, ("owner", "pipeline"))]))
 def test_random_datasets_both_ways(empty_store: Store, registry, data, deals, tickets, zone, split):

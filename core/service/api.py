@@ -91,7 +91,8 @@ def create_app(job: Job, scheduler: Scheduler, heartbeat: Heartbeat, token: str 
         """The latest KPI values, job runs and sync freshness in the Prometheus text format."""
         return PlainTextResponse(prometheus.exposition(job), media_type=prometheus.CONTENT_TYPE)
 
-    app.include_router(_api(job, Answers(job.store, lambda: job.settings.current().today, recheck)), dependencies=[Depends(_bearer(token))] if token else [])
+    answers = Answers(job.store, lambda: job.settings.current().today, recheck)
+    app.include_router(_api(job, answers), dependencies=[Depends(_bearer(token))] if token else [])
     return app
 
 

@@ -54,9 +54,10 @@ def serve(app: App, config_path: str, host: str | None, port: int | None, interv
 
     Each occurrence runs once, even with several replicas on one PostgreSQL store. The API serves
     /health, /metrics (Prometheus) and /api/v1 (the bearer token of service.api_token or
-    CRMKPI_API_TOKEN). Logs one line per event on stderr (--log-format json: JSON lines). SIGTERM or Ctrl-C stops claiming new runs,
-    lets the running job finish (or interrupts it after --stop-timeout: its sync rolls back, the run
-    is recorded as failed) and exits 0. A second signal interrupts at once.
+    CRMKPI_API_TOKEN). Logs one line per event on stderr (--log-format json: JSON lines). SIGTERM or
+    Ctrl-C stops claiming new runs, lets the running job finish (or interrupts it after
+    --stop-timeout: its sync rolls back, the run is recorded as failed) and exits 0. A second signal
+    interrupts at once.
     """
     config = app.config(config_path)
     host, port = host or config.service.host, port or config.service.port

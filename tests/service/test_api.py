@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
-from conftest import ALL_BUILTINS, KpiProject
+from conftest import KpiProject
 from crmkpi.cli import App, cli
 from crmkpi.service.api import create_app
 from crmkpi.service.commands import job
@@ -159,7 +157,8 @@ def test_series_by_one_custom_field_then_another_each_get_their_own_values(kpi: 
     config = app.config(str(kpi.config))
     scheduler = Scheduler(job(app, config))
     client = TestClient(create_app(scheduler.job, scheduler, Heartbeat(15), None))
-    for field, values in [("extra.color", ["blue", "red"]), ("extra.size", ["L", "S"]), ("extra.color", ["blue", "red"])]:
+    for field, values in [("extra.color", ["blue", "red"]), ("extra.size", ["L", "S"]),
+                          ("extra.color", ["blue", "red"])]:
         answer = client.get("/api/v1/metrics/close_rate/series", params={"segment": field}).json()
         assert sorted(r["segment"][field] for r in answer) == values
     scheduler.job.store.engine.dispose()

@@ -39,10 +39,12 @@ def test_json_lines_carry_the_fields_and_never_a_secret(capsys, secret):
             LOGGER.exception("unexpected")
     failed, crashed = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
     assert failed.pop("time").endswith("Z")
-    assert failed == {"level": "error", "logger": "crmkpi.serve", "message": "nightly 2026-12-05T01:30: run 7 failed: 401",
-                      "schedule": "nightly", "occurrence": "2026-12-05T01:30", "run_id": 7, "status": "failed",
+    assert failed == {"level": "error", "logger": "crmkpi.serve",
+                      "message": "nightly 2026-12-05T01:30: run 7 failed: 401", "schedule": "nightly",
+                      "occurrence": "2026-12-05T01:30", "run_id": 7, "status": "failed",
                       "error": "401 for token [redacted]"}
-    assert crashed["message"] == "unexpected" and crashed["exception"].endswith("ValueError: bad credentials [redacted]")
+    assert crashed["message"] == "unexpected"
+    assert crashed["exception"].endswith("ValueError: bad credentials [redacted]")
 
 
 def test_uvicorn_warnings_go_the_same_way_and_its_info_does_not(capsys):
