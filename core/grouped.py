@@ -97,8 +97,14 @@ class Grid(SqlKit):
         ``[start, end)`` holds ``at`` (or, with ``on``, each part that condition on :attr:`calendar`
         matches) and the row's segment. Cells no row reaches are absent."""
         keys = self.segment_key(table)
-        statement = self._parted(table, at, on, where, *keys, *aggregates).group_by(literal_column("part"), *keys)
-        return {Cell(row[0], tuple(row[1:1 + len(keys)])): row[1 + len(keys):] for row in self._execute(statement)
+        return self.by_cell(self._parted(table, at, on, where, *keys, *aggregates)
+                            .group_by(literal_column("part"), *keys))
+
+    def by_cell(self, statement) -> dict[Cell, Row]:
+        """The rows of a statement of the metric's own whose first columns are the part and the segment key
+        (:meth:`segment_key`'s columns, in order), by cell; rows in no part are left out."""
+        width = 1 + len(self.dimensions)
+        return {Cell(row[0], tuple(row[1:width])): row[width:] for row in self._execute(statement)
                 if row[0] is not None}
 
     def percentiles(self, table: Table, at: ColumnElement | None, value: ColumnElement, percent: int,

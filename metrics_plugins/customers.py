@@ -18,13 +18,15 @@ fields as the engine resolves them, and ``owner``/``team`` through the account's
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any, Callable
 
 from sqlalchemy import Table, and_, case, exists, func, literal, or_, select
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import ColumnElement
 
 from crmkpi import hookimpl
-from crmkpi.metrics import Input, Metric, MetricContext, Param, Value, at_least, ratio
+from crmkpi.grouped import Cell, Grid
+from crmkpi.metrics import TABLES, Input, Metric, MetricContext, Param, Value, at_least, ratio
 
 #: Relative tolerance when comparing MRR sums (fx conversion makes them floats).
 _EPSILON = 1e-9
@@ -96,22 +98,55 @@ def _states(ctx: MetricContext, start: datetime, end: datetime):
             .subquery("customer_states"))
 
 
+def _states_by_cell(grid: Grid):
+    """:func:`_states` of every part and segment: one row per part, segment and account."""
+    subs, calendar = grid.table("subscriptions"), grid.calendar
+    start, end = calendar.c.start, calendar.c.end
+    keys = grid.segment_key(subs)
+    first = func.min(subs.c.started_at)
+    return (select(calendar.c.part, *keys, subs.c.source, subs.c.account_id,
+                   _flag(active_at(subs, start)).label("at_start"),
+                   _flag(active_at(subs, end)).label("at_end"),
+                   _flag(and_(subs.c.started_at >= start,
+                              or_(subs.c.ended_at.is_(None), subs.c.ended_at > subs.c.started_at))).label("joined"),
+                   case((first >= start, 1), else_=0).label("new"))
+            .select_from(subs.join(calendar, subs.c.started_at < end))
+            .where(*grid.live(subs), subs.c.account_id.isnot(None))
+            .group_by(calendar.c.part, *keys, subs.c.source, subs.c.account_id)
+            .subquery("customer_states"))
+
+
+def _by_state(grid: Grid, sums: Callable[[Any], tuple[ColumnElement, ...]]) -> dict[Cell, tuple]:
+    """``sums(states)`` over :func:`_states_by_cell`, by cell."""
+    states = _states_by_cell(grid)
+    groups = [states.c.part, *(states.c[f"segment_{i}"] for i in range(len(grid.dimensions)))]
+    return grid.by_cell(select(*groups, *sums(states)).group_by(*groups))
+
+
+def _churn_sums(s) -> tuple[ColumnElement, ...]:
+    """(customers at start, of them lost by the end, customers who joined and were lost within the window)."""
+    return (func.sum(s.c.at_start),
+            func.sum(case((and_(s.c.at_start == 1, s.c.at_end == 0), 1), else_=0)),
+            func.sum(case((and_(s.c.at_start == 0, s.c.joined == 1, s.c.at_end == 0), 1), else_=0)))
+
+
 def _churn(ctx: MetricContext, start: datetime, end: datetime) -> tuple[int, int, int]:
     """(customers at start, of them lost by the end, customers who joined and were lost within the window)."""
-    s = _states(ctx, start, end)
-    row = ctx.conn.execute(select(
-        func.sum(s.c.at_start),
-        func.sum(case((and_(s.c.at_start == 1, s.c.at_end == 0), 1), else_=0)),
-        func.sum(case((and_(s.c.at_start == 0, s.c.joined == 1, s.c.at_end == 0), 1), else_=0)),
-    )).one()
-    return int(row[0] or 0), int(row[1] or 0), int(row[2] or 0)
+    return _counts(ctx.conn.execute(select(*_churn_sums(_states(ctx, start, end)))).one())
+
+
+def _counts(row) -> tuple[int, ...]:
+    return tuple(int(value or 0) for value in row)
+
+
+#: The subscriptions that cannot make anyone a customer: no account, or no start.
+UNCOUNTED = ("subscription(s) without account_id or started_at", TABLES["subscriptions"],
+             or_(TABLES["subscriptions"].c.account_id.is_(None), TABLES["subscriptions"].c.started_at.is_(None)))
 
 
 def _uncounted(ctx: MetricContext) -> str | None:
-    """The note on the subscriptions that cannot make anyone a customer: no account, or no start."""
-    subs = ctx.table("subscriptions")
-    return ctx.left_out("subscription(s) without account_id or started_at", subs,
-                        or_(subs.c.account_id.is_(None), subs.c.started_at.is_(None)))
+    """The note on the subscriptions that cannot make anyone a customer."""
+    return ctx.left_out(*UNCOUNTED)
 
 
 def _instant(ctx: MetricContext, value: datetime) -> ColumnElement:
@@ -135,28 +170,55 @@ def churn_rate(ctx: MetricContext) -> Value:
     customers, lost, joined_and_lost = _churn(ctx, ctx.start, ctx.end)
     ctx.record("subscriptions of the customers at the period start", subs, active_at(subs, ctx.start))
     ctx.record("subscriptions of the customers lost in the period", subs, active_at(subs, ctx.start),
-            ~is_customer_at(ctx, subs, ctx.end))
+               ~is_customer_at(ctx, subs, ctx.end))
     if ctx.params["new_and_lost"] == "include":
         ctx.record("subscriptions of customers who joined and were lost in the period", subs,
-                ctx.in_period(subs.c.started_at),
-                or_(subs.c.ended_at.is_(None), subs.c.ended_at > subs.c.started_at),
-                ~is_customer_at(ctx, subs, ctx.start),
-                ~is_customer_at(ctx, subs, ctx.end))
+                   ctx.in_period(subs.c.started_at),
+                   or_(subs.c.ended_at.is_(None), subs.c.ended_at > subs.c.started_at),
+                   ~is_customer_at(ctx, subs, ctx.start),
+                   ~is_customer_at(ctx, subs, ctx.end))
+    return _churn_rate(customers, lost, joined_and_lost, ctx.params["new_and_lost"], _uncounted(ctx))
+
+
+def churn_rate_grouped(grid: Grid) -> dict[Cell, Value]:
+    counts = _by_state(grid, _churn_sums)
+    uncounted = grid.left_out(*UNCOUNTED)
+    return {cell: _churn_rate(*_counts(counts.get(cell, (0, 0, 0))), grid.params["new_and_lost"],
+                              uncounted.get(cell.segment)) for cell in grid.cells}
+
+
+def _churn_rate(customers: int, lost: int, joined_and_lost: int, new_and_lost: str, uncounted: str | None) -> Value:
+    if new_and_lost == "include":
         lost += joined_and_lost
-    return ratio(lost, customers, empty="no customers at the period start").noted(_uncounted(ctx))
+    return ratio(lost, customers, empty="no customers at the period start").noted(uncounted)
 
 
 def retention_rate(ctx: MetricContext) -> Value:
     subs = ctx.table("subscriptions")
     s = _states(ctx, ctx.start, ctx.end)
-    start, end, new = ctx.conn.execute(select(func.sum(s.c.at_start), func.sum(s.c.at_end),
-                                              func.sum(s.c.new))).one()
+    counts = ctx.conn.execute(select(*_retention_sums(s))).one()
     ctx.record("subscriptions of the customers at the period start", subs, active_at(subs, ctx.start))
     ctx.record("subscriptions of the customers at the period end", subs, active_at(subs, ctx.end))
     firsts = _firsts(ctx, subs, subs.c.started_at)
     ctx.record("first subscriptions of new customers", subs,
-            exists(select(firsts.c.id).where(firsts.c.source == subs.c.source, firsts.c.id == subs.c.id)))
-    return ratio((end or 0) - (new or 0), start, empty="no customers at the period start").noted(_uncounted(ctx))
+               exists(select(firsts.c.id).where(firsts.c.source == subs.c.source, firsts.c.id == subs.c.id)))
+    return _retention_rate(*_counts(counts), _uncounted(ctx))
+
+
+def retention_rate_grouped(grid: Grid) -> dict[Cell, Value]:
+    counts = _by_state(grid, _retention_sums)
+    uncounted = grid.left_out(*UNCOUNTED)
+    return {cell: _retention_rate(*_counts(counts.get(cell, (0, 0, 0))), uncounted.get(cell.segment))
+            for cell in grid.cells}
+
+
+def _retention_sums(s) -> tuple[ColumnElement, ...]:
+    """(customers at start, at end, new in the window)."""
+    return func.sum(s.c.at_start), func.sum(s.c.at_end), func.sum(s.c.new)
+
+
+def _retention_rate(start: int, end: int, new: int, uncounted: str | None) -> Value:
+    return ratio(end - new, start, empty="no customers at the period start").noted(uncounted)
 
 
 # --- renewals -------------------------------------------------------------------------------------
@@ -433,6 +495,7 @@ METRICS = [
         direction="lower",
         tables=("accounts", "subscriptions"),
         compute=churn_rate,
+        grouped=churn_rate_grouped,
         needs=("subscriptions.account_id", "subscriptions.started_at", "subscriptions.ended_at"),
         params=(_NEW_AND_LOST,),
     ),
@@ -451,6 +514,7 @@ METRICS = [
         direction="higher",
         tables=("accounts", "subscriptions"),
         compute=retention_rate,
+        grouped=retention_rate_grouped,
         needs=("subscriptions.account_id", "subscriptions.started_at", "subscriptions.ended_at"),
     ),
     Metric(

@@ -18,6 +18,6 @@ def test_a_small_run_compares_every_grouped_metric(tmp_path, monkeypatch):
     assert done.returncode == 0, done.stdout + done.stderr
     rows = [line.split("|") for line in done.stdout.splitlines() if line.startswith("| ") and "metric" not in line]
     assert [cells[1].strip() for cells in rows] == [
-        "avg_deal_size", "avg_resolution_time", "close_rate", "csat", "first_response_time", "nps",
-        "resolution_rate", "sales_cycle_length", "sales_volume", "ticket_volume", "win_rate"]
+        "avg_deal_size", "avg_resolution_time", "churn_rate", "close_rate", "csat", "first_response_time", "nps",
+        "resolution_rate", "retention_rate", "sales_cycle_length", "sales_volume", "ticket_volume", "win_rate"]
     assert all(cells[-2].strip() == "yes" for cells in rows), done.stdout
