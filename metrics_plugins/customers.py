@@ -99,20 +99,29 @@ def _states(ctx: MetricContext, start: datetime, end: datetime):
 
 
 def _states_by_cell(grid: Grid):
-    """:func:`_states` of every part and segment: one row per part, segment and account."""
+    """:func:`_states` of every part and segment: one row per part, segment and account.
+
+    Each subscription's segment and its account's first start (within the segment) are worked out
+    once, in a materialized CTE, before the subscriptions meet the parts they overlap: a subscription
+    ended before a part starts changes none of the part's flags but ``new``, which the first start
+    gives."""
     subs, calendar = grid.table("subscriptions"), grid.calendar
-    start, end = calendar.c.start, calendar.c.end
     keys = grid.segment_key(subs)
-    first = func.min(subs.c.started_at)
-    return (select(calendar.c.part, *keys, subs.c.source, subs.c.account_id,
-                   _flag(active_at(subs, start)).label("at_start"),
-                   _flag(active_at(subs, end)).label("at_end"),
-                   _flag(and_(subs.c.started_at >= start,
-                              or_(subs.c.ended_at.is_(None), subs.c.ended_at > subs.c.started_at))).label("joined"),
-                   case((first >= start, 1), else_=0).label("new"))
-            .select_from(subs.join(calendar, subs.c.started_at < end))
-            .where(*grid.live(subs), subs.c.account_id.isnot(None))
-            .group_by(calendar.c.part, *keys, subs.c.source, subs.c.account_id)
+    account = (subs.c.source, subs.c.account_id, *keys)
+    rows = (select(subs.c.source, subs.c.account_id, subs.c.started_at, subs.c.ended_at, *keys,
+                   func.min(subs.c.started_at).over(partition_by=account).label("first_at"))
+            .where(*grid.live(subs), subs.c.account_id.isnot(None)).cte("subscription_rows").prefix_with("MATERIALIZED"))
+    start, end = calendar.c.start, calendar.c.end
+    segment = [rows.c[key.name] for key in keys]
+    return (select(calendar.c.part, *segment, rows.c.source, rows.c.account_id,
+                   _flag(active_at(rows, start)).label("at_start"),
+                   _flag(active_at(rows, end)).label("at_end"),
+                   _flag(and_(rows.c.started_at >= start,
+                              or_(rows.c.ended_at.is_(None), rows.c.ended_at > rows.c.started_at))).label("joined"),
+                   case((func.min(rows.c.first_at) >= start, 1), else_=0).label("new"))
+            .select_from(rows.join(calendar, and_(rows.c.started_at < end,
+                                                  or_(rows.c.ended_at.is_(None), rows.c.ended_at >= start))))
+            .group_by(calendar.c.part, *segment, rows.c.source, rows.c.account_id)
             .subquery("customer_states"))
 
 
