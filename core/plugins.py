@@ -169,9 +169,26 @@ def load_registry(strict: bool = False, extra: dict[str, object] | None = None,
         try:
             plugin = ep.load()
         except Exception as exc:
+            interruption = _interruption(exc)
+            if interruption is not None:  # Ctrl-C or SIGTERM during the import: stop, not a broken plugin
+                raise interruption from None
             registry._fail(info, f"failed to load {ep.value}: {type(exc).__name__}: {exc}")
             continue
         registry.add(ep.name, plugin, info)
     for name, plugin in (extra or {}).items():
         registry.add(name, plugin)
     return registry
+
+
+def _interruption(exc: BaseException) -> BaseException | None:
+    """The Ctrl-C or SIGTERM (a BaseException that is no Exception) behind ``exc``, if any: Python 3.11
+    wraps what a class body's ``__set_name__`` raises in a RuntimeError, so an interruption landing
+    there would otherwise read as a plugin that failed to import."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if not isinstance(cause, Exception):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None

@@ -22,7 +22,7 @@ import crmkpi
 from conftest import ALL_BUILTINS
 from crmkpi.cli import cli
 from crmkpi.connectors.files.settings import FilesSettings
-from crmkpi.errors import PluginError
+from crmkpi.errors import PluginError, Terminated
 from crmkpi.plugins import ENTRY_POINT_GROUP, PluginInfo, Registry, load_registry, selected_entry_points
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -259,6 +259,15 @@ def test_plugin_that_fails_to_import_is_reported_and_the_rest_works(install, mon
     assert result.exit_code == 0 and result.stderr == warning
     assert {r["metric"]: r["value"] for r in json.loads(result.stdout)} == {
         "close_rate": pytest.approx(1 / 3), "win_rate": pytest.approx(2 / 3), "deals_created": 3.0}
+
+
+def test_an_interrupted_import_stops_the_command_instead_of_failing_the_plugin(install, monkeypatch):
+    """SIGTERM landing in a plugin's import (a kill trial found it inside pydantic's ``__set_name__``) must
+    stop crmkpi as a SIGTERM does, not be reported as a broken plugin while the command goes on."""
+    install("interrupted-plugin", "0.1.0", {"interrupted": "interrupted_import"})
+    select(monkeypatch, "files,interrupted")
+    with pytest.raises(Terminated):
+        load_registry()
 
 
 def test_missing_module_is_reported(install, monkeypatch):

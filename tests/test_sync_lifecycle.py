@@ -161,6 +161,9 @@ def test_a_second_sync_of_the_connector_is_refused_naming_the_running_one(config
 
 def test_status_marks_a_killed_run_failed(config: Path, store_url: str):
     process = start_sync(config)
+    deadline = time.monotonic() + 30  # killed once its run is recorded (a CI run once saw a child before that)
+    while not sync_runs(store_url) and time.monotonic() < deadline:
+        time.sleep(0.01)
     process.kill()
     process.communicate()
     result = CliRunner().invoke(cli, ["sync", "--config", str(config), "--status"])
