@@ -46,6 +46,12 @@ def cell_by_cell(monkeypatch) -> None:
     monkeypatch.setattr(crmkpi.engine, "_grouped", lambda *args, **kwargs: {})
 
 
+def win_march(writer: Store) -> None:
+    """What a sync commits in the middle of a run: every March deal won."""
+    with writer.engine.begin() as conn:
+        conn.execute(text("UPDATE deals SET is_won = :won, is_closed = :won WHERE id LIKE 'm%'"), {"won": True})
+
+
 def close_rates(results: list[dict]) -> list[tuple[str, float | None]]:
     return [(r["period"], r["value"]) for r in results]
 
@@ -60,9 +66,7 @@ def test_a_run_reads_one_snapshot_while_a_sync_commits(synced: KpiProject, monke
         value = compute(*args, **kwargs)
         calls.append(1)
         if len(calls) == 1:  # after January: a "sync" wins every March deal and commits
-            with writer.engine.begin() as conn:
-                conn.execute(text("UPDATE deals SET is_won = :won, is_closed = :won WHERE id LIKE 'm%'"),
-                             {"won": True})
+            win_march(writer)
         return value
 
     monkeypatch.setattr(crmkpi.engine, "compute", compute_then_commit)
@@ -88,9 +92,7 @@ def test_grouped_metrics_read_the_same_snapshot(synced: KpiProject, monkeypatch)
         found = grouped(*args, **kwargs)
         calls.append(len(found))
         if len(calls) == 1:  # after close_rate: a "sync" wins every March deal and commits
-            with writer.engine.begin() as conn:
-                conn.execute(text("UPDATE deals SET is_won = :won, is_closed = :won WHERE id LIKE 'm%'"),
-                             {"won": True})
+            win_march(writer)
         return found
 
     monkeypatch.setattr(crmkpi.engine, "_grouped", grouped_then_commit)
@@ -115,9 +117,7 @@ def test_a_failing_metric_does_not_end_the_snapshot(synced: KpiProject, monkeypa
     def fail_first_metric_after_a_commit(conn, metric, *args, **kwargs):
         if metric.id == "win_rate":
             return compute(conn, metric, *args, **kwargs)
-        with writer.engine.begin() as other:
-            other.execute(text("UPDATE deals SET is_won = :won, is_closed = :won WHERE id LIKE 'm%'"),
-                          {"won": True})
+        win_march(writer)
         try:  # a failing statement: on PostgreSQL it aborts the transaction it ran in
             conn.execute(text("SELECT no_such_column FROM deals"))
         except Exception as exc:
