@@ -25,8 +25,7 @@ from datetime import date, datetime
 from functools import cached_property
 from typing import Any, Iterable, NamedTuple
 
-from sqlalchemy import (DateTime, Integer, Table, and_, case, column, exists, func, literal, literal_column, select,
-                        values)
+from sqlalchemy import DateTime, Integer, Table, and_, case, column, exists, func, literal_column, select, values
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -34,7 +33,7 @@ from . import segments
 from .errors import MetricError
 from .models import TABLES, FxRate
 from .periods import Period
-from .sqlkit import SqlKit, fx_rate, interpolate, ranked_pair
+from .sqlkit import SqlKit, fx_rate, instant, interpolate, ranked_pair
 
 
 class Cell(NamedTuple):
@@ -104,7 +103,7 @@ class Grid(SqlKit):
         """The rows of a statement of the metric's own whose first columns are the part and the segment key
         (:meth:`segment_key`'s columns, in order), by cell; rows in no part are left out."""
         width = 1 + len(self.dimensions)
-        return {Cell(row[0], tuple(row[1:width])): row[width:] for row in self._execute(statement)
+        return {Cell(row[0], tuple(row[1:width])): row[width:] for row in self.conn.execute(statement)
                 if row[0] is not None}
 
     def percentiles(self, table: Table, at: ColumnElement | None, value: ColumnElement, percent: int,
@@ -117,7 +116,7 @@ class Grid(SqlKit):
         rows = self._parted(table, at, on, where, *keys, value.label("value")).subquery("measured")
         groups = [rows.c.part, *(rows.c[k.name] for k in keys)]
         found: dict[Cell, list] = {}
-        for row in self._execute(ranked_pair(rows, rows.c.value, percent, groups)):
+        for row in self.conn.execute(ranked_pair(rows, rows.c.value, percent, groups)):
             if row[0] is not None:
                 found.setdefault(Cell(row[0], tuple(row[1:len(groups)])), []).append(row[len(groups):])
         return {cell: interpolate(pair, percent) for cell, pair in found.items()}
@@ -134,9 +133,9 @@ class Grid(SqlKit):
         def tree(low: int, high: int) -> ColumnElement:
             if low == high:
                 start, end = self.bounds[ordered[low]]
-                return case((and_(at >= _instant(start), at < _instant(end)), ordered[low]))
+                return case((and_(at >= instant(start), at < instant(end)), ordered[low]))
             middle = (low + high + 1) // 2
-            return case((at < _instant(self.bounds[ordered[middle]][0]), tree(low, middle - 1)),
+            return case((at < instant(self.bounds[ordered[middle]][0]), tree(low, middle - 1)),
                         else_=tree(middle, high))
 
         return tree(0, len(ordered) - 1)
@@ -157,7 +156,7 @@ class Grid(SqlKit):
                     .where(*self.live(table), *where))
         first, last = min(start for start, _ in self.bounds), max(end for _, end in self.bounds)
         return (select(part.label("part"), *columns)  # the range lets an index on ``at`` narrow the scan
-                .where(*self.live(table), *where, at >= _instant(first), at < _instant(last)))
+                .where(*self.live(table), *where, at >= instant(first), at < instant(last)))
 
     def by_segment(self, table: Table, *aggregates: ColumnElement,
                    where: Iterable[ColumnElement] = ()) -> dict[tuple, Row]:
@@ -166,7 +165,7 @@ class Grid(SqlKit):
         statement = select(*keys, *aggregates).where(*self.live(table), *where)
         if keys:
             statement = statement.group_by(*keys)
-        return {tuple(row[:len(keys)]): row[len(keys):] for row in self._execute(statement)}
+        return {tuple(row[:len(keys)]): row[len(keys):] for row in self.conn.execute(statement)}
 
     def left_out(self, rows: str, table: Table, *where: ColumnElement, then: str = "left out") -> dict[tuple, str]:
         """Per segment, :meth:`MetricContext.left_out <crmkpi.metrics.MetricContext.left_out>`'s note: how
@@ -181,17 +180,10 @@ class Grid(SqlKit):
         ``where`` whose timestamp ``by`` puts them in a part. If one of them is in a currency without a
         rate, this raises, and the engine computes the metric cell by cell instead."""
         foreign, valid, factor = fx_rate(table, at, self.reporting_currency)
-        missing = self._execute(select(table.c.id).where(*self.live(table), *where, foreign, self.in_any_part(by),
+        missing = self.conn.execute(select(table.c.id).where(*self.live(table), *where, foreign, self.in_any_part(by),
                                                          ~exists(select(FxRate.__table__.c.id).where(*valid)))
                                 .limit(1)).first()
         if missing:
             raise MetricError("a row lacks an fx rate: computed cell by cell")
         return amount * factor
 
-    def _execute(self, statement):
-        return self.conn.execute(statement)
-
-
-def _instant(moment: datetime) -> ColumnElement:
-    """A part's bound, typed as the store's timestamps, so that SQLite compares it as their text."""
-    return literal(moment, DateTime())

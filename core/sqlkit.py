@@ -4,14 +4,19 @@ found by rank, and conversion to the reporting currency."""
 
 from __future__ import annotations
 
-from datetime import time
+from datetime import datetime, time
 from typing import Any, Sequence
 
-from sqlalchemy import Date, Table, Time, case, cast, func, select
+from sqlalchemy import Date, DateTime, Table, Time, case, cast, func, literal, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
 from .models import FxRate
+
+
+def instant(moment: datetime) -> ColumnElement:
+    """A bound instant typed as the store's timestamps, so that SQLite compares it as their stored text."""
+    return literal(moment, DateTime())
 
 
 class SqlKit:

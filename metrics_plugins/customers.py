@@ -27,6 +27,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from crmkpi import hookimpl
 from crmkpi.grouped import Cell, Grid
 from crmkpi.metrics import TABLES, Input, Metric, MetricContext, Param, Value, at_least, ratio
+from crmkpi.sqlkit import instant
 
 #: Relative tolerance when comparing MRR sums (fx conversion makes them floats).
 _EPSILON = 1e-9
@@ -158,16 +159,11 @@ def _uncounted(ctx: MetricContext) -> str | None:
     return ctx.left_out(*UNCOUNTED)
 
 
-def _instant(ctx: MetricContext, value: datetime) -> ColumnElement:
-    """A bound instant typed like the store's timestamps (so SQLite compares it as stored text)."""
-    return literal(value, ctx.table("subscriptions").c.started_at.type)
-
-
 def _mrr(ctx: MetricContext, *where: ColumnElement) -> ColumnElement:
     """A subscription's MRR in the reporting currency, at one rate per subscription for the whole period:
     the rate at the period start, or at its own start if it started later (no fx movements)."""
     subs = ctx.table("subscriptions")
-    at = case((subs.c.started_at > ctx.start, subs.c.started_at), else_=_instant(ctx, ctx.start))
+    at = case((subs.c.started_at > ctx.start, subs.c.started_at), else_=instant(ctx.start))
     return ctx.money(subs, func.coalesce(subs.c.mrr, 0), at, *where)
 
 
@@ -247,7 +243,7 @@ def renewal_rate(ctx: MetricContext) -> Value:
     subs = ctx.table("subscriptions")
     term = ctx.in_period(subs.c.term_end)
     # Only renewals that have come due by the end of the reporting day are decided.
-    due = subs.c.term_end < _instant(ctx, ctx.end_of_today())
+    due = subs.c.term_end < instant(ctx.end_of_today())
     by_status = func.lower(subs.c.status) == "renewed"
     # Renewed by a successor: one join on the account, then a left join (no subquery per row). The
     # candidates (starts near the period) are a DISTINCT derived table, which SQLite indexes for the join.

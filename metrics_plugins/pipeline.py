@@ -20,6 +20,7 @@ from crmkpi.errors import MetricError
 from crmkpi.grouped import Cell, Grid
 from crmkpi.metrics import (PERCENTILES, STAT_DOC, TABLES, Metric, MetricContext, Param, Value, duration_sums, ratio,
                             stat_param, stat_value, statistic)
+from crmkpi.sqlkit import instant
 
 # -- shared pieces -----------------------------------------------------------------------------
 
@@ -207,7 +208,7 @@ def stage_length(ctx: MetricContext) -> Value:
     ended: ColumnElement = stays.c.left_at
     end_of_today = ctx.end_of_today()
     if ctx.params["open_stays"] == "until_today" and ctx.start < end_of_today <= ctx.end:
-        cutoff = literal(end_of_today, changes.c.entered_at.type)
+        cutoff = instant(end_of_today)
         ended = func.coalesce(stays.c.left_at, case((deal_open, cutoff)), type_=changes.c.entered_at.type)
     closed_stages = select(stages.c.source, stages.c.stage).where(
         ctx.live(stages), stages.c.is_closed.is_(True), stages.c.stage.is_not(None))

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import DateTime, Select, and_, case, func, literal, or_, select
+from sqlalchemy import Select, and_, case, func, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from crmkpi import hookimpl
@@ -19,6 +19,7 @@ from crmkpi.errors import MetricError
 from crmkpi.grouped import Cell, Grid
 from crmkpi.metrics import (PERCENTILES, STAT_DOC, TABLES, Metric, MetricContext, Param, Value, duration_sums, ratio,
                             stat_param, stat_value)
+from crmkpi.sqlkit import instant
 
 
 def _hours(kit: MetricContext | Grid, start, end):
@@ -64,9 +65,7 @@ def avg_resolution_time(ctx: MetricContext) -> Value:
     label = "tickets resolved in the period"
     if ctx.params["include_open"]:
         label = f"tickets resolved in the period, and tickets open at {as_of.isoformat(timespec='seconds')}"
-    kind = ctx.table("tickets").c.created_at.type
-    resolution = Resolution(ctx, literal(ctx.start, kind), literal(ctx.end, kind), ctx.params["include_open"],
-                            literal(now, kind))
+    resolution = Resolution(ctx, instant(ctx.start), instant(ctx.end), ctx.params["include_open"], instant(now))
     tickets, hours = resolution.tickets, resolution.hours
     ctx.record(label, tickets, resolution.where, tickets.c.created_at.is_not(None), hours >= 0)
     measured = _measured(ctx, select(hours.label("hours")).where(*ctx.scope(tickets), resolution.where))
@@ -76,7 +75,7 @@ def avg_resolution_time(ctx: MetricContext) -> Value:
 def avg_resolution_time_grouped(grid: Grid) -> dict[Cell, Value]:
     calendar = grid.calendar
     resolution = Resolution(grid, calendar.c.start, calendar.c.end, grid.params["include_open"],
-                            literal(datetime.now(UTC), DateTime()))
+                            instant(datetime.now(UTC)))
     # Open tickets belong to each part they are open at the end of: only a join with the calendar says so.
     at, on = (None, resolution.where) if resolution.include_open else (resolution.tickets.c.resolved_at, None)
     return _measured_cells(grid, resolution.tickets, resolution.hours,
