@@ -11,7 +11,7 @@ its results must equal the grouped ones.
 Set-up (untimed): the sample company at ``--deals`` (``crmkpi sample-data``), synced into a new
 SQLite store (or reused from ``--work``).
 
-Usage: .venv/bin/python bench/grouped.py [--deals 100000] [--repeat 3] [--per-cell] [--check]
+Usage: .venv/bin/python bench/grouped.py [--deals 100000] [--repeat 3] [--per-cell] [--check] [--metric M ...]
 """
 
 from __future__ import annotations
@@ -87,13 +87,14 @@ def main() -> None:
     parser.add_argument("--work", type=Path, help="keep (and reuse) the data and the store here")
     parser.add_argument("--per-cell", action="store_true", help="also time the series cell by cell")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument("--metric", action="append", help="only this grouped metric (repeatable; default: all)")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="crmkpi-grouped-"))
     work.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()
     config = prepare(work, args.deals)
     rows, ok = [], True
-    for metric_id in grouped_metric_ids():
+    for metric_id in args.metric or grouped_metric_ids():
         single, series = [], []
         for n in range(args.repeat):
             commands = [(single, ()), (series, SERIES)]

@@ -113,8 +113,13 @@ class Grid(SqlKit):
         <crmkpi.metrics.MetricContext.percentile>` of the non-null values of ``value`` over the live rows
         matching ``where``: (the percentile, how many values). Cells without a value are absent."""
         keys = self.segment_key(table)
-        rows = self._parted(table, at, on, where, *keys, value.label("value")).subquery("measured")
-        groups = [rows.c.part, *(rows.c[k.name] for k in keys)]
+        return self.percentiles_of(self._parted(table, at, on, where, *keys, value.label("value")).subquery("measured"),
+                                   percent)
+
+    def percentiles_of(self, rows, percent: int) -> dict[Cell, tuple[float | None, int]]:
+        """:meth:`percentiles` of a subquery of the metric's own, whose columns are the part, the segment key
+        (:meth:`segment_key`'s labels) and ``value``."""
+        groups = [rows.c.part, *(rows.c[f"segment_{i}"] for i in range(len(self.dimensions)))]
         found: dict[Cell, list] = {}
         for row in self.conn.execute(ranked_pair(rows, rows.c.value, percent, groups)):
             if row[0] is not None:
@@ -147,16 +152,23 @@ class Grid(SqlKit):
 
     def _parted(self, table: Table, at: ColumnElement | None, on: ColumnElement | None,
                 where: Iterable[ColumnElement], *columns: ColumnElement):
-        """``SELECT part, *columns`` over the live rows of ``table`` matching ``where``, each with the part
-        that holds it (rows in no part: a null part, or none, which the callers leave out)."""
+        """:meth:`placed` over the live rows of ``table`` matching ``where``."""
+        return self.placed(table, at, *columns, where=(*self.live(table), *where), on=on)
+
+    def placed(self, source, at: ColumnElement | None, *columns: ColumnElement,
+               where: Iterable[ColumnElement] = (), on: ColumnElement | None = None):
+        """``SELECT part, *columns FROM source WHERE where``, each row with the index of the part whose
+        ``[start, end)`` holds ``at`` (with ``on``: one row per part that condition on :attr:`calendar`
+        matches). Rows in no part get a null part, or none; :meth:`by_cell` leaves them out. ``source`` is
+        a table, or a join or subquery of the metric's own (whose rows it filters itself)."""
         part = self.part_of(at) if on is None else None
         if part is None:
             return (select(self.calendar.c.part, *columns)
-                    .select_from(table.join(self.calendar, on if on is not None else self.in_part(at)))
-                    .where(*self.live(table), *where))
+                    .select_from(source.join(self.calendar, on if on is not None else self.in_part(at)))
+                    .where(*where))
         first, last = min(start for start, _ in self.bounds), max(end for _, end in self.bounds)
-        return (select(part.label("part"), *columns)  # the range lets an index on ``at`` narrow the scan
-                .where(*self.live(table), *where, at >= instant(first), at < instant(last)))
+        return (select(part.label("part"), *columns).select_from(source)  # the range lets an index on ``at`` narrow the scan
+                .where(*where, at >= instant(first), at < instant(last)))
 
     def by_segment(self, table: Table, *aggregates: ColumnElement,
                    where: Iterable[ColumnElement] = ()) -> dict[tuple, Row]:

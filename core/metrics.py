@@ -11,9 +11,8 @@ from __future__ import annotations
 import math
 
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime
 from typing import Any, Callable, Literal
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import Select, Table, case, exists, func, select, true
 from sqlalchemy.engine import Connection
@@ -165,12 +164,6 @@ class MetricContext(SqlKit):
     def live(self, table: Table) -> ColumnElement:
         """Rows not deleted in their source (every row of a table without ``is_deleted``, like sync_runs)."""
         return table.c.is_deleted.is_(False) if "is_deleted" in table.c else true()
-
-    def end_of_today(self) -> datetime:
-        """The instant the reporting day after today begins (UTC)."""
-        zone = ZoneInfo(self.timezone)
-        today = self.today or datetime.now(zone).date()
-        return datetime.combine(today + timedelta(days=1), time(), zone).astimezone(UTC)
 
     def as_of(self) -> datetime:
         """The moment a snapshot measure is taken: the period end, or the end of today if that comes first."""

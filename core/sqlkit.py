@@ -4,8 +4,9 @@ found by rank, and conversion to the reporting currency."""
 
 from __future__ import annotations
 
-from datetime import datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Sequence
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Date, DateTime, Table, Time, case, cast, func, literal, select
 from sqlalchemy.engine import Connection
@@ -20,9 +21,24 @@ def instant(moment: datetime) -> ColumnElement:
 
 
 class SqlKit:
-    """Dialect-aware expressions; subclasses provide ``conn``."""
+    """Dialect-aware expressions and the reporting day; subclasses provide ``conn``, ``timezone`` (the
+    reporting time zone) and ``today`` (the reporting day the run happens on; None: the current one)."""
 
     conn: Connection
+    timezone: str
+    today: date | None
+
+    def start_of_today(self) -> datetime:
+        """The instant the reporting day of the run begins (UTC)."""
+        zone = ZoneInfo(self.timezone)
+        today = self.today or datetime.now(zone).date()
+        return datetime.combine(today, time(), zone).astimezone(UTC)
+
+    def end_of_today(self) -> datetime:
+        """The instant the reporting day after today begins (UTC)."""
+        zone = ZoneInfo(self.timezone)
+        today = self.today or datetime.now(zone).date()
+        return datetime.combine(today + timedelta(days=1), time(), zone).astimezone(UTC)
 
     def days_between(self, start: ColumnElement, end: ColumnElement) -> ColumnElement:
         """``end - start`` in (fractional) days, in the store's SQL dialect."""

@@ -10,6 +10,7 @@ them up on ``deals`` by ``deal_id``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Callable
 
 from sqlalchemy import Date, Select, and_, case, func, literal, or_, select, tuple_
@@ -19,7 +20,7 @@ from crmkpi import hookimpl, segments
 from crmkpi.errors import MetricError
 from crmkpi.grouped import Cell, Grid
 from crmkpi.metrics import (PERCENTILES, STAT_DOC, TABLES, Metric, MetricContext, Param, Value, duration_sums, ratio,
-                            stat_param, stat_value, statistic)
+                            stat_param, stat_value)
 from crmkpi.sqlkit import instant
 
 # -- shared pieces -----------------------------------------------------------------------------
@@ -190,52 +191,88 @@ def lead_conversion_rate(ctx: MetricContext) -> Value:
 # -- stage length ------------------------------------------------------------------------------
 
 
+class Stays:
+    """What both ways of computing stage length share: each stay, when it ends and where it counts.
+
+    Each live stage change is a stay; it ends when the deal's next live change is entered. The window
+    runs over every live row and the segment is applied afterwards (``columns`` carry it into the
+    stays), so `--segment stage` still sees the following stage of each stay."""
+
+    def __init__(self, kit: MetricContext | Grid, *columns: ColumnElement) -> None:
+        changes, deals, stages = TABLES["deal_stage_changes"], TABLES["deals"], TABLES["pipeline_stages"]
+        self.params = kit.params
+        left = func.lead(changes.c.entered_at, type_=changes.c.entered_at.type).over(
+            partition_by=(changes.c.source, changes.c.deal_id), order_by=(changes.c.entered_at, changes.c.id))
+        stays = self.stays = select(changes.c.source, changes.c.id, changes.c.deal_id, changes.c.stage,
+                                    changes.c.entered_at, left.label("left_at"), *columns
+                                    ).where(changes.c.is_deleted.is_(False)).subquery("stays")
+        #: When a stay ends, and the instant that places it in a period: its end, except that with
+        #: ``open_stays=until_today`` an open deal's current stay ends with today and counts in the
+        #: period holding today.
+        self.ended = self.placed = stays.c.left_at
+        if kit.params["open_stays"] == "until_today":
+            deal_open = or_(deals.c.id.is_(None), deals.c.is_closed.is_(False))
+
+            def open_until(moment: datetime) -> ColumnElement:
+                return func.coalesce(stays.c.left_at, case((deal_open, instant(moment))), type_=changes.c.entered_at.type)
+            self.ended, self.placed = open_until(kit.end_of_today()), open_until(kit.start_of_today())
+        closed_stages = select(stages.c.source, stages.c.stage).where(
+            stages.c.is_deleted.is_(False), stages.c.is_closed.is_(True), stages.c.stage.is_not(None))
+        self.where = [stays.c.entered_at <= self.ended, or_(deals.c.id.is_(None), deals.c.is_deleted.is_(False)),
+                      tuple_(stays.c.source, stays.c.stage).not_in(closed_stages)]
+        if kit.params["stage"]:
+            self.where.append(stays.c.stage == kit.params["stage"])
+        self.source = stays.outerjoin(deals, and_(deals.c.source == stays.c.source, deals.c.id == stays.c.deal_id))
+        self.days = kit.days_between(stays.c.entered_at, self.ended)
+
+    def durations(self, rows: Select) -> Select:
+        """``rows`` (a select of the stays' days, after its key columns), or with ``per=deal`` each deal's
+        days in a stage summed per key."""
+        if self.params["per"] == "stay":
+            return rows
+        measured = rows.subquery("stay_days")
+        keys = [c for c in measured.c if c.name not in ("days", "source", "deal_id", "stage")]
+        return (select(*keys, func.sum(measured.c.days).label("days"))
+                .group_by(*keys, measured.c.source, measured.c.deal_id, measured.c.stage))
+
+    def stay_columns(self) -> tuple[ColumnElement, ...]:
+        """The columns :meth:`durations` reads: the stay's deal and stage, and its days."""
+        return self.stays.c.source, self.stays.c.deal_id, self.stays.c.stage, self.days.label("days")
+
+    def value(self, total, count, percentile) -> Value:
+        if not count:
+            which = f"stage {self.params['stage']!r}" if self.params["stage"] else "any open stage"
+            return Value(None, note=f"no stay in {which} ended in the period")
+        return stat_value(self.params["stat"], float(total), count, percentile)
+
+
 def stage_length(ctx: MetricContext) -> Value:
-    changes, deals, stages = ctx.table("deal_stage_changes"), ctx.table("deals"), ctx.table("pipeline_stages")
-    # Each live stage change is a stay; it ends when the deal's next live change is entered. The
-    # window runs over every live row and the segment is applied afterwards, so `--segment stage`
-    # still sees the following stage of each stay.
-    left = func.lead(changes.c.entered_at, type_=changes.c.entered_at.type).over(
-        partition_by=(changes.c.source, changes.c.deal_id), order_by=(changes.c.entered_at, changes.c.id))
-    columns = [changes.c.source, changes.c.id, changes.c.deal_id, changes.c.stage, changes.c.entered_at,
-               left.label("left_at")]
+    changes = ctx.table("deal_stage_changes")
     in_segment = segments.condition(changes, ctx.segment)
+    stays = Stays(ctx, *([] if in_segment is None else [case((in_segment, 1), else_=0).label("in_segment")]))
+    where = [*stays.where, ctx.in_period(stays.placed)]
     if in_segment is not None:
-        columns.append(case((in_segment, 1), else_=0).label("in_segment"))
-    stays = select(*columns).where(ctx.live(changes)).subquery("stays")
-
-    deal_open = or_(deals.c.id.is_(None), deals.c.is_closed.is_(False))
-    ended: ColumnElement = stays.c.left_at
-    end_of_today = ctx.end_of_today()
-    if ctx.params["open_stays"] == "until_today" and ctx.start < end_of_today <= ctx.end:
-        cutoff = instant(end_of_today)
-        ended = func.coalesce(stays.c.left_at, case((deal_open, cutoff)), type_=changes.c.entered_at.type)
-    closed_stages = select(stages.c.source, stages.c.stage).where(
-        ctx.live(stages), stages.c.is_closed.is_(True), stages.c.stage.is_not(None))
-    where = [
-        ended >= ctx.start, ended < ctx.end, stays.c.entered_at <= ended,
-        or_(deals.c.id.is_(None), deals.c.is_deleted.is_(False)),
-        tuple_(stays.c.source, stays.c.stage).not_in(closed_stages),
-    ]
-    if ctx.params["stage"]:
-        where.append(stays.c.stage == ctx.params["stage"])
-    if in_segment is not None:
-        where.append(stays.c.in_segment == 1)
-    source = stays.outerjoin(deals, and_(deals.c.source == stays.c.source, deals.c.id == stays.c.deal_id))
-    days = ctx.days_between(stays.c.entered_at, ended)
+        where.append(stays.stays.c.in_segment == 1)
     ctx.record("stage entries whose stay ended in the period", changes, tuple_(changes.c.source, changes.c.id).in_(
-        select(stays.c.source, stays.c.id).select_from(source).where(*where)))
-
-    durations = select(days.label("days")).select_from(source).where(*where)
-    if ctx.params["per"] == "deal":
-        durations = (select(func.sum(days).label("days")).select_from(source).where(*where)
-                     .group_by(stays.c.source, stays.c.deal_id, stays.c.stage))
-    measured = durations.subquery("durations")
+        select(stays.stays.c.source, stays.stays.c.id).select_from(stays.source).where(*where)))
+    measured = stays.durations(select(*stays.stay_columns()).select_from(stays.source).where(*where)
+                               ).subquery("durations")
     total, count = ctx.conn.execute(select(func.sum(measured.c.days), func.count())).one()
-    if not count:
-        which = f"stage {ctx.params['stage']!r}" if ctx.params["stage"] else "any open stage"
-        return Value(None, note=f"no stay in {which} ended in the period")
-    return statistic(ctx, select(measured.c.days), float(total), count)
+    return stays.value(total, count, lambda percent: ctx.percentile(select(measured.c.days), percent))
+
+
+def stage_length_grouped(grid: Grid) -> dict[Cell, Value]:
+    stays = Stays(grid, *grid.segment_key(grid.table("deal_stage_changes")))
+    keys = [stays.stays.c[f"segment_{i}"] for i in range(len(grid.dimensions))]
+    measured = stays.durations(grid.placed(stays.source, stays.placed, *keys, *stays.stay_columns(),
+                                           where=stays.where)).subquery("durations")
+    groups = [measured.c.part, *(measured.c[k.name] for k in keys)]
+    sums = grid.by_cell(select(*groups, func.sum(measured.c.days), func.count()).group_by(*groups))
+    percentiles = {} if grid.params["stat"] == "mean" else \
+        grid.percentiles_of(select(*groups, measured.c.days.label("value")).subquery("measured"),
+                            PERCENTILES[grid.params["stat"]])
+    return {cell: stays.value(*sums.get(cell, (None, 0)), lambda percent, cell=cell: percentiles.get(cell, (None, 0)))
+            for cell in grid.cells}
 
 
 # -- sales cycle -------------------------------------------------------------------------------
@@ -486,6 +523,7 @@ METRICS = [
         direction="lower",
         tables=("deal_stage_changes", "deals", "pipeline_stages"),
         compute=stage_length,
+        grouped=stage_length_grouped,
         needs=(
             "deal_stage_changes.deal_id", "deal_stage_changes.stage", "deal_stage_changes.entered_at",
             "deals.is_closed", "pipeline_stages.is_closed",

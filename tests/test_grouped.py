@@ -77,7 +77,8 @@ def same(a, b) -> bool:
 def test_the_built_in_grouped_metrics(registry):
     assert [m.id for m in grouped_metrics(registry)] == [
         "avg_deal_size", "avg_resolution_time", "churn_rate", "close_rate", "csat", "first_response_time", "nps",
-        "resolution_rate", "retention_rate", "sales_cycle_length", "sales_volume", "ticket_volume", "win_rate"]
+        "resolution_rate", "retention_rate", "sales_cycle_length", "sales_volume", "stage_length", "ticket_volume",
+        "win_rate"]
 
 
 # --- the sample company -----------------------------------------------------------------------------
@@ -167,6 +168,17 @@ def test_a_missing_rate_fails_the_same_cells_both_ways(company: Store, registry)
             conn.exec_driver_sql("UPDATE deals SET currency = 'USD' WHERE currency = 'XTS'")
 
 
+def test_open_stays_count_in_the_part_holding_today(company: Store, registry):
+    """With ``open_stays=until_today`` an open deal's current stay counts in today's part, whatever the grain."""
+    settings = CALENDARS["New York"]
+    period = settings.calendar.parse("2026-05-18..2026-06-07", today=settings.today)
+    for grain, holding_today in (("day", "2026-06-01"), ("week", "2026-W23")):
+        found = agree(company, Run([registry.metrics["stage_length"]], period,
+                                   {"stage_length": {"open_stays": "until_today"}}, grain, ("owner",), ()), settings)
+        measured = {r["period"]: r["denominator"] for r in found if r["denominator"]}
+        assert list(measured) == [holding_today], measured  # no stay of the sample company ends in May 2026
+
+
 def load_win_rate(registry):
     return registry.metrics["win_rate"]
 
@@ -195,6 +207,12 @@ ticket = st.fixed_dictionaries({
     "is_deleted": st.booleans(),
 })
 
+#: Stage changes of the random deals (and of deals the store lacks: d40 and up), entered at the same moments.
+stage_change = st.fixed_dictionaries({
+    "deal_id": st.integers(0, 44).map(lambda i: f"d{i}"), "stage": st.sampled_from(["demo", "proposal", "won"]),
+    "entered_at": moments.filter(lambda moment: moment is not None), "is_deleted": st.booleans(),
+})
+
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def empty_store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
@@ -205,11 +223,15 @@ def empty_store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
         store.engine.dispose()
 
 
-def load(store: Store, deals: list[dict], tickets: list[dict]) -> None:
-    """Replace the store's deals, tickets, users and rates (users u1..u3 in two teams; EUR rates from 2024-06)."""
+def load(store: Store, deals: list[dict], tickets: list[dict], stage_changes: list[dict]) -> None:
+    """Replace the store's deals, tickets, stage changes, users, stages and rates (users u1..u3 in two
+    teams; "won" a closed stage; EUR rates from 2024-06)."""
     rows = {
         "deals": [{"id": f"d{i}", **d} for i, d in enumerate(deals)],
         "tickets": [{"id": f"t{i}", **t} for i, t in enumerate(tickets)],
+        "deal_stage_changes": [{"id": f"c{i}", **c} for i, c in enumerate(stage_changes)],
+        "pipeline_stages": [{"id": "s1", "stage": "won", "is_closed": True, "is_won": True},
+                            {"id": "s2", "stage": "demo", "is_closed": False, "is_won": False}],
         "users": [{"id": "u1", "team": "east"}, {"id": "u2", "team": "west"}, {"id": "u3", "team": "east"}],
         "fx_rates": [{"id": "r1", "currency": "EUR", "valid_from": date(2024, 6, 1), "rate_to_reporting": 1.1},
                      {"id": "r2", "currency": "EUR", "valid_from": date(2025, 3, 9), "rate_to_reporting": 1.07}],
@@ -236,11 +258,12 @@ def encode(store: Store, value):
 
 @property_settings(default=6)
 @given(data=st.data(), deals=st.lists(deal, max_size=40), tickets=st.lists(ticket, max_size=30),
+       stage_changes=st.lists(stage_change, max_size=60),
        zone=st.sampled_from(list(CALENDARS)),
-       split=st.sampled_from([("month", ("owner",)), ("week", ("team",)), ("day", ()), ("quarter", ("pipeline",)),
+       split=st.sampled_from([("month", ("owner",)), ("month", ("stage",)), ("week", ("team",)), ("day", ()), ("quarter", ("pipeline",)),
                               (None, ("owner", "pipeline"))]))
-def test_random_datasets_both_ways(empty_store: Store, registry, data, deals, tickets, zone, split):
-    load(empty_store, deals, tickets)
+def test_random_datasets_both_ways(empty_store: Store, registry, data, deals, tickets, stage_changes, zone, split):
+    load(empty_store, deals, tickets, stage_changes)
     settings = CALENDARS[zone]
     grain, dimensions = split
     period = settings.calendar.parse("2025-Q1" if grain == "day" else "2025", today=settings.today)

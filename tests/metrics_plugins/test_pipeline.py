@@ -173,6 +173,8 @@ def test_stage_length_open_stays_until_today(kpi) -> None:
     until_today = kpi.one("stage_length", "--period", month, "--param", "open_stays=until_today")
     assert_value(until_today, 3.5 / 2, 3.5, 2)
     assert_value(kpi.one("stage_length", "--period", month), 0.5, 0.5, 1)  # exclude (default)
+    # today alone: the period ends where the open stay's measure does, and still holds it
+    assert_value(kpi.one("stage_length", "--period", str(today), "--param", "open_stays=until_today"), 3, 3, 1)
     # a period without today: the open stay has not ended in it
     last_year = str(today.year - 1)
     assert_empty(kpi.one("stage_length", "--period", last_year, "--param", "open_stays=until_today"))
