@@ -25,7 +25,7 @@ from datetime import date, datetime
 from functools import cached_property
 from typing import Any, Iterable, NamedTuple
 
-from sqlalchemy import DateTime, Integer, Table, and_, case, column, exists, func, literal_column, select, values
+from sqlalchemy import Date, DateTime, Integer, Table, and_, case, column, exists, func, literal_column, select, values
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -74,6 +74,14 @@ class Grid(SqlKit):
     def scope(self, table: Table) -> list[ColumnElement]:
         """The rows of every cell's segment: the live ones (``MetricContext.scope`` for a whole grid)."""
         return self.live(table)
+
+    @cached_property
+    def days(self):
+        """The parts as rows ``(part, first, last)``, their first and last reporting days (a CTE): for rows
+        dated by day rather than by instant, such as quota periods."""
+        rows = [(i, period.start, period.last_day) for i, period in enumerate(self.parts)]
+        return values(column("part", Integer), column("first", Date()), column("last", Date()),
+                      name="days").data(rows).cte("days")
 
     @cached_property
     def calendar(self):
@@ -185,17 +193,16 @@ class Grid(SqlKit):
         return {key: f"{count} {rows} {then}" for key, (count,) in
                 self.by_segment(table, func.count(), where=where).items() if count}
 
-    def money(self, table: Table, amount: ColumnElement, at: ColumnElement, by: ColumnElement,
-              *where: ColumnElement) -> ColumnElement:
+    def money(self, table: Table, amount: ColumnElement, at: ColumnElement, *where: ColumnElement) -> ColumnElement:
         """``amount`` in the reporting currency at the ``fx_rates`` rate valid on ``at``, as
-        :meth:`MetricContext.money <crmkpi.metrics.MetricContext.money>` converts it, for the rows matching
-        ``where`` whose timestamp ``by`` puts them in a part. If one of them is in a currency without a
-        rate, this raises, and the engine computes the metric cell by cell instead."""
+        :meth:`MetricContext.money <crmkpi.metrics.MetricContext.money>` converts it, for the live rows
+        matching ``where`` (which places them in the grid's parts: :meth:`in_any_part`, say). If one of
+        them is in a currency without a rate, this raises, and the engine computes the metric cell by
+        cell instead."""
         foreign, valid, factor = fx_rate(table, at, self.reporting_currency)
-        missing = self.conn.execute(select(table.c.id).where(*self.live(table), *where, foreign, self.in_any_part(by),
+        missing = self.conn.execute(select(table.c.id).where(*self.live(table), *where, foreign,
                                                          ~exists(select(FxRate.__table__.c.id).where(*valid)))
-                                .limit(1)).first()
+                                    .limit(1)).first()
         if missing:
             raise MetricError("a row lacks an fx rate: computed cell by cell")
         return amount * factor
-

@@ -65,7 +65,7 @@ def _won_amounts_grouped(grid: Grid) -> dict[Cell, Won]:
     """:func:`_won_amounts` of every cell."""
     deals = grid.table("deals")
     won, closed_at = deals.c.is_won.is_(True), deals.c.closed_at
-    amount = grid.money(deals, deals.c.amount, closed_at, closed_at, won, deals.c.amount.is_not(None))
+    amount = grid.money(deals, deals.c.amount, closed_at, grid.in_any_part(closed_at), won, deals.c.amount.is_not(None))
     sums = grid.by_part(deals, closed_at, *_won_sums(amount), where=(won,))
     return {cell: _won(*sums.get(cell, (None, 0, 0))) for cell in grid.cells}
 
@@ -319,62 +319,111 @@ def _cycle_length(cycle: Cycle, kind: str, stat: str, percentile, undated: str |
 # -- quota attainment --------------------------------------------------------------------------
 
 
+class Quotas:
+    """What both ways of computing quota attainment share: the level's quotas, which lie within a period
+    (from ``first`` to ``last``, its first and last days), their sums and the value."""
+
+    def __init__(self, params: dict) -> None:
+        quotas = self.quotas = TABLES["quotas"]
+        self.level = params["level"]
+        self.dated = (quotas.c.period_start.is_not(None), quotas.c.period_end.is_not(None))
+
+    def holder(self, quotas=None) -> ColumnElement:
+        quotas = self.quotas if quotas is None else quotas
+        return (quotas.c.owner_id.is_not(None) if self.level == "rep"
+                else and_(quotas.c.owner_id.is_(None), quotas.c.team.is_not(None)))
+
+    def within(self, first, last, quotas=None) -> tuple[ColumnElement, ...]:
+        quotas = self.quotas if quotas is None else quotas
+        return (self.holder(quotas), quotas.c.is_deleted.is_(False), quotas.c.period_start.is_not(None),
+                quotas.c.period_end.is_not(None), quotas.c.period_start >= first, quotas.c.period_end <= last)
+
+    def overlapping(self, first, last) -> tuple[ColumnElement, ...]:
+        quotas = self.quotas
+        return self.holder(), *self.dated, quotas.c.period_start <= last, quotas.c.period_end >= first
+
+    def sums(self, quota: ColumnElement) -> tuple[ColumnElement, ...]:
+        """How many quotas, their converted total, how many without an amount."""
+        return func.count(), func.sum(quota), func.count() - func.count(self.quotas.c.amount)
+
+    def undated(self) -> tuple[str, ColumnElement, ColumnElement]:
+        quotas = self.quotas
+        return (f"{self.level} quota(s) without period_start or period_end", self.holder(),
+                or_(quotas.c.period_start.is_(None), quotas.c.period_end.is_(None)))
+
+    def first_clash(self, conn, first: Callable, last: Callable) -> None:
+        """Two quotas of the same holder within one period (``first(q)``..``last(q)``) covering the same days
+        would double its quota: refuse them."""
+        a, b = self.quotas.alias("a"), self.quotas.alias("b")
+        same = (and_(a.c.source == b.c.source, a.c.owner_id == b.c.owner_id) if self.level == "rep"
+                else a.c.team == b.c.team)
+        clash = conn.execute(
+            select(a.c.owner_id if self.level == "rep" else a.c.team, a.c.period_start, a.c.period_end,
+                   b.c.period_start, b.c.period_end)
+            .where(*self.within(first(a), last(a), a), *self.within(first(b), last(b), b), same,
+                   tuple_(a.c.source, a.c.id) < tuple_(b.c.source, b.c.id),
+                   a.c.period_start <= b.c.period_end, b.c.period_start <= a.c.period_end)
+            .order_by(a.c.period_start).limit(1)
+        ).first()
+        if clash:
+            who = f"owner {clash[0]}" if self.level == "rep" else f"team {clash[0]}"
+            raise MetricError(f"quotas overlap for {who}: {clash[1]}..{clash[2]} and {clash[3]}..{clash[4]} "
+                              f"(keep one quota per holder and day, e.g. months or quarters, not both)")
+
+    def value(self, counted, quota_total, unsized, won: Won, partial: int, *notes: str | None) -> Value:
+        notes = (notes[0], f"{unsized} {self.level} quota(s) without amount counted as 0" if unsized else None,
+                 won.note(), *notes[1:])
+        if not counted:
+            note = f"no {self.level} quota lies within the period"
+            if partial:
+                note += f" ({partial} cover it only in part; quotas are not prorated)"
+            return Value(None, won.total, 0.0, note=note).noted(*notes)
+        return ratio(won.total, quota_total, empty=f"the {self.level} quotas within the period add up to zero"
+                     ).noted(*notes)
+
+
 def quota_attainment(ctx: MetricContext) -> Value:
-    quotas = ctx.table("quotas")
-    level = ctx.params["level"]
-    holder = (quotas.c.owner_id.is_not(None) if level == "rep"
-              else and_(quotas.c.owner_id.is_(None), quotas.c.team.is_not(None)))
-    dated = (quotas.c.period_start.is_not(None), quotas.c.period_end.is_not(None))
-    within = (*dated, quotas.c.period_start >= ctx.period.start, quotas.c.period_end <= ctx.period.last_day)
-    _check_overlaps(ctx, quotas, level, holder, within)
-
-    quota = ctx.money(quotas, func.coalesce(quotas.c.amount, 0), quotas.c.period_start, holder, *within)
-    counted, quota_total, unsized = ctx.conn.execute(
-        select(func.count(), func.sum(quota), func.count() - func.count(quotas.c.amount))
-        .where(*ctx.scope(quotas), holder, *within)).one()
-    ctx.record(f"{level} quotas within the period", quotas, holder, *within)
+    shared = Quotas(ctx.params)
+    quotas, level = shared.quotas, shared.level
+    first, last = ctx.period.start, ctx.period.last_day
+    within = shared.within(first, last)
+    shared.first_clash(ctx.conn, lambda q: first, lambda q: last)
+    quota = ctx.money(quotas, func.coalesce(quotas.c.amount, 0), quotas.c.period_start, *within)
+    counted, quota_total, unsized = ctx.conn.execute(select(*shared.sums(quota)).where(*ctx.scope(quotas), *within)
+                                                     ).one()
+    ctx.record(f"{level} quotas within the period", quotas, *within)
     deals = ctx.table("deals")
-    amounts = _won_amounts(ctx)
-    won = amounts.total
-    notes = [ctx.left_out(f"{level} quota(s) without period_start or period_end", quotas, holder,
-                          or_(quotas.c.period_start.is_(None), quotas.c.period_end.is_(None))),
-             f"{unsized} {level} quota(s) without amount counted as 0" if unsized else None, amounts.note(),
-             _undated(ctx, deals, "won", deals.c.is_won.is_(True))]
-    if not counted:
-        partial = ctx.count(f"{level} quotas overlapping the period only in part", quotas, holder, *dated,
-                            quotas.c.period_start <= ctx.period.last_day, quotas.c.period_end >= ctx.period.start)
-        note = f"no {level} quota lies within the period"
-        if partial:
-            note += f" ({partial} cover it only in part; quotas are not prorated)"
-        return Value(None, won, 0.0, note=note).noted(*notes)
-    return ratio(won, quota_total, empty=f"the {level} quotas within the period add up to zero").noted(*notes)
+    partial = 0 if counted else ctx.count(f"{level} quotas overlapping the period only in part", quotas,
+                                          *shared.overlapping(first, last))
+    label, *undated = shared.undated()
+    return shared.value(counted, quota_total, unsized, _won_amounts(ctx), partial,
+                        ctx.left_out(label, quotas, *undated), _undated(ctx, deals, "won", deals.c.is_won.is_(True)))
 
 
-def _check_overlaps(ctx: MetricContext, quotas, level: str, holder: ColumnElement,
-                    within: tuple[ColumnElement, ...]) -> None:
-    """Two quotas of the same holder covering the same days would double its quota: refuse them."""
-    a, b = quotas.alias("a"), quotas.alias("b")
+def quota_attainment_grouped(grid: Grid) -> dict[Cell, Value]:
+    shared = Quotas(grid.params)
+    quotas, days = shared.quotas, grid.days
+    shared.first_clash(grid.conn, lambda q: days.c.first, lambda q: days.c.last)
+    within = shared.within(days.c.first, days.c.last)
+    quota = grid.money(quotas, func.coalesce(quotas.c.amount, 0), quotas.c.period_start, *within)
+    keys = grid.segment_key(quotas)
 
-    def rows(q):
-        cond = [q.c.is_deleted.is_(False), q.c.period_start.is_not(None), q.c.period_end.is_not(None),
-                q.c.period_start >= ctx.period.start, q.c.period_end <= ctx.period.last_day]
-        if level == "rep":
-            return [*cond, q.c.owner_id.is_not(None)]
-        return [*cond, q.c.owner_id.is_(None), q.c.team.is_not(None)]
+    def per_part(condition: tuple, *aggregates: ColumnElement) -> dict[Cell, tuple]:
+        return grid.by_cell(select(days.c.part, *keys, *aggregates)
+                            .select_from(quotas.join(days, and_(*condition)))
+                            .where(*grid.live(quotas)).group_by(days.c.part, *keys))
 
-    same = (and_(a.c.source == b.c.source, a.c.owner_id == b.c.owner_id) if level == "rep"
-            else a.c.team == b.c.team)
-    clash = ctx.conn.execute(
-        select(a.c.owner_id if level == "rep" else a.c.team, a.c.period_start, a.c.period_end,
-               b.c.period_start, b.c.period_end)
-        .where(*rows(a), *rows(b), same, tuple_(a.c.source, a.c.id) < tuple_(b.c.source, b.c.id),
-               a.c.period_start <= b.c.period_end, b.c.period_start <= a.c.period_end)
-        .order_by(a.c.period_start).limit(1)
-    ).first()
-    if clash:
-        who = f"owner {clash[0]}" if level == "rep" else f"team {clash[0]}"
-        raise MetricError(f"quotas overlap for {who}: {clash[1]}..{clash[2]} and {clash[3]}..{clash[4]} "
-                          f"(keep one quota per holder and day, e.g. months or quarters, not both)")
+    sums = per_part(within, *shared.sums(quota))
+    partial = per_part(shared.overlapping(days.c.first, days.c.last), func.count())
+    won = _won_amounts_grouped(grid)
+    label, *undated = shared.undated()
+    undated_quotas = grid.left_out(label, quotas, *undated)
+    deals = grid.table("deals")
+    won_label, *where = _undated_rows("won", deals.c.is_won.is_(True))
+    undated_won = grid.left_out(won_label, deals, *where)
+    return {cell: shared.value(*sums.get(cell, (0, None, 0)), won[cell], partial.get(cell, (0,))[0],
+                               undated_quotas.get(cell.segment), undated_won.get(cell.segment))
+            for cell in grid.cells}
 
 
 # -- revenue -----------------------------------------------------------------------------------
@@ -586,6 +635,7 @@ METRICS = [
         direction="higher",
         tables=("quotas", "deals"),
         compute=quota_attainment,
+        grouped=quota_attainment_grouped,
         needs=(
             "quotas.owner_id", "quotas.period_start", "quotas.period_end", "quotas.amount", "deals.is_won",
             "deals.closed_at", "deals.amount",

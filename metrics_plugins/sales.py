@@ -81,8 +81,8 @@ def win_rate(ctx: MetricContext) -> Value:
 def win_rate_grouped(grid: Grid) -> dict[Cell, Value]:
     rate = WinRate(grid.params)
     deals = rate.deals
-    weight = grid.money(deals, rate.amount(), deals.c.closed_at, rate.cohort, rate.closed) if rate.by_amount \
-        else literal(1)
+    weight = grid.money(deals, rate.amount(), deals.c.closed_at, grid.in_any_part(rate.cohort), rate.closed) \
+        if rate.by_amount else literal(1)
     sums = grid.by_part(deals, rate.cohort, *rate.sums(weight), where=(rate.closed,))
     rows, where = rate.undated()
     undated = grid.left_out(rows, deals, *where)

@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from hypothesis import given, strategies as st
 
-from conftest import ALL_BUILTINS, KpiProject, property_settings, store_url_for
+from conftest import ALL_BUILTINS, BUILT_IN_GROUPED, KpiProject, property_settings, store_url_for
 from crmkpi.engine import COMPARISONS, Run, Settings, run_metrics
 from crmkpi.errors import ConfigError
 from crmkpi.periods import Calendar
@@ -75,10 +75,7 @@ def same(a, b) -> bool:
 
 
 def test_the_built_in_grouped_metrics(registry):
-    assert [m.id for m in grouped_metrics(registry)] == [
-        "avg_deal_size", "avg_resolution_time", "churn_rate", "close_rate", "csat", "first_response_time", "nps",
-        "resolution_rate", "retention_rate", "sales_cycle_length", "sales_volume", "stage_length", "ticket_volume",
-        "win_rate"]
+    assert [m.id for m in grouped_metrics(registry)] == BUILT_IN_GROUPED
 
 
 # --- the sample company -----------------------------------------------------------------------------
@@ -89,6 +86,7 @@ def company(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     with store_url_for(request.param, folder, request) as url:
         kpi = KpiProject(folder / "kpi", url)
         generate(kpi.data, seed=7, deals=400)
+        add_team_quotas(kpi.data / "quotas.csv")
         kpi.configure(files="tables:\n  accounts: {extra: [employee_band]}\n  deals: {extra: [forecast_category]}\n")
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("CRMKPI_LOAD_PLUGINS", ALL_BUILTINS)
@@ -96,6 +94,18 @@ def company(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         store = Store(url)
         yield store
         store.engine.dispose()
+
+
+def add_team_quotas(path) -> None:
+    """The sample company's quotas are its reps', by quarter: add team quotas, by quarter for one team and by
+    month in euros for another, so that ``level=team`` and the month grain have values too."""
+    months = [date(2025, month, 1) for month in range(1, 13)]
+    ends = [*months[1:], date(2026, 1, 1)]
+    rows = [("na", start, ends[i + 2] - timedelta(days=1), 2_000_000, "USD") for i, start in enumerate(months)
+            if i % 3 == 0] + [("emea", start, end - timedelta(days=1), 300_000, "EUR") for start, end in zip(months, ends)]
+    with open(path, "a") as quotas:
+        for n, (team, start, last, amount, currency) in enumerate(rows):
+            quotas.write(f"TQ{n},2024-12-01T00:00:00Z,2024-12-01T00:00:00Z,,{team},{start},{last},{amount},{currency}\n")
 
 
 CALENDARS = {
@@ -213,6 +223,17 @@ stage_change = st.fixed_dictionaries({
     "entered_at": moments.filter(lambda moment: moment is not None), "is_deleted": st.booleans(),
 })
 
+#: Quotas of reps and teams over months, quarters and odd spans (two of one holder may overlap: an error).
+quota = st.builds(
+    lambda holder, start, days, amount, currency, deleted: {
+        "owner_id": holder if holder.startswith("u") else None, "team": "east" if holder != "west" else "west",
+        "period_start": start, "period_end": start + timedelta(days=days), "amount": amount, "currency": currency,
+        "is_deleted": deleted},
+    st.sampled_from(["u1", "u2", "u3", "east", "west"]),
+    st.sampled_from([date(2024, 12, 1), date(2025, 1, 1), date(2025, 2, 1), date(2025, 3, 31), date(2025, 4, 1)]),
+    st.sampled_from([0, 27, 30, 89, 364]), st.one_of(st.none(), st.integers(0, 10**6)),
+    st.sampled_from([None, "USD", "EUR"]), st.booleans())
+
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def empty_store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
@@ -223,10 +244,11 @@ def empty_store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
         store.engine.dispose()
 
 
-def load(store: Store, deals: list[dict], tickets: list[dict], stage_changes: list[dict]) -> None:
-    """Replace the store's deals, tickets, stage changes, users, stages and rates (users u1..u3 in two
-    teams; "won" a closed stage; EUR rates from 2024-06)."""
+def load(store: Store, deals: list[dict], tickets: list[dict], stage_changes: list[dict], quotas: list[dict]) -> None:
+    """Replace the store's deals, tickets, stage changes, quotas, users, stages and rates (users u1..u3 in
+    two teams; "won" a closed stage; EUR rates from 2024-06)."""
     rows = {
+        "quotas": [{"id": f"q{i}", **q} for i, q in enumerate(quotas)],
         "deals": [{"id": f"d{i}", **d} for i, d in enumerate(deals)],
         "tickets": [{"id": f"t{i}", **t} for i, t in enumerate(tickets)],
         "deal_stage_changes": [{"id": f"c{i}", **c} for i, c in enumerate(stage_changes)],
@@ -258,12 +280,13 @@ def encode(store: Store, value):
 
 @property_settings(default=6)
 @given(data=st.data(), deals=st.lists(deal, max_size=40), tickets=st.lists(ticket, max_size=30),
-       stage_changes=st.lists(stage_change, max_size=60),
+       stage_changes=st.lists(stage_change, max_size=60), quotas=st.lists(quota, max_size=6),
        zone=st.sampled_from(list(CALENDARS)),
        split=st.sampled_from([("month", ("owner",)), ("month", ("stage",)), ("week", ("team",)), ("day", ()), ("quarter", ("pipeline",)),
                               (None, ("owner", "pipeline"))]))
-def test_random_datasets_both_ways(empty_store: Store, registry, data, deals, tickets, stage_changes, zone, split):
-    load(empty_store, deals, tickets, stage_changes)
+def test_random_datasets_both_ways(empty_store: Store, registry, data, deals, tickets, stage_changes, quotas, zone,
+                                   split):
+    load(empty_store, deals, tickets, stage_changes, quotas)
     settings = CALENDARS[zone]
     grain, dimensions = split
     period = settings.calendar.parse("2025-Q1" if grain == "day" else "2025", today=settings.today)
