@@ -114,6 +114,12 @@ class Grid(SqlKit):
         return {Cell(row[0], tuple(row[1:width])): row[width:] for row in self.conn.execute(statement)
                 if row[0] is not None}
 
+    def aggregate(self, rows, *aggregates: ColumnElement) -> dict[Cell, Row]:
+        """``aggregates`` per cell over a subquery of the metric's own whose columns include the part and
+        the segment key (:meth:`segment_key`'s labels): rows already placed by :meth:`placed`, say."""
+        groups = [rows.c.part, *(rows.c[f"segment_{i}"] for i in range(len(self.dimensions)))]
+        return self.by_cell(select(*groups, *aggregates).group_by(*groups))
+
     def percentiles(self, table: Table, at: ColumnElement | None, value: ColumnElement, percent: int,
                     where: Iterable[ColumnElement] = (), on: ColumnElement | None = None
                     ) -> dict[Cell, tuple[float | None, int]]:

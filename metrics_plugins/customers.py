@@ -17,6 +17,7 @@ fields as the engine resolves them, and ``owner``/``team`` through the account's
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Callable
 
@@ -129,8 +130,7 @@ def _states_by_cell(grid: Grid):
 def _by_state(grid: Grid, sums: Callable[[Any], tuple[ColumnElement, ...]]) -> dict[Cell, tuple]:
     """``sums(states)`` over :func:`_states_by_cell`, by cell."""
     states = _states_by_cell(grid)
-    groups = [states.c.part, *(states.c[f"segment_{i}"] for i in range(len(grid.dimensions)))]
-    return grid.by_cell(select(*groups, *sums(states)).group_by(*groups))
+    return grid.aggregate(states, *sums(states))
 
 
 def _churn_sums(s) -> tuple[ColumnElement, ...]:
@@ -361,20 +361,48 @@ def _year_before(instant: datetime) -> datetime:
         return instant.replace(year=instant.year - 1, day=28)
 
 
+ORDERS_WITHOUT_ACCOUNT = "order(s) in the period without account_id left out"
+UNDATED_ORDERS = "order(s) without ordered_at (in no period) left out"
+ORDERS_WITHOUT_AMOUNT = "order(s) in the period without amount counted as 0"
+
+
 def _order_notes(ctx: MetricContext) -> list[str | None]:
     """Notes on the orders a value of the period's orders cannot use, or takes as 0."""
     orders = ctx.table("orders")
     in_period = ctx.in_period(orders.c.ordered_at)
     return ctx.left_out_each(orders, {
-        "order(s) in the period without account_id left out": and_(in_period, orders.c.account_id.is_(None)),
-        "order(s) without ordered_at (in no period) left out": orders.c.ordered_at.is_(None),
-        "order(s) in the period without amount counted as 0": and_(in_period, orders.c.account_id.isnot(None),
-                                                                  orders.c.amount.is_(None)),
+        ORDERS_WITHOUT_ACCOUNT: and_(in_period, orders.c.account_id.is_(None)),
+        UNDATED_ORDERS: orders.c.ordered_at.is_(None),
+        ORDERS_WITHOUT_AMOUNT: and_(in_period, orders.c.account_id.isnot(None), orders.c.amount.is_(None)),
     })
 
 
+def _order_notes_grouped(grid: Grid) -> dict[Cell, list[str | None]]:
+    """:func:`_order_notes` of every cell."""
+    orders = grid.table("orders")
+    counts = grid.by_part(orders, orders.c.ordered_at, func.count(case((orders.c.account_id.is_(None), 1))),
+                          func.count(case((and_(orders.c.account_id.isnot(None), orders.c.amount.is_(None)), 1))))
+    undated = grid.by_segment(orders, func.count(), where=(orders.c.ordered_at.is_(None),))
+    return {cell: [f"{count} {note}" if count else None for count, note in zip(
+        (counts.get(cell, (0, 0))[0], undated.get(cell.segment, (0,))[0], counts.get(cell, (0, 0))[1]),
+        (ORDERS_WITHOUT_ACCOUNT, UNDATED_ORDERS, ORDERS_WITHOUT_AMOUNT))] for cell in grid.cells}
+
+
+def _per_customer(grid: Grid, table: Table, at: ColumnElement, sums: dict[str, ColumnElement],
+                  *where: ColumnElement):
+    """Per part, segment and account: the live rows of ``table`` with an account matching ``where``, placed
+    by ``at``, with each of ``sums`` added up (a subquery: part, the segment key, ``sums``' names)."""
+    keys = grid.segment_key(table)
+    rows = grid.placed(table, at, *keys, table.c.source, table.c.account_id,
+                       *(value.label(name) for name, value in sums.items()),
+                       where=(*grid.live(table), table.c.account_id.isnot(None), *where)).subquery("placed_rows")
+    segment = [rows.c[key.name] for key in keys]
+    return (select(rows.c.part, *segment, *(func.sum(rows.c[name]).label(name) for name in sums))
+            .where(rows.c.part.isnot(None))
+            .group_by(rows.c.part, *segment, rows.c.source, rows.c.account_id).subquery("per_customer"))
+
+
 def clv(ctx: MetricContext) -> Value:
-    lifespan = ctx.params["lifespan_years"]
     orders = ctx.table("orders")
     where = (ctx.in_period(orders.c.ordered_at), orders.c.account_id.isnot(None))
     amount = ctx.money(orders, func.coalesce(orders.c.amount, 0), orders.c.ordered_at, *where)
@@ -384,16 +412,39 @@ def clv(ctx: MetricContext) -> Value:
     revenue, purchases, customers = ctx.conn.execute(select(
         func.sum(per_customer.c.revenue), func.sum(per_customer.c.purchases), func.count())).one()
     ctx.record("orders in the period", orders, *where)
-    notes = _order_notes(ctx)
+    churn = None
+    if customers and not ctx.params["lifespan_years"]:
+        window = _year_before(ctx.end)
+        churn = _churn(ctx, window, ctx.end)
+        subs = ctx.table("subscriptions")
+        ctx.record("subscriptions of the customers 12 months before the period end (for churn)", subs,
+                   active_at(subs, window))
+    return _clv(revenue, customers, ctx.params["lifespan_years"], churn, _order_notes(ctx))
+
+
+def clv_grouped(grid: Grid) -> dict[Cell, Value]:
+    orders = grid.table("orders")
+    amount = grid.money(orders, func.coalesce(orders.c.amount, 0), orders.c.ordered_at,
+                        grid.in_any_part(orders.c.ordered_at), orders.c.account_id.isnot(None))
+    per_customer = _per_customer(grid, orders, orders.c.ordered_at, {"revenue": amount})
+    sums = grid.aggregate(per_customer, func.sum(per_customer.c.revenue), func.count())
+    lifespan = grid.params["lifespan_years"]
+    # the churn of the 12 months to each part's end: the same grid over those windows
+    churn = {} if lifespan else _by_state(replace(grid, bounds=[(_year_before(end), end) for _, end in grid.bounds]),
+                                           _churn_sums)
+    notes = _order_notes_grouped(grid)
+    return {cell: _clv(*sums.get(cell, (None, 0)), lifespan, _counts(churn.get(cell, (0, 0, 0))), notes[cell])
+            for cell in grid.cells}
+
+
+def _clv(revenue, customers: int, lifespan: float, churn: tuple[int, int, int] | None, notes: list) -> Value:
+    """The value from the period's revenue and customers, and (for a derived lifespan) the churn of the
+    12 months to the period end."""
     if not customers:
         return Value(None, note="no orders (with an account) in the period").noted(*notes)
     note = None
-    if lifespan == 0:
-        window = _year_before(ctx.end)
-        base, lost, _ = _churn(ctx, window, ctx.end)
-        subs = ctx.table("subscriptions")
-        ctx.record("subscriptions of the customers 12 months before the period end (for churn)", subs,
-                active_at(subs, window))
+    if not lifespan:
+        base, lost, _ = churn
         if not base or not lost:
             why = "no customers 12 months before the period end" if not base else \
                 "no customer churned in the 12 months to the period end"
@@ -407,58 +458,117 @@ def clv(ctx: MetricContext) -> Value:
                  note=note).noted(*notes)
 
 
+def _margin_sums(orders: Table, rate: ColumnElement) -> dict[str, ColumnElement]:
+    """Per order (added up per customer): revenue and cost at the order's rate, and whether it lacks a cost.
+    Revenue and cost share the rate: one conversion (and one missing-rate check) for both."""
+    return {"revenue": func.coalesce(orders.c.amount, 0) * rate, "cost": func.coalesce(orders.c.cost, 0) * rate,
+            "no_cost": case((orders.c.cost.is_(None), 1), else_=0)}
+
+
+def _margins(per_customer) -> tuple[ColumnElement, ...]:
+    """Over the customers: their margins' total, how many have revenue, how many not, the orders without a cost."""
+    paying = per_customer.c.revenue > 0
+    return (func.sum(case((paying, (per_customer.c.revenue - per_customer.c.cost) / per_customer.c.revenue),
+                          else_=0)),
+            func.sum(case((paying, 1), else_=0)), func.sum(case((paying, 0), else_=1)),
+            func.sum(per_customer.c.no_cost))
+
+
 def profit_margin_per_customer(ctx: MetricContext) -> Value:
     orders = ctx.table("orders")
     where = (ctx.in_period(orders.c.ordered_at), orders.c.account_id.isnot(None))
-    # Revenue and cost of an order share its rate: one conversion (and one missing-rate check) for both.
     rate = ctx.money(orders, literal(1.0), orders.c.ordered_at, *where)
-    per_customer = (select(func.sum(func.coalesce(orders.c.amount, 0) * rate).label("revenue"),
-                           func.sum(func.coalesce(orders.c.cost, 0) * rate).label("cost"),
-                           func.sum(case((orders.c.cost.is_(None), 1), else_=0)).label("no_cost"))
+    per_customer = (select(*(func.sum(value).label(name) for name, value in _margin_sums(orders, rate).items()))
                     .where(*ctx.scope(orders), *where)
                     .group_by(orders.c.source, orders.c.account_id).subquery("per_customer"))
-    paying = per_customer.c.revenue > 0
-    margins, customers, unpaid, no_cost = ctx.conn.execute(select(
-        func.sum(case((paying, (per_customer.c.revenue - per_customer.c.cost) / per_customer.c.revenue),
-                      else_=0)),
-        func.sum(case((paying, 1), else_=0)),
-        func.sum(case((paying, 0), else_=1)),
-        func.sum(per_customer.c.no_cost))).one()
+    margins = ctx.conn.execute(select(*_margins(per_customer))).one()
     ctx.record("orders in the period", orders, *where)
+    return _profit_margin(*margins, _order_notes(ctx))
+
+
+def profit_margin_per_customer_grouped(grid: Grid) -> dict[Cell, Value]:
+    orders = grid.table("orders")
+    rate = grid.money(orders, literal(1.0), orders.c.ordered_at, grid.in_any_part(orders.c.ordered_at),
+                      orders.c.account_id.isnot(None))
+    per_customer = _per_customer(grid, orders, orders.c.ordered_at, _margin_sums(orders, rate))
+    margins = grid.aggregate(per_customer, *_margins(per_customer))
+    notes = _order_notes_grouped(grid)
+    return {cell: _profit_margin(*margins.get(cell, (None, 0, 0, 0)), notes[cell]) for cell in grid.cells}
+
+
+def _profit_margin(margins, customers, unpaid, no_cost, order_notes: list) -> Value:
     notes = []
     if unpaid:
         notes.append(f"{unpaid} customer(s) with zero or negative revenue left out")
     if no_cost:
         notes.append(f"{no_cost} order(s) without a cost counted at cost 0")
     return ratio(margins, customers, empty="no customer with revenue (orders) in the period").noted(
-        *notes, *_order_notes(ctx))
+        *notes, *order_notes)
+
+
+class NewRevenue:
+    """What both ways of computing net new revenue share: the rows that make revenue new, and the value."""
+
+    def __init__(self, params: dict) -> None:
+        if params["new_means"] == "first_order":
+            self.table, self.what = TABLES["orders"], "orders"
+            self.at, self.amount = self.table.c.ordered_at, self.table.c.amount
+        else:
+            self.table, self.what = TABLES["subscriptions"], "subscriptions"
+            self.at, self.amount = self.table.c.started_at, self.table.c.mrr
+        #: The rows that can make a customer new: with an account and a date.
+        self.usable = (self.table.c.account_id.isnot(None), self.at.isnot(None))
+
+    def sums(self, money: ColumnElement, amount: ColumnElement | None = None) -> tuple[ColumnElement, ...]:
+        """The new revenue, how many first rows, how many of them without an amount (``amount``: the
+        amount column where it is read from a subquery)."""
+        return func.sum(money), func.count(), func.count() - func.count(self.amount if amount is None else amount)
+
+    def unusable(self) -> tuple[str, Table, ColumnElement]:
+        """The rows that cannot make a customer new (for a left-out note)."""
+        table = self.table
+        return (f"{self.what} without account_id or {self.at.name}", table,
+                or_(table.c.account_id.is_(None), self.at.is_(None)))
+
+    def value(self, total, rows: int, unvalued: int, loaded: int, unusable: str | None) -> Value:
+        notes = (unusable, f"{unvalued} first {self.what} without {self.amount.name} counted as 0" if unvalued else None)
+        if not rows:
+            if not loaded:
+                return Value(None, note=f"no {self.what} with an account loaded").noted(*notes)
+            first = "first order" if self.what == "orders" else "first subscription"
+            return Value(0.0, note=f"no new customers ({first} in the period)").noted(*notes)
+        return Value(float(total or 0)).noted(*notes)
 
 
 def net_new_revenue(ctx: MetricContext) -> Value:
-    if ctx.params["new_means"] == "first_order":
-        table, at, amount = ctx.table("orders"), ctx.table("orders").c.ordered_at, ctx.table("orders").c.amount
-        what = "orders"
-    else:
-        table, at, amount = ctx.table("subscriptions"), ctx.table("subscriptions").c.started_at, \
-            ctx.table("subscriptions").c.mrr
-        what = "subscriptions"
-    scope = (*ctx.scope(table), table.c.account_id.isnot(None), at.isnot(None))
+    new = NewRevenue(ctx.params)
+    table, at = new.table, new.at
+    scope = (*ctx.scope(table), *new.usable)
     firsts = _firsts(ctx, table, at)
     where = (table.c.source == firsts.c.source, table.c.id == firsts.c.id)
-    money = ctx.money(table, func.coalesce(amount, 0), at, *where)
-    total, rows, unvalued = ctx.conn.execute(select(func.sum(money), func.count(), func.count() - func.count(amount))
-                                             .where(*scope, *where)).one()
-    ctx.record(f"first {what} of new customers, in the period", table, exists(select(firsts.c.id).where(*where)))
-    notes = (ctx.left_out(f"{what} without account_id or {at.name}", table,
-                          or_(table.c.account_id.is_(None), at.is_(None))),
-             f"{unvalued} first {what} without {amount.name} counted as 0" if unvalued else None)
-    if not rows:
-        loaded = ctx.conn.execute(select(func.count()).where(*scope)).scalar()
-        if not loaded:
-            return Value(None, note=f"no {what} with an account loaded").noted(*notes)
-        return Value(0.0, note=f"no new customers ({'first order' if what == 'orders' else 'first subscription'}"
-                               f" in the period)").noted(*notes)
-    return Value(float(total or 0)).noted(*notes)
+    money = ctx.money(table, func.coalesce(new.amount, 0), at, *where)
+    total, rows, unvalued = ctx.conn.execute(select(*new.sums(money)).where(*scope, *where)).one()
+    ctx.record(f"first {new.what} of new customers, in the period", table, exists(select(firsts.c.id).where(*where)))
+    loaded = ctx.conn.execute(select(func.count()).where(*scope)).scalar() if not rows else 1
+    return new.value(total, rows, unvalued, loaded, ctx.left_out(*new.unusable()))
+
+
+def net_new_revenue_grouped(grid: Grid) -> dict[Cell, Value]:
+    new = NewRevenue(grid.params)
+    table, at = new.table, new.at
+    # Rows of another part than their account's first can lack a rate too: then computed cell by cell.
+    money = grid.money(table, func.coalesce(new.amount, 0), at, grid.in_any_part(at), *new.usable)
+    keys = grid.segment_key(table)
+    ranked = (select(*keys, at.label("at"), new.amount.label("amount"), money.label("money"),
+                     func.min(at).over(partition_by=(table.c.source, table.c.account_id, *keys)).label("first_at"))
+              .where(*grid.live(table), *new.usable).subquery("ranked"))
+    firsts = grid.placed(ranked, ranked.c.first_at, *(ranked.c[key.name] for key in keys), ranked.c.amount,
+                         ranked.c.money, where=(ranked.c.at == ranked.c.first_at,)).subquery("firsts")
+    sums = grid.aggregate(firsts, *new.sums(firsts.c.money, firsts.c.amount))
+    loaded = grid.by_segment(table, func.count(), where=new.usable)
+    unusable = grid.left_out(*new.unusable())
+    return {cell: new.value(*sums.get(cell, (None, 0, 0)), loaded.get(cell.segment, (0,))[0],
+                            unusable.get(cell.segment)) for cell in grid.cells}
 
 
 # --- declarations ---------------------------------------------------------------------------------
@@ -592,6 +702,7 @@ METRICS = [
         direction="higher",
         tables=("accounts", "orders", "subscriptions"),
         compute=clv,
+        grouped=clv_grouped,
         needs=("orders.account_id", "orders.amount", "orders.ordered_at"),
         params=(Param("lifespan_years", float, 0.0,
                       "average customer lifespan in years; 0 derives it as 1 / annual customer churn",
@@ -613,6 +724,7 @@ METRICS = [
         direction="higher",
         tables=("accounts", "subscriptions", "orders"),
         compute=net_new_revenue,
+        grouped=net_new_revenue_grouped,
         needs=("subscriptions.account_id", "subscriptions.started_at", "subscriptions.mrr"),
         params=(Param("new_means", str, "first_subscription",
                       "what makes revenue new: an account's first subscription, or its first order",
@@ -633,6 +745,7 @@ METRICS = [
         direction="higher",
         tables=("accounts", "orders"),
         compute=profit_margin_per_customer,
+        grouped=profit_margin_per_customer_grouped,
         needs=("orders.account_id", "orders.amount", "orders.cost", "orders.ordered_at"),
     ),
     Metric(

@@ -266,11 +266,10 @@ def stage_length_grouped(grid: Grid) -> dict[Cell, Value]:
     keys = [stays.stays.c[f"segment_{i}"] for i in range(len(grid.dimensions))]
     measured = stays.durations(grid.placed(stays.source, stays.placed, *keys, *stays.stay_columns(),
                                            where=stays.where)).subquery("durations")
-    groups = [measured.c.part, *(measured.c[k.name] for k in keys)]
-    sums = grid.by_cell(select(*groups, func.sum(measured.c.days), func.count()).group_by(*groups))
-    percentiles = {} if grid.params["stat"] == "mean" else \
-        grid.percentiles_of(select(*groups, measured.c.days.label("value")).subquery("measured"),
-                            PERCENTILES[grid.params["stat"]])
+    sums = grid.aggregate(measured, func.sum(measured.c.days), func.count())
+    percentiles = {} if grid.params["stat"] == "mean" else grid.percentiles_of(
+        select(measured.c.part, *(measured.c[k.name] for k in keys), measured.c.days.label("value")).subquery("measured"),
+        PERCENTILES[grid.params["stat"]])
     return {cell: stays.value(*sums.get(cell, (None, 0)), lambda percent, cell=cell: percentiles.get(cell, (None, 0)))
             for cell in grid.cells}
 

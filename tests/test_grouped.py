@@ -223,6 +223,19 @@ stage_change = st.fixed_dictionaries({
     "entered_at": moments.filter(lambda moment: moment is not None), "is_deleted": st.booleans(),
 })
 
+#: Orders and subscriptions of accounts a1..a4 (and of none), at the same moments.
+account = st.sampled_from([None, "a1", "a2", "a3", "a4"])
+order = st.fixed_dictionaries({
+    "account_id": account, "ordered_at": moments, "amount": st.one_of(st.none(), st.integers(-100, 10**4)),
+    "cost": st.one_of(st.none(), st.integers(0, 10**4)), "currency": st.sampled_from([None, "USD", "EUR"]),
+    "is_deleted": st.booleans(),
+})
+subscription = st.fixed_dictionaries({
+    "account_id": account, "started_at": moments, "ended_at": moments, "term_end": moments,
+    "mrr": st.one_of(st.none(), st.integers(0, 10**4)), "currency": st.sampled_from([None, "USD", "EUR"]),
+    "status": st.sampled_from([None, "active", "renewed"]), "is_deleted": st.booleans(),
+})
+
 #: Quotas of reps and teams over months, quarters and odd spans (two of one holder may overlap: an error).
 quota = st.builds(
     lambda holder, start, days, amount, currency, deleted: {
@@ -244,10 +257,15 @@ def empty_store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
         store.engine.dispose()
 
 
-def load(store: Store, deals: list[dict], tickets: list[dict], stage_changes: list[dict], quotas: list[dict]) -> None:
-    """Replace the store's deals, tickets, stage changes, quotas, users, stages and rates (users u1..u3 in
-    two teams; "won" a closed stage; EUR rates from 2024-06)."""
+def load(store: Store, deals: list[dict], tickets: list[dict], stage_changes: list[dict], quotas: list[dict],
+         orders: list[dict], subscriptions: list[dict]) -> None:
+    """Replace the store's rows with these, and users, accounts, stages and rates (users u1..u3 in two teams;
+    accounts a1..a4 owned by them; "won" a closed stage; EUR rates from 2024-06)."""
     rows = {
+        "orders": [{"id": f"o{i}", **o} for i, o in enumerate(orders)],
+        "subscriptions": [{"id": f"s{i}", **sub} for i, sub in enumerate(subscriptions)],
+        "accounts": [{"id": "a1", "owner_id": "u1"}, {"id": "a2", "owner_id": "u2"}, {"id": "a3", "owner_id": "u3"},
+                     {"id": "a4"}],
         "quotas": [{"id": f"q{i}", **q} for i, q in enumerate(quotas)],
         "deals": [{"id": f"d{i}", **d} for i, d in enumerate(deals)],
         "tickets": [{"id": f"t{i}", **t} for i, t in enumerate(tickets)],
@@ -281,12 +299,13 @@ def encode(store: Store, value):
 @property_settings(default=6)
 @given(data=st.data(), deals=st.lists(deal, max_size=40), tickets=st.lists(ticket, max_size=30),
        stage_changes=st.lists(stage_change, max_size=60), quotas=st.lists(quota, max_size=6),
+       orders=st.lists(order, max_size=30), subscriptions=st.lists(subscription, max_size=20),
        zone=st.sampled_from(list(CALENDARS)),
        split=st.sampled_from([("month", ("owner",)), ("month", ("stage",)), ("week", ("team",)), ("day", ()), ("quarter", ("pipeline",)),
                               (None, ("owner", "pipeline"))]))
-def test_random_datasets_both_ways(empty_store: Store, registry, data, deals, tickets, stage_changes, quotas, zone,
-                                   split):
-    load(empty_store, deals, tickets, stage_changes, quotas)
+def test_random_datasets_both_ways(empty_store: Store, registry, data, deals, tickets, stage_changes, quotas, orders,
+                                   subscriptions, zone, split):
+    load(empty_store, deals, tickets, stage_changes, quotas, orders, subscriptions)
     settings = CALENDARS[zone]
     grain, dimensions = split
     period = settings.calendar.parse("2025-Q1" if grain == "day" else "2025", today=settings.today)
