@@ -238,41 +238,85 @@ def _succeeds(ctx: MetricContext, sub, later, grace: int) -> ColumnElement:
                 gap >= -grace, gap <= grace)
 
 
+class Renewals:
+    """What both ways of computing the renewal rate share: what renews a subscription, its sums, the value."""
+
+    def __init__(self, kit: MetricContext | Grid) -> None:
+        self.kit, self.subs = kit, TABLES["subscriptions"]
+        self.grace, self.evidence = kit.params["grace_days"], kit.params["evidence"]
+        # Only renewals that have come due by the end of the reporting day are decided.
+        self.due = self.subs.c.term_end < instant(kit.end_of_today())
+        self.by_status = func.lower(self.subs.c.status) == "renewed"
+
+    def succeeded(self, later, *where: ColumnElement):
+        """The subscriptions matching ``where`` (of the alias ``up``) that ``later`` renews: (source, id)."""
+        up = self.subs.alias("up")
+        return (select(up.c.source, up.c.id).join(later, _succeeds(self.kit, up, later, self.grace))
+                .where(up.c.is_deleted.is_(False), *(condition(up) for condition in where)).distinct()
+                .subquery("succeeded"))
+
+    def renewed(self, succeeded) -> ColumnElement:
+        by_successor = succeeded.c.id.isnot(None)
+        return {"successor": by_successor, "status": self.by_status,
+                "either": or_(self.by_status, by_successor)}[self.evidence]
+
+    def rows(self, succeeded):
+        subs = self.subs
+        return subs.outerjoin(succeeded, and_(succeeded.c.source == subs.c.source, succeeded.c.id == subs.c.id))
+
+    def flags(self, succeeded) -> dict[str, ColumnElement]:
+        """Per subscription, 1 or 0: renewed (and due), due, not due yet: the value adds each up."""
+        renewed = self.renewed(succeeded)
+        return {"renewed": case((and_(self.due, renewed), 1), else_=0), "due": case((self.due, 1), else_=0),
+                "pending": case((self.due, 0), else_=1)}
+
+    def undated(self) -> tuple[str, Table, ColumnElement]:
+        return "subscription(s) without term_end (never up for renewal)", self.subs, self.subs.c.term_end.is_(None)
+
+    @staticmethod
+    def value(won, total, pending, undated: str | None) -> Value:
+        value = ratio(won, total, empty="no subscription came up for renewal (term_end) in the period")
+        if pending:
+            value = value.noted(f"{pending} subscription(s) with term_end in the period not due yet (after today) "
+                                "are left out")
+        return value.noted(undated)
+
+
 def renewal_rate(ctx: MetricContext) -> Value:
-    grace, evidence = ctx.params["grace_days"], ctx.params["evidence"]
-    subs = ctx.table("subscriptions")
+    renewals = Renewals(ctx)
+    subs, grace = renewals.subs, renewals.grace
     term = ctx.in_period(subs.c.term_end)
-    # Only renewals that have come due by the end of the reporting day are decided.
-    due = subs.c.term_end < instant(ctx.end_of_today())
-    by_status = func.lower(subs.c.status) == "renewed"
     # Renewed by a successor: one join on the account, then a left join (no subquery per row). The
     # candidates (starts near the period) are a DISTINCT derived table, which SQLite indexes for the join.
-    up = subs.alias("up")
     near = (select(subs.c.source, subs.c.account_id, subs.c.id, subs.c.started_at)
             .where(ctx.live(subs), subs.c.started_at >= ctx.start - timedelta(days=grace),
                    subs.c.started_at <= ctx.end + timedelta(days=grace)).distinct().subquery("later"))
-    succeeded = (select(up.c.source, up.c.id).join(near, _succeeds(ctx, up, near, grace))
-                 .where(*ctx.scope(up), ctx.in_period(up.c.term_end)).distinct().subquery("succeeded"))
-    by_successor = succeeded.c.id.isnot(None)
-    renewed = {"successor": by_successor, "status": by_status, "either": or_(by_status, by_successor)}[evidence]
-    rows = subs.outerjoin(succeeded, and_(succeeded.c.source == subs.c.source, succeeded.c.id == subs.c.id))
-    won, total, pending = ctx.conn.execute(select(
-        func.sum(case((and_(due, renewed), 1), else_=0)),
-        func.sum(case((due, 1), else_=0)),
-        func.sum(case((due, 0), else_=1)),
-    ).select_from(rows).where(*ctx.scope(subs), term)).one()
+    succeeded = renewals.succeeded(near, lambda up: and_(*ctx.scope(up)), lambda up: ctx.in_period(up.c.term_end))
+    won, total, pending = ctx.conn.execute(select(*map(func.sum, renewals.flags(succeeded).values()))
+                                           .select_from(renewals.rows(succeeded)).where(*ctx.scope(subs), term)).one()
     # explain lists rows of subscriptions alone: the successor test as a lookup there
     has_successor = exists(select(succeeded.c.id).where(succeeded.c.source == subs.c.source,
                                                         succeeded.c.id == subs.c.id))
-    listed = {"successor": has_successor, "status": by_status, "either": or_(by_status, has_successor)}[evidence]
-    ctx.record("subscriptions up for renewal (term_end in the period, due)", subs, term, due)
-    ctx.record("of them renewed", subs, term, due, listed)
-    value = ratio(won, total, empty="no subscription came up for renewal (term_end) in the period")
-    if pending:
-        value = value.noted(f"{pending} subscription(s) with term_end in the period not due yet (after today) "
-                            "are left out")
-    return value.noted(ctx.left_out("subscription(s) without term_end (never up for renewal)", subs,
-                                    subs.c.term_end.is_(None)))
+    listed = {"successor": has_successor, "status": renewals.by_status,
+              "either": or_(renewals.by_status, has_successor)}[renewals.evidence]
+    ctx.record("subscriptions up for renewal (term_end in the period, due)", subs, term, renewals.due)
+    ctx.record("of them renewed", subs, term, renewals.due, listed)
+    return renewals.value(won, total, pending, ctx.left_out(*renewals.undated()))
+
+
+def renewal_rate_grouped(grid: Grid) -> dict[Cell, Value]:
+    renewals = Renewals(grid)
+    subs = renewals.subs
+    later = select(subs.c.source, subs.c.account_id, subs.c.id, subs.c.started_at).where(
+        subs.c.is_deleted.is_(False)).subquery("later")
+    succeeded = renewals.succeeded(later, lambda up: grid.in_any_part(up.c.term_end))
+    keys = grid.segment_key(subs)
+    flags = renewals.flags(succeeded)
+    rows = grid.placed(renewals.rows(succeeded), subs.c.term_end, *keys,
+                       *(flag.label(name) for name, flag in flags.items()), where=grid.live(subs)).subquery("up_for_renewal")
+    sums = grid.aggregate(rows, *(func.sum(rows.c[name]) for name in flags))
+    undated = grid.left_out(*renewals.undated())
+    return {cell: renewals.value(*sums.get(cell, (None, None, None)), undated.get(cell.segment)) for cell in grid.cells}
 
 
 # --- expansion ------------------------------------------------------------------------------------
@@ -648,6 +692,7 @@ METRICS = [
         direction="higher",
         tables=("accounts", "subscriptions"),
         compute=renewal_rate,
+        grouped=renewal_rate_grouped,
         needs=("subscriptions.account_id", "subscriptions.started_at", "subscriptions.term_end"),
         params=(
             Param("grace_days", int, 30, "a successor counts when it starts within this many days before or "
