@@ -327,13 +327,44 @@ def _account_mrr(ctx: MetricContext):
     subs = ctx.table("subscriptions")
     relevant = or_(active_at(subs, ctx.start), active_at(subs, ctx.end))
     mrr = _mrr(ctx, relevant)
-    return (select(subs.c.source, subs.c.account_id,
-                   func.sum(case((active_at(subs, ctx.start), mrr), else_=0)).label("mrr_start"),
-                   func.sum(case((active_at(subs, ctx.end), mrr), else_=0)).label("mrr_end"))
+    return (select(*_mrr_sums(subs, mrr, ctx.start, ctx.end))
             .where(*customer_rows(ctx), relevant)
             .group_by(subs.c.source, subs.c.account_id)
             .having(_flag(active_at(subs, ctx.start)) == 1)
             .subquery("account_mrr"))
+
+
+def _mrr_sums(subs, mrr: ColumnElement, start, end) -> tuple[ColumnElement, ...]:
+    return (subs.c.source, subs.c.account_id,
+            func.sum(case((active_at(subs, start), mrr), else_=0)).label("mrr_start"),
+            func.sum(case((active_at(subs, end), mrr), else_=0)).label("mrr_end"))
+
+
+def _account_mrr_by_cell(grid: Grid):
+    """:func:`_account_mrr` of every part and segment: one row per part, segment and customer at its start.
+
+    The subscriptions meet the parts they run at the start or end of; each is converted at the rate of
+    the part's start, or of its own start if later, as :func:`_mrr` converts it for one period."""
+    subs, calendar = grid.table("subscriptions"), grid.calendar
+    start, end = calendar.c.start, calendar.c.end
+    relevant = or_(active_at(subs, start), active_at(subs, end))
+    at = case((subs.c.started_at > start, subs.c.started_at), else_=start)
+    mrr = grid.money(subs, func.coalesce(subs.c.mrr, 0), at, relevant)
+    keys = grid.segment_key(subs)
+    return (select(calendar.c.part, *keys, *_mrr_sums(subs, mrr, start, end))
+            .select_from(subs.join(calendar, relevant))
+            .where(*grid.live(subs), subs.c.account_id.isnot(None))
+            .group_by(calendar.c.part, *keys, subs.c.source, subs.c.account_id)
+            .having(_flag(active_at(subs, start)) == 1)
+            .subquery("account_mrr"))
+
+
+def _upsold(m) -> ColumnElement:
+    """Whether a customer's MRR rose from the period start to its end (beyond the float noise of fx)."""
+    return m.c.mrr_end > m.c.mrr_start + _EPSILON * func.abs(m.c.mrr_start) + _EPSILON
+
+
+UPSELL_EMPTY = "no customers at the period start"
 
 
 def upsell_rate(ctx: MetricContext) -> Value:
@@ -343,24 +374,56 @@ def upsell_rate(ctx: MetricContext) -> Value:
     ctx.record("subscriptions of the customers at the period start", subs, active_at(subs, ctx.start))
     if ctx.params["evidence"] == "mrr":
         m = _account_mrr(ctx)
-        upsold = ctx.conn.execute(select(func.count()).where(
-            m.c.mrr_end > m.c.mrr_start + _EPSILON * func.abs(m.c.mrr_start) + _EPSILON)).scalar() or 0
+        upsold = ctx.conn.execute(select(func.count()).where(_upsold(m))).scalar() or 0
         ctx.record("subscriptions of those customers running at the period end", subs,
-                active_at(subs, ctx.end), is_customer_at(ctx, subs, ctx.start))
-        return ratio(upsold, total, empty="no customers at the period start").noted(_uncounted(ctx),
-                                                                                   _no_mrr(ctx))
-    types = _deal_types(ctx.params["deal_types"])
-    deals = ctx.table("deals")
-    upsells = (deals.c.is_won.is_(True), ctx.in_period(deals.c.closed_at), func.lower(deals.c.deal_type).in_(types))
-    qualifying = (ctx.live(deals), *upsells, deals.c.account_id.isnot(None))
+                   active_at(subs, ctx.end), is_customer_at(ctx, subs, ctx.start))
+        return ratio(upsold, total, empty=UPSELL_EMPTY).noted(_uncounted(ctx), _no_mrr(ctx))
+    upsells = Upsells(ctx.params)
+    deals = upsells.deals
+    in_period = (*upsells.won, ctx.in_period(deals.c.closed_at))
+    qualifying = (ctx.live(deals), *in_period, deals.c.account_id.isnot(None))
     won = select(deals.c.source, deals.c.account_id).where(*qualifying).distinct().subquery("upsold")
     upsold = ctx.conn.execute(select(func.count()).select_from(customers.join(won, and_(
         customers.c.source == won.c.source, customers.c.account_id == won.c.account_id)))).scalar() or 0
-    ctx.inputs.append(Input(f"won {'/'.join(types)} deals of those customers closed in the period", deals,
+    ctx.inputs.append(Input(f"won {upsells.kinds} deals of those customers closed in the period", deals,
                             (*qualifying, is_customer_at(ctx, deals, ctx.start))))
-    unowned = ctx.left_out(f"won {'/'.join(types)} deal(s) closed in the period without account_id", deals,
-                           *upsells, deals.c.account_id.is_(None))
-    return ratio(upsold, total, empty="no customers at the period start").noted(_uncounted(ctx), unowned)
+    unowned = ctx.left_out(upsells.unowned, deals, *in_period, deals.c.account_id.is_(None))
+    return ratio(upsold, total, empty=UPSELL_EMPTY).noted(_uncounted(ctx), unowned)
+
+
+class Upsells:
+    """The won deals that upsell (``evidence=deals``)."""
+
+    def __init__(self, params: dict) -> None:
+        deals = self.deals = TABLES["deals"]
+        types = _deal_types(params["deal_types"])
+        self.kinds = "/".join(types)
+        self.won = (deals.c.is_won.is_(True), func.lower(deals.c.deal_type).in_(types))
+        self.unowned = f"won {self.kinds} deal(s) closed in the period without account_id"
+
+
+def upsell_rate_grouped(grid: Grid) -> dict[Cell, Value]:
+    uncounted = grid.left_out(*UNCOUNTED)
+    if grid.params["evidence"] == "mrr":
+        m = _account_mrr_by_cell(grid)
+        counts = grid.aggregate(m, func.count(), func.count(case((_upsold(m), 1))))
+        no_mrr = _no_mrr_by_cell(grid)
+        return {cell: ratio(*reversed(counts.get(cell, (0, 0))), empty=UPSELL_EMPTY).noted(
+            uncounted.get(cell.segment), no_mrr.get(cell)) for cell in grid.cells}
+    upsells = Upsells(grid.params)
+    deals = upsells.deals
+    won = grid.placed(deals, deals.c.closed_at, deals.c.source, deals.c.account_id,
+                      where=(*grid.live(deals), *upsells.won, deals.c.account_id.isnot(None))
+                      ).distinct().subquery("upsold")
+    states = _states_by_cell(grid)
+    customers = select(states).where(states.c.at_start == 1).subquery("customers")
+    upsold = exists(select(won.c.part).where(won.c.part == customers.c.part, won.c.source == customers.c.source,
+                                             won.c.account_id == customers.c.account_id))
+    counts = grid.aggregate(customers, func.count(), func.count(case((upsold, 1))))
+    unowned = grid.by_part(deals, deals.c.closed_at, func.count(), where=(*upsells.won, deals.c.account_id.is_(None)))
+    return {cell: ratio(*reversed(counts.get(cell, (0, 0))), empty=UPSELL_EMPTY).noted(
+        uncounted.get(cell.segment), f"{unowned[cell][0]} {upsells.unowned} left out" if cell in unowned else None)
+        for cell in grid.cells}
 
 
 def _deal_types(text: str) -> list[str]:
@@ -370,29 +433,64 @@ def _deal_types(text: str) -> list[str]:
 def _mrr_retention(ctx: MetricContext, net: bool) -> Value:
     subs = ctx.table("subscriptions")
     m = _account_mrr(ctx)
-    kept = m.c.mrr_end if net else case((m.c.mrr_end < m.c.mrr_start, m.c.mrr_end), else_=m.c.mrr_start)
-    end, start = ctx.conn.execute(select(func.sum(kept), func.sum(m.c.mrr_start))).one()
+    end, start = ctx.conn.execute(select(*_kept(m, net))).one()
     ctx.record("subscriptions of the customers at the period start, running then", subs,
-            active_at(subs, ctx.start))
+               active_at(subs, ctx.start))
     ctx.record("subscriptions of those customers running at the period end", subs,
-            active_at(subs, ctx.end), is_customer_at(ctx, subs, ctx.start))
-    return ratio(end, start, empty="no MRR at the period start").noted(_uncounted(ctx), _no_mrr(ctx))
+               active_at(subs, ctx.end), is_customer_at(ctx, subs, ctx.start))
+    return ratio(end, start, empty=MRR_EMPTY).noted(_uncounted(ctx), _no_mrr(ctx))
+
+
+MRR_EMPTY = "no MRR at the period start"
+
+
+def _kept(m, net: bool) -> tuple[ColumnElement, ColumnElement]:
+    """The MRR kept at the period end (net: with expansion; gross: each customer capped at its start), and
+    the MRR at the start."""
+    kept = m.c.mrr_end if net else case((m.c.mrr_end < m.c.mrr_start, m.c.mrr_end), else_=m.c.mrr_start)
+    return func.sum(kept), func.sum(m.c.mrr_start)
+
+
+def _mrr_retention_grouped(grid: Grid, net: bool) -> dict[Cell, Value]:
+    m = _account_mrr_by_cell(grid)
+    sums = grid.aggregate(m, *_kept(m, net))
+    uncounted, no_mrr = grid.left_out(*UNCOUNTED), _no_mrr_by_cell(grid)
+    return {cell: ratio(*sums.get(cell, (None, None)), empty=MRR_EMPTY).noted(uncounted.get(cell.segment),
+                                                                             no_mrr.get(cell)) for cell in grid.cells}
+
+
+NO_MRR = "subscription(s) running at the period start or end without mrr"
 
 
 def _no_mrr(ctx: MetricContext) -> str | None:
     """The note on the subscriptions running at the period start or end without an MRR (counted as 0)."""
     subs = ctx.table("subscriptions")
-    return ctx.left_out("subscription(s) running at the period start or end without mrr", subs,
-                        or_(active_at(subs, ctx.start), active_at(subs, ctx.end)), subs.c.mrr.is_(None),
-                        then="counted as 0")
+    return ctx.left_out(NO_MRR, subs, or_(active_at(subs, ctx.start), active_at(subs, ctx.end)),
+                        subs.c.mrr.is_(None), then="counted as 0")
+
+
+def _no_mrr_by_cell(grid: Grid) -> dict[Cell, str]:
+    """:func:`_no_mrr` of every cell that has such subscriptions."""
+    subs, calendar = grid.table("subscriptions"), grid.calendar
+    counts = grid.by_part(subs, None, func.count(), where=(subs.c.mrr.is_(None),),
+                          on=or_(active_at(subs, calendar.c.start), active_at(subs, calendar.c.end)))
+    return {cell: f"{count} {NO_MRR} counted as 0" for cell, (count,) in counts.items()}
 
 
 def gross_mrr_retention(ctx: MetricContext) -> Value:
     return _mrr_retention(ctx, net=False)
 
 
+def gross_mrr_retention_grouped(grid: Grid) -> dict[Cell, Value]:
+    return _mrr_retention_grouped(grid, net=False)
+
+
 def net_mrr_retention(ctx: MetricContext) -> Value:
     return _mrr_retention(ctx, net=True)
+
+
+def net_mrr_retention_grouped(grid: Grid) -> dict[Cell, Value]:
+    return _mrr_retention_grouped(grid, net=True)
 
 
 # --- orders: lifetime value, margin, new revenue ------------------------------------------------
@@ -717,6 +815,7 @@ METRICS = [
         direction="higher",
         tables=("accounts", "subscriptions", "deals"),
         compute=upsell_rate,
+        grouped=upsell_rate_grouped,
         needs=(
             "subscriptions.account_id", "subscriptions.started_at", "subscriptions.ended_at", "deals.account_id",
             "deals.is_won", "deals.closed_at", "deals.deal_type",
@@ -806,6 +905,7 @@ METRICS = [
         direction="higher",
         tables=("accounts", "subscriptions"),
         compute=gross_mrr_retention,
+        grouped=gross_mrr_retention_grouped,
         needs=("subscriptions.account_id", "subscriptions.started_at", "subscriptions.ended_at", "subscriptions.mrr"),
     ),
     Metric(
@@ -820,6 +920,7 @@ METRICS = [
         direction="higher",
         tables=("accounts", "subscriptions"),
         compute=net_mrr_retention,
+        grouped=net_mrr_retention_grouped,
         needs=("subscriptions.account_id", "subscriptions.started_at", "subscriptions.ended_at", "subscriptions.mrr"),
     ),
 ]

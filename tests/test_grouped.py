@@ -209,6 +209,7 @@ deal = st.fixed_dictionaries({
     "amount": st.one_of(st.none(), st.integers(0, 10**6).map(lambda cents: cents / 100)),
     "currency": st.sampled_from([None, "USD", "EUR"]), "owner_id": st.sampled_from([None, "u1", "u2", "u3"]),
     "pipeline": st.sampled_from([None, "new", "renewal"]), "is_deleted": st.booleans(),
+    "account_id": st.sampled_from([None, "a1", "a2", "a3", "a4"]), "deal_type": st.sampled_from([None, "upsell", "New"]),
 })
 
 ticket = st.fixed_dictionaries({
