@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable
 
-from sqlalchemy import Date, Select, and_, case, func, literal, or_, select, tuple_
+from sqlalchemy import Date, Select, and_, case, func, literal, literal_column, or_, select, tuple_
 from sqlalchemy.sql.elements import ColumnElement
 
 from crmkpi import hookimpl, segments
@@ -143,49 +143,89 @@ def _cycle_of(days: Select | None, total, count, backwards, undated) -> Cycle:
     return Cycle(days, float(total or 0), int(count or 0), int(backwards or 0), int(undated or 0))
 
 
-def _open_at_end(ctx: MetricContext, deals) -> tuple[ColumnElement, ...]:
-    """Deals created before the period ends and not closed before it ends."""
-    return (deals.c.created_at < ctx.end,
-            or_(deals.c.is_closed.is_(False), deals.c.closed_at >= ctx.end))
+def _open_at(deals, end: ColumnElement | datetime) -> tuple[ColumnElement, ...]:
+    """Deals created before ``end`` and not closed before it."""
+    return deals.c.created_at < end, or_(deals.c.is_closed.is_(False), deals.c.closed_at >= end)
 
 
 # -- lead conversion ---------------------------------------------------------------------------
 
 
+class Conversions:
+    """What both ways of computing the lead conversion rate share: which leads became customers, the value."""
+
+    UNDATED = "lead(s) without created_at (in no period)"
+    UNLINKED = ("converted lead(s) created in the period without converted_deal_id or converted_account_id "
+                "(cannot be customers)")
+
+    def __init__(self, params: dict) -> None:
+        leads = self.leads = TABLES["leads"]
+        self.into_customers = params["into"] == "customer"
+        self.converted = leads.c.converted_at.is_not(None)
+        self.unlinked = (self.converted, leads.c.converted_deal_id.is_(None), leads.c.converted_account_id.is_(None))
+
+    @staticmethod
+    def customers(lead):
+        """(``lead`` joined to what makes it a customer, the condition that it is one): the lead's own deal
+        was won, or the account it converted into won a deal closed at or after the conversion. One
+        set-based join, so large lead tables are not scanned per row."""
+        deals = TABLES["deals"]
+        deal = deals.alias("converted_deal")
+        won_accounts = (select(deals.c.source, deals.c.account_id, func.max(deals.c.closed_at).label("last_won"))
+                        .where(deals.c.is_deleted.is_(False), deals.c.is_won.is_(True), deals.c.account_id.is_not(None))
+                        .group_by(deals.c.source, deals.c.account_id).subquery("won_accounts"))
+        joined = (lead.outerjoin(deal, and_(deal.c.source == lead.c.source, deal.c.id == lead.c.converted_deal_id,
+                                            deal.c.is_deleted.is_(False), deal.c.is_won.is_(True)))
+                  .outerjoin(won_accounts, and_(won_accounts.c.source == lead.c.source,
+                                                won_accounts.c.account_id == lead.c.converted_account_id)))
+        return joined, and_(lead.c.converted_at.is_not(None),
+                            or_(deal.c.id.is_not(None), won_accounts.c.last_won >= lead.c.converted_at))
+
+    def value(self, total: int, converted: int, won: int, unlinked: int, undated: str | None) -> Value:
+        notes = [undated]
+        if total and not converted:  # a rate of 0 that may only mean converted_at was never loaded
+            notes.append(f"none of the {total} lead(s) created in the period has converted_at")
+        empty = "no leads created in the period"
+        if not self.into_customers:
+            return ratio(converted, total, empty=empty).noted(*notes)
+        return ratio(won, total, empty=empty).noted(*notes, f"{unlinked} {self.UNLINKED} left out" if unlinked else None)
+
+
 def lead_conversion_rate(ctx: MetricContext) -> Value:
-    leads, deals = ctx.table("leads"), ctx.table("deals")
+    conversions = Conversions(ctx.params)
+    leads = conversions.leads
     cohort = ctx.in_period(leads.c.created_at)
-    converted = leads.c.converted_at.is_not(None)
     total = ctx.count("leads created in the period", leads, cohort)
-    converted_count = ctx.count("converted leads", leads, cohort, converted)
-    notes = [ctx.left_out("lead(s) without created_at (in no period)", leads, leads.c.created_at.is_(None))]
-    if total and not converted_count:  # a rate of 0 that may only mean converted_at was never loaded
-        notes.append(f"none of the {total} lead(s) created in the period has converted_at")
-    if ctx.params["into"] == "any":
-        return ratio(converted_count, total, empty="no leads created in the period").noted(*notes)
-    # Customers: the lead's own deal was won, or the account it converted into won a deal closed at
-    # or after the conversion. One set-based subquery, so large lead tables are not scanned per row.
-    lead = leads.alias("lead")
-    deal = deals.alias("converted_deal")
-    won_accounts = (select(deals.c.source, deals.c.account_id, func.max(deals.c.closed_at).label("last_won"))
-                    .where(ctx.live(deals), deals.c.is_won.is_(True), deals.c.account_id.is_not(None))
-                    .group_by(deals.c.source, deals.c.account_id).subquery("won_accounts"))
-    customers = (
-        select(lead.c.source, lead.c.id)
-        .select_from(
-            lead.outerjoin(deal, and_(deal.c.source == lead.c.source, deal.c.id == lead.c.converted_deal_id,
-                                      deal.c.is_deleted.is_(False), deal.c.is_won.is_(True)))
-            .outerjoin(won_accounts, and_(won_accounts.c.source == lead.c.source,
-                                          won_accounts.c.account_id == lead.c.converted_account_id)))
-        .where(lead.c.converted_at.is_not(None), lead.c.created_at >= ctx.start, lead.c.created_at < ctx.end,
-               or_(deal.c.id.is_not(None), won_accounts.c.last_won >= lead.c.converted_at))
-    )
-    won = ctx.count("leads converted into paying customers", leads, cohort, converted,
-                    tuple_(leads.c.source, leads.c.id).in_(customers))
-    notes.append(ctx.left_out("converted lead(s) created in the period without converted_deal_id or "
-                              "converted_account_id (cannot be customers)", leads, cohort, converted,
-                              leads.c.converted_deal_id.is_(None), leads.c.converted_account_id.is_(None)))
-    return ratio(won, total, empty="no leads created in the period").noted(*notes)
+    converted = ctx.count("converted leads", leads, cohort, conversions.converted)
+    undated = ctx.left_out(conversions.UNDATED, leads, leads.c.created_at.is_(None))
+    won = unlinked = 0
+    if conversions.into_customers:
+        lead = leads.alias("lead")
+        joined, is_customer = conversions.customers(lead)
+        customers = select(lead.c.source, lead.c.id).select_from(joined).where(
+            lead.c.created_at >= ctx.start, lead.c.created_at < ctx.end, is_customer)
+        won = ctx.count("leads converted into paying customers", leads, cohort, conversions.converted,
+                        tuple_(leads.c.source, leads.c.id).in_(customers))
+        unlinked = ctx.conn.execute(select(func.count()).where(*ctx.scope(leads), cohort, *conversions.unlinked)
+                                    ).scalar()
+    return conversions.value(total, converted, won, unlinked, undated)
+
+
+def lead_conversion_rate_grouped(grid: Grid) -> dict[Cell, Value]:
+    conversions = Conversions(grid.params)
+    leads = conversions.leads
+    counts = [func.count(), func.count().filter(conversions.converted)]
+    source = leads
+    if conversions.into_customers:
+        source, is_customer = conversions.customers(leads)
+        counts += [func.count().filter(is_customer), func.count().filter(and_(*conversions.unlinked))]
+    else:
+        counts += [literal(0), literal(0)]  # what only customers need
+    keys = grid.segment_key(leads)
+    found = grid.by_cell(grid.placed(source, leads.c.created_at, *keys, *counts, where=grid.live(leads))
+                         .group_by(literal_column("part"), *keys))
+    undated = grid.left_out(conversions.UNDATED, leads, leads.c.created_at.is_(None))
+    return {cell: conversions.value(*found.get(cell, (0, 0, 0, 0)), undated.get(cell.segment)) for cell in grid.cells}
 
 
 # -- stage length ------------------------------------------------------------------------------
@@ -452,13 +492,35 @@ def sales_velocity(ctx: MetricContext) -> Value:
                                   ctx.in_period(deals.c.created_at))
     else:
         opportunities = ctx.count("opportunities: deals open at the end of the period", deals,
-                                  *_open_at_end(ctx, deals))
+                                  *_open_at(deals, ctx.end))
     closed = (deals.c.is_closed.is_(True), ctx.in_period(deals.c.closed_at))
     won_count = ctx.count("won deals closed in the period", deals, *closed, deals.c.is_won.is_(True))
     decided = ctx.count("won and lost deals closed in the period", deals, *closed)
-    won = _won_amounts(ctx)
     cycle = _cycle(ctx, deals, *_won_in_period(ctx, deals))
-    notes = (*cycle.notes("won"), won.note(), _undated(ctx, deals, "closed", deals.c.is_closed.is_(True)))
+    return _velocity(opportunities, won_count, decided, _won_amounts(ctx), cycle,
+                     _undated(ctx, deals, "closed", deals.c.is_closed.is_(True)))
+
+
+def sales_velocity_grouped(grid: Grid) -> dict[Cell, Value]:
+    deals = grid.table("deals")
+    if grid.params["opportunities"] == "created":
+        opportunities = grid.by_part(deals, deals.c.created_at, func.count())
+    else:
+        opportunities = grid.by_part(deals, None, func.count(), on=and_(*_open_at(deals, grid.calendar.c.end)))
+    decided = grid.by_part(deals, deals.c.closed_at, func.count().filter(deals.c.is_won.is_(True)), func.count(),
+                           where=(deals.c.is_closed.is_(True),))
+    cycles = grid.by_part(deals, deals.c.closed_at, *duration_sums(_cycle_days(grid, deals)),
+                          where=(deals.c.is_won.is_(True),))
+    won = _won_amounts_grouped(grid)
+    label, *where = _undated_rows("closed", deals.c.is_closed.is_(True))
+    undated = grid.left_out(label, deals, *where)
+    return {cell: _velocity(opportunities.get(cell, (0,))[0], *decided.get(cell, (0, 0)), won[cell],
+                            _cycle_of(None, *cycles.get(cell, (None, 0, 0, 0))), undated.get(cell.segment))
+            for cell in grid.cells}
+
+
+def _velocity(opportunities: int, won_count: int, decided: int, won: Won, cycle: Cycle, undated: str | None) -> Value:
+    notes = (*cycle.notes("won"), won.note(), undated)
     if not won_count or not won.sized or not cycle.count:
         return Value(None, note="no deals won in the period (with an amount and a creation date): "
                                 "deal size, win rate and cycle length are undefined").noted(*notes)
@@ -472,55 +534,116 @@ def sales_velocity(ctx: MetricContext) -> Value:
 # -- pipeline value ----------------------------------------------------------------------------
 
 
-def pipeline_value(ctx: MetricContext) -> Value:
-    deals, changes, stages = ctx.table("deals"), ctx.table("deal_stage_changes"), ctx.table("pipeline_stages")
-    open_ = _open_at_end(ctx, deals)
-    valued = (*open_, deals.c.amount.is_not(None))
-    # Convert at the rate of the period's last day: this is a snapshot at the period's end.
-    amount = ctx.money(deals, deals.c.amount, literal(ctx.period.last_day, Date()), *valued)
-    ctx.record("deals open at the end of the period", deals, *open_)
-    never_open = ctx.left_out("deal(s) without created_at (never open)", deals, deals.c.created_at.is_(None),
-                              open_[1])
-    if not ctx.params["weighted"]:
-        total, count, unvalued = ctx.conn.execute(  # one scan: the values and the open deals without one
-            select(func.sum(amount), func.count(deals.c.amount), func.count() - func.count(deals.c.amount))
-            .where(*ctx.scope(deals), *open_)).one()
+class OpenPipeline:
+    """What both ways of computing pipeline value share: the deals open at a period's ``end`` (an instant),
+    their stage then and its probability, the notes and the value."""
+
+    NO_DEAL = "no deal with an amount was open at the end of the period"
+
+    def __init__(self, end: ColumnElement | datetime) -> None:
+        deals = self.deals = TABLES["deals"]
+        self.open = _open_at(deals, end)
+        self.valued = (*self.open, deals.c.amount.is_not(None))
+        self.never_open = ("deal(s) without created_at (never open)", deals, deals.c.created_at.is_(None), self.open[1])
+
+    def stage_at(self, end: ColumnElement | datetime):
+        """(the stage each deal was in at ``end``: its last stage change entered before ``end`` (the stage
+        history), else its current stage; the join that finds that change). A change is the last one before
+        ``end`` when the deal's next change (by time, then id) is not before ``end``."""
+        changes, deals = TABLES["deal_stage_changes"], self.deals
+        following = func.lead(changes.c.entered_at, type_=changes.c.entered_at.type).over(
+            partition_by=(changes.c.source, changes.c.deal_id), order_by=(changes.c.entered_at, changes.c.id))
+        history = (select(changes.c.source, changes.c.deal_id, changes.c.stage, changes.c.entered_at,
+                          following.label("left_at")).where(changes.c.is_deleted.is_(False)).subquery("history"))
+        last = and_(history.c.source == deals.c.source, history.c.deal_id == deals.c.id, history.c.entered_at < end,
+                    or_(history.c.left_at.is_(None), history.c.left_at >= end))
+        return func.coalesce(history.c.stage, deals.c.stage), history, last
+
+    def probability(self, stage: ColumnElement) -> ColumnElement:
+        """The stage's probability in the deal's own pipeline, else in any pipeline of the source."""
+        stages, deals = TABLES["pipeline_stages"], self.deals
+        lookup = (stages.c.source == deals.c.source, stages.c.stage == stage, stages.c.is_deleted.is_(False))
+        return func.coalesce(
+            select(stages.c.probability).where(*lookup, stages.c.pipeline == deals.c.pipeline)
+            .order_by(stages.c.id).limit(1).scalar_subquery(),
+            select(stages.c.probability).where(*lookup).order_by(stages.c.id).limit(1).scalar_subquery())
+
+    @staticmethod
+    def weighted_sums(rows) -> tuple[ColumnElement, ...]:
+        """Over rows (amount, stage, probability): the weighted total, how many, a stage without a
+        probability, the highest probability."""
+        missing = case((rows.c.probability.is_(None), func.coalesce(rows.c.stage, "(none)")))
+        return (func.sum(rows.c.amount * rows.c.probability), func.count(), func.min(missing),
+                func.max(rows.c.probability))
+
+    @staticmethod
+    def check(unknown, top) -> None:
+        if unknown is not None:
+            raise MetricError(f"open deals in stage {unknown!r} have no probability in pipeline_stages "
+                              "(load pipeline_stages with a probability for every open stage, or use weighted=false)")
+        if top is not None and top > 1:
+            raise MetricError(f"pipeline_stages.probability must be a fraction 0..1, found {top:g}")
+
+    def value(self, total, count, unvalued, never_open: str | None) -> Value:
         notes = (f"{unvalued} open deal(s) without amount left out" if unvalued else None, never_open)
         if not count:
-            return Value(None, note="no deal with an amount was open at the end of the period").noted(*notes)
+            return Value(None, note=self.NO_DEAL).noted(*notes)
         return Value(float(total)).noted(*notes)
-    notes = (ctx.left_out("open deal(s) without amount", deals, *open_, deals.c.amount.is_(None)), never_open)
 
-    # The stage each deal was in at the period's end: its last stage change entered before the end
-    # (the stage history), else its current stage.
-    ranked = (select(changes.c.source, changes.c.deal_id, changes.c.stage,
-                     func.row_number().over(partition_by=(changes.c.source, changes.c.deal_id),
-                                            order_by=(changes.c.entered_at.desc(), changes.c.id.desc()))
-                     .label("rank"))
-              .where(ctx.live(changes), changes.c.entered_at < ctx.end).subquery("history"))
-    stage = func.coalesce(ranked.c.stage, deals.c.stage)
-    # The stage's row in the deal's own pipeline, else the stage's row in any pipeline of the source.
-    lookup = (stages.c.source == deals.c.source, stages.c.stage == stage, ctx.live(stages))
-    probability = func.coalesce(
-        select(stages.c.probability).where(*lookup, stages.c.pipeline == deals.c.pipeline)
-        .order_by(stages.c.id).limit(1).scalar_subquery(),
-        select(stages.c.probability).where(*lookup).order_by(stages.c.id).limit(1).scalar_subquery())
-    rows = (select(amount.label("amount"), stage.label("stage"), probability.label("probability"))
-            .select_from(deals.outerjoin(ranked, and_(ranked.c.source == deals.c.source,
-                                                      ranked.c.deal_id == deals.c.id, ranked.c.rank == 1)))
-            .where(*ctx.scope(deals), *valued).subquery("valued"))
-    missing = case((rows.c.probability.is_(None), func.coalesce(rows.c.stage, "(none)")))
-    weighted, count, unknown, top = ctx.conn.execute(
-        select(func.sum(rows.c.amount * rows.c.probability), func.count(), func.min(missing),
-               func.max(rows.c.probability))).one()
-    if unknown is not None:
-        raise MetricError(f"open deals in stage {unknown!r} have no probability in pipeline_stages "
-                          "(load pipeline_stages with a probability for every open stage, or use weighted=false)")
-    if top is not None and top > 1:
-        raise MetricError(f"pipeline_stages.probability must be a fraction 0..1, found {top:g}")
-    if not count:
-        return Value(None, note="no deal with an amount was open at the end of the period").noted(*notes)
-    return Value(float(weighted)).noted(*notes)
+
+def pipeline_value(ctx: MetricContext) -> Value:
+    pipeline = OpenPipeline(ctx.end)
+    deals = pipeline.deals
+    # Convert at the rate of the period's last day: this is a snapshot at the period's end.
+    amount = ctx.money(deals, deals.c.amount, literal(ctx.period.last_day, Date()), *pipeline.valued)
+    ctx.record("deals open at the end of the period", deals, *pipeline.open)
+    never_open = ctx.left_out(*pipeline.never_open)
+    if not ctx.params["weighted"]:
+        total, count, unvalued = ctx.conn.execute(  # one scan: the values and the open deals without one
+            select(*_valued_sums(amount)).where(*ctx.scope(deals), *pipeline.open)).one()
+        return pipeline.value(total, count, unvalued, never_open)
+    unvalued = ctx.conn.execute(select(func.count()).where(*ctx.scope(deals), *pipeline.open,
+                                                          deals.c.amount.is_(None))).scalar()
+    stage, history, last = pipeline.stage_at(ctx.end)
+    rows = (select(amount.label("amount"), stage.label("stage"), pipeline.probability(stage).label("probability"))
+            .select_from(deals.outerjoin(history, last)).where(*ctx.scope(deals), *pipeline.valued).subquery("valued"))
+    weighted, count, unknown, top = ctx.conn.execute(select(*pipeline.weighted_sums(rows))).one()
+    pipeline.check(unknown, top)
+    return pipeline.value(weighted, count, unvalued, never_open)
+
+
+def pipeline_value_grouped(grid: Grid) -> dict[Cell, Value]:
+    calendar, days = grid.calendar, grid.days
+    pipeline = OpenPipeline(calendar.c.end)
+    deals = pipeline.deals
+    same_part = days.c.part == calendar.c.part
+    amount = grid.money(deals, deals.c.amount, days.c.last, *pipeline.valued, same_part)
+    never_open = grid.by_part(deals, None, func.count(), where=pipeline.never_open[2:3], on=pipeline.never_open[3])
+    keys = grid.segment_key(deals)
+    open_deals = deals.join(calendar, and_(*pipeline.open)).join(days, same_part)
+    if grid.params["weighted"]:
+        unvalued = grid.by_part(deals, None, func.count(), where=(deals.c.amount.is_(None),), on=and_(*pipeline.open))
+        stage, history, last = pipeline.stage_at(calendar.c.end)
+        rows = (select(calendar.c.part, *keys, amount.label("amount"), stage.label("stage"),
+                       pipeline.probability(stage).label("probability"))
+                .select_from(open_deals.outerjoin(history, last))
+                .where(*grid.live(deals), deals.c.amount.is_not(None)).subquery("valued"))
+        weighted = grid.aggregate(rows, *pipeline.weighted_sums(rows))
+        for _, _, unknown, top in weighted.values():
+            pipeline.check(unknown, top)  # the engine then computes cell by cell: the error lands on its cells
+        sums = {cell: (*weighted.get(cell, (None, 0))[:2], unvalued.get(cell, (0,))[0]) for cell in grid.cells}
+    else:
+        sums = grid.by_cell(select(calendar.c.part, *keys, *_valued_sums(amount)).select_from(open_deals)
+                            .where(*grid.live(deals)).group_by(calendar.c.part, *keys))
+    return {cell: pipeline.value(*sums.get(cell, (None, 0, 0)),
+                                 f"{never_open[cell][0]} {pipeline.never_open[0]} left out" if cell in never_open else None)
+            for cell in grid.cells}
+
+
+def _valued_sums(amount: ColumnElement) -> tuple[ColumnElement, ...]:
+    """The converted amounts' total, how many deals have one, how many not."""
+    deals = TABLES["deals"]
+    return func.sum(amount), func.count(deals.c.amount), func.count() - func.count(deals.c.amount)
 
 
 # -- declarations ------------------------------------------------------------------------------
@@ -545,6 +668,7 @@ METRICS = [
         direction="higher",
         tables=("leads", "deals"),
         compute=lead_conversion_rate,
+        grouped=lead_conversion_rate_grouped,
         needs=("leads.created_at", "leads.converted_at", "deals.is_won"),
         params=(Param("into", str, "customer", "what counts as converted: a paying customer (a won deal "
                       "through the conversion) or any conversion", choices=("customer", "any")),),
@@ -692,6 +816,7 @@ METRICS = [
         direction="higher",
         tables=("deals", "deal_stage_changes"),
         compute=sales_velocity,
+        grouped=sales_velocity_grouped,
         needs=("deals.created_at", "deals.closed_at", "deals.is_closed", "deals.is_won", "deals.amount"),
         params=(Param("opportunities", str, "created", "which deals are the opportunities: created in the "
                       "period, or open at its end", choices=("created", "open")),),
@@ -713,6 +838,7 @@ METRICS = [
         direction="higher",
         tables=("deals", "deal_stage_changes", "pipeline_stages"),
         compute=pipeline_value,
+        grouped=pipeline_value_grouped,
         needs=("deals.created_at", "deals.closed_at", "deals.is_closed", "deals.amount"),
         params=(Param("weighted", bool, False, "weigh each open deal by its stage's win probability"),),
     ),

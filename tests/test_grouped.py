@@ -210,6 +210,7 @@ deal = st.fixed_dictionaries({
     "currency": st.sampled_from([None, "USD", "EUR"]), "owner_id": st.sampled_from([None, "u1", "u2", "u3"]),
     "pipeline": st.sampled_from([None, "new", "renewal"]), "is_deleted": st.booleans(),
     "account_id": st.sampled_from([None, "a1", "a2", "a3", "a4"]), "deal_type": st.sampled_from([None, "upsell", "New"]),
+    "stage": st.sampled_from([None, "demo", "proposal", "won"]),
 })
 
 ticket = st.fixed_dictionaries({
@@ -237,6 +238,12 @@ subscription = st.fixed_dictionaries({
     "status": st.sampled_from([None, "active", "renewed"]), "is_deleted": st.booleans(),
 })
 
+lead = st.fixed_dictionaries({
+    "created_at": moments, "converted_at": moments, "owner_id": st.sampled_from([None, "u1", "u2", "u3"]),
+    "converted_deal_id": st.one_of(st.none(), st.integers(0, 44).map(lambda i: f"d{i}")),
+    "converted_account_id": account, "is_deleted": st.booleans(),
+})
+
 #: Quotas of reps and teams over months, quarters and odd spans (two of one holder may overlap: an error).
 quota = st.builds(
     lambda holder, start, days, amount, currency, deleted: {
@@ -259,11 +266,12 @@ def empty_store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
 
 
 def load(store: Store, deals: list[dict], tickets: list[dict], stage_changes: list[dict], quotas: list[dict],
-         orders: list[dict], subscriptions: list[dict]) -> None:
+         orders: list[dict], subscriptions: list[dict], leads: list[dict]) -> None:
     """Replace the store's rows with these, and users, accounts, stages and rates (users u1..u3 in two teams;
     accounts a1..a4 owned by them; "won" a closed stage; EUR rates from 2024-06)."""
     rows = {
         "orders": [{"id": f"o{i}", **o} for i, o in enumerate(orders)],
+        "leads": [{"id": f"l{i}", **one} for i, one in enumerate(leads)],
         "subscriptions": [{"id": f"s{i}", **sub} for i, sub in enumerate(subscriptions)],
         "accounts": [{"id": "a1", "owner_id": "u1"}, {"id": "a2", "owner_id": "u2"}, {"id": "a3", "owner_id": "u3"},
                      {"id": "a4"}],
@@ -272,7 +280,8 @@ def load(store: Store, deals: list[dict], tickets: list[dict], stage_changes: li
         "tickets": [{"id": f"t{i}", **t} for i, t in enumerate(tickets)],
         "deal_stage_changes": [{"id": f"c{i}", **c} for i, c in enumerate(stage_changes)],
         "pipeline_stages": [{"id": "s1", "stage": "won", "is_closed": True, "is_won": True},
-                            {"id": "s2", "stage": "demo", "is_closed": False, "is_won": False}],
+                            {"id": "s2", "stage": "demo", "is_closed": False, "is_won": False, "probability": 0.25},
+                            {"id": "s3", "stage": "proposal", "is_closed": False, "is_won": False, "probability": 0.5}],
         "users": [{"id": "u1", "team": "east"}, {"id": "u2", "team": "west"}, {"id": "u3", "team": "east"}],
         "fx_rates": [{"id": "r1", "currency": "EUR", "valid_from": date(2024, 6, 1), "rate_to_reporting": 1.1},
                      {"id": "r2", "currency": "EUR", "valid_from": date(2025, 3, 9), "rate_to_reporting": 1.07}],
@@ -301,12 +310,13 @@ def encode(store: Store, value):
 @given(data=st.data(), deals=st.lists(deal, max_size=40), tickets=st.lists(ticket, max_size=30),
        stage_changes=st.lists(stage_change, max_size=60), quotas=st.lists(quota, max_size=6),
        orders=st.lists(order, max_size=30), subscriptions=st.lists(subscription, max_size=20),
+       leads=st.lists(lead, max_size=30),
        zone=st.sampled_from(list(CALENDARS)),
        split=st.sampled_from([("month", ("owner",)), ("month", ("stage",)), ("week", ("team",)), ("day", ()), ("quarter", ("pipeline",)),
                               (None, ("owner", "pipeline"))]))
 def test_random_datasets_both_ways(empty_store: Store, registry, data, deals, tickets, stage_changes, quotas, orders,
-                                   subscriptions, zone, split):
-    load(empty_store, deals, tickets, stage_changes, quotas, orders, subscriptions)
+                                   subscriptions, leads, zone, split):
+    load(empty_store, deals, tickets, stage_changes, quotas, orders, subscriptions, leads)
     settings = CALENDARS[zone]
     grain, dimensions = split
     period = settings.calendar.parse("2025-Q1" if grain == "day" else "2025", today=settings.today)
