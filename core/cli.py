@@ -287,13 +287,14 @@ EXIT_NOT_SAVED = 4
 @click.option("--param", "param_args", multiple=True, metavar="[METRIC.]KEY=VALUE", help="Metric parameter.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
 @click.option("--no-save", is_flag=True, help="Do not store the results in metric_results.")
+@click.option("--show-sql", is_flag=True, help="Print each SQL statement behind the values to stderr, by metric.")
 @click.option("--save-timeout", type=click.FloatRange(min=0), default=SAVE_TIMEOUT, show_default=True,
               metavar="SECONDS", help="How long to wait to save while another process (a sync) writes to a "
                                       "SQLite store.")
 @click.pass_obj
 def run(app: App, config_path: str, metric_ids: tuple[str, ...], period: str | None, grain: str | None,
         dimensions: tuple[str, ...], compare: str | None, param_args: tuple[str, ...], fmt: str,
-        no_save: bool, save_timeout: float) -> None:
+        no_save: bool, show_sql: bool, save_timeout: float) -> None:
     """Compute metrics for a period (or a series of periods) and print them.
 
     \b
@@ -322,7 +323,7 @@ def run(app: App, config_path: str, metric_ids: tuple[str, ...], period: str | N
             status(f"Computing {metric.id} ({index + 1}/{len(metrics)})")
 
         results = run_metrics(store.engine, request, settings, persist=False, progress=progress,
-                              stop_on_error=app.debug)
+                              stop_on_error=app.debug, show_sql=_print_sql if show_sql else None)
     # Printed before saving: what was computed is never lost to a store that refuses the write.
     click.echo(render(results, fmt, {m.id: m for m in metrics}))
     saved = not no_save and _save(store, results, save_timeout)
@@ -334,6 +335,11 @@ def run(app: App, config_path: str, metric_ids: tuple[str, ...], period: str | N
         context.exit(EXIT_NOT_SAVED)
     if failed:
         context.exit(EXIT_METRICS_FAILED)
+
+
+def _print_sql(metric, statement: str, parameters) -> None:
+    """``--show-sql``: a statement and its parameters under the metric's name, on stderr."""
+    click.echo(f"-- {metric.id}\n{statement.strip()};\n-- parameters: {parameters!r}\n", err=True)
 
 
 def _save(store: Store, results: list[dict], timeout: float) -> bool:

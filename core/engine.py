@@ -14,10 +14,11 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.engine import Connection, Engine
 
 from . import segments
@@ -77,7 +78,7 @@ class _Split:
 
 def run_metrics(engine: Engine, run: Run, settings: Settings | None = None, *, persist: bool = True,
                 progress: Callable[[Metric, int], None] | None = None, stop_on_error: bool = False,
-                grouped: bool = True) -> list[dict]:
+                grouped: bool = True, show_sql: Callable[[Metric, str, Any], None] | None = None) -> list[dict]:
     """Compute every metric for every (period, segment); results are persisted under one run id and returned.
 
     What was asked is checked first (params, dimensions): a mistake there raises before anything is
@@ -85,7 +86,8 @@ def run_metrics(engine: Engine, run: Run, settings: Settings | None = None, *, p
     its rows carry ``error``, a null value, and are not persisted. ``stop_on_error`` raises the first
     failure instead (``crmkpi --debug``). ``progress(metric, index)`` is called as each metric starts.
     A metric with a grouped compute fills all its cells at once (``grouped=False``: cell by cell, the
-    tests' oracle).
+    tests' oracle). ``show_sql(metric, statement, parameters)`` is called with each SQL statement a
+    metric's values run (``crmkpi run --show-sql``).
     """
     settings = settings or Settings()
     periods = settings.calendar.split(run.period, run.grain) if run.grain else [run.period]
@@ -99,13 +101,37 @@ def run_metrics(engine: Engine, run: Run, settings: Settings | None = None, *, p
             if progress is not None:
                 progress(metric, index)
             split = splits[metric.id]
-            cells.known = _grouped(conn, metric, params[metric.id], split, periods, run.compare, settings,
-                                   cells.today, stop_on_error) if grouped and metric.grouped and not split.error else {}
-            results += [cells.result(metric, params[metric.id], splits[metric.id], segment, period)
-                        for segment in splits[metric.id].segments for period in periods]
+            with _statements(conn, metric, show_sql):
+                cells.known = _grouped(conn, metric, params[metric.id], split, periods, run.compare, settings,
+                                       cells.today, stop_on_error) if grouped and metric.grouped and not split.error \
+                    else {}
+                results += [cells.result(metric, params[metric.id], split, segment, period)
+                            for segment in split.segments for period in periods]
     if persist:
         save_results(engine, results)
     return results
+
+
+#: Statements of the engine's own bookkeeping, not of a metric's values.
+_SAVEPOINTS = ("SAVEPOINT", "RELEASE SAVEPOINT", "ROLLBACK TO SAVEPOINT")
+
+
+@contextmanager
+def _statements(conn: Connection, metric: Metric, show: Callable[[Metric, str, Any], None] | None) -> Iterator[None]:
+    """Within it, ``show`` sees each statement the connection runs for ``metric``."""
+    if show is None:
+        yield
+        return
+
+    def before(_conn, _cursor, statement: str, parameters, _context, _many) -> None:
+        if not statement.lstrip().upper().startswith(_SAVEPOINTS):
+            show(metric, statement, parameters)
+
+    event.listen(conn, "before_cursor_execute", before)
+    try:
+        yield
+    finally:
+        event.remove(conn, "before_cursor_execute", before)
 
 
 #: How long ``save_results`` waits by default for a store another process is writing to.

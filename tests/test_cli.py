@@ -245,6 +245,24 @@ def test_run_json_close_rate_and_win_rate(synced):
     assert close["note"] is None
 
 
+def test_show_sql_prints_the_statements_behind_the_values(synced):
+    """A grouped metric's series runs the same few statements however many cells it has; the values are
+    the same as without --show-sql, and the statements go to stderr, not into the JSON."""
+    series = ("--metric", "close_rate", "--period", "2024", "--grain", "month", "--segment", "currency",
+              "--compare", "both")
+    shown = invoke("run", "--config", str(synced), "--format", "json", "--no-save", "--show-sql", *series)
+    assert shown.exit_code == 0, shown.output
+    def values(rows: list[dict]) -> list[dict]:
+        return [{k: v for k, v in row.items() if k not in ("run_id", "computed_at")} for row in rows]
+
+    assert values(json.loads(shown.stdout)) == values(run_json(synced, *series))
+    statements = shown.stderr.split("-- close_rate\n")[1:]
+    # the counts per month and currency (24 months with the comparisons), and the deals no period holds
+    assert len(statements) == 2, shown.stderr
+    assert all("FROM deals" in s and ";\n-- parameters: " in s for s in statements)
+    assert "GROUP BY part" in statements[0] and "created_at IS NULL" in statements[1]
+
+
 def test_win_rate_by_amount_and_by_creation_date(synced):
     # the default cohort: the deals closed in the period, as CRM win-rate reports count them
     by_amount = one(synced, "win_rate", "--period", "2024", "--param", "by=amount")
