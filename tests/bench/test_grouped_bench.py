@@ -19,3 +19,4 @@ def test_a_small_run_compares_every_grouped_metric(tmp_path, monkeypatch):
     rows = [line.split("|") for line in done.stdout.splitlines() if line.startswith("| ") and "metric" not in line]
     assert [cells[1].strip() for cells in rows] == BUILT_IN_GROUPED
     assert all(cells[-2].strip() == "yes" for cells in rows), done.stdout
+    assert "Whole catalog: one period" in done.stdout
