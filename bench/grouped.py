@@ -10,9 +10,10 @@ compute; and ``crmkpi run --period 2025 --grain month --segment team`` (the whol
 its results must equal the grouped ones.
 
 Set-up (untimed): the sample company at ``--deals`` (``crmkpi sample-data``), synced into a new
-SQLite store (or reused from ``--work``).
+SQLite store, or the empty database ``--store`` names (or reused from ``--work``).
 
 Usage: .venv/bin/python bench/grouped.py [--deals 100000] [--repeat 3] [--per-cell] [--check] [--metric M ...]
+       [--store postgresql://...]
 """
 
 from __future__ import annotations
@@ -43,13 +44,13 @@ def crmkpi(*args: str) -> float:
     return time.perf_counter() - started
 
 
-def prepare(work: Path, deals: int) -> Path:
+def prepare(work: Path, deals: int, store: str | None) -> Path:
     config = work / "crmkpi.yaml"
     if config.exists():
         return config
     crmkpi("sample-data", "--out", str(work / "data"), "--deals", str(deals))
-    config.write_text(f"store: sqlite:///{work / 'store.db'}\nconnectors:\n  crm:\n    type: files\n"
-                      f"    path: {work / 'data'}\n")
+    store = store or f"sqlite:///{work / 'store.db'}"
+    config.write_text(f"store: {store}\nconnectors:\n  crm:\n    type: files\n    path: {work / 'data'}\n")
     crmkpi("sync", "--config", str(config))
     return config
 
@@ -101,12 +102,14 @@ def main() -> None:
     parser.add_argument("--work", type=Path, help="keep (and reuse) the data and the store here")
     parser.add_argument("--per-cell", action="store_true", help="also time the series cell by cell")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument("--store", help="store URL to sync into (an empty PostgreSQL database, say); default: "
+                                            "SQLite in the work folder")
     parser.add_argument("--metric", action="append", help="only this grouped metric (repeatable; default: all)")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="crmkpi-grouped-"))
     work.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()
-    config = prepare(work, args.deals)
+    config = prepare(work, args.deals, args.store)
     rows, ok = [], True
     for metric_id in args.metric or grouped_metric_ids():
         one, many = median_pair(config, args.repeat, ("-m", metric_id), ("-m", metric_id, *SERIES))
@@ -117,7 +120,8 @@ def main() -> None:
     if catalog:
         ok &= catalog[1] / catalog[0] <= CATALOG_RATIO_MAX
     loads = [" ".join(f"{x:.2f}" for x in load) for load in (load_before, os.getloadavg())]
-    print(f"\n{args.deals:,} deals, {args.repeat} runs each, medians; load average {loads[0]} before, "
+    print(f"\n{args.deals:,} deals on {(args.store or 'sqlite').split(':')[0]}, {args.repeat} runs each, medians; "
+          f"load average {loads[0]} before, "
           f"{loads[1]} after\n")
     print("| metric | one value s | month × owner × both comparisons s | ratio | result |"
           + (" in process: cell by cell s | grouped s | speed-up | same results |" if args.per_cell else ""))
