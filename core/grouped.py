@@ -36,6 +36,13 @@ from .periods import Period
 from .sqlkit import SqlKit, fx_rate, instant, interpolate, ranked_pair
 
 
+def by_label(*columns: ColumnElement) -> list[ColumnElement]:
+    """``GROUP BY`` terms naming labelled columns of the ``SELECT`` list, as :meth:`Grid.segment_key`'s.
+    PostgreSQL matches a grouped expression with one of the list only when both read the same, and a
+    custom field's name is a bound parameter each occurrence names anew."""
+    return [literal_column(column.name) for column in columns]
+
+
 class Cell(NamedTuple):
     """One value of a grouped run: the index of its period part in :attr:`Grid.parts`, and its segment's
     values in the order of :attr:`Grid.dimensions` (``()`` when the run is not split)."""
@@ -105,7 +112,7 @@ class Grid(SqlKit):
         matches) and the row's segment. Cells no row reaches are absent."""
         keys = self.segment_key(table)
         return self.by_cell(self._parted(table, at, on, where, *keys, *aggregates)
-                            .group_by(literal_column("part"), *keys))
+                            .group_by(literal_column("part"), *by_label(*keys)))
 
     def by_cell(self, statement) -> dict[Cell, Row]:
         """The rows of a statement of the metric's own whose first columns are the part and the segment key
@@ -190,7 +197,7 @@ class Grid(SqlKit):
         keys = self.segment_key(table)
         statement = select(*keys, *aggregates).where(*self.live(table), *where)
         if keys:
-            statement = statement.group_by(*keys)
+            statement = statement.group_by(*by_label(*keys))
         return {tuple(row[:len(keys)]): row[len(keys):] for row in self.conn.execute(statement)}
 
     def left_out(self, rows: str, table: Table, *where: ColumnElement, then: str = "left out") -> dict[tuple, str]:

@@ -26,7 +26,7 @@ from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import ColumnElement
 
 from crmkpi import hookimpl
-from crmkpi.grouped import Cell, Grid
+from crmkpi.grouped import Cell, Grid, by_label
 from crmkpi.metrics import TABLES, Input, Metric, MetricContext, Param, Value, at_least, ratio
 from crmkpi.sqlkit import instant
 
@@ -121,9 +121,11 @@ def _states_by_cell(grid: Grid):
                    _flag(and_(rows.c.started_at >= start,
                               or_(rows.c.ended_at.is_(None), rows.c.ended_at > rows.c.started_at))).label("joined"),
                    case((func.min(rows.c.first_at) >= start, 1), else_=0).label("new"))
+            # a subscription ended before it started (bad data) still makes its account new where it starts
             .select_from(rows.join(calendar, and_(rows.c.started_at < end,
-                                                  or_(rows.c.ended_at.is_(None), rows.c.ended_at >= start))))
-            .group_by(calendar.c.part, *segment, rows.c.source, rows.c.account_id)
+                                                  or_(rows.c.ended_at.is_(None), rows.c.ended_at >= start,
+                                                      rows.c.started_at >= start))))
+            .group_by(calendar.c.part, start, end, *segment, rows.c.source, rows.c.account_id)
             .subquery("customer_states"))
 
 
@@ -354,7 +356,7 @@ def _account_mrr_by_cell(grid: Grid):
     return (select(calendar.c.part, *keys, *_mrr_sums(subs, mrr, start, end))
             .select_from(subs.join(calendar, relevant))
             .where(*grid.live(subs), subs.c.account_id.isnot(None))
-            .group_by(calendar.c.part, *keys, subs.c.source, subs.c.account_id)
+            .group_by(calendar.c.part, start, end, *by_label(*keys), subs.c.source, subs.c.account_id)
             .having(_flag(active_at(subs, start)) == 1)
             .subquery("account_mrr"))
 

@@ -12,14 +12,17 @@ back to the records created by then.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Callable
 
-from sqlalchemy import Table, and_, case, func, literal, or_, select, tuple_
+from sqlalchemy import Select, Table, and_, case, func, literal, or_, select, true, tuple_
 from sqlalchemy.sql.elements import ColumnElement
 
 from crmkpi import hookimpl
 from crmkpi.errors import MetricError
-from crmkpi.metrics import Metric, MetricContext, Param, Value, at_least, ratio
+from crmkpi.grouped import Cell, Grid
+from crmkpi.metrics import TABLES, Metric, MetricContext, Param, Value, at_least, ratio
 from crmkpi.models import ENTITIES
 from crmkpi.store import column_kinds
 
@@ -52,9 +55,17 @@ HISTORY = ("The store keeps no history of field values or deletions: for a past 
 # --- helpers -----------------------------------------------------------------
 
 
-def existing(table: Table, moment: datetime) -> ColumnElement:
-    """Rows created before ``moment`` (or without a creation time)."""
-    return or_(table.c.created_at.is_(None), table.c.created_at < moment)
+def existing(rows, moment: datetime | ColumnElement) -> ColumnElement:
+    """Rows (of a table, or a query with its ``created_at``) created before ``moment`` (or without a creation time)."""
+    return or_(rows.c.created_at.is_(None), rows.c.created_at < moment)
+
+
+def snapshots(grid: Grid, grace: timedelta = timedelta(0), until: datetime | None = None) -> Grid:
+    """``grid`` over the moments its parts are taken at: each calendar row's ``end`` is the part's as-of moment
+    (as :meth:`MetricContext.as_of` gives it for the part's cells, or ``until`` if that comes first), its ``start``
+    ``grace`` before it. Parts may share a moment (those ending after today): each still gets its own row."""
+    moments = [min(end, grid.end_of_today(), until or end) for _, end in grid.bounds]
+    return replace(grid, bounds=[(moment - grace, moment) for moment in moments])
 
 
 def normalized(value: ColumnElement) -> ColumnElement:
@@ -88,34 +99,79 @@ def key(raw: ColumnElement, value: ColumnElement) -> ColumnElement:
     return case((present(raw), value), else_=None)
 
 
-def duplicates_rate(ctx: MetricContext, table: Table, rows, keysets: list[list[str]], what: str) -> Value:
+#: ``keyed(kit, columns, where)``: ``source``, ``id``, ``columns`` and the match-key columns of the rows matching
+#: ``where``.
+Keyed = Callable[[MetricContext | Grid, list[ColumnElement], list[ColumnElement]], Select]
+
+
+class Duplicates:
+    """What both ways of computing a duplicates rate share: the rows with their match keys, the window counts
+    that find the keys shared within a source, the sums and the value.
+
+    ``keysets`` names the key columns of each key: a row is a duplicate when any key it holds is shared
+    with another row of its source (and, in a grid, of its part)."""
+
+    def __init__(self, what: str, keysets: list[list[str]], keyed: Keyed) -> None:
+        self.what, self.table, self.keysets, self.keyed = what, TABLES[what], keysets, keyed
+
+    def sized(self, rows, *within: ColumnElement):
+        """``rows`` (a subquery of :attr:`keyed` rows with a ``counted`` column: 1 for the rows its cell counts)
+        with, per key, how many rows of the same source (and ``within``) share it and whether the row holds it."""
+        sizes = [func.count().over(partition_by=[*within, rows.c.source, *(rows.c[name] for name in keyset)])
+                 .label(f"n{i}") for i, keyset in enumerate(self.keysets)]
+        held = [case((and_(*(rows.c[name].is_not(None) for name in keyset)), 1), else_=0).label(f"held{i}")
+                for i, keyset in enumerate(self.keysets)]
+        return select(*rows.c, *sizes, *held).subquery("sized")
+
+    def shared(self, sized) -> ColumnElement:
+        return or_(*(and_(sized.c[f"held{i}"] == 1, sized.c[f"n{i}"] > 1) for i in range(len(self.keysets))))
+
+    def sums(self, sized) -> tuple[ColumnElement, ColumnElement]:
+        """The counted rows sharing a key, and all counted rows."""
+        return func.sum(case((self.shared(sized), sized.c.counted), else_=0)), func.sum(sized.c.counted)
+
+    def value(self, duplicated, total) -> Value:
+        return ratio(duplicated, total, empty=f"no live {self.what} created by the as-of moment")
+
+
+def duplicates_rate(ctx: MetricContext, duplicates: Duplicates) -> Value:
     """Share of the existing live rows (in the segment) that share a key with another existing live row.
 
-    ``rows`` selects ``source``, ``id``, ``counted`` (1 for rows in the segment) and the key
-    columns from every existing live row, whatever the segment, so that a duplicate in another
-    segment still counts; ``keysets`` names the columns of each key (a row is a duplicate
-    when any key it has is shared with another row of its source). One query, window counts.
+    The keys are compared across every existing live row, whatever the segment, so that a duplicate in
+    another segment still counts; ``counted`` marks the rows of the segment. One query, window counts.
     """
+    table, what = duplicates.table, duplicates.what
     created = existing(table, ctx.as_of())
-    rows = rows.subquery("keyed")
-    sizes = [func.count().over(partition_by=[rows.c.source, *(rows.c[name] for name in keyset)]).label(f"n{i}")
-             for i, keyset in enumerate(keysets)]
-    held = [case((and_(*(rows.c[name].is_not(None) for name in keyset)), 1), else_=0).label(f"held{i}")
-            for i, keyset in enumerate(keysets)]
-    sized = select(rows.c.source, rows.c.id, rows.c.counted, *sizes, *held).subquery("sized")
-    shared = or_(*(and_(sized.c[f"held{i}"] == 1, sized.c[f"n{i}"] > 1) for i in range(len(keysets))))
-    total, duplicated = ctx.conn.execute(
-        select(func.sum(sized.c.counted), func.sum(case((shared, sized.c.counted), else_=0)))).one()
+    rows = duplicates.keyed(ctx, [_counted(ctx, table)], [ctx.live(table), created]).subquery("keyed")
+    sized = duplicates.sized(rows)
+    duplicated, total = ctx.conn.execute(select(*duplicates.sums(sized))).one()
+    shared = select(sized.c.source, sized.c.id).where(duplicates.shared(sized))
     ctx.record(f"{what} sharing a match key with another live one", table, created,
-               tuple_(table.c.source, table.c.id).in_(select(sized.c.source, sized.c.id).where(shared)))
+               tuple_(table.c.source, table.c.id).in_(shared))
     ctx.record(f"live {what} created by the as-of moment", table, created)
-    return ratio(duplicated, total, empty=f"no live {what} created by the as-of moment")
+    return duplicates.value(duplicated, total)
 
 
-def _materializes(ctx: MetricContext) -> bool:
+def duplicates_rate_grouped(grid: Grid, duplicates: Duplicates) -> dict[Cell, Value]:
+    """:func:`duplicates_rate` of every cell: each live row joins every part it existed at the as-of moment of,
+    and counts in its own segment; keys are compared within a part, across segments."""
+    table, moments = duplicates.table, snapshots(grid)
+    # Keys and segments once per row, not once per part a row joins: the normalizing and the segments'
+    # lookups are the costly part.
+    keyed = duplicates.keyed(grid, [table.c.created_at, *grid.segment_key(table)], grid.live(table)).cte("keyed")
+    if _materializes(grid):
+        keyed = keyed.prefix_with("MATERIALIZED")
+    placed = moments.placed(keyed, None, *keyed.c, literal(1).label("counted"),
+                            on=existing(keyed, moments.calendar.c.end)).subquery("placed")
+    sized = duplicates.sized(placed, placed.c.part)
+    sums = grid.aggregate(sized, *duplicates.sums(sized))
+    return {cell: duplicates.value(*sums.get(cell, (0, 0))) for cell in grid.cells}
+
+
+def _materializes(kit: MetricContext | Grid) -> bool:
     """``WITH name AS MATERIALIZED (...)`` is understood (SQLite 3.35+, PostgreSQL 12+)."""
-    version = ctx.conn.dialect.server_version_info or ()
-    return version >= ((3, 35) if ctx.conn.dialect.name == "sqlite" else (12,))
+    version = kit.conn.dialect.server_version_info or ()
+    return version >= ((3, 35) if kit.conn.dialect.name == "sqlite" else (12,))
 
 
 def _counted(ctx: MetricContext, table: Table) -> ColumnElement:
@@ -123,55 +179,90 @@ def _counted(ctx: MetricContext, table: Table) -> ColumnElement:
     return case((and_(*ctx.scope(table)), 1), else_=0).label("counted")
 
 
+def _contacts(params: dict) -> Duplicates:
+    c = TABLES["contacts"].c
+    keys = [key(c.email, normalized(c.email)).label("email")]
+    keysets = [["email"]]
+    if params["match"] == "email_or_name":
+        keys += [key(c.name, normalized(c.name)).label("name"), c.account_id.label("account_id")]
+        keysets.append(["name", "account_id"])
+    return Duplicates("contacts", keysets, lambda kit, columns, where: select(c.source, c.id, *columns, *keys)
+                      .where(*where))
+
+
+def _accounts(params: dict) -> Duplicates:
+    c = TABLES["accounts"].c
+    if params["match"] == "exact_name":
+        return Duplicates("accounts", [["name"]], lambda kit, columns, where: select(
+            c.source, c.id, *columns, key(c.name, normalized(c.name)).label("name")).where(*where))
+
+    def keyed(kit: MetricContext | Grid, columns: list[ColumnElement], where: list[ColumnElement]) -> Select:
+        # Clean once per row, then strip the suffix from the cleaned text: the CASE reads it ~80 times, so the
+        # cleaned names are materialized (an inlined subquery would clean every name ~80 times: 30x slower).
+        cleaned = select(c.source, c.id, *columns, key(c.name, clean_name(c.name)).label("cleaned")) \
+            .where(*where).cte("cleaned")
+        if _materializes(kit):
+            cleaned = cleaned.prefix_with("MATERIALIZED")
+        return select(cleaned.c.source, cleaned.c.id, *(cleaned.c[column.name] for column in columns),
+                      func.nullif(strip_suffix(cleaned.c.cleaned), "").label("name"))
+
+    return Duplicates("accounts", [["name"]], keyed)
+
+
 # --- metrics -----------------------------------------------------------------
 
 
 def duplicate_contacts_rate(ctx: MetricContext) -> Value:
-    contacts = ctx.table("contacts")
-    c = contacts.c
-    keys = [key(c.email, normalized(c.email)).label("email")]
-    keysets = [["email"]]
-    if ctx.params["match"] == "email_or_name":
-        keys += [key(c.name, normalized(c.name)).label("name"), c.account_id.label("account_id")]
-        keysets.append(["name", "account_id"])
-    rows = select(c.source, c.id, _counted(ctx, contacts), *keys) \
-        .where(ctx.live(contacts), existing(contacts, ctx.as_of()))
-    return duplicates_rate(ctx, contacts, rows, keysets, "contacts")
+    return duplicates_rate(ctx, _contacts(ctx.params))
+
+
+def duplicate_contacts_rate_grouped(grid: Grid) -> dict[Cell, Value]:
+    return duplicates_rate_grouped(grid, _contacts(grid.params))
 
 
 def duplicate_accounts_rate(ctx: MetricContext) -> Value:
-    accounts = ctx.table("accounts")
-    c = accounts.c
-    live = (ctx.live(accounts), existing(accounts, ctx.as_of()))
-    if ctx.params["match"] == "exact_name":
-        rows = select(c.source, c.id, _counted(ctx, accounts), key(c.name, normalized(c.name)).label("name"))
-        return duplicates_rate(ctx, accounts, rows.where(*live), [["name"]], "accounts")
-    # Clean once per row, then strip the suffix from the cleaned text: the CASE reads it ~80 times, so
-    # the cleaned names are materialized (an inlined subquery would clean every name ~80 times: 30x slower).
-    cleaned = select(c.source, c.id, _counted(ctx, accounts), key(c.name, clean_name(c.name)).label("cleaned")) \
-        .where(*live).cte("cleaned")
-    if _materializes(ctx):
-        cleaned = cleaned.prefix_with("MATERIALIZED")
-    rows = select(cleaned.c.source, cleaned.c.id, cleaned.c.counted,
-                  func.nullif(strip_suffix(cleaned.c.cleaned), "").label("name"))
-    return duplicates_rate(ctx, accounts, rows, [["name"]], "accounts")
+    return duplicates_rate(ctx, _accounts(ctx.params))
+
+
+def duplicate_accounts_rate_grouped(grid: Grid) -> dict[Cell, Value]:
+    return duplicates_rate_grouped(grid, _accounts(grid.params))
+
+
+class Completeness:
+    """What both ways of computing completeness share: the table, its key fields, the sums, the value."""
+
+    def __init__(self, params: dict) -> None:
+        name = self.name = params["table"]
+        table = self.table = TABLES[name]
+        fields = self.fields = [f.strip() for f in params["fields"].split(",") if f.strip()] \
+            or list(DEFAULT_FIELDS.get(name, ()))
+        if not fields:
+            raise MetricError(f"table {name} has no default key fields: set the fields param, "
+                              f"e.g. --param fields=a,b")
+        self.filled = and_(*(_filled(table, field) for field in dict.fromkeys(fields)))
+
+    def sums(self) -> tuple[ColumnElement, ColumnElement]:
+        """The rows, and those with every key field filled."""
+        return func.count(), func.sum(case((self.filled, 1), else_=0))
+
+    def value(self, total, complete) -> Value:
+        return ratio(complete, total, empty=f"no live {self.name} created by the as-of moment")
 
 
 def completeness(ctx: MetricContext) -> Value:
-    name = ctx.params["table"]
-    table = ctx.table(name)
-    fields = [f.strip() for f in ctx.params["fields"].split(",") if f.strip()] or list(DEFAULT_FIELDS.get(name, ()))
-    if not fields:
-        raise MetricError(f"table {name} has no default key fields: set the fields param, "
-                          f"e.g. --param fields=a,b")
-    filled = and_(*(_filled(table, field) for field in dict.fromkeys(fields)))
+    check = Completeness(ctx.params)
+    table = check.table
     created = existing(table, ctx.as_of())
-    total, complete = ctx.conn.execute(
-        select(func.count(), func.sum(case((filled, 1), else_=0))).select_from(table)
-        .where(*ctx.scope(table), created)).one()
-    ctx.record(f"{name} with {', '.join(fields)} all filled", table, created, filled)
-    ctx.record(f"live {name} created by the as-of moment", table, created)
-    return ratio(complete, total, empty=f"no live {name} created by the as-of moment")
+    total, complete = ctx.conn.execute(select(*check.sums()).select_from(table).where(*ctx.scope(table), created)).one()
+    ctx.record(f"{check.name} with {', '.join(check.fields)} all filled", table, created, check.filled)
+    ctx.record(f"live {check.name} created by the as-of moment", table, created)
+    return check.value(total, complete)
+
+
+def completeness_grouped(grid: Grid) -> dict[Cell, Value]:
+    check, moments = Completeness(grid.params), snapshots(grid)
+    sums = moments.by_part(check.table, None, *check.sums(), on=existing(check.table, moments.calendar.c.end))
+    return {cell: check.value(*sums.get(cell, (0, None))) for cell in grid.cells}
 
 
 def _filled(table: Table, field: str) -> ColumnElement:
@@ -185,44 +276,111 @@ def _filled(table: Table, field: str) -> ColumnElement:
     return present(column) if column_kinds(table.name)[field] == "str" else column.is_not(None)
 
 
+class Staleness:
+    """What both ways of computing stale_open_deals share: the deals open at a moment, those overdue at it,
+    the sums and the value."""
+
+    UNDATED = "open deal(s) without an expected close date (closed_at) counted as not stale"
+
+    def __init__(self, params: dict) -> None:
+        self.deals = TABLES["deals"]
+        self.days_past = params["days_past"]
+        #: How long before the as-of moment an open deal's expected close date must be for it to be stale.
+        self.grace = timedelta(days=self.days_past)
+
+    def open_at(self, moment: datetime | ColumnElement) -> ColumnElement:
+        """Open at ``moment``: created by then, and still open or closed after it."""
+        deals = self.deals
+        return and_(existing(deals, moment), or_(deals.c.is_closed.is_(False), deals.c.closed_at >= moment))
+
+    def overdue(self, due: datetime | ColumnElement) -> ColumnElement:
+        """Still open, expected to close before ``due`` (the as-of moment less the grace)."""
+        return and_(self.deals.c.is_closed.is_(False), self.deals.c.closed_at < due)
+
+    def sums(self, due: datetime | ColumnElement) -> tuple[ColumnElement, ...]:
+        """Over the open deals: all, the overdue ones, and those without an expected close date."""
+        return (func.count(), func.sum(case((self.overdue(due), 1), else_=0)),
+                func.count(case((self.deals.c.closed_at.is_(None), 1))))
+
+    def value(self, total, stale, undated) -> Value:
+        return ratio(stale, total, empty="no open deals at the as-of moment").noted(
+            f"{undated} {self.UNDATED}" if undated else None)
+
+
 def stale_open_deals(ctx: MetricContext) -> Value:
-    days_past = ctx.params["days_past"]
-    deals = ctx.table("deals")
-    moment = ctx.as_of()
-    # Open at the as-of moment: created by then, and still open or closed after it.
-    open_then = and_(existing(deals, moment), or_(deals.c.is_closed.is_(False), deals.c.closed_at >= moment))
-    overdue = and_(deals.c.is_closed.is_(False), deals.c.closed_at < moment - timedelta(days=days_past))
-    total, stale = ctx.conn.execute(
-        select(func.count(), func.sum(case((overdue, 1), else_=0))).select_from(deals)
-        .where(*ctx.scope(deals), open_then)).one()
-    ctx.record(f"open deals whose expected close date is more than {days_past} days past", deals, open_then,
-               overdue)
+    stale = Staleness(ctx.params)
+    deals, moment = stale.deals, ctx.as_of()
+    open_then, due = stale.open_at(moment), moment - stale.grace
+    sums = ctx.conn.execute(select(*stale.sums(due)).select_from(deals).where(*ctx.scope(deals), open_then)).one()
+    ctx.record(f"open deals whose expected close date is more than {stale.days_past} days past", deals, open_then,
+               stale.overdue(due))
     ctx.record("deals open at the as-of moment", deals, open_then)
-    undated = ctx.left_out("open deal(s) without an expected close date (closed_at)", deals, open_then,
-                           deals.c.closed_at.is_(None), then="counted as not stale")
-    return ratio(stale, total, empty="no open deals at the as-of moment").noted(undated)
+    return stale.value(*sums)
+
+
+def stale_open_deals_grouped(grid: Grid) -> dict[Cell, Value]:
+    stale = Staleness(grid.params)
+    # The calendar's end is each part's as-of moment, its start the due date overdue deals missed.
+    moments = snapshots(grid, grace=stale.grace)
+    calendar = moments.calendar
+    sums = moments.by_part(stale.deals, None, *stale.sums(calendar.c.start), on=stale.open_at(calendar.c.end))
+    return {cell: stale.value(*sums.get(cell, (0, None, 0))) for cell in grid.cells}
+
+
+class Syncs:
+    """What both ways of computing days_since_sync share: each connector's age at the as-of moment, the value."""
+
+    def __init__(self, moment: ColumnElement) -> None:
+        runs = self.runs = TABLES["sync_runs"]
+        self.success = and_(runs.c.status == "success", runs.c.finished_at.is_not(None))
+        self.succeeded = and_(self.success, runs.c.finished_at < moment)
+        self.moment = moment
+
+    def ages(self, kit: MetricContext | Grid) -> tuple[ColumnElement, ...]:
+        """Grouped by connector: the connector, its age (null when it has no successful sync by then), and its
+        first successful sync (after the as-of moment when it has no age: syncing today does not date a past
+        period's data)."""
+        finished = self.runs.c.finished_at
+        last = func.max(case((self.succeeded, finished), else_=None))
+        return self.runs.c.connector, kit.days_between(last, self.moment), func.min(case((self.success, finished)))
+
+    @staticmethod
+    def value(moment: datetime, ages: list[tuple]) -> Value:
+        """The oldest connector's age at ``moment``, from :meth:`ages`'s rows (a handful: one per connector)."""
+        later = [f"{connector} at {_minute(first)}" for connector, days, first in ages if days is None and first]
+        never = [connector for connector, days, first in ages if days is None and not first]
+        notes = (f"first successful sync after the as-of moment {_minute(moment)}: {', '.join(later)}"
+                 if later else None,
+                 f"no successful sync of {', '.join(never)} at all" if never else None)
+        synced = [float(days) for _, days, _ in ages if days is not None]
+        if not synced:
+            return Value(None).noted(*notes) if ages else Value(None, note="no sync runs")
+        return Value(max(synced)).noted(*notes)
 
 
 def days_since_sync(ctx: MetricContext) -> Value:
     runs = ctx.table("sync_runs")
     moment = min(ctx.as_of(), datetime.now(UTC))
-    success = and_(runs.c.status == "success", runs.c.finished_at.is_not(None))
-    succeeded = and_(success, runs.c.finished_at < moment)
-    ctx.record("successful syncs finished by the as-of moment", runs, succeeded)
-    last = func.max(case((succeeded, runs.c.finished_at), else_=None))
-    age = ctx.days_between(last, literal(moment, runs.c.finished_at.type))
-    # One row per connector (a handful): its age (null when it has no successful sync by then), and its
-    # first successful sync after the as-of moment: syncing today does not date a past period's data.
-    ages = ctx.conn.execute(select(runs.c.connector, age, func.min(case((success, runs.c.finished_at))))
-                            .where(*ctx.scope(runs)).group_by(runs.c.connector).order_by(runs.c.connector)).all()
-    later = [f"{connector} at {_minute(first)}" for connector, days, first in ages if days is None and first]
-    never = [connector for connector, days, first in ages if days is None and not first]
-    notes = (f"first successful sync after the as-of moment {_minute(moment)}: {', '.join(later)}" if later else None,
-             f"no successful sync of {', '.join(never)} at all" if never else None)
-    synced = [float(days) for _, days, _ in ages if days is not None]
-    if not synced:
-        return Value(None).noted(*notes) if ages else Value(None, note="no sync runs")
-    return Value(max(synced)).noted(*notes)
+    syncs = Syncs(literal(moment, runs.c.finished_at.type))
+    ctx.record("successful syncs finished by the as-of moment", runs, syncs.succeeded)
+    ages = ctx.conn.execute(select(*syncs.ages(ctx)).where(*ctx.scope(runs))
+                            .group_by(runs.c.connector).order_by(runs.c.connector)).all()
+    return Syncs.value(moment, ages)
+
+
+def days_since_sync_grouped(grid: Grid) -> dict[Cell, Value]:
+    runs = grid.table("sync_runs")
+    moments = snapshots(grid, until=datetime.now(UTC))
+    calendar, keys = moments.calendar, grid.segment_key(runs)
+    syncs = Syncs(calendar.c.end)
+    # Every run meets every part: the age is taken at each part's moment (grouped by it too, as PostgreSQL
+    # wants for a column read outside the aggregates).
+    rows = moments.placed(runs, None, *keys, *syncs.ages(grid), where=grid.live(runs), on=true()) \
+        .group_by(calendar.c.part, calendar.c.end, *keys, runs.c.connector).order_by(runs.c.connector)
+    ages: dict[Cell, list[tuple]] = {}
+    for part, *row in grid.conn.execute(rows):
+        ages.setdefault(Cell(part, tuple(row[:len(keys)])), []).append(tuple(row[len(keys):]))
+    return {cell: Syncs.value(moments.bounds[cell.part][1], ages.get(cell, [])) for cell in grid.cells}
 
 
 def _minute(moment: datetime | str) -> str:
@@ -253,6 +411,7 @@ METRICS = [
         direction="lower",
         tables=("contacts",),
         compute=duplicate_contacts_rate,
+        grouped=duplicate_contacts_rate_grouped,
         needs=("contacts.email",),
         params=(Param("match", str, "email", "email: same normalized email; email_or_name: same email, or same "
                       "normalized name at the same account", choices=("email", "email_or_name")),),
@@ -274,6 +433,7 @@ METRICS = [
         direction="lower",
         tables=("accounts",),
         compute=duplicate_accounts_rate,
+        grouped=duplicate_accounts_rate_grouped,
         needs=("accounts.name",),
         params=(Param("match", str, "name", "name: normalized, legal-form suffixes stripped; exact_name: "
                       "lower(trim(name))", choices=("name", "exact_name")),),
@@ -293,6 +453,7 @@ METRICS = [
         direction="higher",
         tables=CHECKABLE,
         compute=completeness,
+        grouped=completeness_grouped,
         params=(
             Param("table", str, "deals", "the table to check", choices=CHECKABLE),
             Param("fields", str, "", "comma-separated columns (or extra.<name>) that must be filled; "
@@ -313,6 +474,7 @@ METRICS = [
         direction="lower",
         tables=("deals",),
         compute=stale_open_deals,
+        grouped=stale_open_deals_grouped,
         needs=("deals.created_at", "deals.is_closed", "deals.closed_at"),
         params=(Param("days_past", int, 0, "grace period: stale only when the expected close date is more "
                       "than this many days past", check=at_least(0)),),
@@ -333,6 +495,7 @@ METRICS = [
         direction="lower",
         tables=("sync_runs",),
         compute=days_since_sync,
+        grouped=days_since_sync_grouped,
     ),
 ]
 

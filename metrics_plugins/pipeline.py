@@ -18,7 +18,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from crmkpi import hookimpl, segments
 from crmkpi.errors import MetricError
-from crmkpi.grouped import Cell, Grid
+from crmkpi.grouped import Cell, Grid, by_label
 from crmkpi.metrics import (PERCENTILES, STAT_DOC, TABLES, Metric, MetricContext, Param, Value, duration_sums, ratio,
                             stat_param, stat_value)
 from crmkpi.sqlkit import instant
@@ -223,7 +223,7 @@ def lead_conversion_rate_grouped(grid: Grid) -> dict[Cell, Value]:
         counts += [literal(0), literal(0)]  # what only customers need
     keys = grid.segment_key(leads)
     found = grid.by_cell(grid.placed(source, leads.c.created_at, *keys, *counts, where=grid.live(leads))
-                         .group_by(literal_column("part"), *keys))
+                         .group_by(literal_column("part"), *by_label(*keys)))
     undated = grid.left_out(conversions.UNDATED, leads, leads.c.created_at.is_(None))
     return {cell: conversions.value(*found.get(cell, (0, 0, 0, 0)), undated.get(cell.segment)) for cell in grid.cells}
 
@@ -450,7 +450,7 @@ def quota_attainment_grouped(grid: Grid) -> dict[Cell, Value]:
     def per_part(condition: tuple, *aggregates: ColumnElement) -> dict[Cell, tuple]:
         return grid.by_cell(select(days.c.part, *keys, *aggregates)
                             .select_from(quotas.join(days, and_(*condition)))
-                            .where(*grid.live(quotas)).group_by(days.c.part, *keys))
+                            .where(*grid.live(quotas)).group_by(days.c.part, *by_label(*keys)))
 
     sums = per_part(within, *shared.sums(quota))
     partial = per_part(shared.overlapping(days.c.first, days.c.last), func.count())
@@ -634,7 +634,7 @@ def pipeline_value_grouped(grid: Grid) -> dict[Cell, Value]:
         sums = {cell: (*weighted.get(cell, (None, 0))[:2], unvalued.get(cell, (0,))[0]) for cell in grid.cells}
     else:
         sums = grid.by_cell(select(calendar.c.part, *keys, *_valued_sums(amount)).select_from(open_deals)
-                            .where(*grid.live(deals)).group_by(calendar.c.part, *keys))
+                            .where(*grid.live(deals)).group_by(calendar.c.part, *by_label(*keys)))
     return {cell: pipeline.value(*sums.get(cell, (None, 0, 0)),
                                  f"{never_open[cell][0]} {pipeline.never_open[0]} left out" if cell in never_open else None)
             for cell in grid.cells}
