@@ -32,10 +32,12 @@ ALL_BUILTINS = ("files,salesforce,hubspot,sales_metrics,pipeline_metrics,custome
                 "service_metrics,data_health_metrics")
 #: The built-in metrics with a grouped compute (tests/test_grouped.py checks each against its per-cell one).
 BUILT_IN_GROUPED = [
-    "avg_deal_size", "avg_resolution_time", "churn_rate", "close_rate", "clv", "csat", "first_response_time",
-    "gross_mrr_retention", "lead_conversion_rate", "net_mrr_retention", "net_new_revenue", "nps", "pipeline_value",
-    "profit_margin_per_customer", "quota_attainment", "renewal_rate", "resolution_rate", "retention_rate",
-    "sales_cycle_length", "sales_velocity", "sales_volume", "stage_length", "ticket_volume", "upsell_rate", "win_rate"]
+    "avg_deal_size", "avg_resolution_time", "cac", "cac_payback_months", "churn_rate", "close_rate", "clv",
+    "completeness", "cost_per_lead", "cost_per_sale", "csat", "days_since_sync", "duplicate_accounts_rate",
+    "duplicate_contacts_rate", "first_response_time", "gross_mrr_retention", "lead_conversion_rate",
+    "marketing_roi", "net_mrr_retention", "net_new_revenue", "nps", "pipeline_value", "profit_margin_per_customer",
+    "quota_attainment", "renewal_rate", "resolution_rate", "retention_rate", "sales_cycle_length", "sales_velocity",
+    "sales_volume", "stage_length", "stale_open_deals", "ticket_volume", "upsell_rate", "win_rate"]
 POSTGRES_ENV = "CRMKPI_TEST_POSTGRES_URL"
 #: Plugin packages that tests install as third-party distributions (see ``install``).
 PLUGIN_SOURCES = Path(__file__).resolve().parent / "plugins"
