@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import inspect
 import sys
 import types
@@ -23,7 +24,7 @@ from pydantic_core import PydanticUndefined
 from sqlalchemy import JSON, Boolean, Date, DateTime, Float, Integer, String
 from sqlalchemy.types import TypeDecorator
 
-from . import hookspecs
+from . import grouped as grouped_module, hookspecs, metrics as metrics_module, sqlkit
 from .connector import Checkpoint, ConnectorType, Stream, SyncContext
 from .config import MetricSettings, RawConfig, Reporting, Schedule, ServiceSettings
 from .grouped import Cell, Grid
@@ -133,13 +134,32 @@ def hooks_page() -> str:
         if hints:
             lines += ["| field | type |", "|---|---|"]
             lines += [f"| `{f.name}` | `{_hint(hints[f.name])}` |" for f in dataclasses.fields(cls)] + [""]
-        for name, method in vars(cls).items():
-            if inspect.isfunction(method) and not name.startswith("_"):
-                signature = str(inspect.signature(method)).replace("'", "")
-                doc = (inspect.getdoc(method) or "").split("\n")[0]
-                lines += [f"- `{name}{signature}`" + (f": {doc}" if doc else "")]
-        lines += [""]
+        lines += [_entry(name, member) for name, member in _members(cls)] + [""]
+    lines += ["# Functions a metric builds with", ""]
+    for module in (metrics_module, grouped_module, sqlkit):
+        lines += [f"## `{module.__name__}`", ""]
+        lines += [_entry(name, function) for name, function in vars(module).items()
+                  if inspect.isfunction(function) and function.__module__ == module.__name__
+                  and not name.startswith("_")] + [""]
     return "\n".join(lines)
+
+
+def _members(cls: type):
+    """The public methods and properties of ``cls``, its own and those it inherits from crmkpi's classes."""
+    found: dict[str, object] = {}
+    for base in reversed(cls.__mro__):
+        if base.__module__.startswith("crmkpi."):
+            found.update((name, member) for name, member in vars(base).items() if not name.startswith("_") and (
+                inspect.isfunction(member) or isinstance(member, (property, functools.cached_property))))
+    return found.items()
+
+
+def _entry(name: str, member) -> str:
+    """``- `name(signature)`: the docstring's first line`` (a property: its name alone)."""
+    function = member if inspect.isfunction(member) else None
+    signature = str(inspect.signature(function)).replace("'", "") if function else ""
+    doc = (inspect.getdoc(function or member) or "").split("\n")[0]
+    return f"- `{name}{signature}`" + (f": {doc}" if doc else "")
 
 
 def _hint(hint) -> str:
