@@ -1,7 +1,7 @@
 """Grouped metrics: a monthly series by owner with both comparisons against one overall value.
 
 Target (issue 11): at 100,000 deals, ``crmkpi run -m M --period 2025 --grain month --segment owner
---compare both`` (``--segment channel`` for spend, ``connector`` for syncs) takes at most 2x ``crmkpi run -m M --period 2025`` for each metric with a grouped
+--compare both`` (``--segment source`` for spend, which has no owner, ``connector`` for syncs) takes at most 2x ``crmkpi run -m M --period 2025`` for each metric with a grouped
 compute; and ``crmkpi run --period 2025 --grain month --segment team`` (the whole catalog) at most 3x
 ``crmkpi run --period 2025`` (``--catalog``, on unless ``--metric`` picks metrics). Both are measured side by side in the same run, each command as its own process
 (``--no-save``), ``--repeat`` times alternating which goes first; medians are reported. With
@@ -31,7 +31,7 @@ CRMKPI = [sys.executable, "-m", "crmkpi.cli"]
 RATIO_MAX = 2.0
 SERIES = ("--grain", "month", "--compare", "both")
 #: The series' segment: owner, else the first of the others that applies to the metric's first table.
-DIMENSIONS = ("owner", "channel", "connector")
+DIMENSIONS = ("owner", "source", "connector")
 #: The whole catalog (every metric, one process) by month and team, against the whole catalog for one period.
 CATALOG_RATIO_MAX = 3.0
 CATALOG_SERIES = ("--grain", "month", "--segment", "team")
