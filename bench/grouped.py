@@ -1,13 +1,14 @@
 """Grouped metrics: a monthly series by owner with both comparisons against one overall value.
 
 Target (issue 11): at 100,000 deals, ``crmkpi run -m M --period 2025 --grain month --segment owner
---compare both`` (``--segment source`` for spend, which has no owner, ``connector`` for syncs) takes at most 2x ``crmkpi run -m M --period 2025`` for each metric with a grouped
-compute; and ``crmkpi run --period 2025 --grain month --segment team`` (the whole catalog) at most 3x
-``crmkpi run --period 2025`` (``--catalog``, on unless ``--metric`` picks metrics). Both are measured side by side in the same run, each command as its own process
-(``--no-save``), ``--repeat`` times alternating which goes first; medians are reported. With
-``--per-cell``, the same series is also computed cell by cell in this process
-(``run_metrics(..., grouped=False)``, the path every metric took before), for the speed-up;
-its results must equal the grouped ones.
+--compare both`` (``--segment source`` for spend, which has no owner; ``connector`` for syncs) takes
+at most 2x ``crmkpi run -m M --period 2025`` for each metric with a grouped compute; and the whole
+catalog ``crmkpi run --period 2025 --grain month --segment team`` at most 3x ``crmkpi run --period
+2025`` (measured unless ``--metric`` picks metrics). Both sides are measured in the same run, each
+command as its own process (``--no-save``), ``--repeat`` times alternating which goes first; medians
+are reported. With ``--per-cell``, the same series is also computed cell by cell in this process
+(``run_metrics(..., grouped=False)``, the path every metric took before), for the speed-up; its
+results must equal the grouped ones.
 
 Set-up (untimed): the sample company at ``--deals`` (``crmkpi sample-data``), synced into a new
 SQLite store, or the empty database ``--store`` names (or reused from ``--work``).
