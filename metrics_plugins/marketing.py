@@ -315,8 +315,9 @@ def _first_month_mrr_grouped(grid: Grid, customers) -> dict[Cell, float]:
     where = tuple_(subs.c.source, subs.c.id).in_(_first_month(grid, accounts))
     mrr = grid.money(subs, func.coalesce(subs.c.mrr, 0.0), subs.c.started_at, where)
     keys = grid.segment_key(subs)
-    rows = select(subs.c.source, subs.c.account_id, *keys, mrr.label("mrr")).where(*grid.live(subs), where
-                                                                                    ).subquery("first_month")
+    # materialized: SQLite would otherwise evaluate the first-month subscriptions again for each customer
+    rows = (select(subs.c.source, subs.c.account_id, *keys, mrr.label("mrr")).where(*grid.live(subs), where)
+            .cte("first_month").prefix_with("MATERIALIZED"))
     segment = [customers.c[key.name] for key in keys]
     matched = and_(rows.c.source == customers.c.source, rows.c.account_id == customers.c.account_id,
                    *(rows.c[key.name].is_not_distinct_from(customers.c[key.name]) for key in keys))
