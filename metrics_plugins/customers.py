@@ -309,8 +309,9 @@ def renewal_rate(ctx: MetricContext) -> Value:
 def renewal_rate_grouped(grid: Grid) -> dict[Cell, Value]:
     renewals = Renewals(grid)
     subs = renewals.subs
+    # DISTINCT, as the per-cell candidates: SQLite then builds an index on them for the join, not a nested scan
     later = select(subs.c.source, subs.c.account_id, subs.c.id, subs.c.started_at).where(
-        subs.c.is_deleted.is_(False)).subquery("later")
+        subs.c.is_deleted.is_(False)).distinct().subquery("later")
     succeeded = renewals.succeeded(later, lambda up: grid.in_any_part(up.c.term_end))
     keys = grid.segment_key(subs)
     flags = renewals.flags(succeeded)
