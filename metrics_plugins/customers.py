@@ -420,9 +420,12 @@ def upsell_rate_grouped(grid: Grid) -> dict[Cell, Value]:
                       ).distinct().subquery("upsold")
     states = _states_by_cell(grid)
     customers = select(states).where(states.c.at_start == 1).subquery("customers")
-    upsold = exists(select(won.c.part).where(won.c.part == customers.c.part, won.c.source == customers.c.source,
-                                             won.c.account_id == customers.c.account_id))
-    counts = grid.aggregate(customers, func.count(), func.count(case((upsold, 1))))
+    # a join with the DISTINCT accounts, as per cell: SQLite indexes them (EXISTS per customer scanned them)
+    upsold = (select(customers).select_from(customers.join(won, and_(
+        won.c.part == customers.c.part, won.c.source == customers.c.source,
+        won.c.account_id == customers.c.account_id))).subquery("upsold_customers"))
+    totals, upsold_counts = grid.aggregate(customers, func.count()), grid.aggregate(upsold, func.count())
+    counts = {cell: (total, upsold_counts.get(cell, (0,))[0]) for cell, (total,) in totals.items()}
     unowned = grid.by_part(deals, deals.c.closed_at, func.count(), where=(*upsells.won, deals.c.account_id.is_(None)))
     return {cell: ratio(*reversed(counts.get(cell, (0, 0))), empty=UPSELL_EMPTY).noted(
         uncounted.get(cell.segment), f"{unowned[cell][0]} {upsells.unowned} left out" if cell in unowned else None)
