@@ -60,26 +60,26 @@ def prepare(work: Path, deals: int, store: str | None) -> Path:
     return config
 
 
-def grouped_metric_ids() -> list[str]:
+def grouped_metrics() -> dict[str, str]:
+    """Each metric with a grouped compute, and the dimension its series is split by."""
     from crmkpi.plugins import load_registry
 
-    return sorted(m.id for m in load_registry().metrics.values() if m.grouped)
+    return {m.id: dimension_of(m) for m in sorted(load_registry().metrics.values(), key=lambda m: m.id) if m.grouped}
 
 
-def dimension_of(metric_id: str) -> str:
+def dimension_of(metric) -> str:
     from crmkpi import segments
     from crmkpi.errors import MetricError
     from crmkpi.metrics import TABLES
-    from crmkpi.plugins import load_registry
 
-    table = TABLES[load_registry().metrics[metric_id].tables[0]]
+    table = TABLES[metric.tables[0]]
     for dimension in DIMENSIONS:
         try:
             segments.expression(table, dimension)
             return dimension
         except MetricError:
             continue
-    sys.exit(f"{metric_id}: none of {', '.join(DIMENSIONS)} applies to {table.name}")
+    sys.exit(f"{metric.id}: none of {', '.join(DIMENSIONS)} applies to {table.name}")
 
 
 def per_cell(config: Path, metric_id: str, dimension: str) -> tuple[float, float, bool]:
@@ -129,16 +129,23 @@ def main() -> None:
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="crmkpi-grouped-"))
     work.mkdir(parents=True, exist_ok=True)
+    measured = grouped_metrics()
+    unknown = sorted(set(args.metric or ()) - set(measured))
+    if unknown:  # before the set-up, which takes minutes
+        sys.exit(f"no grouped metric {unknown[0]!r} (grouped: {', '.join(measured)})")
     load_before = os.getloadavg()
     config = prepare(work, args.deals, args.store)
     rows, ok = [], True
-    for metric_id in args.metric or grouped_metric_ids():
-        dimension = dimension_of(metric_id)
+    for metric_id in args.metric or measured:
+        dimension = measured[metric_id]
+        print(f"measuring {metric_id} by {dimension}", file=sys.stderr, flush=True)
         one, many = median_pair(config, args.repeat, ("-m", metric_id),
                                 ("-m", metric_id, *SERIES, "--segment", dimension))
         slow = per_cell(config, metric_id, dimension) if args.per_cell else None
         rows.append((f"{metric_id} | {dimension}", one, many, slow))
         ok &= many / one <= RATIO_MAX and (slow is None or slow[2])
+    if not args.metric:
+        print("measuring the whole catalog", file=sys.stderr, flush=True)
     catalog = median_pair(config, args.repeat, (), CATALOG_SERIES) if not args.metric else None
     if catalog:
         ok &= catalog[1] / catalog[0] <= CATALOG_RATIO_MAX

@@ -83,20 +83,14 @@ class Grid(SqlKit):
         return self.live(table)
 
     @cached_property
-    def days(self):
-        """The parts as rows ``(part, first, last)``, their first and last reporting days (a CTE): for rows
-        dated by day rather than by instant, such as quota periods."""
-        rows = [(i, period.start, period.last_day) for i, period in enumerate(self.parts)]
-        return values(column("part", Integer), column("first", Date()), column("last", Date()),
-                      name="days").data(rows).cte("days")
-
-    @cached_property
     def calendar(self):
-        """The parts as rows ``(part, start, end)`` (a CTE): ``by_part`` joins it, and a metric whose rows
-        belong to a part by more than one timestamp builds its ``on`` condition from its columns."""
-        rows = [(i, start, end) for i, (start, end) in enumerate(self.bounds)]
+        """The parts as rows ``(part, start, end, first, last)`` (a CTE): their bounds as instants, and their
+        first and last reporting days for rows dated by day (quota periods, spend ranges). ``by_part`` joins
+        it, and a metric whose rows belong to a part by a condition builds it from its columns."""
+        rows = [(i, start, end, period.start, period.last_day)
+                for i, ((start, end), period) in enumerate(zip(self.bounds, self.parts))]
         return values(column("part", Integer), column("start", DateTime()), column("end", DateTime()),
-                      name="calendar").data(rows).cte("calendar")
+                      column("first", Date()), column("last", Date()), name="calendar").data(rows).cte("calendar")
 
     def in_part(self, at: ColumnElement) -> ColumnElement:
         """``start <= at < end`` of the calendar's part: as ``MetricContext.in_period`` for one period."""
@@ -205,6 +199,13 @@ class Grid(SqlKit):
         many of its rows matching ``where`` a value cannot use. Segments without such rows are absent."""
         return {key: f"{count} {rows} {then}" for key, (count,) in
                 self.by_segment(table, func.count(), where=where).items() if count}
+
+    def left_out_by_part(self, rows: str, table: Table, at: ColumnElement | None, *where: ColumnElement,
+                         then: str = "left out", on: ColumnElement | None = None) -> dict[Cell, str]:
+        """Per cell, :meth:`left_out`'s note on the live rows of ``table`` matching ``where`` that
+        :meth:`by_part` places in it (by ``at``, or ``on``). Cells without such rows are absent."""
+        counts = self.by_part(table, at, func.count(), where=where, on=on)
+        return {cell: f"{count} {rows} {then}" for cell, (count,) in counts.items() if count}
 
     def money(self, table: Table, amount: ColumnElement, at: ColumnElement, *where: ColumnElement) -> ColumnElement:
         """``amount`` in the reporting currency at the ``fx_rates`` rate valid on ``at``, as

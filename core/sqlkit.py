@@ -40,6 +40,14 @@ class SqlKit:
         today = self.today or datetime.now(zone).date()
         return datetime.combine(today + timedelta(days=1), time(), zone).astimezone(UTC)
 
+    def materialized(self, cte):
+        """``cte`` computed once, where the database understands ``WITH name AS MATERIALIZED`` (SQLite 3.35+,
+        PostgreSQL 12+): a CTE read more than once, or read per row of another query, is otherwise evaluated
+        each time."""
+        version = self.conn.dialect.server_version_info or ()
+        return cte.prefix_with("MATERIALIZED") if version >= ((3, 35) if self.conn.dialect.name == "sqlite"
+                                                                else (12,)) else cte
+
     def days_between(self, start: ColumnElement, end: ColumnElement) -> ColumnElement:
         """``end - start`` in (fractional) days, in the store's SQL dialect."""
         if self.conn.dialect.name == "sqlite":
@@ -51,6 +59,12 @@ class SqlKit:
         if self.conn.dialect.name == "sqlite":
             return func.julianday(func.date(end)) - func.julianday(func.date(start))
         return cast(func.timezone("UTC", end), Date) - cast(func.timezone("UTC", start), Date)
+
+    def days_between_dates(self, first: ColumnElement, last: ColumnElement) -> ColumnElement:
+        """``last - first`` in whole days, for two date expressions (not timestamps: :meth:`whole_days_between`)."""
+        if self.conn.dialect.name == "sqlite":
+            return func.julianday(last) - func.julianday(first)
+        return last - first  # PostgreSQL: date - date is an integer number of days
 
     def is_date_only(self, column: ColumnElement) -> ColumnElement:
         """Whether a timestamp is exactly midnight UTC: how the store holds a value that is only a date

@@ -110,9 +110,9 @@ def _states_by_cell(grid: Grid):
     subs, calendar = grid.table("subscriptions"), grid.calendar
     keys = grid.segment_key(subs)
     account = (subs.c.source, subs.c.account_id, *keys)
-    rows = (select(subs.c.source, subs.c.account_id, subs.c.started_at, subs.c.ended_at, *keys,
-                   func.min(subs.c.started_at).over(partition_by=account).label("first_at"))
-            .where(*grid.live(subs), subs.c.account_id.isnot(None)).cte("subscription_rows").prefix_with("MATERIALIZED"))
+    rows = grid.materialized(select(subs.c.source, subs.c.account_id, subs.c.started_at, subs.c.ended_at, *keys,
+                                    func.min(subs.c.started_at).over(partition_by=account).label("first_at"))
+                             .where(*grid.live(subs), subs.c.account_id.isnot(None)).cte("subscription_rows"))
     start, end = calendar.c.start, calendar.c.end
     segment = [rows.c[key.name] for key in keys]
     return (select(calendar.c.part, *segment, rows.c.source, rows.c.account_id,
@@ -426,10 +426,10 @@ def upsell_rate_grouped(grid: Grid) -> dict[Cell, Value]:
         won.c.account_id == customers.c.account_id))).subquery("upsold_customers"))
     totals, upsold_counts = grid.aggregate(customers, func.count()), grid.aggregate(upsold, func.count())
     counts = {cell: (total, upsold_counts.get(cell, (0,))[0]) for cell, (total,) in totals.items()}
-    unowned = grid.by_part(deals, deals.c.closed_at, func.count(), where=(*upsells.won, deals.c.account_id.is_(None)))
+    unowned = grid.left_out_by_part(upsells.unowned, deals, deals.c.closed_at, *upsells.won,
+                                    deals.c.account_id.is_(None))
     return {cell: ratio(*reversed(counts.get(cell, (0, 0))), empty=UPSELL_EMPTY).noted(
-        uncounted.get(cell.segment), f"{unowned[cell][0]} {upsells.unowned} left out" if cell in unowned else None)
-        for cell in grid.cells}
+        uncounted.get(cell.segment), unowned.get(cell)) for cell in grid.cells}
 
 
 def _deal_types(text: str) -> list[str]:
@@ -478,9 +478,8 @@ def _no_mrr(ctx: MetricContext) -> str | None:
 def _no_mrr_by_cell(grid: Grid) -> dict[Cell, str]:
     """:func:`_no_mrr` of every cell that has such subscriptions."""
     subs, calendar = grid.table("subscriptions"), grid.calendar
-    counts = grid.by_part(subs, None, func.count(), where=(subs.c.mrr.is_(None),),
-                          on=or_(active_at(subs, calendar.c.start), active_at(subs, calendar.c.end)))
-    return {cell: f"{count} {NO_MRR} counted as 0" for cell, (count,) in counts.items()}
+    return grid.left_out_by_part(NO_MRR, subs, None, subs.c.mrr.is_(None), then="counted as 0",
+                                 on=or_(active_at(subs, calendar.c.start), active_at(subs, calendar.c.end)))
 
 
 def gross_mrr_retention(ctx: MetricContext) -> Value:

@@ -158,20 +158,13 @@ def duplicates_rate_grouped(grid: Grid, duplicates: Duplicates) -> dict[Cell, Va
     table, moments = duplicates.table, snapshots(grid)
     # Keys and segments once per row, not once per part a row joins: the normalizing and the segments'
     # lookups are the costly part.
-    keyed = duplicates.keyed(grid, [table.c.created_at, *grid.segment_key(table)], grid.live(table)).cte("keyed")
-    if _materializes(grid):
-        keyed = keyed.prefix_with("MATERIALIZED")
+    keyed = grid.materialized(duplicates.keyed(grid, [table.c.created_at, *grid.segment_key(table)],
+                                               grid.live(table)).cte("keyed"))
     placed = moments.placed(keyed, None, *keyed.c, literal(1).label("counted"),
                             on=existing(keyed, moments.calendar.c.end)).subquery("placed")
     sized = duplicates.sized(placed, placed.c.part)
     sums = grid.aggregate(sized, *duplicates.sums(sized))
     return {cell: duplicates.value(*sums.get(cell, (0, 0))) for cell in grid.cells}
-
-
-def _materializes(kit: MetricContext | Grid) -> bool:
-    """``WITH name AS MATERIALIZED (...)`` is understood (SQLite 3.35+, PostgreSQL 12+)."""
-    version = kit.conn.dialect.server_version_info or ()
-    return version >= ((3, 35) if kit.conn.dialect.name == "sqlite" else (12,))
 
 
 def _counted(ctx: MetricContext, table: Table) -> ColumnElement:
@@ -199,10 +192,8 @@ def _accounts(params: dict) -> Duplicates:
     def keyed(kit: MetricContext | Grid, columns: list[ColumnElement], where: list[ColumnElement]) -> Select:
         # Clean once per row, then strip the suffix from the cleaned text: the CASE reads it ~80 times, so the
         # cleaned names are materialized (an inlined subquery would clean every name ~80 times: 30x slower).
-        cleaned = select(c.source, c.id, *columns, key(c.name, clean_name(c.name)).label("cleaned")) \
-            .where(*where).cte("cleaned")
-        if _materializes(kit):
-            cleaned = cleaned.prefix_with("MATERIALIZED")
+        cleaned = kit.materialized(select(c.source, c.id, *columns, key(c.name, clean_name(c.name)).label("cleaned"))
+                                   .where(*where).cte("cleaned"))
         return select(cleaned.c.source, cleaned.c.id, *(cleaned.c[column.name] for column in columns),
                       func.nullif(strip_suffix(cleaned.c.cleaned), "").label("name"))
 

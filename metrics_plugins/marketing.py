@@ -13,7 +13,7 @@ Spend dates are calendar dates, compared with the period's calendar dates.
 
 Each metric twice: ``compute`` for one cell (and ``crmkpi explain``), ``grouped`` for all cells of a
 run at once (:mod:`crmkpi.grouped`), with the same rows, sums and notes. A period is given to what
-both share by its first and last days: dates for one cell, the columns of ``Grid.days`` for a grid.
+both share by its first and last days: dates for one cell, the columns of ``Grid.calendar`` for a grid.
 """
 
 from __future__ import annotations
@@ -86,14 +86,9 @@ class Spend:
         spend = self.table
         lo = case((spend.c.period_start > first, spend.c.period_start), else_=first)
         hi = case((self.range_end < last, self.range_end), else_=last)
-        days_in = cast(self._day_count(lo, hi) + 1, Float)
-        return case((self.dated, 1.0), else_=days_in / (self._day_count(spend.c.period_start, self.range_end) + 1))
-
-    def _day_count(self, first: ColumnElement, last: ColumnElement) -> ColumnElement:
-        """``last - first`` in whole days, for two date expressions."""
-        if self.kit.conn.dialect.name == "sqlite":
-            return func.julianday(last) - func.julianday(first)
-        return last - first  # PostgreSQL: date - date is an integer number of days
+        days_in = cast(self.kit.days_between_dates(lo, hi) + 1, Float)
+        return case((self.dated, 1.0),
+                    else_=days_in / (self.kit.days_between_dates(spend.c.period_start, self.range_end) + 1))
 
     def refuse_backwards(self, first: ColumnElement, last: ColumnElement, *where: ColumnElement) -> None:
         """A range touching the period that ends before it starts has no share to give: an error."""
@@ -143,7 +138,7 @@ def _spend(ctx: MetricContext) -> Spent:
 
 def _spend_grouped(grid: Grid) -> dict[Cell, Spent]:
     """:func:`_spend` of every cell: each row joins the parts it touches, with its share in each."""
-    spend, days = Spend(grid), grid.days
+    spend, days = Spend(grid), grid.calendar
     table, first, last = spend.table, days.c.first, days.c.last
     spend.refuse_backwards(first, last, *grid.live(table))
     touching = spend.touching(first, last)
@@ -186,7 +181,7 @@ def _attributed_grouped(grid: Grid, table: Table, at: ColumnElement, *columns: C
                        where=(*grid.live(table), *where)).subquery("placed")
     if grid.params["attribution"] == "all":
         return rows
-    spend, days = Spend(grid), grid.days
+    spend, days = Spend(grid), grid.calendar
     spent_keys = grid.segment_key(spend.table)
     channels = (select(days.c.part, *spent_keys, func.lower(spend.table.c.channel).label("channel"))
                 .select_from(spend.table.join(days, and_(*spend.with_channel(days.c.first, days.c.last))))
@@ -283,8 +278,7 @@ def _unowned_grouped(grid: Grid, new: NewCustomers) -> dict[Cell, str | None]:
     if at is None:
         notes = grid.left_out(label, new.table, *where)
         return {cell: notes.get(cell.segment) for cell in grid.cells}
-    counts = grid.by_part(new.table, at, func.count(), where=where)
-    return {cell: f"{count} {label} left out" for cell, (count,) in counts.items()}
+    return grid.left_out_by_part(label, new.table, at, *where)
 
 
 def _first_month(kit: MetricContext | Grid, accounts: Select) -> Select:
@@ -316,8 +310,8 @@ def _first_month_mrr_grouped(grid: Grid, customers) -> dict[Cell, float]:
     mrr = grid.money(subs, func.coalesce(subs.c.mrr, 0.0), subs.c.started_at, where)
     keys = grid.segment_key(subs)
     # materialized: SQLite would otherwise evaluate the first-month subscriptions again for each customer
-    rows = (select(subs.c.source, subs.c.account_id, *keys, mrr.label("mrr")).where(*grid.live(subs), where)
-            .cte("first_month").prefix_with("MATERIALIZED"))
+    rows = grid.materialized(select(subs.c.source, subs.c.account_id, *keys, mrr.label("mrr"))
+                             .where(*grid.live(subs), where).cte("first_month"))
     segment = [customers.c[key.name] for key in keys]
     matched = and_(rows.c.source == customers.c.source, rows.c.account_id == customers.c.account_id,
                    *(rows.c[key.name].is_not_distinct_from(customers.c[key.name]) for key in keys))

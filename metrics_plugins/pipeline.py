@@ -441,7 +441,7 @@ def quota_attainment(ctx: MetricContext) -> Value:
 
 def quota_attainment_grouped(grid: Grid) -> dict[Cell, Value]:
     shared = Quotas(grid.params)
-    quotas, days = shared.quotas, grid.days
+    quotas, days = shared.quotas, grid.calendar
     shared.first_clash(grid.conn, lambda q: days.c.first, lambda q: days.c.last)
     within = shared.within(days.c.first, days.c.last)
     quota = grid.money(quotas, func.coalesce(quotas.c.amount, 0), quotas.c.period_start, *within)
@@ -613,14 +613,15 @@ def pipeline_value(ctx: MetricContext) -> Value:
 
 
 def pipeline_value_grouped(grid: Grid) -> dict[Cell, Value]:
-    calendar, days = grid.calendar, grid.days
+    calendar = grid.calendar
     pipeline = OpenPipeline(calendar.c.end)
     deals = pipeline.deals
-    same_part = days.c.part == calendar.c.part
-    amount = grid.money(deals, deals.c.amount, days.c.last, *pipeline.valued, same_part)
-    never_open = grid.by_part(deals, None, func.count(), where=pipeline.never_open[2:3], on=pipeline.never_open[3])
+    # Converted at the rate of each part's last day, as per cell: a snapshot at the part's end.
+    amount = grid.money(deals, deals.c.amount, calendar.c.last, *pipeline.valued)
+    label, _, undated, still_open = pipeline.never_open
+    never_open = grid.left_out_by_part(label, deals, None, undated, on=still_open)
     keys = grid.segment_key(deals)
-    open_deals = deals.join(calendar, and_(*pipeline.open)).join(days, same_part)
+    open_deals = deals.join(calendar, and_(*pipeline.open))
     if grid.params["weighted"]:
         unvalued = grid.by_part(deals, None, func.count(), where=(deals.c.amount.is_(None),), on=and_(*pipeline.open))
         stage, history, last = pipeline.stage_at(calendar.c.end)
@@ -635,9 +636,7 @@ def pipeline_value_grouped(grid: Grid) -> dict[Cell, Value]:
     else:
         sums = grid.by_cell(select(calendar.c.part, *keys, *_valued_sums(amount)).select_from(open_deals)
                             .where(*grid.live(deals)).group_by(calendar.c.part, *by_label(*keys)))
-    return {cell: pipeline.value(*sums.get(cell, (None, 0, 0)),
-                                 f"{never_open[cell][0]} {pipeline.never_open[0]} left out" if cell in never_open else None)
-            for cell in grid.cells}
+    return {cell: pipeline.value(*sums.get(cell, (None, 0, 0)), never_open.get(cell)) for cell in grid.cells}
 
 
 def _valued_sums(amount: ColumnElement) -> tuple[ColumnElement, ...]:

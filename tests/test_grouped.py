@@ -82,13 +82,15 @@ def agree(store: Store, run: Run, settings: Settings) -> list[dict] | None:
     return grouped
 
 
-def same(a, b) -> bool:
+def same(a, b, scale: float = 1.0) -> bool:
     """Equal, floats to 1e-12 relatively: a sum's last bits depend on the order the database adds its rows
-    in, and PostgreSQL's differs between a grouped query and one per cell."""
+    in, and PostgreSQL's differs between a grouped query and one per cell. A comparison's change is a
+    difference of two such sums, so its last bits are those of the values it compares (``scale``)."""
     if isinstance(a, float) and isinstance(b, float):
-        return math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-12)
+        return math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-12 * scale)
     if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+        scale = max(abs(a.get("value") or 0), 1.0) if "change" in a else 1.0
+        return a.keys() == b.keys() and all(same(a[k], b[k], scale if k == "change" else 1.0) for k in a)
     return a == b
 
 
