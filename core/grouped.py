@@ -20,10 +20,10 @@ cells it concerns.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import date, datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime
 from functools import cached_property
-from typing import Any, Iterable, NamedTuple
+from typing import Any, Iterable, NamedTuple, Sequence
 
 from sqlalchemy import Date, DateTime, Integer, Table, and_, case, column, exists, func, literal_column, select, values
 from sqlalchemy.engine import Connection, Row
@@ -34,6 +34,10 @@ from .errors import MetricError
 from .models import TABLES, FxRate
 from .periods import Period
 from .sqlkit import SqlKit, fx_rate, instant, interpolate, ranked_pair
+
+
+#: Before any record: where :meth:`Grid.until_end` counts the rows without a timestamp.
+BEGINNING = datetime(1, 1, 1, tzinfo=UTC)
 
 
 def by_label(*columns: ColumnElement) -> list[ColumnElement]:
@@ -120,6 +124,28 @@ class Grid(SqlKit):
         the segment key (:meth:`segment_key`'s labels): rows already placed by :meth:`placed`, say."""
         groups = [rows.c.part, *(rows.c[f"segment_{i}"] for i in range(len(self.dimensions)))]
         return self.by_cell(select(*groups, *aggregates).group_by(*groups))
+
+    def until_end(self, source, at: ColumnElement, keys: Sequence[ColumnElement], *sums: ColumnElement,
+                  where: Iterable[ColumnElement] = ()) -> dict[Cell, tuple]:
+        """Per cell, additive ``sums`` (counts, sums) over the rows of ``source`` matching ``where`` whose ``at``
+        is before the part's end, or null: what exists at each part's as-of moment, segmented by ``keys``
+        (:meth:`segment_key`'s columns, or a subquery's with their labels). One scan, where a join with the
+        calendar reads each row once per part: rows are summed per span between consecutive distinct ends,
+        and each part adds up the spans before its end. What changes at a later moment (a record that becomes
+        a duplicate) is a second row with that moment as its ``at`` and the change as its sums. Cells no row
+        reaches are absent."""
+        ends = sorted({end for _, end in self.bounds})
+        spans = replace(self, bounds=list(zip([BEGINNING, *ends], ends)))
+        per_span = spans.by_cell(spans.placed(source, func.coalesce(at, instant(BEGINNING)), *keys, *sums, where=where)
+                                 .group_by(literal_column("part"), *by_label(*keys)))
+        found: dict[Cell, tuple] = {}
+        for part, (_, end) in enumerate(self.bounds):
+            last = ends.index(end)
+            for cell, row in per_span.items():
+                if cell.part <= last:
+                    mine = Cell(part, cell.segment)
+                    found[mine] = tuple(map(_plus, found.get(mine, (None,) * len(row)), row))
+        return found
 
     def percentiles(self, table: Table, at: ColumnElement | None, value: ColumnElement, percent: int,
                     where: Iterable[ColumnElement] = (), on: ColumnElement | None = None
@@ -220,3 +246,8 @@ class Grid(SqlKit):
         if missing:
             raise MetricError("a row lacks an fx rate: computed cell by cell")
         return amount * factor
+
+
+def _plus(total, value):
+    """SQL's ``sum`` over several groups: null only when every group's is."""
+    return value if total is None else total if value is None else total + value

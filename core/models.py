@@ -19,7 +19,7 @@ from sqlalchemy import JSON, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 #: Version of the public schema: the id of the newest migration.
-SCHEMA_REVISION = "0003"
+SCHEMA_REVISION = "0004"
 
 
 class Entity(SQLModel):
@@ -182,6 +182,8 @@ class Quota(Entity, table=True):
 
 class FxRate(Entity, table=True):
     __tablename__ = "fx_rates"
+    #: A conversion looks up the latest rate of a currency on a day, once per converted row.
+    __table_args__ = (Index("ix_fx_rates_currency", "currency", "valid_from"),)
     currency: Optional[str] = Field(default=None, description="ISO 4217 code")
     rate_to_reporting: Optional[float] = Field(default=None, description="1 unit of currency in reporting currency")
     valid_from: Optional[date] = Field(default=None, description="first day the rate applies (until the next one)")

@@ -18,17 +18,20 @@ fields as the engine resolves them, and ``owner``/``team`` through the account's
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Callable
 
-from sqlalchemy import Table, and_, case, exists, func, literal, or_, select
+from sqlalchemy import Table, and_, case, exists, func, literal, or_, select, union_all
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import ColumnElement
 
 from crmkpi import hookimpl
-from crmkpi.grouped import Cell, Grid, by_label
+from crmkpi.grouped import Cell, Grid
 from crmkpi.metrics import TABLES, Input, Metric, MetricContext, Param, Value, at_least, ratio
 from crmkpi.sqlkit import instant
+
+#: The end of a run of subscriptions one of which is still open.
+OPEN_END = datetime(9999, 12, 31, tzinfo=UTC)
 
 #: Relative tolerance when comparing MRR sums (fx conversion makes them floats).
 _EPSILON = 1e-9
@@ -101,32 +104,69 @@ def _states(ctx: MetricContext, start: datetime, end: datetime):
 
 
 def _states_by_cell(grid: Grid):
-    """:func:`_states` of every part and segment: one row per part, segment and account.
+    """:func:`_states` of every part and segment: per part, rows of ``(part, segment key, source, account_id,
+    at_start, at_end, joined, new)`` whose flags add up to :func:`_states`' (``new`` is a row of its own).
 
-    Each subscription's segment and its account's first start (within the segment) are worked out
-    once, in a materialized CTE, before the subscriptions meet the parts they overlap: a subscription
-    ended before a part starts changes none of the part's flags but ``new``, which the first start
-    gives."""
-    subs, calendar = grid.table("subscriptions"), grid.calendar
-    keys = grid.segment_key(subs)
-    account = (subs.c.source, subs.c.account_id, *keys)
-    rows = grid.materialized(select(subs.c.source, subs.c.account_id, subs.c.started_at, subs.c.ended_at, *keys,
-                                    func.min(subs.c.started_at).over(partition_by=account).label("first_at"))
-                             .where(*grid.live(subs), subs.c.account_id.isnot(None)).cte("subscription_rows"))
+    An account's subscriptions meet the parts as its :func:`_runs`, which cover an instant exactly when one
+    of its subscriptions runs then: an account with one run (most) needs no grouping per part, and at most
+    one run covers a part's start or end. ``joined`` here is a run starting in the window, which differs
+    from a subscription starting in it only when the account is a customer at the window's start, where
+    the sums do not read it. ``new``: the account's first start (of any subscription) is in the window."""
+    rows = _subscription_rows(grid)
+    runs, calendar = _runs(grid, rows), grid.calendar
     start, end = calendar.c.start, calendar.c.end
-    segment = [rows.c[key.name] for key in keys]
-    return (select(calendar.c.part, *segment, rows.c.source, rows.c.account_id,
-                   _flag(active_at(rows, start)).label("at_start"),
-                   _flag(active_at(rows, end)).label("at_end"),
-                   _flag(and_(rows.c.started_at >= start,
-                              or_(rows.c.ended_at.is_(None), rows.c.ended_at > rows.c.started_at))).label("joined"),
-                   case((func.min(rows.c.first_at) >= start, 1), else_=0).label("new"))
-            # a subscription ended before it started (bad data) still makes its account new where it starts
-            .select_from(rows.join(calendar, and_(rows.c.started_at < end,
-                                                  or_(rows.c.ended_at.is_(None), rows.c.ended_at >= start,
-                                                      rows.c.started_at >= start))))
-            .group_by(calendar.c.part, start, end, *segment, rows.c.source, rows.c.account_id)
-            .subquery("customer_states"))
+
+    def covers(moment: ColumnElement) -> ColumnElement:
+        return case((and_(runs.c.run_start < moment, runs.c.run_end >= moment), 1), else_=0)
+
+    flags = (select(calendar.c.part, *_account(runs), runs.c.runs, covers(start).label("at_start"),
+                    covers(end).label("at_end"), case((runs.c.run_start >= start, 1), else_=0).label("joined"))
+             .select_from(runs.join(calendar, and_(runs.c.run_start < end, runs.c.run_end >= start)))
+             .subquery("run_flags"))
+    per_account = (flags.c.part, *_account(flags))
+    one_run = select(*per_account, flags.c.at_start, flags.c.at_end, flags.c.joined, literal(0).label("new")
+                     ).where(flags.c.runs == 1)
+    several = (select(*per_account, func.max(flags.c.at_start), func.max(flags.c.at_end), func.max(flags.c.joined),
+                      literal(0)).where(flags.c.runs > 1).group_by(*per_account))
+    firsts = (select(*_account(rows), func.min(rows.c.started_at).label("first_at")).group_by(*_account(rows))
+              .subquery("first_starts"))
+    new = grid.placed(firsts, firsts.c.first_at, *_account(firsts), literal(0), literal(0), literal(0), literal(1))
+    return union_all(one_run, several, new).subquery("customer_states")
+
+
+def _account(rows) -> list[ColumnElement]:
+    """The columns naming an account within its segment (the segment key first, as :meth:`Grid.aggregate`
+    reads it): ``source``, ``account_id`` and ``segment_*``."""
+    return [*(c for c in rows.c if c.name.startswith("segment_")), rows.c.source, rows.c.account_id]
+
+
+def _subscription_rows(grid: Grid):
+    """The live subscriptions of an account with a start, with their segment (looked up once per row)."""
+    subs = grid.table("subscriptions")
+    return grid.materialized(select(subs.c.source, subs.c.id, subs.c.account_id, *grid.segment_key(subs),
+                                    subs.c.started_at, subs.c.ended_at, subs.c.mrr, subs.c.currency)
+                             .where(*grid.live(subs), subs.c.account_id.isnot(None), subs.c.started_at.isnot(None))
+                             .cte("subscription_rows"))
+
+
+def _runs(grid: Grid, rows):
+    """Each account's runs as a customer: its subscriptions of positive length merged where they overlap or
+    meet, as ``(run_start, run_end]`` (``run_end`` far in the future while one is open), and how many
+    runs the account has (``runs``); computed once, as the parts read it twice. Gaps and islands: a subscription starts a run when it starts after
+    every earlier one (by start, then id) has ended."""
+    order = (rows.c.started_at, rows.c.id)
+    ending = func.coalesce(rows.c.ended_at, instant(OPEN_END))
+    reach = (select(*rows.c, func.max(ending).over(partition_by=_account(rows), order_by=order, rows=(None, -1))
+                    .label("reach"))
+             .where(or_(rows.c.ended_at.is_(None), rows.c.ended_at > rows.c.started_at)).subquery("reach"))
+    starts_run = case((or_(reach.c.reach.is_(None), reach.c.started_at > reach.c.reach), 1), else_=0)
+    numbered = select(*reach.c, func.sum(starts_run).over(partition_by=_account(reach), order_by=(
+        reach.c.started_at, reach.c.id), rows=(None, 0)).label("run")).subquery("numbered")
+    bounds = (select(*_account(numbered), func.min(numbered.c.started_at).label("run_start"),
+                     func.max(func.coalesce(numbered.c.ended_at, instant(OPEN_END))).label("run_end"))
+              .group_by(*_account(numbered), numbered.c.run).subquery("run_bounds"))
+    return grid.materialized(select(*bounds.c, func.count().over(partition_by=_account(bounds)).label("runs"))
+                             .cte("runs"))
 
 
 def _by_state(grid: Grid, sums: Callable[[Any], tuple[ColumnElement, ...]]) -> dict[Cell, tuple]:
@@ -346,19 +386,19 @@ def _mrr_sums(subs, mrr: ColumnElement, start, end) -> tuple[ColumnElement, ...]
 def _account_mrr_by_cell(grid: Grid):
     """:func:`_account_mrr` of every part and segment: one row per part, segment and customer at its start.
 
-    The subscriptions meet the parts they run at the start or end of; each is converted at the rate of
-    the part's start, or of its own start if later, as :func:`_mrr` converts it for one period."""
-    subs, calendar = grid.table("subscriptions"), grid.calendar
+    The subscriptions (with their segment, looked up once) meet the parts they run at the start or end of;
+    each is converted at the rate of the part's start, or of its own start if later, as :func:`_mrr`
+    converts it for one period."""
+    rows, calendar = _subscription_rows(grid), grid.calendar
     start, end = calendar.c.start, calendar.c.end
-    relevant = or_(active_at(subs, start), active_at(subs, end))
-    at = case((subs.c.started_at > start, subs.c.started_at), else_=start)
-    mrr = grid.money(subs, func.coalesce(subs.c.mrr, 0), at, relevant)
-    keys = grid.segment_key(subs)
-    return (select(calendar.c.part, *keys, *_mrr_sums(subs, mrr, start, end))
-            .select_from(subs.join(calendar, relevant))
-            .where(*grid.live(subs), subs.c.account_id.isnot(None))
-            .group_by(calendar.c.part, start, end, *by_label(*keys), subs.c.source, subs.c.account_id)
-            .having(_flag(active_at(subs, start)) == 1)
+    relevant = or_(active_at(rows, start), active_at(rows, end))
+    at = case((rows.c.started_at > start, rows.c.started_at), else_=start)
+    mrr = grid.money(rows, func.coalesce(rows.c.mrr, 0), at, relevant)
+    segment = [c for c in rows.c if c.name.startswith("segment_")]
+    return (select(calendar.c.part, *segment, *_mrr_sums(rows, mrr, start, end))
+            .select_from(rows.join(calendar, relevant))
+            .group_by(calendar.c.part, start, end, *_account(rows))
+            .having(_flag(active_at(rows, start)) == 1)
             .subquery("account_mrr"))
 
 

@@ -14,16 +14,18 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from functools import reduce
 from typing import Callable
 
-from sqlalchemy import Select, Table, and_, case, func, literal, or_, select, true, tuple_
+from sqlalchemy import Select, Table, and_, case, func, literal, or_, select, true, tuple_, union_all
 from sqlalchemy.sql.elements import ColumnElement
 
 from crmkpi import hookimpl
 from crmkpi.errors import MetricError
-from crmkpi.grouped import Cell, Grid
+from crmkpi.grouped import BEGINNING, Cell, Grid
 from crmkpi.metrics import TABLES, Metric, MetricContext, Param, Value, at_least, ratio
 from crmkpi.models import ENTITIES
+from crmkpi.sqlkit import instant
 from crmkpi.store import column_kinds
 
 #: Values that mean "no value" (compared after trimming spaces, case-insensitive).
@@ -126,6 +128,25 @@ class Duplicates:
     def shared(self, sized) -> ColumnElement:
         return or_(*(and_(sized.c[f"held{i}"] == 1, sized.c[f"n{i}"] > 1) for i in range(len(self.keysets))))
 
+    def events(self, rows):
+        """Per row of ``rows`` (:attr:`keyed` rows with a non-null ``created_at`` and segment key columns), when
+        it starts counting (``total``: its creation) and, if it ever does, when it starts sharing a key
+        (``duplicated``: for each key it holds, the later of its creation and that of the key's second row in
+        its source; the earliest of these): one row per moment, with ``at``."""
+        seconds = select(*rows.c, *(func.nth_value(rows.c.created_at, 2).over(
+            partition_by=[rows.c.source, *(rows.c[name] for name in keyset)], order_by=rows.c.created_at,
+            rows=(None, None)).label(f"second{i}") for i, keyset in enumerate(self.keysets))).subquery("seconds")
+        shared_from = [case((or_(seconds.c[f"second{i}"].is_(None), *(seconds.c[name].is_(None) for name in keyset)),
+                             None),
+                            (seconds.c[f"second{i}"] > seconds.c.created_at, seconds.c[f"second{i}"]),
+                            else_=seconds.c.created_at) for i, keyset in enumerate(self.keysets)]
+        segment = [column for column in seconds.c if column.name.startswith("segment_")]
+        created = select(seconds.c.created_at.label("at"), *segment, literal(1).label("total"),
+                         literal(0).label("duplicated"))
+        duplicated = select(reduce(_earliest, shared_from).label("at"), *segment, literal(0), literal(1))
+        return union_all(created, duplicated.where(or_(*(moment.is_not(None) for moment in shared_from)))
+                         ).subquery("events")
+
     def sums(self, sized) -> tuple[ColumnElement, ColumnElement]:
         """The counted rows sharing a key, and all counted rows."""
         return func.sum(case((self.shared(sized), sized.c.counted), else_=0)), func.sum(sized.c.counted)
@@ -153,18 +174,20 @@ def duplicates_rate(ctx: MetricContext, duplicates: Duplicates) -> Value:
 
 
 def duplicates_rate_grouped(grid: Grid, duplicates: Duplicates) -> dict[Cell, Value]:
-    """:func:`duplicates_rate` of every cell: each live row joins every part it existed at the as-of moment of,
-    and counts in its own segment; keys are compared within a part, across segments."""
+    """:func:`duplicates_rate` of every cell: a live row counts, in its own segment, at the as-of moments after its
+    creation, and as a duplicate at those after it starts sharing a key (compared across segments)."""
     table, moments = duplicates.table, snapshots(grid)
-    # Keys and segments once per row, not once per part a row joins: the normalizing and the segments'
-    # lookups are the costly part.
-    keyed = grid.materialized(duplicates.keyed(grid, [table.c.created_at, *grid.segment_key(table)],
-                                               grid.live(table)).cte("keyed"))
-    placed = moments.placed(keyed, None, *keyed.c, literal(1).label("counted"),
-                            on=existing(keyed, moments.calendar.c.end)).subquery("placed")
-    sized = duplicates.sized(placed, placed.c.part)
-    sums = grid.aggregate(sized, *duplicates.sums(sized))
+    created = func.coalesce(table.c.created_at, instant(BEGINNING)).label("created_at")
+    events = duplicates.events(duplicates.keyed(grid, [created, *grid.segment_key(table)], grid.live(table))
+                               .subquery("keyed"))
+    sums = moments.until_end(events, events.c.at, [c for c in events.c if c.name.startswith("segment_")],
+                             func.sum(events.c.duplicated), func.sum(events.c.total))
     return {cell: duplicates.value(*sums.get(cell, (0, 0))) for cell in grid.cells}
+
+
+def _earliest(one: ColumnElement, other: ColumnElement) -> ColumnElement:
+    """The earlier of two moments, either of which may be null (never)."""
+    return case((one.is_(None), other), (other.is_(None), one), (other < one, other), else_=one)
 
 
 def _counted(ctx: MetricContext, table: Table) -> ColumnElement:
@@ -252,7 +275,8 @@ def completeness(ctx: MetricContext) -> Value:
 
 def completeness_grouped(grid: Grid) -> dict[Cell, Value]:
     check, moments = Completeness(grid.params), snapshots(grid)
-    sums = moments.by_part(check.table, None, *check.sums(), on=existing(check.table, moments.calendar.c.end))
+    table = check.table
+    sums = moments.until_end(table, table.c.created_at, grid.segment_key(table), *check.sums(), where=grid.live(table))
     return {cell: check.value(*sums.get(cell, (0, None))) for cell in grid.cells}
 
 
