@@ -135,8 +135,8 @@ def _states_by_cell(grid: Grid):
 
 
 def _account(rows) -> list[ColumnElement]:
-    """The columns naming an account within its segment (the segment key first, as :meth:`Grid.aggregate`
-    reads it): ``source``, ``account_id`` and ``segment_*``."""
+    """The columns naming an account within its segment: the ``segment_*`` columns first (as
+    :meth:`Grid.aggregate` reads them), then ``source`` and ``account_id``."""
     return [*(c for c in rows.c if c.name.startswith("segment_")), rows.c.source, rows.c.account_id]
 
 
@@ -152,8 +152,8 @@ def _subscription_rows(grid: Grid):
 def _runs(grid: Grid, rows):
     """Each account's runs as a customer: its subscriptions of positive length merged where they overlap or
     meet, as ``(run_start, run_end]`` (``run_end`` far in the future while one is open), and how many
-    runs the account has (``runs``); computed once, as the parts read it twice. Gaps and islands: a subscription starts a run when it starts after
-    every earlier one (by start, then id) has ended."""
+    runs the account has (``runs``); computed once, as the parts read it twice. Gaps and islands: a
+    subscription starts a run when it starts after every earlier one (by start, then id) has ended."""
     order = (rows.c.started_at, rows.c.id)
     ending = func.coalesce(rows.c.ended_at, instant(OPEN_END))
     reach = (select(*rows.c, func.max(ending).over(partition_by=_account(rows), order_by=order, rows=(None, -1))

@@ -131,17 +131,19 @@ class Duplicates:
     def events(self, rows):
         """Per row of ``rows`` (:attr:`keyed` rows with a non-null ``created_at`` and segment key columns), when
         it starts counting (``total``: its creation) and, if it ever does, when it starts sharing a key
-        (``duplicated``: for each key it holds, the later of its creation and that of the key's second row in
-        its source; the earliest of these): one row per moment, with ``at``."""
-        seconds = select(*rows.c, *(func.nth_value(rows.c.created_at, 2).over(
-            partition_by=[rows.c.source, *(rows.c[name] for name in keyset)], order_by=rows.c.created_at,
-            rows=(None, None)).label(f"second{i}") for i, keyset in enumerate(self.keysets))).subquery("seconds")
-        shared_from = [case((or_(seconds.c[f"second{i}"].is_(None), *(seconds.c[name].is_(None) for name in keyset)),
-                             None),
-                            (seconds.c[f"second{i}"] > seconds.c.created_at, seconds.c[f"second{i}"]),
-                            else_=seconds.c.created_at) for i, keyset in enumerate(self.keysets)]
-        segment = [column for column in seconds.c if column.name.startswith("segment_")]
-        created = select(seconds.c.created_at.label("at"), *segment, literal(1).label("total"),
+        (``duplicated``: for each key it holds, its creation, or the next row's if it is the first row holding
+        the key in its source; the earliest of these): one row per moment, with ``at``."""
+        order = (rows.c.created_at, rows.c.id)
+        windows = [[rows.c.source, *(rows.c[name] for name in keyset)] for keyset in self.keysets]
+        ranked = select(*rows.c, *(column for i, window in enumerate(windows) for column in (
+            func.row_number().over(partition_by=window, order_by=order).label(f"rank{i}"),
+            func.lead(rows.c.created_at).over(partition_by=window, order_by=order).label(f"next{i}")))
+        ).subquery("ranked")
+        shared_from = [case((or_(*(ranked.c[name].is_(None) for name in keyset)), None),
+                            (ranked.c[f"rank{i}"] == 1, ranked.c[f"next{i}"]),
+                            else_=ranked.c.created_at) for i, keyset in enumerate(self.keysets)]
+        segment = [column for column in ranked.c if column.name.startswith("segment_")]
+        created = select(ranked.c.created_at.label("at"), *segment, literal(1).label("total"),
                          literal(0).label("duplicated"))
         duplicated = select(reduce(_earliest, shared_from).label("at"), *segment, literal(0), literal(1))
         return union_all(created, duplicated.where(or_(*(moment.is_not(None) for moment in shared_from)))

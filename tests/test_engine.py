@@ -7,12 +7,13 @@ SQLite and on PostgreSQL. The deals are few and hand-made so every value is chec
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 from datetime import UTC, date, datetime
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from conftest import KpiProject, store_url_for
 from crmkpi.cli import cli
@@ -412,6 +413,28 @@ def test_run_metrics_orders_metric_then_period_and_renders(project):
     # counts change in plain numbers, ratios in points; no change to or from a null value
     changes = [line.split("│")[5].strip() for line in table.splitlines()[2:]]
     assert changes == ["+1 (+33.3%)", "-4 (-100.0%)", "+6", "-8.3 pts (-25.0%)", "—", "—"]
+
+
+def test_one_cell_uses_compute_and_more_cells_the_grouped_compute(project):
+    """A grouped compute fills a run of several cells; a run of one cell (one period, no comparison, no
+    split) reads only its rows through ``compute``. Both give the same value."""
+    grids = []
+
+    def grouped(grid):
+        grids.append(len(grid.parts))
+        counts = grid.by_part(grid.table("deals"), grid.table("deals").c.created_at, func.count())
+        return {cell: Value(float(counts.get(cell, (0,))[0])) for cell in grid.cells}
+
+    counted = dataclasses.replace(DEALS_CREATED, grouped=grouped)
+    store = Store(project.store)
+    try:
+        april = Calendar().parse("2024-04", today=date(2024, 1, 1))
+        [one] = run_metrics(store.engine, Run([counted], april), persist=False)
+        assert (one["value"], grids) == (4.0, [])
+        [compared] = run_metrics(store.engine, Run([counted], april, compare=("previous",)), persist=False)
+        assert (compared["value"], compared["previous"]["value"], grids) == (4.0, 3.0, [2])
+    finally:
+        store.engine.dispose()
 
 
 def test_metric_errors_name_the_metric(project):
