@@ -267,6 +267,18 @@ class Store:
         for sql in made.values():
             conn.exec_driver_sql(sql)
 
+    def refresh_statistics(self, table: str, written: int) -> None:
+        """On PostgreSQL, ``ANALYZE`` a table a sync has just changed by more than autovacuum's threshold
+        (50 rows and 10% of the rows it last counted) without waiting for autovacuum: a run right after the
+        first load is otherwise planned for an empty table, with nested loops over what are hash joins."""
+        if self.dialect != "postgresql" or table not in ENTITIES:
+            return
+        with self.engine.begin() as conn:
+            counted = conn.exec_driver_sql("SELECT reltuples FROM pg_class WHERE oid = to_regclass(%(table)s)",
+                                           {"table": table}).scalar() or 0
+            if written > 50 + 0.1 * max(counted, 0):
+                conn.exec_driver_sql(f"ANALYZE {table}")
+
     def mark_deleted(self, conn: Connection, table: str, source: str, ids: Iterable[str],
                      synced_at: datetime) -> int:
         """Flag rows the source deleted (keeping them); returns rows changed."""

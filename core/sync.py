@@ -119,6 +119,8 @@ def _sync(store: Store, registry: Registry, ctype: ConnectorType, name: str, cfg
     except Exception as exc:
         _finish_run(store, run_id, report, "failed", f"{type(exc).__name__}: {exc}")
         raise ConnectorError(f"connector {name!r} failed: {type(exc).__name__}: {exc}") from exc
+    for stream in report.streams:
+        store.refresh_statistics(stream.table, stream.written)
     _finish_run(store, run_id, report, "success", None)
     return report
 

@@ -445,7 +445,7 @@ def indexes(store: Store) -> list[tuple]:
 def test_a_first_load_builds_the_indexes_after_the_rows_and_a_later_one_keeps_them(sqlite_store, data, statements):
     schema = indexes(sqlite_store)
     assert [name for name, _ in schema] == ["ix_deal_stage_changes_deal", "ix_deals_closed_at", "ix_deals_created_at",
-                                            "ix_job_runs_job", "ix_metric_results_metric_period",
+                                            "ix_fx_rates_currency", "ix_job_runs_job", "ix_metric_results_metric_period",
                                             "ix_metric_results_run_id", "ix_sync_runs_connector"]
     (data / "deals.csv").write_text("id,created_at\nd1,2024-01-01\nd2,2024-02-01\n")
     sync_connector(sqlite_store, load_registry(), "crm", files_connector(data), data)
@@ -475,3 +475,16 @@ def test_postgresql_keeps_its_indexes_through_a_first_load(store, data, statemen
     dropped = [s for s in statements if s.startswith("DROP INDEX")]
     assert dropped == ([] if store.dialect == "postgresql" else ["DROP INDEX ix_deals_created_at",
                                                                   "DROP INDEX ix_deals_closed_at"])
+
+
+def test_postgresql_plans_with_the_synced_rows_counted(store, data):
+    """A sync that changes a good part of a table refreshes PostgreSQL's statistics of it at once: planned
+    with the empty table's, a grouped metric's joins ran as nested loops for minutes."""
+    if store.dialect != "postgresql":
+        pytest.skip("statistics are refreshed on PostgreSQL only")
+    (data / "deals.csv").write_text("id,created_at\n" + "".join(f"d{i},2024-01-01\n" for i in range(300)))
+    sync_connector(store, load_registry(), "crm", files_connector(data), data)
+    assert query(store, "SELECT reltuples FROM pg_class WHERE oid = 'deals'::regclass") == [(300,)]
+    (data / "deals.csv").write_text("id,created_at\n" + "".join(f"d{i},2024-01-01\n" for i in range(310)))
+    sync_connector(store, load_registry(), "crm", files_connector(data), data)  # 10 rows: below the threshold
+    assert query(store, "SELECT reltuples FROM pg_class WHERE oid = 'deals'::regclass") == [(300,)]
