@@ -10,7 +10,8 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Date, DateTime, Table, Time, case, cast, func, literal, select
 from sqlalchemy.engine import Connection
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.elements import ColumnElement, UnaryExpression
+from sqlalchemy.sql.operators import custom_op
 
 from .models import FxRate
 
@@ -47,6 +48,14 @@ class SqlKit:
         version = self.conn.dialect.server_version_info or ()
         return cte.prefix_with("MATERIALIZED") if version >= ((3, 35) if self.conn.dialect.name == "sqlite"
                                                                 else (12,)) else cte
+
+    def scanned(self, column: ColumnElement) -> ColumnElement:
+        """``column`` as SQLite cannot read it through an index (``+column``), for a join with a calendar of
+        parts: reading each part's rows through the index on ``column`` (most of the table, by a random
+        lookup per row) costs several times one scan. PostgreSQL plans this by its statistics."""
+        if self.conn.dialect.name != "sqlite":
+            return column
+        return UnaryExpression(column, operator=custom_op("+"), type_=column.type)
 
     def days_between(self, start: ColumnElement, end: ColumnElement) -> ColumnElement:
         """``end - start`` in (fractional) days, in the store's SQL dialect."""

@@ -21,7 +21,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Callable
 
-from sqlalchemy import Table, and_, case, exists, func, literal, or_, select, union_all
+from sqlalchemy import Table, and_, case, exists, func, literal, or_, select, tuple_, union_all
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -128,10 +128,20 @@ def _states_by_cell(grid: Grid):
                      ).where(flags.c.runs == 1)
     several = (select(*per_account, func.max(flags.c.at_start), func.max(flags.c.at_end), func.max(flags.c.joined),
                       literal(0)).where(flags.c.runs > 1).group_by(*per_account))
-    firsts = (select(*_account(rows), func.min(rows.c.started_at).label("first_at")).group_by(*_account(rows))
-              .subquery("first_starts"))
+    firsts = (select(*_account(rows), func.min(rows.c.started_at).label("first_at"))
+              .where(rows.c.account_id.isnot(None)).group_by(*_account(rows)).subquery("first_starts"))
     new = grid.placed(firsts, firsts.c.first_at, *_account(firsts), literal(0), literal(0), literal(0), literal(1))
     return union_all(one_run, several, new).subquery("customer_states")
+
+
+def _customers_at_start(grid: Grid):
+    """The customers at each part's start: one row per part and account (at most one of its runs covers
+    an instant), with the segment key."""
+    runs, calendar = _runs(grid, _subscription_rows(grid)), grid.calendar
+    return (select(calendar.c.part, *_account(runs))
+            .select_from(runs.join(calendar, and_(runs.c.run_start < calendar.c.start,
+                                                  runs.c.run_end >= calendar.c.start)))
+            .subquery("customers"))
 
 
 def _account(rows) -> list[ColumnElement]:
@@ -141,12 +151,12 @@ def _account(rows) -> list[ColumnElement]:
 
 
 def _subscription_rows(grid: Grid):
-    """The live subscriptions of an account with a start, with their segment (looked up once per row)."""
+    """The live subscriptions with a start, with their segment (looked up once per row). Those without an
+    account make nobody a customer, but a conversion's missing-rate check reads them, as per cell."""
     subs = grid.table("subscriptions")
     return grid.materialized(select(subs.c.source, subs.c.id, subs.c.account_id, *grid.segment_key(subs),
                                     subs.c.started_at, subs.c.ended_at, subs.c.mrr, subs.c.currency)
-                             .where(*grid.live(subs), subs.c.account_id.isnot(None), subs.c.started_at.isnot(None))
-                             .cte("subscription_rows"))
+                             .where(*grid.live(subs), subs.c.started_at.isnot(None)).cte("subscription_rows"))
 
 
 def _runs(grid: Grid, rows):
@@ -158,7 +168,8 @@ def _runs(grid: Grid, rows):
     ending = func.coalesce(rows.c.ended_at, instant(OPEN_END))
     reach = (select(*rows.c, func.max(ending).over(partition_by=_account(rows), order_by=order, rows=(None, -1))
                     .label("reach"))
-             .where(or_(rows.c.ended_at.is_(None), rows.c.ended_at > rows.c.started_at)).subquery("reach"))
+             .where(rows.c.account_id.isnot(None), or_(rows.c.ended_at.is_(None), rows.c.ended_at > rows.c.started_at))
+             .subquery("reach"))
     starts_run = case((or_(reach.c.reach.is_(None), reach.c.started_at > reach.c.reach), 1), else_=0)
     numbered = select(*reach.c, func.sum(starts_run).over(partition_by=_account(reach), order_by=(
         reach.c.started_at, reach.c.id), rows=(None, 0)).label("run")).subquery("numbered")
@@ -397,6 +408,7 @@ def _account_mrr_by_cell(grid: Grid):
     segment = [c for c in rows.c if c.name.startswith("segment_")]
     return (select(calendar.c.part, *segment, *_mrr_sums(rows, mrr, start, end))
             .select_from(rows.join(calendar, relevant))
+            .where(rows.c.account_id.isnot(None))
             .group_by(calendar.c.part, start, end, *_account(rows))
             .having(_flag(active_at(rows, start)) == 1)
             .subquery("account_mrr"))
@@ -456,16 +468,12 @@ def upsell_rate_grouped(grid: Grid) -> dict[Cell, Value]:
     upsells = Upsells(grid.params)
     deals = upsells.deals
     won = grid.placed(deals, deals.c.closed_at, deals.c.source, deals.c.account_id,
-                      where=(*grid.live(deals), *upsells.won, deals.c.account_id.isnot(None))
-                      ).distinct().subquery("upsold")
-    states = _states_by_cell(grid)
-    customers = select(states).where(states.c.at_start == 1).subquery("customers")
-    # a join with the DISTINCT accounts, as per cell: SQLite indexes them (EXISTS per customer scanned them)
-    upsold = (select(customers).select_from(customers.join(won, and_(
-        won.c.part == customers.c.part, won.c.source == customers.c.source,
-        won.c.account_id == customers.c.account_id))).subquery("upsold_customers"))
-    totals, upsold_counts = grid.aggregate(customers, func.count()), grid.aggregate(upsold, func.count())
-    counts = {cell: (total, upsold_counts.get(cell, (0,))[0]) for cell, (total,) in totals.items()}
+                      where=(*grid.live(deals), *upsells.won, deals.c.account_id.isnot(None)))
+    customers = _customers_at_start(grid)
+    # IN a subquery, which both databases look up by a hash or an index built once (a join with it, or an
+    # EXISTS per customer, read it again per customer on SQLite)
+    upsold = tuple_(customers.c.part, customers.c.source, customers.c.account_id).in_(won)
+    counts = grid.aggregate(customers, func.count(), func.count(case((upsold, 1))))
     unowned = grid.left_out_by_part(upsells.unowned, deals, deals.c.closed_at, *upsells.won,
                                     deals.c.account_id.is_(None))
     return {cell: ratio(*reversed(counts.get(cell, (0, 0))), empty=UPSELL_EMPTY).noted(

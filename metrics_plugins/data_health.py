@@ -57,9 +57,11 @@ HISTORY = ("The store keeps no history of field values or deletions: for a past 
 # --- helpers -----------------------------------------------------------------
 
 
-def existing(rows, moment: datetime | ColumnElement) -> ColumnElement:
-    """Rows (of a table, or a query with its ``created_at``) created before ``moment`` (or without a creation time)."""
-    return or_(rows.c.created_at.is_(None), rows.c.created_at < moment)
+def existing(rows, moment: datetime | ColumnElement, created: ColumnElement | None = None) -> ColumnElement:
+    """Rows (of a table, or a query with its ``created_at``) created before ``moment`` (or without a creation time);
+    ``created``: ``created_at`` as the query reads it (:meth:`Grid.scanned <crmkpi.grouped.Grid.scanned>`)."""
+    created = rows.c.created_at if created is None else created
+    return or_(created.is_(None), created < moment)
 
 
 def snapshots(grid: Grid, grace: timedelta = timedelta(0), until: datetime | None = None) -> Grid:
@@ -305,10 +307,10 @@ class Staleness:
         #: How long before the as-of moment an open deal's expected close date must be for it to be stale.
         self.grace = timedelta(days=self.days_past)
 
-    def open_at(self, moment: datetime | ColumnElement) -> ColumnElement:
+    def open_at(self, moment: datetime | ColumnElement, created: ColumnElement | None = None) -> ColumnElement:
         """Open at ``moment``: created by then, and still open or closed after it."""
         deals = self.deals
-        return and_(existing(deals, moment), or_(deals.c.is_closed.is_(False), deals.c.closed_at >= moment))
+        return and_(existing(deals, moment, created), or_(deals.c.is_closed.is_(False), deals.c.closed_at >= moment))
 
     def overdue(self, due: datetime | ColumnElement) -> ColumnElement:
         """Still open, expected to close before ``due`` (the as-of moment less the grace)."""
@@ -340,7 +342,7 @@ def stale_open_deals_grouped(grid: Grid) -> dict[Cell, Value]:
     # The calendar's end is each part's as-of moment, its start the due date overdue deals missed.
     moments = snapshots(grid, grace=stale.grace)
     calendar = moments.calendar
-    sums = moments.by_part(stale.deals, None, *stale.sums(calendar.c.start), on=stale.open_at(calendar.c.end))
+    sums = moments.by_part(stale.deals, None, *stale.sums(calendar.c.start), on=stale.open_at(calendar.c.end, grid.scanned(stale.deals.c.created_at)))
     return {cell: stale.value(*sums.get(cell, (0, None, 0))) for cell in grid.cells}
 
 

@@ -143,9 +143,11 @@ def _cycle_of(days: Select | None, total, count, backwards, undated) -> Cycle:
     return Cycle(days, float(total or 0), int(count or 0), int(backwards or 0), int(undated or 0))
 
 
-def _open_at(deals, end: ColumnElement | datetime) -> tuple[ColumnElement, ...]:
-    """Deals created before ``end`` and not closed before it."""
-    return deals.c.created_at < end, or_(deals.c.is_closed.is_(False), deals.c.closed_at >= end)
+def _open_at(deals, end: ColumnElement | datetime, created: ColumnElement | None = None) -> tuple[ColumnElement, ...]:
+    """Deals created before ``end`` and not closed before it (``created``: ``created_at`` as the query reads it,
+    :meth:`Grid.scanned <crmkpi.grouped.Grid.scanned>` for a join with the calendar)."""
+    created = deals.c.created_at if created is None else created
+    return created < end, or_(deals.c.is_closed.is_(False), deals.c.closed_at >= end)
 
 
 # -- lead conversion ---------------------------------------------------------------------------
@@ -506,7 +508,8 @@ def sales_velocity_grouped(grid: Grid) -> dict[Cell, Value]:
     if grid.params["opportunities"] == "created":
         opportunities = grid.by_part(deals, deals.c.created_at, func.count())
     else:
-        opportunities = grid.by_part(deals, None, func.count(), on=and_(*_open_at(deals, grid.calendar.c.end)))
+        opportunities = grid.by_part(deals, None, func.count(), on=and_(*_open_at(deals, grid.calendar.c.end,
+                                                                               grid.scanned(deals.c.created_at))))
     decided = grid.by_part(deals, deals.c.closed_at, func.count().filter(deals.c.is_won.is_(True)), func.count(),
                            where=(deals.c.is_closed.is_(True),))
     cycles = grid.by_part(deals, deals.c.closed_at, *duration_sums(_cycle_days(grid, deals)),
@@ -540,9 +543,9 @@ class OpenPipeline:
 
     NO_DEAL = "no deal with an amount was open at the end of the period"
 
-    def __init__(self, end: ColumnElement | datetime) -> None:
+    def __init__(self, end: ColumnElement | datetime, created: ColumnElement | None = None) -> None:
         deals = self.deals = TABLES["deals"]
-        self.open = _open_at(deals, end)
+        self.open = _open_at(deals, end, created)
         self.valued = (*self.open, deals.c.amount.is_not(None))
         self.never_open = ("deal(s) without created_at (never open)", deals, deals.c.created_at.is_(None), self.open[1])
 
@@ -614,7 +617,7 @@ def pipeline_value(ctx: MetricContext) -> Value:
 
 def pipeline_value_grouped(grid: Grid) -> dict[Cell, Value]:
     calendar = grid.calendar
-    pipeline = OpenPipeline(calendar.c.end)
+    pipeline = OpenPipeline(calendar.c.end, grid.scanned(TABLES["deals"].c.created_at))
     deals = pipeline.deals
     # Converted at the rate of each part's last day, as per cell: a snapshot at the part's end.
     amount = grid.money(deals, deals.c.amount, calendar.c.last, *pipeline.valued)

@@ -199,6 +199,26 @@ def test_a_missing_rate_fails_the_same_cells_both_ways(company: Store, registry)
             conn.exec_driver_sql("UPDATE deals SET currency = 'USD' WHERE currency = 'XTS'")
 
 
+def test_a_missing_rate_of_a_subscription_without_account_fails_the_same_cells_both_ways(company: Store, registry):
+    """A subscription without an account counts for nobody, but converting MRR checks its rate, per cell too."""
+    false = "false" if company.dialect == "postgresql" else "0"
+    with company.engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO subscriptions (source, id, is_deleted, currency, mrr, started_at, ended_at) "
+                             f"VALUES ('crm', 'orphan', {false}, 'XTS', 100, '2025-03-10 00:00:00.000000', "
+                             "'2025-04-20 00:00:00.000000')")
+    try:
+        settings = CALENDARS["UTC"]
+        run = Run([registry.metrics["gross_mrr_retention"]], settings.calendar.parse("2025", today=settings.today),
+                  {}, "month", (), COMPARISONS)
+        failed = [(r["period"], r["error"]) for r in agree(company, run, settings) if r["error"]]
+        # running at March's end and April's start; May compares with April
+        assert [period for period, _ in failed] == ["2025-03", "2025-04", "2025-05"]
+        assert failed[0][1].startswith("no fx_rates rate for XTS on or before 2025-03-10")
+    finally:
+        with company.engine.begin() as conn:
+            conn.exec_driver_sql("DELETE FROM subscriptions WHERE id = 'orphan'")
+
+
 def test_open_stays_count_in_the_part_holding_today(company: Store, registry):
     """With ``open_stays=until_today`` an open deal's current stay counts in today's part, whatever the grain."""
     settings = CALENDARS["New York"]
