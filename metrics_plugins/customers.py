@@ -103,7 +103,7 @@ def _states(ctx: MetricContext, start: datetime, end: datetime):
             .subquery("customer_states"))
 
 
-def _states_by_cell(grid: Grid):
+def _states_by_cell(grid: Grid, new: bool):
     """:func:`_states` of every part and segment: per part, rows of ``(part, segment key, source, account_id,
     at_start, at_end, joined, new)`` whose flags add up to :func:`_states`' (``new`` is a row of its own).
 
@@ -111,7 +111,8 @@ def _states_by_cell(grid: Grid):
     of its subscriptions runs then: an account with one run (most) needs no grouping per part, and at most
     one run covers a part's start or end. ``joined`` here is a run starting in the window, which differs
     from a subscription starting in it only when the account is a customer at the window's start, where
-    the sums do not read it. ``new``: the account's first start (of any subscription) is in the window."""
+    the sums do not read it. ``new``: the account's first start (of any subscription) is in the window;
+    only with ``new`` (else always 0)."""
     rows = _subscription_rows(grid)
     runs, calendar = _runs(grid, rows), grid.calendar
     start, end = calendar.c.start, calendar.c.end
@@ -128,10 +129,12 @@ def _states_by_cell(grid: Grid):
                      ).where(flags.c.runs == 1)
     several = (select(*per_account, func.max(flags.c.at_start), func.max(flags.c.at_end), func.max(flags.c.joined),
                       literal(0)).where(flags.c.runs > 1).group_by(*per_account))
+    if not new:
+        return union_all(one_run, several).subquery("customer_states")
     firsts = (select(*_account(rows), func.min(rows.c.started_at).label("first_at"))
               .where(rows.c.account_id.isnot(None)).group_by(*_account(rows)).subquery("first_starts"))
-    new = grid.placed(firsts, firsts.c.first_at, *_account(firsts), literal(0), literal(0), literal(0), literal(1))
-    return union_all(one_run, several, new).subquery("customer_states")
+    starts = grid.placed(firsts, firsts.c.first_at, *_account(firsts), literal(0), literal(0), literal(0), literal(1))
+    return union_all(one_run, several, starts).subquery("customer_states")
 
 
 def _customers_at_start(grid: Grid):
@@ -180,9 +183,9 @@ def _runs(grid: Grid, rows):
                              .cte("runs"))
 
 
-def _by_state(grid: Grid, sums: Callable[[Any], tuple[ColumnElement, ...]]) -> dict[Cell, tuple]:
-    """``sums(states)`` over :func:`_states_by_cell`, by cell."""
-    states = _states_by_cell(grid)
+def _by_state(grid: Grid, sums: Callable[[Any], tuple[ColumnElement, ...]], new: bool = False) -> dict[Cell, tuple]:
+    """``sums(states)`` over :func:`_states_by_cell` (with ``new`` when the sums read it), by cell."""
+    states = _states_by_cell(grid, new)
     return grid.aggregate(states, *sums(states))
 
 
@@ -264,7 +267,7 @@ def retention_rate(ctx: MetricContext) -> Value:
 
 
 def retention_rate_grouped(grid: Grid) -> dict[Cell, Value]:
-    counts = _by_state(grid, _retention_sums)
+    counts = _by_state(grid, _retention_sums, new=True)
     uncounted = grid.left_out(*UNCOUNTED)
     return {cell: _retention_rate(*_counts(counts.get(cell, (0, 0, 0))), uncounted.get(cell.segment))
             for cell in grid.cells}
