@@ -536,3 +536,12 @@ def test_metrics_show():
 def test_version():
     result = invoke("--version")
     assert result.exit_code == 0 and result.stdout == f"crmkpi, version {crmkpi.__version__}\n"
+
+
+def test_the_cli_starts_without_the_service_stack():
+    """Only `crmkpi serve` and `crmkpi jobs` load FastAPI and croniter: croniter runs `file` on the interpreter
+    as it is imported, a child process every other command (a sync) would start for nothing."""
+    loaded = subprocess.run([sys.executable, "-c", "import sys, crmkpi.cli; "
+                             "print(sorted({'croniter', 'fastapi', 'uvicorn'} & set(sys.modules)))"],
+                            capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[]"

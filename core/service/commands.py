@@ -16,13 +16,12 @@ from ..errors import ConfigError, CrmkpiError
 from ..redact import register
 from ..store import aware_utc
 from ..suggest import did_you_mean
-from .api import create_app
-from .http import LOOPBACK, listening
 from .jobs import Job, history
-from .lifecycle import Heartbeat, Stopped, graceful_stop, serve_until
 from .logs import FORMATS, logging_to_stderr, say
-from .schedule import Timetable
-from .scheduler import Scheduler
+
+# The service stack (FastAPI, the scheduler, croniter) is imported by the commands that use it, not when
+# the CLI starts: it was a quarter of every command's start-up, and croniter runs `file` on the
+# interpreter as it is imported, a child process of `crmkpi sync` that is not its row worker.
 
 
 #: Where the API token comes from when the config has none.
@@ -64,6 +63,8 @@ def serve(app: App, config_path: str, host: str | None, port: int | None, interv
     token = (config.service.api_token.get_secret_value() if config.service.api_token else
              os.environ.get(TOKEN_ENV)) or None
     register(token)
+    from .http import LOOPBACK
+
     if not token and host not in LOOPBACK:
         raise ConfigError(f"refusing to serve the API on {host} without a token: set service.api_token (or "
                           f"{TOKEN_ENV}), or listen on 127.0.0.1")
@@ -74,6 +75,12 @@ def serve(app: App, config_path: str, host: str | None, port: int | None, interv
 
 def _serve(config, config_path: str, scheduled: Job, host: str, port: int, token: str | None, interval: float,
            stop_timeout: float) -> None:
+    from .api import create_app
+    from .http import listening
+    from .lifecycle import Heartbeat, Stopped, graceful_stop, serve_until
+    from .schedule import Timetable
+    from .scheduler import Scheduler
+
     scheduler = Scheduler(scheduled, say=say)
     heartbeat = Heartbeat(interval)
     now = datetime.now(UTC)
@@ -102,6 +109,8 @@ def jobs_list(app: App, config_path: str) -> None:
     if not config.schedules:
         click.echo(f"{config_path}: no schedules")
         return
+    from .schedule import Timetable
+
     store = app.store(config)
     now = datetime.now(UTC)
     for name, schedule in config.schedules.items():
