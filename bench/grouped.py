@@ -23,7 +23,6 @@ Usage: .venv/bin/python bench/grouped.py [--deals 100000] [--repeat 3] [--per-ce
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import statistics
 import subprocess
@@ -94,7 +93,7 @@ def dimension_of(metric) -> str:
 def per_cell(config: Path, metric_id: str, dimension: str) -> tuple[float, float, bool]:
     """Seconds to compute the series in this process cell by cell, then grouped, and whether they are equal."""
     from crmkpi.cli import App, settings_of
-    from crmkpi.engine import COMPARISONS, Run, run_metrics
+    from crmkpi.engine import COMPARISONS, Run, run_metrics, same_results
 
     app = App(debug=False)
     loaded = app.config(str(config))
@@ -109,23 +108,11 @@ def per_cell(config: Path, metric_id: str, dimension: str) -> tuple[float, float
     fast = run_metrics(store.engine, run, settings, persist=False, grouped=True)
     grouped = time.perf_counter() - started
     volatile = ("run_id", "computed_at")
-    same = len(slow) == len(fast) and all(
-        agree({k: v for k, v in a.items() if k not in volatile}, {k: v for k, v in b.items() if k not in volatile})
-        for a, b in zip(slow, fast))
+    kept = [[{k: v for k, v in row.items() if k not in volatile} for row in rows] for rows in (slow, fast)]
+    same = len(slow) == len(fast) and all(map(same_results, *kept))
     store.engine.dispose()
     return seconds, grouped, same
 
-
-def agree(a, b, scale: float = 1.0) -> bool:
-    """Equal, floats to 1e-12 relatively, as the oracle test compares them (``tests/test_grouped.py``): a
-    sum's last bits depend on the order the database reads its rows in, and a comparison's change is a
-    difference of two such sums (at the scale of its values)."""
-    if isinstance(a, float) and isinstance(b, float):
-        return math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-12 * scale)
-    if isinstance(a, dict) and isinstance(b, dict):
-        scale = max(abs(a.get("value") or 0), 1.0) if "change" in a else 1.0
-        return a.keys() == b.keys() and all(agree(a[k], b[k], scale if k == "change" else 1.0) for k in a)
-    return a == b
 
 
 def median_pair(config: Path, repeat: int, first: tuple, second: tuple) -> tuple[float, float, float, float]:

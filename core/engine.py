@@ -11,6 +11,7 @@ or missing rate does not cost the run.
 
 from __future__ import annotations
 
+import math
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
@@ -88,7 +89,8 @@ def run_metrics(engine: Engine, run: Run, settings: Settings | None = None, *, p
     A metric with a grouped compute fills all its cells at once (``grouped=False``: cell by cell, the
     tests' oracle). A run of one cell (one period, no comparison, no split) uses the per-cell compute,
     which reads only that cell's rows: with 1,000,000 deals it was faster for most metrics than a grid
-    of one part (docs/performance.md). ``show_sql(metric, statement, parameters)`` is called with each SQL statement a
+    of one part (docs/performance.md). ``show_sql(metric, statement, parameters)`` is called with each SQL
+    statement a
     metric's values run (``crmkpi run --show-sql``).
     """
     settings = settings or Settings()
@@ -302,6 +304,20 @@ def _call(metric: Metric, ctx: MetricContext) -> Value:
         raise
     except Exception as exc:
         raise MetricError(f"{metric.id}: {type(exc).__name__}: {exc}") from exc
+
+
+def same_results(a: Any, b: Any, scale: float = 1.0) -> bool:
+    """Whether two results (rows of :func:`run_metrics`, or any of their values) are equal, floats to 1e-12
+    relatively: a sum's last bits depend on the order the database adds its rows in, which differs between
+    a grouped query and one per cell. A comparison's change is a difference of two such sums, so its last
+    bits are those of the values it compares (``scale``). How the tests and ``bench/grouped.py`` compare
+    the two ways."""
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-12 * scale)
+    if isinstance(a, dict) and isinstance(b, dict):
+        scale = max(abs(a.get("value") or 0), 1.0) if "change" in a else 1.0
+        return a.keys() == b.keys() and all(same_results(a[k], b[k], scale if k == "change" else 1.0) for k in a)
+    return a == b
 
 
 def comparison(before: Value, now: Value, period: Period) -> dict[str, Any]:

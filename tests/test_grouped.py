@@ -4,7 +4,6 @@ starts, on the sample company and on random datasets, on SQLite and PostgreSQL."
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
@@ -13,7 +12,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from conftest import ALL_BUILTINS, BUILT_IN_GROUPED, KpiProject, property_settings, store_url_for
-from crmkpi.engine import COMPARISONS, Run, Settings, run_metrics
+from crmkpi.engine import COMPARISONS, Run, Settings, run_metrics, same_results
 from crmkpi.errors import ConfigError, MetricError
 from crmkpi.periods import Calendar
 from crmkpi.plugins import load_registry
@@ -76,22 +75,10 @@ def agree(store: Store, run: Run, settings: Settings) -> list[dict] | None:
             run_metrics(store.engine, run, settings, persist=False, grouped=False)
         return None
     differences = [(a["period"], a["segment"], key, a[key], b[key]) for a, b in zip(grouped, per_cell)
-                   for key in a if not same(a[key], b[key])]
+                   for key in a if not same_results(a[key], b[key])]
     assert len(grouped) == len(per_cell) and not differences, (run.metrics[0].id, run.params, run.grain,
                                                                run.segments, differences[:3])
     return grouped
-
-
-def same(a, b, scale: float = 1.0) -> bool:
-    """Equal, floats to 1e-12 relatively: a sum's last bits depend on the order the database adds its rows
-    in, and PostgreSQL's differs between a grouped query and one per cell. A comparison's change is a
-    difference of two such sums, so its last bits are those of the values it compares (``scale``)."""
-    if isinstance(a, float) and isinstance(b, float):
-        return math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-12 * scale)
-    if isinstance(a, dict) and isinstance(b, dict):
-        scale = max(abs(a.get("value") or 0), 1.0) if "change" in a else 1.0
-        return a.keys() == b.keys() and all(same(a[k], b[k], scale if k == "change" else 1.0) for k in a)
-    return a == b
 
 
 def test_the_built_in_grouped_metrics(registry):
