@@ -267,17 +267,21 @@ class Store:
         for sql in made.values():
             conn.exec_driver_sql(sql)
 
-    def refresh_statistics(self, table: str, written: int) -> None:
-        """On PostgreSQL, ``ANALYZE`` a table a sync has just changed by more than autovacuum's threshold
-        (50 rows and 10% of the rows it last counted) without waiting for autovacuum: a run right after the
-        first load is otherwise planned for an empty table, with nested loops over what are hash joins."""
-        if self.dialect != "postgresql" or table not in ENTITIES:
+    def refresh_statistics(self, written: dict[str, int]) -> None:
+        """On PostgreSQL, ``ANALYZE`` each table a sync has just changed (``written``: rows per table) by more
+        than autovacuum's threshold (50 rows and 10% of the rows it last counted), without waiting for
+        autovacuum: a run right after the first load is otherwise planned for empty tables, with nested
+        loops over what are hash joins."""
+        if self.dialect != "postgresql":
             return
         with self.engine.begin() as conn:
-            counted = conn.exec_driver_sql("SELECT reltuples FROM pg_class WHERE oid = to_regclass(%(table)s)",
-                                           {"table": table}).scalar() or 0
-            if written > 50 + 0.1 * max(counted, 0):
-                conn.exec_driver_sql(f"ANALYZE {table}")
+            for table, rows in written.items():
+                if table not in ENTITIES or rows <= 50:
+                    continue
+                counted = conn.exec_driver_sql("SELECT reltuples FROM pg_class WHERE oid = to_regclass(%(table)s)",
+                                               {"table": table}).scalar() or 0
+                if rows > 50 + 0.1 * max(counted, 0):
+                    conn.exec_driver_sql(f"ANALYZE {table}")
 
     def mark_deleted(self, conn: Connection, table: str, source: str, ids: Iterable[str],
                      synced_at: datetime) -> int:

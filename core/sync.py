@@ -119,8 +119,10 @@ def _sync(store: Store, registry: Registry, ctype: ConnectorType, name: str, cfg
     except Exception as exc:
         _finish_run(store, run_id, report, "failed", f"{type(exc).__name__}: {exc}")
         raise ConnectorError(f"connector {name!r} failed: {type(exc).__name__}: {exc}") from exc
+    written: dict[str, int] = {}
     for stream in report.streams:
-        store.refresh_statistics(stream.table, stream.written)
+        written[stream.table] = written.get(stream.table, 0) + stream.written
+    store.refresh_statistics(written)
     _finish_run(store, run_id, report, "success", None)
     return report
 

@@ -80,8 +80,14 @@ def _firsts(ctx: MetricContext, table: Table, at: ColumnElement):
             .where(ranked.c.at == ranked.c.first_at, ctx.in_period(ranked.c.first_at)).subquery("firsts"))
 
 
+def _flag_of(condition: ColumnElement) -> ColumnElement:
+    """1 where ``condition`` holds, else 0."""
+    return case((condition, 1), else_=0)
+
+
 def _flag(condition: ColumnElement) -> ColumnElement:
-    return func.max(case((condition, 1), else_=0))
+    """1 where ``condition`` holds for some row of the group, else 0."""
+    return func.max(_flag_of(condition))
 
 
 def _states(ctx: MetricContext, start: datetime, end: datetime):
@@ -116,12 +122,8 @@ def _states_by_cell(grid: Grid, new: bool):
     rows = _subscription_rows(grid)
     runs, calendar = _runs(grid, rows), grid.calendar
     start, end = calendar.c.start, calendar.c.end
-
-    def covers(moment: ColumnElement) -> ColumnElement:
-        return case((and_(runs.c.run_start < moment, runs.c.run_end >= moment), 1), else_=0)
-
-    flags = (select(calendar.c.part, *_account(runs), runs.c.runs, covers(start).label("at_start"),
-                    covers(end).label("at_end"), case((runs.c.run_start >= start, 1), else_=0).label("joined"))
+    flags = (select(calendar.c.part, *_account(runs), runs.c.runs, _flag_of(_covers(runs, start)).label("at_start"),
+                    _flag_of(_covers(runs, end)).label("at_end"), _flag_of(runs.c.run_start >= start).label("joined"))
              .select_from(runs.join(calendar, and_(runs.c.run_start < end, runs.c.run_end >= start)))
              .subquery("run_flags"))
     per_account = (flags.c.part, *_account(flags))
@@ -142,9 +144,12 @@ def _customers_at_start(grid: Grid):
     an instant), with the segment key."""
     runs, calendar = _runs(grid, _subscription_rows(grid)), grid.calendar
     return (select(calendar.c.part, *_account(runs))
-            .select_from(runs.join(calendar, and_(runs.c.run_start < calendar.c.start,
-                                                  runs.c.run_end >= calendar.c.start)))
-            .subquery("customers"))
+            .select_from(runs.join(calendar, _covers(runs, calendar.c.start))).subquery("customers"))
+
+
+def _covers(runs, moment: ColumnElement) -> ColumnElement:
+    """A run covering ``moment``: the account is a customer then (:func:`active_at` for one subscription)."""
+    return and_(runs.c.run_start < moment, runs.c.run_end >= moment)
 
 
 def _account(rows) -> list[ColumnElement]:

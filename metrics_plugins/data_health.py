@@ -342,7 +342,8 @@ def stale_open_deals_grouped(grid: Grid) -> dict[Cell, Value]:
     # The calendar's end is each part's as-of moment, its start the due date overdue deals missed.
     moments = snapshots(grid, grace=stale.grace)
     calendar = moments.calendar
-    sums = moments.by_part(stale.deals, None, *stale.sums(calendar.c.start), on=stale.open_at(calendar.c.end, grid.scanned(stale.deals.c.created_at)))
+    open_then = stale.open_at(calendar.c.end, grid.scanned(stale.deals.c.created_at))
+    sums = moments.by_part(stale.deals, None, *stale.sums(calendar.c.start), on=open_then)
     return {cell: stale.value(*sums.get(cell, (0, None, 0))) for cell in grid.cells}
 
 
