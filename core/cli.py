@@ -18,10 +18,10 @@ import click
 from sqlalchemy import select
 
 from . import __version__
-from .config import Config, load_config
+from .config import Config, PluginSettings, load_config, read_config
 from .engine import COMPARISONS, SAVE_TIMEOUT, Run, Settings, empty_tables, failure_summary, run_metrics, save_results
 from .engine import explain as explain_metric
-from .errors import ConfigError, CrmkpiError, StoreError, Terminated
+from .errors import ConfigError, CrmkpiError, PluginError, StoreError, Terminated
 from .models import ENTITIES, SyncRun
 from .periods import GRAINS, Calendar, Period
 from .plugins import Registry, load_registry
@@ -72,7 +72,8 @@ def _terminate(signum: int, frame: Any) -> None:
 
 
 class App:
-    """Lazily loaded registry, config and store for one command."""
+    """Lazily loaded registry, config and store for one command. A command that reads a config reads it
+    before it uses the registry: the config's ``plugins:`` section decides which plugins load."""
 
     def __init__(self, debug: bool) -> None:
         self.debug = debug
@@ -80,17 +81,29 @@ class App:
 
     @property
     def registry(self) -> Registry:
-        if self._registry is None:
-            self._registry = load_registry()
-            for error in self._registry.errors():
-                click.echo(f"Warning: {error} (see `crmkpi plugins`)", err=True)
-        return self._registry
+        return self._registry if self._registry is not None else self._load(None)
 
-    def config(self, path: str) -> Config:
-        return load_config(path, self.registry)
+    def config(self, path: str, check_sources: bool = False) -> Config:
+        raw = read_config(path)
+        registry = self._registry if self._registry is not None else self._load(raw.plugins)
+        return load_config(path, registry, check_sources=check_sources, raw=raw)
+
+    def _load(self, plugins: PluginSettings | None) -> Registry:
+        """Load the plugins and warn about what went wrong, once per command."""
+        self._registry = _registry(plugins)
+        for warning in self._registry.warnings:
+            click.echo(f"Warning: {warning}", err=True)
+        for error in self._registry.errors():
+            click.echo(f"Warning: {error} (see `crmkpi plugins`)", err=True)
+        return self._registry
 
     def store(self, config: Config) -> Store:
         return Store(resolve_url(config.store, config.base_dir))
+
+
+def _registry(plugins: PluginSettings | None) -> Registry:
+    """The plugins a config's ``plugins:`` section selects (None: the config has none, or there is no config)."""
+    return load_registry() if plugins is None else load_registry(allow=plugins.allow, deny=plugins.deny)
 
 
 config_option = click.option(
@@ -170,7 +183,7 @@ def init(target: str, force: bool) -> None:
 @click.pass_obj
 def validate(app: App, config_path: str) -> None:
     """Check a config file, and that the sources it names exist; name every problem of its first faulty block."""
-    config = load_config(config_path, app.registry, check_sources=True)
+    config = app.config(config_path, check_sources=True)
     click.echo(f"{config_path}: OK ({len(config.connectors)} connectors, "
                f"{len(config.metrics) if config.metrics is not None else f'all {len(app.registry.metrics)}'} metrics, "
                f"{len(config.schedules)} schedules)")
@@ -477,17 +490,31 @@ def targets_of(config: Config, registry: Registry, settings: Settings) -> list[T
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--config", "-c", "config_path", envvar=CONFIG_ENV, type=click.Path(dir_okay=False),
+              help=f"Apply this config's plugins: section (allow, deny) (or ${CONFIG_ENV}).")
+@click.option("--strict", is_flag=True, help="Exit with status 1 after the listing when any plugin has an error "
+                                             "or the selection names no installed plugin (for a plugin's CI).")
 @click.pass_obj
-def plugins(app: App, as_json: bool) -> None:
+def plugins(app: App, as_json: bool, config_path: str | None, strict: bool) -> None:
     """Show the loaded plugins, where they come from, what they provide and what failed."""
-    registry = load_registry()
+    registry = _registry(read_config(config_path).plugins if config_path else None)
+    for warning in registry.warnings:
+        click.echo(f"Warning: {warning}", err=True)
     infos = [p.as_dict() for p in registry.plugins.values()]
     for info in infos:  # a metric without a grouped compute is computed once per period part and segment
         info["metrics_cell_by_cell"] = [m for m in info["metrics"] if m in registry.metrics
                                         and registry.metrics[m].grouped is None]
     if as_json:
         click.echo(json.dumps(infos, indent=2))
-        return
+    else:
+        _print_plugins(infos)
+    problems = [*registry.warnings, *registry.errors()]
+    if strict and problems:
+        more = f"; {len(problems) - 1} more problem{'s' * (len(problems) > 2)}" if problems[1:] else ""
+        raise PluginError(f"--strict: {problems[0]}{more}")
+
+
+def _print_plugins(infos: list[dict[str, Any]]) -> None:
     if not infos:
         click.echo("No plugins loaded (check CRMKPI_LOAD_PLUGINS).")
     for info in infos:

@@ -13,13 +13,13 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError, field_validator,
-                      model_validator)
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError,
+                      field_validator, model_validator)
 from sqlalchemy.engine import make_url
 
 from .errors import ConfigError, MetricError
 from .periods import GRAINS, Calendar
-from .plugins import Registry
+from .plugins import Registry, installed_entry_points, is_builtin
 from .redact import register, register_settings
 from .suggest import close_matches, did_you_mean
 
@@ -144,6 +144,39 @@ class ServiceSettings(BaseModel):
                                                                    "lines for a log collector (--log-format)")
 
 
+def _installed_plugin(name: str) -> str:
+    names = [ep.name for ep in installed_entry_points()]
+    if name not in names:
+        raise ValueError(f"unknown plugin {name!r}{did_you_mean(name, names)} (installed: {', '.join(names)})")
+    return name
+
+
+def _third_party_plugin(name: str) -> str:
+    if any(ep.name == name and is_builtin(ep) for ep in installed_entry_points()):
+        raise ValueError(f"{name!r} is built into crmkpi, and the built-in plugins always load")
+    return name
+
+
+class PluginSettings(BaseModel):
+    """Which installed third-party plugins load, by entry-point name (as `crmkpi plugins` lists them). The
+    built-in plugins always load: the config's connectors and metrics are theirs. ``CRMKPI_LOAD_PLUGINS``
+    selects first; these lists narrow its selection."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    allow: list[Annotated[str, AfterValidator(_installed_plugin)]] | None = Field(
+        None, description="load only these third-party plugins (default: every installed one)")
+    deny: list[Annotated[str, AfterValidator(_installed_plugin), AfterValidator(_third_party_plugin)]] = Field(
+        default_factory=list, description="never load (nor import) these third-party plugins")
+
+    @model_validator(mode="after")
+    def _not_both(self) -> PluginSettings:
+        both = [name for name in self.deny if name in (self.allow or ())]
+        if both:
+            raise ValueError(f"both allowed and denied: {', '.join(map(repr, both))}")
+        return self
+
+
 class RawConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -156,6 +189,8 @@ class RawConfig(BaseModel):
     schedules: dict[str, Schedule] = Field(default_factory=dict)
     targets: list[TargetSettings] = Field(default_factory=list, description="goals the results are judged against")
     service: ServiceSettings = Field(default_factory=ServiceSettings)
+    plugins: PluginSettings | None = Field(None, description="which third-party plugins load (default: every "
+                                                               "installed one)")
 
 
 @dataclass(frozen=True)
@@ -188,10 +223,10 @@ class Config:
         return self.path.parent
 
 
-def load_config(path: str | Path, registry: Registry, *, check_sources: bool = False) -> Config:
-    """Read, interpolate and validate a config file; every problem is a one-line ConfigError.
-
-    With ``check_sources`` (``crmkpi validate``), connectors also check that their sources exist."""
+def read_config(path: str | Path) -> RawConfig:
+    """Read, interpolate and validate a config file as far as it goes without plugins (its ``plugins:``
+    section says which load); :func:`load_config` checks the rest against them. Every problem is a
+    one-line ConfigError."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -224,6 +259,18 @@ def load_config(path: str | Path, registry: Registry, *, check_sources: bool = F
     _check_period("reporting.default_period", raw.reporting.default_period)
     for name, schedule in raw.schedules.items():
         _check_period(f"schedules.{name}.period", schedule.period)
+    return raw
+
+
+def load_config(path: str | Path, registry: Registry, *, check_sources: bool = False,
+                raw: RawConfig | None = None) -> Config:
+    """Read, interpolate and validate a config file; every problem is a one-line ConfigError.
+
+    With ``check_sources`` (``crmkpi validate``), connectors also check that their sources exist. ``raw``: the
+    file as :func:`read_config` read it already (the CLI reads it first: its ``plugins:`` section decides
+    which plugins make the ``registry``)."""
+    path = Path(path)
+    raw = read_config(path) if raw is None else raw
     connectors = {}
     for name, block in raw.connectors.items():
         if not isinstance(block, dict) or "type" not in block:

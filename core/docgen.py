@@ -26,7 +26,7 @@ from sqlalchemy.types import TypeDecorator
 
 from . import grouped as grouped_module, hookspecs, metrics as metrics_module, sqlkit
 from .connector import Checkpoint, ConnectorType, Stream, SyncContext
-from .config import MetricSettings, RawConfig, Reporting, Schedule, ServiceSettings
+from .config import MetricSettings, PluginSettings, RawConfig, Reporting, Schedule, ServiceSettings
 from .grouped import Cell, Grid
 from .metrics import Metric, MetricContext, Param, Value
 from .models import ENTITIES, Entity, MetricResult, SyncRun, SyncState
@@ -220,9 +220,9 @@ def config_page(registry: Registry) -> str:
              "`${VAR}` or `${VAR:-default}` to read the environment.", "", "## Top level", ""]
     lines += _model_table(RawConfig, {"reporting": "`reporting:` below", "connectors": "`name: {type: ..., ...}`",
                                       "metrics": "`id: {params: {...}}`", "schedules": "`name:` see `schedules.*`",
-                                      "service": "`service:` below"})
+                                      "service": "`service:` below", "plugins": "`plugins:` below"})
     for title, model in (("reporting", Reporting), ("metrics.*", MetricSettings), ("schedules.*", Schedule),
-                         ("service", ServiceSettings)):
+                         ("service", ServiceSettings), ("plugins", PluginSettings)):
         lines += ["", f"## `{title}`", ""] + _model_table(model)
     for name in sorted(registry.connectors):
         ctype = registry.connectors[name]
@@ -270,6 +270,8 @@ def _default(info) -> str:
 
 def _type_name(annotation) -> str:
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:  # a type with validators: the type
+        return _type_name(args[0])
     if origin is typing.Literal:
         return " \\| ".join(f"`{a}`" for a in args)
     if origin in (typing.Union, types.UnionType):

@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from . import segments
 from .errors import ConfigError, CrmkpiError, MetricError, StoreError
-from .grouped import Grid
+from .grouped import Cell, Grid
 from .metrics import TABLES, Metric, MetricContext, Value
 from .models import MetricResult, SyncRun
 from .periods import Calendar, Period
@@ -107,9 +107,14 @@ def run_metrics(engine: Engine, run: Run, settings: Settings | None = None, *, p
             split = splits[metric.id]
             one_cell = len(periods) == 1 and not run.compare and len(split.segments) == 1
             with _statements(conn, metric, show_sql):
-                cells.known = _grouped(conn, metric, params[metric.id], split, periods, run.compare, settings,
-                                       cells.today, stop_on_error) \
-                    if grouped and metric.grouped and not split.error and not one_cell else {}
+                try:
+                    cells.known = _grouped(conn, metric, params[metric.id], split, periods, run.compare, settings,
+                                           cells.today, stop_on_error) \
+                        if grouped and metric.grouped and not split.error and not one_cell else {}
+                except MetricError as exc:  # grouped returned the wrong type: the metric's every cell says so
+                    if stop_on_error:
+                        raise
+                    cells.known, split = {}, replace(split, error=str(exc).removeprefix(f"{metric.id}: "))
                 results += [cells.result(metric, params[metric.id], split, segment, period)
                             for segment in split.segments for period in periods]
     if persist:
@@ -250,7 +255,8 @@ def _grouped(conn: Connection, metric: Metric, params: dict[str, Any], split: _S
              stop_on_error: bool) -> dict[tuple[Period, segments.Segment | None], Value]:
     """Every cell's value from the metric's grouped compute: the run's periods and their comparisons,
     each segment. Empty when it raised: the cells are then computed one by one, so that a failure
-    (a missing fx rate) lands on the cells it concerns, as the per-cell path reports it."""
+    (a missing fx rate) lands on the cells it concerns, as the per-cell path reports it. What it returned
+    being no dict of Cell to Value raises a MetricError: computing cell by cell would hide the bug."""
     others = [settings.calendar.previous if kind == "previous" else settings.calendar.year_ago for kind in compare]
     parts = list(dict.fromkeys([*periods, *(other(period) for period in periods for other in others)]))
     dimensions = tuple(d for d, _ in split.segments[0].parts) if split.segments[0] else ()
@@ -266,6 +272,12 @@ def _grouped(conn: Connection, metric: Metric, params: dict[str, Any], split: _S
             raise
         return {}
     savepoint.commit()
+    if not isinstance(found, dict):
+        raise MetricError(f"{metric.id}: grouped returned {type(found).__name__}, expected a dict of Cell to Value")
+    for cell, value in found.items():
+        if not isinstance(cell, Cell) or not isinstance(value, Value):
+            raise MetricError(f"{metric.id}: grouped returned a dict of {type(cell).__name__} to "
+                              f"{type(value).__name__}, expected a dict of Cell to Value")
     return {(parts[cell.part], keys[cell.segment]): value for cell, value in found.items()}
 
 
@@ -295,7 +307,7 @@ def context(conn: Connection, metric: Metric, period: Period, params: dict[str, 
 
 def _call(metric: Metric, ctx: MetricContext) -> Value:
     try:
-        return metric.compute(ctx)
+        value = metric.compute(ctx)
     except MetricError as exc:
         if str(exc).startswith(f"{metric.id}:"):
             raise
@@ -304,6 +316,9 @@ def _call(metric: Metric, ctx: MetricContext) -> Value:
         raise
     except Exception as exc:
         raise MetricError(f"{metric.id}: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(value, Value):
+        raise MetricError(f"{metric.id}: compute returned {type(value).__name__}, expected Value")
+    return value
 
 
 def same_results(a: Any, b: Any, scale: float = 1.0) -> bool:

@@ -1,12 +1,16 @@
 """Plugin loading: entry points of the ``crmkpi`` group, one at a time, failures isolated.
 
 ``CRMKPI_LOAD_PLUGINS`` chooses what loads: unset loads every installed plugin, an empty
-value loads none, and a comma-separated list loads only the named entry points.
+value loads none, and a comma-separated list loads only the named entry points. A config's
+``plugins:`` section narrows that further (``allow``/``deny``, third-party plugins only).
+``CRMKPI_TRACE_PLUGINS=1`` prints every hook call on stderr.
 """
 
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
@@ -17,9 +21,13 @@ from . import hookspecs
 from .connector import ConnectorType
 from .errors import PluginError
 from .metrics import Metric
+from .suggest import did_you_mean
 
 ENTRY_POINT_GROUP = "crmkpi"
 LOAD_PLUGINS_ENV = "CRMKPI_LOAD_PLUGINS"
+TRACE_PLUGINS_ENV = "CRMKPI_TRACE_PLUGINS"
+#: The distribution of the built-in plugins, which a config's ``plugins:`` section cannot leave out.
+BUILTIN_DISTRIBUTION = "crmkpi"
 
 
 @dataclass
@@ -54,14 +62,18 @@ class PluginInfo:
 class Registry:
     """The loaded plugins and the metrics and connector types they registered."""
 
-    def __init__(self, strict: bool = False) -> None:
+    def __init__(self, strict: bool = False, trace: bool = False) -> None:
         self.strict = strict
+        self.trace = trace
         self.pm = pluggy.PluginManager("crmkpi")
         self.pm.add_hookspecs(hookspecs)
+        self._hooks = sorted(name for name, hook in vars(self.pm.hook).items() if hook.has_spec())
         self.plugins: dict[str, PluginInfo] = {}
         self.metrics: dict[str, Metric] = {}
         self.connectors: dict[str, ConnectorType] = {}
         self._provider: dict[tuple[str, str], str] = {}
+        #: Problems of the selection itself (no plugin to pin them on), e.g. an unknown name in CRMKPI_LOAD_PLUGINS.
+        self.warnings: list[str] = []
 
     def add(self, name: str, plugin: object, info: PluginInfo | None = None) -> None:
         """Register one plugin object and collect what its hooks register."""
@@ -73,35 +85,61 @@ class Registry:
         except Exception as exc:  # pluggy validates hook signatures here
             self._fail(info, f"invalid plugin: {exc}")
             return
-        info.hooks = sorted(
-            hook.name for hook in self.pm.get_hookcallers(plugin) or [] if hook.name.startswith("register_")
-        )
+        callers = self.pm.get_hookcallers(plugin) or []
+        info.hooks = sorted(hook.name for hook in callers if hook.has_spec())
+        # pluggy accepts a @hookimpl without a spec (one may be added later): here it is a typo nothing calls
+        for hook in callers:
+            if not hook.has_spec():
+                hint = did_you_mean(hook.name, self._hooks) or f" (hooks: {', '.join(self._hooks)})"
+                self._fail(info, f"unknown hook {hook.name!r}{hint}")
         self._collect(info, "register_connectors", "connector", ConnectorType, self.connectors, info.connectors)
         self._collect(info, "register_metrics", "metric", Metric, self.metrics, info.metrics)
 
     def _collect(self, info, hook_name, kind, expected_type, target: dict, provided: list) -> None:
+        """Call the plugin's ``hook_name``: each valid item registers, each invalid one is an error of its own.
+        The errors are reported after the hook returns: raised in ``register()``, a strict registry's
+        error would pass through the plugin's code, which could swallow it."""
         impls = [i for i in getattr(self.pm.hook, hook_name).get_hookimpls() if i.plugin_name == info.name]
-        pending: dict[str, Any] = {}
+        problems: list[str] = []
 
         def register(item: Any) -> None:
-            if not isinstance(item, expected_type):
-                raise PluginError(f"register() expects a {expected_type.__name__}, got {type(item).__name__}")
-            key = item.id if kind == "metric" else item.name
-            if key in target or key in pending:
-                other = self._provider.get((kind, key), info.name)
-                raise PluginError(f"duplicate {kind} id {key!r}: already provided by {self.plugins[other].describe()}")
-            pending[key] = item
-
-        for impl in impls:
-            try:
-                impl.function(register=register)
-            except Exception as exc:
-                self._fail(info, f"{hook_name}: {exc}")
+            problem = self._invalid(item, kind, expected_type, target)
+            self._trace(info, f"register({_summary(item)}) -> {'rejected: ' + problem if problem else 'registered'}")
+            if problem:
+                problems.append(f"{hook_name}: {problem}")
                 return
-        for key, item in pending.items():
+            key = _key(kind, item)
             target[key] = item
             self._provider[(kind, key)] = info.name
             provided.append(key)
+
+        for impl in impls:
+            self._trace(info, f"{hook_name}(register=<callback>)")
+            before = len(provided)
+            try:
+                impl.function(register=register)
+            except Exception as exc:  # what it registered before raising stays registered
+                problems.append(f"{hook_name}: {exc}")
+                outcome = f"raised {type(exc).__name__}: {exc}"
+            else:
+                outcome = "returned"
+            self._trace(info, f"{hook_name} -> {outcome}; registered: {', '.join(provided[before:]) or 'nothing'}")
+        for problem in problems:
+            self._fail(info, problem)
+
+    def _invalid(self, item: Any, kind: str, expected_type: type, target: dict) -> str | None:
+        """Why ``item`` cannot be registered, or None."""
+        if not isinstance(item, expected_type):
+            return f"register() expects a {expected_type.__name__}, got {_summary(item)}"
+        key = _key(kind, item)
+        if key in target:
+            return (f"duplicate {kind} id {key!r}: already provided by "
+                    f"{self.plugins[self._provider[(kind, key)]].describe()}")
+        return None
+
+    def _trace(self, info: PluginInfo, message: str) -> None:
+        if self.trace:
+            print(f"trace: plugin {info.describe()}: {_one_line(message)}", file=sys.stderr)
 
     def _claim(self, name: str, info: PluginInfo) -> bool:
         """List the plugin under its name; a name already taken (say, by another distribution) fails it."""
@@ -113,7 +151,7 @@ class Registry:
         return False
 
     def _fail(self, info: PluginInfo, message: str) -> None:
-        message = "; ".join(line.strip() for line in message.splitlines() if line.strip())  # one line
+        message = _one_line(message)
         if self.strict:
             raise PluginError(f"plugin {info.describe()}: {message}")
         info.errors.append(message)
@@ -139,29 +177,69 @@ class Registry:
             raise PluginError(f"unknown connector type {name!r} (known: {known})") from None
 
 
-def selected_entry_points(environ: dict[str, str] | os._Environ = os.environ,
-                          distribution: str | None = None) -> list[EntryPoint]:
-    """The entry points to load: ``CRMKPI_LOAD_PLUGINS`` decides, or only one distribution's."""
-    # Built-ins load first, so a third-party plugin reusing one of their ids is the one rejected.
-    eps = sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: (_distribution(ep) != "crmkpi", ep.name))
+def _key(kind: str, item: Metric | ConnectorType) -> str:
+    """The id a metric or a connector type registers under."""
+    return item.id if kind == "metric" else item.name
+
+
+def _one_line(message: str) -> str:
+    return "; ".join(line.strip() for line in message.splitlines() if line.strip())
+
+
+def _summary(item: Any) -> str:
+    """``Metric 'win_rate'``: what a plugin passed to ``register()``, with its id (or name) where it has one."""
+    key = getattr(item, "id", None) or getattr(item, "name", None)
+    return f"{type(item).__name__} {key!r}" if isinstance(key, str) else type(item).__name__
+
+
+def installed_entry_points() -> list[EntryPoint]:
+    """Every installed entry point of the group: the built-ins first, so that a third-party plugin reusing
+    one of their ids is the one rejected, then by name."""
+    return sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: (not is_builtin(ep), ep.name))
+
+
+def is_builtin(ep: EntryPoint) -> bool:
+    return _distribution(ep) == BUILTIN_DISTRIBUTION
+
+
+def selected_entry_points(environ: dict[str, str] | os._Environ = os.environ, distribution: str | None = None,
+                          allow: Collection[str] | None = None, deny: Collection[str] = ()) -> list[EntryPoint]:
+    """The entry points to load: ``CRMKPI_LOAD_PLUGINS`` decides, then ``allow`` and ``deny`` (which leave the
+    built-ins alone); or only one distribution's."""
+    eps = installed_entry_points()
     if distribution is not None:
         return [ep for ep in eps if _distribution(ep) == distribution]
+    wanted = _wanted(environ)
+    return [ep for ep in eps if (wanted is None or ep.name in wanted)
+            and (is_builtin(ep) or ((allow is None or ep.name in allow) and ep.name not in deny))]
+
+
+def _unknown_wanted(environ: dict[str, str] | os._Environ = os.environ) -> list[str]:
+    """A warning for each name in ``CRMKPI_LOAD_PLUGINS`` that no installed plugin has: a typo there
+    would otherwise leave a plugin out without a word."""
+    installed = [ep.name for ep in installed_entry_points()]
+    return [f"{LOAD_PLUGINS_ENV}: no installed plugin is named {name!r}{did_you_mean(name, installed)}"
+            for name in sorted(_wanted(environ) or ()) if name not in installed]
+
+
+def _wanted(environ: dict[str, str] | os._Environ) -> set[str] | None:
+    """The names ``CRMKPI_LOAD_PLUGINS`` lists; None when it is unset (every plugin)."""
     wanted = environ.get(LOAD_PLUGINS_ENV)
-    if wanted is None:
-        return eps
-    names = {n.strip() for n in wanted.split(",") if n.strip()}
-    return [ep for ep in eps if ep.name in names]
+    return None if wanted is None else {n.strip() for n in wanted.split(",") if n.strip()}
 
 
 def _distribution(ep: EntryPoint) -> str | None:
     return ep.dist.metadata["Name"] if ep.dist else None
 
 
-def load_registry(strict: bool = False, extra: dict[str, object] | None = None,
-                  distribution: str | None = None) -> Registry:
-    """Load every selected entry point on its own, then any ``extra`` plugin objects."""
-    registry = Registry(strict=strict)
-    for ep in selected_entry_points(distribution=distribution):
+def load_registry(strict: bool = False, extra: dict[str, object] | None = None, distribution: str | None = None,
+                  allow: Collection[str] | None = None, deny: Collection[str] = ()) -> Registry:
+    """Load every selected entry point on its own (see :func:`selected_entry_points`), then any ``extra``
+    plugin objects."""
+    registry = Registry(strict=strict, trace=os.environ.get(TRACE_PLUGINS_ENV, "") not in ("", "0"))
+    if distribution is None:
+        registry.warnings = _unknown_wanted()
+    for ep in selected_entry_points(distribution=distribution, allow=allow, deny=deny):
         info = PluginInfo(name=ep.name, module=ep.value, distribution=_distribution(ep),
                           version=ep.dist.version if ep.dist else None)
         if not registry._claim(ep.name, info):

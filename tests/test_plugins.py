@@ -1,4 +1,5 @@
-"""Plugin discovery through real entry points, failure isolation, duplicates, strict mode, ``crmkpi plugins``.
+"""Plugin discovery through real entry points, failure isolation, duplicates, strict mode, ``crmkpi plugins``,
+diagnostics (unknown hooks, wrong types, ``--strict``, tracing, the config's allow and deny lists).
 
 Third-party plugins are "installed" for real: a ``<name>-<version>.dist-info`` folder (METADATA and
 ``entry_points.txt`` in the ``crmkpi`` group) next to the plugin package (copied from tests/plugins/)
@@ -23,7 +24,8 @@ from conftest import ALL_BUILTINS
 from crmkpi.cli import cli
 from crmkpi.connectors.files.settings import FilesSettings
 from crmkpi.errors import PluginError, Terminated
-from crmkpi.plugins import ENTRY_POINT_GROUP, PluginInfo, Registry, load_registry, selected_entry_points
+from crmkpi.plugins import (ENTRY_POINT_GROUP, PluginInfo, Registry, installed_entry_points, load_registry,
+                            selected_entry_points)
 
 ROOT = Path(__file__).resolve().parent.parent
 VERSION = crmkpi.__version__
@@ -289,9 +291,9 @@ def test_plugin_whose_hook_raises(install, monkeypatch):
     flaky = registry.plugins["flaky"]
     assert flaky.hooks == ["register_metrics"]
     assert flaky.errors == ["register_metrics: hook exploded: no API key"]
-    # what it registered before raising is not kept
-    assert flaky.metrics == [] and "half_registered" not in registry.metrics
-    assert list(registry.metrics) == ["close_rate", "win_rate"]
+    # what it registered before raising is kept, as every valid item is
+    assert flaky.metrics == ["half_registered"]
+    assert list(registry.metrics) == ["close_rate", "win_rate", "half_registered"]
     result = invoke("plugins")
     assert result.exit_code == 0
     assert "  ERROR: register_metrics: hook exploded: no API key" in result.stdout.splitlines()
@@ -302,7 +304,7 @@ def test_registering_the_wrong_type(install, monkeypatch):
     select(monkeypatch, "files,sales_metrics,wrongly")
     registry = load_registry()
     assert sorted(registry.plugins["wrongly"].errors) == [
-        "register_connectors: register() expects a ConnectorType, got Metric",
+        "register_connectors: register() expects a ConnectorType, got Metric 'misfiled'",
         "register_metrics: register() expects a Metric, got dict",
     ]
     assert "misfiled" not in registry.metrics and "dict_metric" not in registry.metrics
@@ -400,7 +402,7 @@ def test_strict_mode_raises_on_import_failure(install, monkeypatch):
         ("dupes", "duplicate_metric", "plugin dupes (dupes 1.0): register_metrics: duplicate metric id "
                                       f"'close_rate': already provided by sales_metrics (crmkpi {VERSION})"),
         ("wrongly", "wrong_type", "plugin wrongly (wrongly 1.0): register_connectors: register() expects a "
-                                  "ConnectorType, got Metric"),
+                                  "ConnectorType, got Metric 'misfiled'"),
     ],
 )
 def test_strict_mode_raises_on_hook_failures(install, monkeypatch, dist, module, message):
@@ -437,3 +439,195 @@ def test_loading_the_builtins_leaves_the_api_client_libraries_unimported():
     env = {**os.environ, "CRMKPI_LOAD_PLUGINS": ALL_BUILTINS}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert result.stdout.strip() == "[]"
+
+
+# --- diagnostics ----------------------------------------------------------------------
+
+
+def test_an_unknown_hook_is_an_error_with_a_did_you_mean_and_the_valid_hooks_load(install, monkeypatch):
+    install("misnamed", "1.0", {"misnamed": "misnamed_hook"})
+    select(monkeypatch, "misnamed")
+    errors = ["unknown hook 'on_startup' (hooks: register_connectors, register_metrics)",
+              "unknown hook 'register_metric'; did you mean 'register_metrics'?"]
+    info = plugins_json()["misnamed"]
+    assert (info["hooks"], info["connectors"], info["errors"]) == (["register_connectors"], ["misnamed_source"],
+                                                                   errors)
+    assert invoke("plugins").stdout.splitlines() == ["misnamed  [misnamed 1.0]  misnamed_hook",
+                                                     "  connectors: misnamed_source",
+                                                     *(f"  ERROR: {error}" for error in errors)]
+    listed = invoke("metrics", "list")
+    assert listed.exit_code == 0
+    assert listed.stderr.splitlines() == [f"Warning: plugin misnamed (misnamed 1.0): {error} (see `crmkpi plugins`)"
+                                          for error in errors]
+
+
+def test_each_invalid_registration_is_an_error_of_its_own_and_the_valid_items_load(install, monkeypatch):
+    install("mixed", "1.0", {"mixed": "mixed_items"})
+    select(monkeypatch, "sales_metrics,mixed")
+    errors = [
+        "register_metrics: register() expects a Metric, got dict",
+        f"register_metrics: duplicate metric id 'close_rate': already provided by sales_metrics (crmkpi {VERSION})",
+        "register_metrics: register() expects a Metric, got ConnectorType 'misfiled_source'",
+        "register_metrics: duplicate metric id 'first_good': already provided by mixed (mixed 1.0)",
+    ]
+    info = plugins_json()["mixed"]
+    assert (info["metrics"], info["errors"]) == (["first_good", "second_good"], errors)
+    lines = invoke("plugins").stdout.splitlines()
+    assert lines[lines.index("mixed  [mixed 1.0]  mixed_items") + 1:] == [
+        "  metrics: first_good, second_good",
+        "  note: computed cell by cell, the slow path for series and segments (no grouped compute): first_good, "
+        "second_good",
+        *(f"  ERROR: {error}" for error in errors)]
+    listed = invoke("metrics", "list")
+    assert listed.stderr.splitlines() == [f"Warning: plugin mixed (mixed 1.0): {error} (see `crmkpi plugins`)"
+                                          for error in errors]
+    assert [line.split()[0] for line in listed.stdout.splitlines()] == ["close_rate", "first_good", "second_good",
+                                                                        "win_rate"]
+    assert invoke("metrics", "show", "close_rate").stdout.startswith("close_rate: Close rate\n")
+
+
+def test_a_metric_returning_the_wrong_type_is_an_error_naming_it_and_the_type(install, monkeypatch, project):
+    install("wrong-value", "1.0", {"wrong": "wrong_value"})
+    select(monkeypatch, "files,wrong")
+    sync(project)
+    run = ("run", "--config", str(project), "--period", "2024", "--format", "json", "--no-save")
+    result = invoke(*run, "--metric", "float_metric")
+    assert result.exit_code == 3
+    [row] = json.loads(result.stdout)
+    assert (row["value"], row["error"]) == (None, "compute returned float, expected Value")
+    assert result.stderr == "Error: float_metric: compute returned float, expected Value; no result computed\n"
+    explained = invoke("explain", "--config", str(project), "float_metric", "--period", "2024")
+    assert (explained.exit_code, explained.stderr) == (1, "Error: float_metric: compute returned float, expected "
+                                                          "Value\n")
+    # A series uses the grouped compute: what it returns wrong is every cell's error, not retried cell by cell
+    # (compute would give 1.0 in each).
+    result = invoke(*run, "--metric", "grouped_floats", "--metric", "grouped_list", "--grain", "quarter")
+    assert result.exit_code == 3
+    floats = "grouped returned a dict of Cell to float, expected a dict of Cell to Value"
+    listed = "grouped returned list, expected a dict of Cell to Value"
+    assert [(r["metric"], r["period"], r["value"], r["error"]) for r in json.loads(result.stdout)] == [
+        *(("grouped_floats", f"2024-Q{q}", None, floats) for q in range(1, 5)),
+        *(("grouped_list", f"2024-Q{q}", None, listed) for q in range(1, 5))]
+    assert result.stderr == f"Error: grouped_floats: {floats}; 1 more metric failed (grouped_list); no result computed\n"
+
+
+def test_plugins_strict_fails_after_the_listing_when_a_plugin_has_an_error(install, monkeypatch):
+    install("broken-plugin", "0.1.0", {"broken": "broken_import"})
+    select(monkeypatch, "files")
+    assert invoke("plugins", "--strict").exit_code == 0
+    select(monkeypatch, "files,broken")
+    error = ("Error: --strict: plugin broken (broken-plugin 0.1.0): failed to load broken_import: RuntimeError: "
+             "plugin import exploded\n")
+    result = invoke("plugins", "--strict")
+    assert (result.exit_code, result.stderr) == (1, error)
+    assert result.stdout.splitlines() == [
+        f"files  [crmkpi {VERSION}]  crmkpi.connectors.files", "  connectors: files",
+        "broken  [broken-plugin 0.1.0]  broken_import",
+        "  ERROR: failed to load broken_import: RuntimeError: plugin import exploded"]
+    result = invoke("plugins", "--strict", "--json")
+    assert (result.exit_code, result.stderr) == (1, error)
+    assert [info["name"] for info in json.loads(result.stdout)] == ["files", "broken"]
+    assert invoke("plugins").exit_code == 0  # without --strict the listing is all
+
+
+def test_an_unknown_name_in_crmkpi_load_plugins_is_a_warning_with_a_did_you_mean_once_per_command(
+        install, monkeypatch, project):
+    install("acme-crm-metrics", "1.2.3", {"acme": "good_metrics"})
+    select(monkeypatch, "files,sales_metrics,acmee,zzz")
+    sync(project)
+    warnings = ["Warning: CRMKPI_LOAD_PLUGINS: no installed plugin is named 'acmee'; did you mean 'acme'?",
+                "Warning: CRMKPI_LOAD_PLUGINS: no installed plugin is named 'zzz'"]
+    listed = invoke("metrics", "list")
+    assert listed.exit_code == 0 and listed.stderr.splitlines() == warnings
+    result = invoke("run", "--config", str(project), "--period", "2024", "--format", "json", "--no-save")
+    assert result.exit_code == 0 and result.stderr.splitlines() == warnings
+    result = invoke("plugins", "--strict")
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [*warnings, "Error: --strict: CRMKPI_LOAD_PLUGINS: no installed plugin is "
+                                                     "named 'acmee'; did you mean 'acme'?; 1 more problem"]
+    assert [line for line in result.stdout.splitlines() if not line.startswith(" ")] == [
+        f"files  [crmkpi {VERSION}]  crmkpi.connectors.files", f"sales_metrics  [crmkpi {VERSION}]  "
+                                                               "crmkpi.metrics_plugins.sales"]
+
+
+def test_crmkpi_trace_plugins_prints_every_hook_call(install, monkeypatch):
+    install("acme-crm-metrics", "1.2.3", {"acme": "good_metrics"})
+    install("wrongly", "1.0", {"wrongly": "wrong_type"})
+    install("flaky", "3.0", {"flaky": "failing_hook"})
+    select(monkeypatch, "acme,wrongly,flaky")
+    monkeypatch.setenv("CRMKPI_TRACE_PLUGINS", "1")
+    acme, wrongly, flaky = ("trace: plugin acme (acme-crm-metrics 1.2.3): ", "trace: plugin wrongly (wrongly 1.0): ",
+                            "trace: plugin flaky (flaky 3.0): ")
+    traced = [
+        f"{acme}register_metrics(register=<callback>)",
+        f"{acme}register(Metric 'deals_created') -> registered",
+        f"{acme}register_metrics -> returned; registered: deals_created",
+        f"{flaky}register_metrics(register=<callback>)",
+        f"{flaky}register(Metric 'half_registered') -> registered",
+        f"{flaky}register_metrics -> raised ValueError: hook exploded: no API key; registered: half_registered",
+        f"{wrongly}register_connectors(register=<callback>)",
+        f"{wrongly}register(Metric 'misfiled') -> rejected: register() expects a ConnectorType, got Metric "
+        "'misfiled'",
+        f"{wrongly}register_connectors -> returned; registered: nothing",
+        f"{wrongly}register_metrics(register=<callback>)",
+        f"{wrongly}register(dict) -> rejected: register() expects a Metric, got dict",
+        f"{wrongly}register_metrics -> returned; registered: nothing",
+    ]
+    warnings = [
+        "Warning: plugin flaky (flaky 3.0): register_metrics: hook exploded: no API key (see `crmkpi plugins`)",
+        "Warning: plugin wrongly (wrongly 1.0): register_connectors: register() expects a ConnectorType, got Metric "
+        "'misfiled' (see `crmkpi plugins`)",
+        "Warning: plugin wrongly (wrongly 1.0): register_metrics: register() expects a Metric, got dict (see "
+        "`crmkpi plugins`)",
+    ]
+    result = invoke("metrics", "list")
+    assert result.exit_code == 0 and result.stderr.splitlines() == traced + warnings
+    monkeypatch.setenv("CRMKPI_TRACE_PLUGINS", "0")
+    assert invoke("metrics", "list").stderr.splitlines() == warnings
+
+
+@pytest.fixture
+def two_plugins(install, monkeypatch, project) -> Path:
+    """acme (a good metric) and zeta (a metric that raises) installed and selected with the built-ins."""
+    install("acme-crm-metrics", "1.2.3", {"acme": "good_metrics"})
+    install("zeta-metrics", "1.0", {"zeta": "raising_metric"})
+    select(monkeypatch, "files,sales_metrics,acme,zeta")
+    return project
+
+
+def configured(project: Path, plugins: str) -> Path:
+    project.write_text(f"{project.read_text()}plugins: {plugins}\n", encoding="utf-8")
+    return project
+
+
+def test_the_config_denies_or_allows_third_party_plugins(two_plugins):
+    def loaded(*args: str) -> list[str]:
+        return [info["name"] for info in json.loads(invoke("plugins", "--json", *args).stdout)]
+
+    project = configured(two_plugins, "{deny: [zeta]}")
+    assert loaded("--config", str(project)) == ["files", "sales_metrics", "acme"]
+    assert invoke("validate", "--config", str(project)).stdout == f"{project}: OK (1 connectors, all 3 metrics, 0 " \
+                                                                  "schedules)\n"
+    assert "raising_metric" not in sys.modules  # a denied plugin is not even imported
+    assert loaded() == ["files", "sales_metrics", "acme", "zeta"]  # without the config
+    project.write_text(project.read_text().replace("{deny: [zeta]}", "{allow: [zeta]}"), encoding="utf-8")
+    assert loaded("--config", str(project)) == ["files", "sales_metrics", "zeta"]  # the built-ins always load
+    sync(project)
+    result = invoke("run", "--config", str(project), "--metric", "deals_created")
+    assert (result.exit_code, result.stderr) == (1, "Error: unknown metric 'deals_created' (known: close_rate, "
+                                                    "weighted_pipeline, win_rate)\n")
+
+
+@pytest.mark.parametrize("plugins, error", [
+    ("{deny: [acmee]}", "plugins.deny.0: unknown plugin 'acmee'; did you mean 'acme'? (installed: {installed})"),
+    ("{allow: [acme, zzz]}", "plugins.allow.1: unknown plugin 'zzz' (installed: {installed})"),
+    ("{deny: [files]}", "plugins.deny.0: 'files' is built into crmkpi, and the built-in plugins always load"),
+    ("{allow: [acme, zeta], deny: [zeta]}", "plugins: both allowed and denied: 'zeta'"),
+    ("{alow: [acme]}", "plugins.alow: unknown field; did you mean 'allow'?"),
+])
+def test_the_config_plugin_lists_are_checked(two_plugins, plugins, error):
+    project = configured(two_plugins, plugins)
+    error = error.format(installed=", ".join(ep.name for ep in installed_entry_points()))
+    for command in ("validate", "plugins"):
+        result = invoke(command, "--config", str(project))
+        assert (result.exit_code, result.stdout, result.stderr) == (1, "", f"Error: {error}\n")

@@ -1,4 +1,4 @@
-"""A plugin whose hook raises after registering one metric (which must not be kept)."""
+"""A plugin whose hook raises after registering one metric (which stays registered)."""
 
 from crmkpi import hookimpl
 from crmkpi.metrics import Metric, Value
