@@ -31,7 +31,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from . import segments
 from .errors import MetricError
-from .models import TABLES, FxRate
+from .models import TABLES
 from .periods import Period
 from .sqlkit import SqlKit, fx_rate, instant, interpolate, ranked_pair
 
@@ -223,7 +223,7 @@ class Grid(SqlKit):
     def left_out(self, rows: str, table: Table, *where: ColumnElement, then: str = "left out") -> dict[tuple, str]:
         """Per segment, :meth:`MetricContext.left_out <crmkpi.metrics.MetricContext.left_out>`'s note: how
         many of its rows matching ``where`` a value cannot use. Segments without such rows are absent."""
-        return {key: f"{count} {rows} {then}" for key, (count,) in
+        return {key: left_out_note(count, rows, then) for key, (count,) in
                 self.by_segment(table, func.count(), where=where).items() if count}
 
     def left_out_by_part(self, rows: str, table: Table, at: ColumnElement | None, *where: ColumnElement,
@@ -231,7 +231,7 @@ class Grid(SqlKit):
         """Per cell, :meth:`left_out`'s note on the live rows of ``table`` matching ``where`` that
         :meth:`by_part` places in it (by ``at``, or ``on``). Cells without such rows are absent."""
         counts = self.by_part(table, at, func.count(), where=where, on=on)
-        return {cell: f"{count} {rows} {then}" for cell, (count,) in counts.items() if count}
+        return {cell: left_out_note(count, rows, then) for cell, (count,) in counts.items() if count}
 
     def money(self, table: Table, amount: ColumnElement, at: ColumnElement, *where: ColumnElement) -> ColumnElement:
         """``amount`` in the reporting currency at the ``fx_rates`` rate valid on ``at``, as
@@ -239,13 +239,17 @@ class Grid(SqlKit):
         matching ``where`` (which places them in the grid's parts: :meth:`in_any_part`, say). If one of
         them is in a currency without a rate, this raises, and the engine computes the metric cell by
         cell instead."""
-        foreign, valid, factor = fx_rate(table, at, self.reporting_currency)
-        missing = self.conn.execute(select(table.c.id).where(*self.live(table), *where, foreign,
-                                                         ~exists(select(FxRate.__table__.c.id).where(*valid)))
-                                    .limit(1)).first()
+        rateless, factor = fx_rate(table, at, self.reporting_currency)
+        missing = self.conn.execute(select(table.c.id).where(*self.live(table), *where, rateless).limit(1)).first()
         if missing:
             raise MetricError("a row lacks an fx rate: computed cell by cell")
         return amount * factor
+
+
+def left_out_note(count: int, rows: str, then: str = "left out") -> str | None:
+    """``"3 won deal(s) without closed_at left out"``: the note on ``count`` rows a value cannot use (or,
+    ``then``, takes as 0) because a column it needs is empty; None for none."""
+    return f"{count} {rows} {then}" if count else None
 
 
 def _plus(total, value):

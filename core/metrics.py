@@ -14,14 +14,14 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Any, Callable, Literal
 
-from sqlalchemy import Select, Table, case, exists, func, select, true
+from sqlalchemy import Select, Table, and_, func, or_, select, true
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
 from . import segments
 from .errors import MetricError
-from .grouped import Cell, Grid
-from .models import TABLES, FxRate
+from .grouped import Cell, Grid, left_out_note
+from .models import TABLES
 from .sqlkit import SqlKit, fx_rate, interpolate, ranked_pair
 from .periods import Period
 
@@ -115,11 +115,13 @@ def statistic(ctx: MetricContext, values: Select, total: float, count: int) -> V
     return stat_value(ctx.params["stat"], total, count, lambda percent: ctx.percentile(values, percent))
 
 
-def duration_sums(durations: ColumnElement) -> tuple[ColumnElement, ...]:
+def duration_sums(durations: ColumnElement, among: ColumnElement | None = None) -> tuple[ColumnElement, ...]:
     """Aggregates over durations: the total and the count of those that can be measured (0 or more),
-    the count of the negative ones and of the missing ones (for the notes that count what is left out)."""
-    return (func.sum(case((durations >= 0, durations))), func.count(case((durations >= 0, 1))),
-            func.count(case((durations < 0, 1))), func.count(case((durations.is_(None), 1))))
+    the count of the negative ones and of the missing ones (for the notes that count what is left out);
+    ``among``: of the rows matching it only (the others are aggregated for something else)."""
+    sums = (func.sum(durations).filter(durations >= 0), func.count(durations).filter(durations >= 0),
+            func.count(durations).filter(durations < 0), func.count().filter(durations.is_(None)))
+    return sums if among is None else tuple(total.filter(among) for total in sums)
 
 
 def stat_value(stat: str, total: float, count: int, percentile: Callable[[int], tuple[float | None, int]]) -> Value:
@@ -196,13 +198,14 @@ class MetricContext(SqlKit):
         matching ``where``, rows a value cannot use (or, ``then``, takes as 0) because a column it needs is
         empty; None when there is no such row. Empty columns must never move a value silently."""
         count = self.conn.execute(select(func.count()).select_from(table).where(*self.scope(table), *where)).scalar()
-        return f"{count} {rows} {then}" if count else None
+        return left_out_note(count, rows, then)
 
     def left_out_each(self, table: Table, missing: dict[str, ColumnElement]) -> list[str | None]:
         """:meth:`left_out` notes for several conditions, counted in one scan: ``{"order(s) without
         ordered_at left out": condition, ...}`` gives ``"2 order(s) without ordered_at left out"``."""
-        counts = self.conn.execute(select(*(func.count(case((condition, 1))) for condition in missing.values()))
-                                   .select_from(table).where(*self.scope(table))).one()
+        # narrowed to the rows left out: each count's condition is then tested on few rows
+        counts = self.conn.execute(select(*(func.count().filter(condition) for condition in missing.values()))
+                                   .select_from(table).where(*self.scope(table), or_(*missing.values()))).one()
         return [f"{count} {note}" if count else None for note, count in zip(missing, counts)]
 
     def record(self, label: str, table: Table, *where: ColumnElement) -> None:
@@ -227,18 +230,46 @@ class MetricContext(SqlKit):
 
         A row in another currency without a rate on or before its date is an error
         naming the currency and date; a row without a currency is in the reporting currency.
+        The rows checked are the in-scope rows matching ``where``: those the metric converts.
         """
-        foreign, valid, factor = fx_rate(table, at, self.reporting_currency)
+        self._refuse_missing_rate(table, at, *where)
+        return amount * fx_rate(table, at, self.reporting_currency)[1]
+
+    def converted(self, table: Table, amount: ColumnElement, at: ColumnElement, *where: ColumnElement) -> Converted:
+        """:meth:`money` checked in the metric's own query rather than in a scan of its own, for a metric that
+        sums the amount anyway: it selects ``converted.amount`` and ``converted.unconverted`` together, and
+        gives the count to ``converted.check`` before using the sum. ``where`` must hold every condition of
+        that query (the error names the first currency and date among those rows)."""
+        rateless, factor = fx_rate(table, at, self.reporting_currency)
+        return Converted(amount * factor, func.count().filter(and_(rateless, *where)),
+                         lambda: self._refuse_missing_rate(table, at, *where))
+
+    def _refuse_missing_rate(self, table: Table, at: ColumnElement, *where: ColumnElement) -> None:
+        rateless, _ = fx_rate(table, at, self.reporting_currency)
         missing = self.conn.execute(
-            select(table.c.currency, func.min(at)).where(*self.scope(table), *where, foreign,
-                                                         ~exists(select(FxRate.__table__.c.id).where(*valid)))
+            select(table.c.currency, func.min(at)).where(*self.scope(table), *where, rateless)
             .group_by(table.c.currency).order_by(table.c.currency).limit(1)
         ).first()
         if missing:
             day = missing[1].date() if isinstance(missing[1], datetime) else str(missing[1])[:10]
             raise MetricError(f"no fx_rates rate for {missing[0]} on or before {day} "
                               f"(rates convert to the reporting currency {self.reporting_currency})")
-        return amount * factor
+
+
+@dataclass(frozen=True)
+class Converted:
+    """An amount in the reporting currency with the count that proves it (:meth:`MetricContext.converted`)."""
+
+    amount: ColumnElement
+    #: An aggregate: how many of the rows to convert have no rate (0, or the sum is wrong).
+    unconverted: ColumnElement
+    refuse: Callable[[], None]
+
+    def check(self, unconverted: int) -> None:
+        """:meth:`MetricContext.money`'s error when the query counted rows without a rate."""
+        if unconverted:
+            self.refuse()
+            raise MetricError(f"{unconverted} row(s) have no fx_rates rate to convert them to the reporting currency")
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Sequence
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Date, DateTime, Table, Time, case, cast, func, literal, select
+from sqlalchemy import Date, DateTime, Select, Table, Time, and_, case, cast, exists, func, literal, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement, UnaryExpression
 from sqlalchemy.sql.operators import custom_op
@@ -83,6 +83,14 @@ class SqlKit:
         return cast(func.timezone("UTC", column), Time) == time()
 
 
+def evaluated_once(rows: Select) -> Select:
+    """``rows`` kept a subquery whose columns are computed once per row: SQLite and PostgreSQL otherwise merge a
+    subquery into the query reading it and evaluate a column's expression again in every aggregate that reads
+    it (four aggregates of one duration took twice the time of one). Neither merges a subquery with an
+    ``OFFSET``, and neither writes its rows anywhere for it."""
+    return rows.offset(0)
+
+
 def ranked_pair(rows, value: ColumnElement, percent: int, partition: Sequence[ColumnElement] = ()):
     """From the subquery ``rows``, the (at most) two non-null ``value``s around the ``percent``-th
     percentile of each ``partition`` group: a select of ``*partition, x, n`` ordered by group and rank."""
@@ -108,11 +116,11 @@ def interpolate(pair: Sequence[Any], percent: int) -> tuple[float | None, int]:
     return low + ((count - 1) * percent % 100) / 100 * (high - low), count
 
 
-def fx_rate(table: Table, at: ColumnElement, reporting_currency: str) -> tuple[ColumnElement, tuple, ColumnElement]:
-    """(whether a row is in a foreign currency, the conditions of a rate valid for it on ``at``, the
-    factor converting its amounts to ``reporting_currency``: the latest valid rate, or 1)."""
+def fx_rate(table: Table, at: ColumnElement, reporting_currency: str) -> tuple[ColumnElement, ColumnElement]:
+    """(whether a row is in a foreign currency without a rate valid on ``at``, the factor converting its
+    amounts to ``reporting_currency``: the latest valid rate, or 1)."""
     fx = FxRate.__table__
     valid = (fx.c.currency == table.c.currency, fx.c.valid_from <= at, fx.c.is_deleted.is_(False))
     foreign = func.coalesce(table.c.currency, reporting_currency) != reporting_currency
     rate = select(fx.c.rate_to_reporting).where(*valid).order_by(fx.c.valid_from.desc()).limit(1)
-    return foreign, valid, case((foreign, rate.scalar_subquery()), else_=1.0)
+    return and_(foreign, ~exists(select(fx.c.id).where(*valid))), case((foreign, rate.scalar_subquery()), else_=1.0)

@@ -749,8 +749,10 @@ def net_new_revenue(ctx: MetricContext) -> Value:
     scope = (*ctx.scope(table), *new.usable)
     firsts = _firsts(ctx, table, at)
     where = (table.c.source == firsts.c.source, table.c.id == firsts.c.id)
-    money = ctx.money(table, func.coalesce(new.amount, 0), at, *where)
-    total, rows, unvalued = ctx.conn.execute(select(*new.sums(money)).where(*scope, *where)).one()
+    converted = ctx.converted(table, func.coalesce(new.amount, 0), at, *where)
+    total, rows, unvalued, unconverted = ctx.conn.execute(select(*new.sums(converted.amount), converted.unconverted)
+                                                          .where(*scope, *where)).one()
+    converted.check(unconverted)
     ctx.record(f"first {new.what} of new customers, in the period", table, exists(select(firsts.c.id).where(*where)))
     loaded = ctx.conn.execute(select(func.count()).where(*scope)).scalar() if not rows else 1
     return new.value(total, rows, unvalued, loaded, ctx.left_out(*new.unusable()))

@@ -429,10 +429,12 @@ def marketing_roi(ctx: MetricContext) -> Value:
     def roi(spent: float, note: str | None) -> Value:
         deals = ctx.table("deals")
         where = (deals.c.is_won.is_(True), ctx.in_period(deals.c.closed_at), *_attributed(ctx, deals.c.lead_source))
-        money = ctx.money(deals, func.coalesce(deals.c.amount, 0.0), deals.c.closed_at, *where)
+        converted = ctx.converted(deals, func.coalesce(deals.c.amount, 0.0), deals.c.closed_at, *where)
         ctx.record("won deals attributed to the spend", deals, *where)
-        revenue, unvalued = ctx.conn.execute(  # both in one scan
-            select(*_revenue_sums(money, deals.c.amount)).where(*ctx.scope(deals), *where)).one()
+        revenue, unvalued, unconverted = ctx.conn.execute(  # all in one scan
+            select(*_revenue_sums(converted.amount, deals.c.amount), converted.unconverted)
+            .where(*ctx.scope(deals), *where)).one()
+        converted.check(unconverted)
         return _roi(spent, note, revenue, unvalued, ctx.params["gross_margin"])
 
     return _spend(ctx).then(roi)

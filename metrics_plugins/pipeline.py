@@ -56,9 +56,12 @@ def _won_amounts(ctx: MetricContext) -> Won:
     """The deals won whose close date falls in the period, and their amounts in the reporting currency."""
     deals = ctx.table("deals")
     won, sized = _won_in_period(ctx, deals), deals.c.amount.is_not(None)
-    amount = ctx.money(deals, deals.c.amount, deals.c.closed_at, *won, sized)
+    converted = ctx.converted(deals, deals.c.amount, deals.c.closed_at, *won, sized)
     ctx.record("won deals with an amount, closed in the period", deals, *won, sized)
-    return _won(*ctx.conn.execute(select(*_won_sums(amount)).where(*ctx.scope(deals), *won)).one())
+    *sums, unconverted = ctx.conn.execute(select(*_won_sums(converted.amount), converted.unconverted)
+                                          .where(*ctx.scope(deals), *won)).one()
+    converted.check(unconverted)
+    return _won(*sums)
 
 
 def _won_amounts_grouped(grid: Grid) -> dict[Cell, Won]:
@@ -598,13 +601,17 @@ def pipeline_value(ctx: MetricContext) -> Value:
     pipeline = OpenPipeline(ctx.end)
     deals = pipeline.deals
     # Convert at the rate of the period's last day: this is a snapshot at the period's end.
-    amount = ctx.money(deals, deals.c.amount, literal(ctx.period.last_day, Date()), *pipeline.valued)
+    last_day = literal(ctx.period.last_day, Date())
     ctx.record("deals open at the end of the period", deals, *pipeline.open)
     never_open = ctx.left_out(*pipeline.never_open)
     if not ctx.params["weighted"]:
-        total, count, unvalued = ctx.conn.execute(  # one scan: the values and the open deals without one
-            select(*_valued_sums(amount)).where(*ctx.scope(deals), *pipeline.open)).one()
+        converted = ctx.converted(deals, deals.c.amount, last_day, *pipeline.valued)
+        # one scan: the values, the open deals without one, and those without a rate
+        total, count, unvalued, unconverted = ctx.conn.execute(select(
+            *_valued_sums(converted.amount), converted.unconverted).where(*ctx.scope(deals), *pipeline.open)).one()
+        converted.check(unconverted)
         return pipeline.value(total, count, unvalued, never_open)
+    amount = ctx.money(deals, deals.c.amount, last_day, *pipeline.valued)
     unvalued = ctx.conn.execute(select(func.count()).where(*ctx.scope(deals), *pipeline.open,
                                                           deals.c.amount.is_(None))).scalar()
     stage, history, last = pipeline.stage_at(ctx.end)

@@ -11,15 +11,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Select, and_, case, func, or_, select
+from sqlalchemy import Select, and_, case, func, or_, select, true
 from sqlalchemy.sql.elements import ColumnElement
 
 from crmkpi import hookimpl
 from crmkpi.errors import MetricError
-from crmkpi.grouped import Cell, Grid
+from crmkpi.grouped import Cell, Grid, left_out_note
 from crmkpi.metrics import (PERCENTILES, STAT_DOC, TABLES, Metric, MetricContext, Param, Value, duration_sums, ratio,
                             stat_param, stat_value)
-from crmkpi.sqlkit import instant
+from crmkpi.sqlkit import evaluated_once, instant
 
 
 def _hours(kit: MetricContext | Grid, start, end):
@@ -68,7 +68,7 @@ def avg_resolution_time(ctx: MetricContext) -> Value:
     resolution = Resolution(ctx, instant(ctx.start), instant(ctx.end), ctx.params["include_open"], instant(now))
     tickets, hours = resolution.tickets, resolution.hours
     ctx.record(label, tickets, resolution.where, tickets.c.created_at.is_not(None), hours >= 0)
-    measured = _measured(ctx, select(hours.label("hours")).where(*ctx.scope(tickets), resolution.where))
+    measured = _measured(ctx, hours, resolution.where)
     return resolution.value(measured, ctx.params["stat"], lambda percent: ctx.percentile(measured.hours, percent))
 
 
@@ -87,10 +87,9 @@ def first_response_time(ctx: MetricContext) -> Value:
     tickets = ctx.table("tickets")
     created, responded = tickets.c.created_at, tickets.c.first_response_at
     ctx.record("tickets created in the period", tickets, ctx.in_period(created))
-    measured = _measured(ctx, select(_hours(ctx, created, responded).label("hours"))
-                         .where(*ctx.scope(tickets), ctx.in_period(created)))
+    measured = _measured(ctx, _hours(ctx, created, responded), ctx.in_period(created), undated=created.is_(None))
     return _first_response(measured, ctx.params["stat"], lambda percent: ctx.percentile(measured.hours, percent),
-                           _undated(ctx))
+                           _undated(measured.undated))
 
 
 def first_response_time_grouped(grid: Grid) -> dict[Cell, Value]:
@@ -119,20 +118,30 @@ class Measured:
     count: int
     negative: int
     missing: int
+    #: The tickets in no period (without created_at), when asked for.
+    undated: int = 0
 
     def notes(self, negative: str, missing: str) -> list[str]:
         return [f"{_plural(n, 'ticket')} {what} left out" for n, what in ((self.missing, missing),
                                                                          (self.negative, negative)) if n]
 
 
-def _measured(ctx: MetricContext, durations: Select) -> Measured:
-    """The tickets ``durations`` selects (one ``hours`` column): the non-negative ones are measured."""
-    hours = durations.subquery("durations").c.hours
-    return _measured_of(select(hours).where(hours >= 0), *ctx.conn.execute(select(*duration_sums(hours))).one())
+def _measured(ctx: MetricContext, hours: ColumnElement, where: ColumnElement,
+              undated: ColumnElement | None = None) -> Measured:
+    """The in-scope tickets matching ``where``, measured by ``hours`` (the non-negative ones), in one scan that
+    also counts the tickets matching ``undated`` (those in no period), if given."""
+    tickets = TABLES["tickets"]
+    flags = [] if undated is None else [undated.label("undated")]
+    rows = evaluated_once(select(hours.label("hours"), *flags).where(
+        *ctx.scope(tickets), where if undated is None else or_(where, undated))).subquery("durations")
+    among = None if undated is None else ~rows.c.undated
+    counts = [] if undated is None else [func.count().filter(rows.c.undated)]
+    sums = ctx.conn.execute(select(*duration_sums(rows.c.hours, among), *counts)).one()
+    return _measured_of(select(rows.c.hours).where(rows.c.hours >= 0), *sums)
 
 
-def _measured_of(hours: Select | None, total, count, negative, missing) -> Measured:
-    return Measured(hours, float(total or 0), int(count or 0), int(negative or 0), int(missing or 0))
+def _measured_of(hours: Select | None, total, count, negative, missing, undated=0) -> Measured:
+    return Measured(hours, float(total or 0), int(count or 0), int(negative or 0), int(missing or 0), int(undated))
 
 
 def _measured_cells(grid: Grid, tickets, hours, value, at=None, on=None) -> dict[Cell, Value]:
@@ -151,20 +160,25 @@ UNDATED_TICKETS = ("ticket(s) without created_at (in no period)", TABLES["ticket
                    TABLES["tickets"].c.created_at.is_(None))
 
 
-def _undated(ctx: MetricContext) -> str | None:
+def _undated(count: int) -> str | None:
     """The note on the tickets without created_at, which no period of creation holds."""
-    return ctx.left_out(*UNDATED_TICKETS)
+    return left_out_note(count, UNDATED_TICKETS[0])
 
 
-def _no_tickets(ctx: MetricContext) -> bool:
-    tickets = ctx.table("tickets")
-    return not ctx.conn.execute(select(tickets.c.id).where(*ctx.scope(tickets)).limit(1)).first()
+def _counted(ctx: MetricContext, *conditions: ColumnElement, among: ColumnElement = true()) -> tuple[int, ...]:
+    """How many in-scope tickets (matching ``among``) match each condition, in one scan: tickets have no index
+    to narrow it, and each scan reads the whole table."""
+    tickets = TABLES["tickets"]
+    counts = select(*(func.count().filter(condition) for condition in conditions)).where(*ctx.scope(tickets), among)
+    return tuple(ctx.conn.execute(counts).one())
 
 
 def ticket_volume(ctx: MetricContext) -> Value:
     tickets = ctx.table("tickets")
-    count = ctx.count("tickets created in the period", tickets, ctx.in_period(tickets.c.created_at))
-    return _volume(count, lambda: _no_tickets(ctx), lambda: _undated(ctx))
+    created = ctx.in_period(tickets.c.created_at)
+    ctx.record("tickets created in the period", tickets, created)
+    count, undated, stored = _counted(ctx, created, tickets.c.created_at.is_(None), true())
+    return _volume(count, lambda: not stored, lambda: _undated(undated))
 
 
 def ticket_volume_grouped(grid: Grid) -> dict[Cell, Value]:
@@ -184,11 +198,12 @@ def _volume(count: int, no_tickets, undated) -> Value:
 
 def resolution_rate(ctx: MetricContext) -> Value:
     tickets = ctx.table("tickets")
-    created = ctx.in_period(tickets.c.created_at)
-    resolved = ctx.count("tickets created in the period and resolved", tickets, created,
-                         tickets.c.resolved_at.is_not(None))
-    total = ctx.count("tickets created in the period", tickets, created)
-    return _resolution_rate(resolved, total, _undated(ctx))
+    created, resolved = ctx.in_period(tickets.c.created_at), tickets.c.resolved_at.is_not(None)
+    ctx.record("tickets created in the period and resolved", tickets, created, resolved)
+    ctx.record("tickets created in the period", tickets, created)
+    undated = tickets.c.created_at.is_(None)
+    resolved, total, undated = _counted(ctx, and_(created, resolved), created, undated, among=or_(created, undated))
+    return _resolution_rate(resolved, total, _undated(undated))
 
 
 def resolution_rate_grouped(grid: Grid) -> dict[Cell, Value]:
@@ -227,6 +242,19 @@ class Survey:
         return {self.undated: answers.c.responded_at.is_(None),
                 self.unlabelled: and_(in_period, answers.c.survey.is_(None)),
                 self.unscored: and_(in_period, self.labelled, self.score.is_(None))}
+
+    def scan(self, ctx: MetricContext, supported: str, bad: ColumnElement,
+             sums: tuple[ColumnElement, ...]) -> tuple[tuple, list[str | None]]:
+        """(``sums`` over the responses counted in the period, the notes on those none can count); the counted
+        ones are checked against ``bad`` (:meth:`check`) in the same scan."""
+        answers = self.answers
+        in_period = ctx.in_period(answers.c.responded_at)
+        where = (in_period, *self.counted)
+        *totals, unreadable = ctx.conn.execute(select(*sums, func.count().filter(bad))
+                                               .where(*ctx.scope(answers), *where)).one()
+        if unreadable:
+            self.check(supported, bad, ctx, where)
+        return tuple(totals), ctx.left_out_each(answers, self.unanswered(in_period))
 
     def unanswered_cells(self, grid: Grid) -> dict[Cell, list[str | None]]:
         """The notes of :meth:`unanswered` for every cell of ``grid``."""
@@ -273,11 +301,10 @@ def nps(ctx: MetricContext) -> Value:
     survey = Survey(ctx.params)
     answers, where = survey.answers, (ctx.in_period(survey.answers.c.responded_at), *survey.counted)
     bad, promoter, detractor = _nps_kinds(survey)
-    survey.check("0-10 or 1-5", bad, ctx, where)
     ctx.record(f"{survey.name} responses in the period", answers, *where)
-    counts = ctx.conn.execute(select(func.count(case((promoter, 1))), func.count(case((detractor, 1))), func.count())
-                              .where(*ctx.scope(answers), *where)).one()
-    return _nps(survey, *counts, ctx.left_out_each(answers, survey.unanswered(ctx.in_period(answers.c.responded_at))))
+    counts, notes = survey.scan(ctx, "0-10 or 1-5", bad, (func.count().filter(promoter), func.count().filter(detractor),
+                                                           func.count()))
+    return _nps(survey, *counts, notes)
 
 
 def nps_grouped(grid: Grid) -> dict[Cell, Value]:
@@ -316,13 +343,10 @@ def _csat(survey: Survey, method: str, sums: tuple, notes: list[str | None]) -> 
 def csat(ctx: MetricContext) -> Value:
     survey, method = Survey(ctx.params), ctx.params["method"]
     answers, where = survey.answers, (ctx.in_period(survey.answers.c.responded_at), *survey.counted)
-    survey.check("valid", _csat_bad(survey), ctx, where)
     if method == "share_satisfied":
         ctx.record("satisfied responses (top two of the scale)", answers, *where, survey.score >= survey.scale - 1)
     ctx.record(f"{survey.name} responses in the period", answers, *where)
-    sums = ctx.conn.execute(select(*_csat_sums(survey, method)).where(*ctx.scope(answers), *where)).one()
-    return _csat(survey, method, sums,
-                 ctx.left_out_each(answers, survey.unanswered(ctx.in_period(answers.c.responded_at))))
+    return _csat(survey, method, *survey.scan(ctx, "valid", _csat_bad(survey), _csat_sums(survey, method)))
 
 
 def csat_grouped(grid: Grid) -> dict[Cell, Value]:

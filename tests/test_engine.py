@@ -19,7 +19,7 @@ from conftest import KpiProject, store_url_for
 from crmkpi.cli import cli
 from crmkpi.engine import Run, Settings, comparison, run_metrics
 from crmkpi.errors import ConfigError, MetricError
-from crmkpi.metrics import Metric, MetricContext, Value, ratio
+from crmkpi.metrics import Converted, Metric, MetricContext, Value, ratio
 from crmkpi.models import MetricResult
 from crmkpi.periods import Calendar
 from crmkpi.report import render
@@ -273,6 +273,49 @@ def test_a_missing_rate_fails_the_metric_naming_currency_and_date(project, perio
     error = f"no fx_rates rate for {currency} on or before {day} (rates convert to the reporting currency USD)"
     assert (row["value"], row["numerator"], row["note"], row["error"]) == (None, None, None, error)
     assert summary == f"win_rate: {error}; no result computed"
+
+
+@pytest.fixture
+def rateless_in_march(kpi_any_store):
+    """GBP rows in March 2025, whose first GBP rate is valid from April."""
+    kpi = kpi_any_store
+    kpi.write("deals", [
+        {"id": "usd", "is_closed": "true", "is_won": "true", "created_at": "2025-02-01T00:00:00Z",
+         "closed_at": "2025-03-10T00:00:00Z", "amount": 100, "currency": "USD", "account_id": "a1"},
+        {"id": "gbp", "is_closed": "true", "is_won": "true", "created_at": "2025-02-02T00:00:00Z",
+         "closed_at": "2025-03-12T00:00:00Z", "amount": 50, "currency": "GBP", "account_id": "a2"},
+        {"id": "open", "is_closed": "false", "is_won": "false", "created_at": "2025-03-03T00:00:00Z",
+         "amount": 70, "currency": "GBP", "account_id": "a2"},
+        {"id": "april", "is_closed": "true", "is_won": "true", "created_at": "2025-03-04T00:00:00Z",
+         "closed_at": "2025-04-02T00:00:00Z", "amount": 40, "currency": "GBP", "account_id": "a1"}])
+    kpi.write("subscriptions", [{"id": "s1", "account_id": "a3", "started_at": "2025-03-05T00:00:00Z", "mrr": 10,
+                                 "currency": "GBP"}])
+    kpi.write("marketing_spend", [{"id": "m1", "spent_on": "2025-03-01", "amount": 100, "channel": "web"}])
+    kpi.write("fx_rates", [{"id": "gbp", "currency": "GBP", "valid_from": "2025-04-01", "rate_to_reporting": 1.25}])
+    kpi.sync()
+    return kpi
+
+
+@pytest.mark.parametrize("metric, day", [("sales_volume", "2025-03-12"), ("avg_deal_size", "2025-03-12"),
+                                         ("marketing_roi", "2025-03-12"), ("pipeline_value", "2025-03-31"),
+                                         ("net_new_revenue", "2025-03-05")])
+def test_a_rate_checked_in_the_metrics_own_scan_fails_as_a_separate_check_would(rateless_in_march, metric, day):
+    """The metrics that count rows without a rate in the query of their sum name the currency and first date."""
+    error = f"no fx_rates rate for GBP on or before {day} (rates convert to the reporting currency USD)"
+    params = ("--param", "attribution=all") if metric == "marketing_roi" else ()
+    assert rateless_in_march.error(metric, "--period", "2025-03", *params) == error
+    # rows without a rate outside the period's rows fail nothing: April's are converted
+    assert rateless_in_march.one("pipeline_value", "--period", "2025-04")["value"] == pytest.approx(70 * 1.25)
+    assert rateless_in_march.one("sales_volume", "--period", "2025-04")["value"] == pytest.approx(40 * 1.25)
+
+
+def test_a_count_of_rows_without_a_rate_is_never_ignored():
+    """Should the detailed check find nothing (the rows changed in between), the count alone fails the value."""
+    converted = Converted(amount=None, unconverted=None, refuse=lambda: None)
+    converted.check(0)
+    with pytest.raises(MetricError, match=r"^2 row\(s\) have no fx_rates rate to convert them to the reporting "
+                                          r"currency$"):
+        converted.check(2)
 
 
 def test_money_by_row_through_a_metric_context(project):
