@@ -26,7 +26,7 @@ from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import ColumnElement
 
 from crmkpi import hookimpl
-from crmkpi.grouped import Cell, Grid
+from crmkpi.grouped import Cell, Grid, left_out_note
 from crmkpi.metrics import TABLES, Input, Metric, MetricContext, Param, Value, at_least, ratio
 from crmkpi.sqlkit import instant
 
@@ -445,13 +445,17 @@ def upsell_rate(ctx: MetricContext) -> Value:
     deals = upsells.deals
     in_period = (*upsells.won, ctx.in_period(deals.c.closed_at))
     qualifying = (ctx.live(deals), *in_period, deals.c.account_id.isnot(None))
-    won = select(deals.c.source, deals.c.account_id).where(*qualifying).distinct().subquery("upsold")
-    upsold = ctx.conn.execute(select(func.count()).select_from(customers.join(won, and_(
-        customers.c.source == won.c.source, customers.c.account_id == won.c.account_id)))).scalar() or 0
+    # per account, and for the deals without one (a group of their own, which no customer joins): read once
+    won = ctx.materialized(select(deals.c.source, deals.c.account_id,
+                                  func.count().filter(and_(*ctx.scope(deals))).label("in_scope"))
+                           .where(ctx.live(deals), *in_period).group_by(deals.c.source, deals.c.account_id).cte("won"))
+    upsold = select(func.count()).select_from(customers.join(won, and_(
+        customers.c.source == won.c.source, customers.c.account_id == won.c.account_id)))
+    unowned = select(func.coalesce(func.sum(won.c.in_scope), 0)).where(won.c.account_id.is_(None))
+    upsold, unowned = ctx.conn.execute(select(upsold.scalar_subquery(), unowned.scalar_subquery())).one()
     ctx.inputs.append(Input(f"won {upsells.kinds} deals of those customers closed in the period", deals,
                             (*qualifying, is_customer_at(ctx, deals, ctx.start))))
-    unowned = ctx.left_out(upsells.unowned, deals, *in_period, deals.c.account_id.is_(None))
-    return ratio(upsold, total, empty=UPSELL_EMPTY).noted(_uncounted(ctx), unowned)
+    return ratio(upsold, total, empty=UPSELL_EMPTY).noted(_uncounted(ctx), left_out_note(unowned, upsells.unowned))
 
 
 class Upsells:

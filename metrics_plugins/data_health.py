@@ -151,9 +151,17 @@ class Duplicates:
         return union_all(created, duplicated.where(or_(*(moment.is_not(None) for moment in shared_from)))
                          ).subquery("events")
 
-    def sums(self, sized) -> tuple[ColumnElement, ColumnElement]:
-        """The counted rows sharing a key, and all counted rows."""
-        return func.sum(case((self.shared(sized), sized.c.counted), else_=0)), func.sum(sized.c.counted)
+    def sums(self, rows) -> Select:
+        """(the counted rows sharing a key, all counted rows) of ``rows`` (a subquery of :attr:`keyed` rows with a
+        ``counted`` column). One key is counted by a GROUP BY, cheaper than the window several keys need."""
+        if len(self.keysets) > 1:
+            sized = self.sized(rows)
+            return select(func.sum(case((self.shared(sized), sized.c.counted), else_=0)), func.sum(sized.c.counted))
+        keys = [rows.c[name] for name in self.keysets[0]]
+        groups = (select(*keys, func.count().label("n"), func.sum(rows.c.counted).label("counted"))
+                  .group_by(rows.c.source, *keys).subquery("sharing"))
+        shared = and_(*(groups.c[name].is_not(None) for name in self.keysets[0]), groups.c.n > 1)
+        return select(func.sum(case((shared, groups.c.counted), else_=0)), func.sum(groups.c.counted))
 
     def value(self, duplicated, total) -> Value:
         return ratio(duplicated, total, empty=f"no live {self.what} created by the as-of moment")
@@ -168,8 +176,8 @@ def duplicates_rate(ctx: MetricContext, duplicates: Duplicates) -> Value:
     table, what = duplicates.table, duplicates.what
     created = existing(table, ctx.as_of())
     rows = duplicates.keyed(ctx, [_counted(ctx, table)], [ctx.live(table), created]).subquery("keyed")
+    duplicated, total = ctx.conn.execute(duplicates.sums(rows)).one()
     sized = duplicates.sized(rows)
-    duplicated, total = ctx.conn.execute(select(*duplicates.sums(sized))).one()
     shared = select(sized.c.source, sized.c.id).where(duplicates.shared(sized))
     ctx.record(f"{what} sharing a match key with another live one", table, created,
                tuple_(table.c.source, table.c.id).in_(shared))

@@ -27,7 +27,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from crmkpi import hookimpl
 from crmkpi.errors import MetricError
-from crmkpi.grouped import Cell, Grid
+from crmkpi.grouped import Cell, Grid, left_out_note
 from crmkpi.metrics import TABLES, Metric, MetricContext, Param, Value, ratio
 
 NO_SPEND = ("no marketing spend recorded in the period (marketing_spend is loaded with the files connector "
@@ -233,8 +233,9 @@ class NewCustomers:
         return select(ranked.c.source, ranked.c.id, ranked.c.at).where(ranked.c.nth == 1).subquery("firsts")
 
 
-def _new_customers(ctx: MetricContext, new: NewCustomers) -> tuple[int, Select]:
-    """(number of customers acquired in the period, select of their (source, account_id))."""
+def _new_customers(ctx: MetricContext, new: NewCustomers) -> tuple[int, Select, str | None]:
+    """(number of customers acquired in the period, select of their (source, account_id), the note on the
+    rows that cannot make anyone new)."""
     table = new.table
     firsts = new.firsts()
     in_period = select(firsts.c.source, firsts.c.id).where(ctx.in_period(firsts.c.at))
@@ -248,14 +249,29 @@ def _new_customers(ctx: MetricContext, new: NewCustomers) -> tuple[int, Select]:
                      .group_by(inner.c.source, inner.c.account_id)
                      .having(and_(first_at >= ctx.start, first_at < ctx.end)))
         ctx.record(new.label, table, where)
-        count = ctx.conn.execute(select(func.count()).select_from(customers.subquery())).scalar() or 0
-        return count, customers
+        count, unowned = ctx.conn.execute(_customers_and_unowned(ctx, new)).one()
+        return count, customers, left_out_note(unowned, new.unowned[0])
     count = ctx.count(new.label, table, where)
     # the segment applies to the first row; an alias, so the set does not correlate with an outer query on table
     outer = table.alias("new_customer")
     customers = select(outer.c.source, outer.c.account_id).where(
         *ctx.scope(outer), tuple_(outer.c.source, outer.c.id).in_(in_period))
-    return count, customers
+    return count, customers, _unowned(ctx, new)
+
+
+def _customers_and_unowned(ctx: MetricContext, new: NewCustomers) -> Select:
+    """(how many accounts' first row is in the period, how many rows name no account or date), over the whole
+    table in one scan grouped by account, the rows without one being a group of their own."""
+    table = new.table
+    _, at, unowned = new.unowned
+    unowned = (*unowned, *([] if at is None else [ctx.in_period(at)]))
+    per_account = (select(table.c.account_id, func.min(table.c[new.at]).label("first_at"),
+                          func.count().filter(and_(*unowned)).label("unowned"))
+                   .where(table.c.is_deleted.is_(False), *([table.c.is_won.is_(True)] if new.by_deal else []))
+                   .group_by(table.c.source, table.c.account_id).subquery("per_account"))
+    first_at = per_account.c.first_at
+    new_in_period = and_(per_account.c.account_id.is_not(None), first_at >= ctx.start, first_at < ctx.end)
+    return select(func.count().filter(new_in_period), func.coalesce(func.sum(per_account.c.unowned), 0))
 
 
 def _new_customers_grouped(grid: Grid, new: NewCustomers):
@@ -329,7 +345,12 @@ def _cac(spent: float, note: str | None, customers: int, unowned: str | None) ->
 
 def cac(ctx: MetricContext) -> Value:
     new = NewCustomers(ctx.params)
-    return _spend(ctx).then(lambda spent, note: _cac(spent, note, _new_customers(ctx, new)[0], _unowned(ctx, new)))
+
+    def per_customer(spent: float, note: str | None) -> Value:
+        customers, _, unowned = _new_customers(ctx, new)
+        return _cac(spent, note, customers, unowned)
+
+    return _spend(ctx).then(per_customer)
 
 
 def cac_grouped(grid: Grid) -> dict[Cell, Value]:
@@ -359,8 +380,8 @@ def cac_payback_months(ctx: MetricContext) -> Value:
     new = NewCustomers(ctx.params)
 
     def payback(spent: float, note: str | None) -> Value:
-        customers, accounts = _new_customers(ctx, new)
-        return _payback(spent, note, customers, _unowned(ctx, new), lambda: _first_month_mrr(ctx, accounts),
+        customers, accounts, unowned = _new_customers(ctx, new)
+        return _payback(spent, note, customers, unowned, lambda: _first_month_mrr(ctx, accounts),
                         ctx.params["gross_margin"])
 
     return _spend(ctx).then(payback)

@@ -18,10 +18,10 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from crmkpi import hookimpl, segments
 from crmkpi.errors import MetricError
-from crmkpi.grouped import Cell, Grid, by_label
+from crmkpi.grouped import Cell, Grid, by_label, left_out_note
 from crmkpi.metrics import (PERCENTILES, STAT_DOC, TABLES, Metric, MetricContext, Param, Value, duration_sums, ratio,
                             stat_param, stat_value)
-from crmkpi.sqlkit import instant
+from crmkpi.sqlkit import evaluated_once, instant
 
 # -- shared pieces -----------------------------------------------------------------------------
 
@@ -136,7 +136,8 @@ def _cycle_days(ctx: MetricContext | Grid, deals) -> ColumnElement:
 
 def _cycle(ctx: MetricContext, deals, *where: ColumnElement) -> Cycle:
     """The sales cycles of the in-scope deals matching ``where``, in one pass."""
-    cycles = select(_cycle_days(ctx, deals).label("days")).where(*ctx.scope(deals), *where).subquery("cycles")
+    cycles = evaluated_once(select(_cycle_days(ctx, deals).label("days")).where(*ctx.scope(deals), *where)
+                            ).subquery("cycles")
     days = cycles.c.days
     ctx.record("deals measured (created_at to their close)", deals, *where, _cycle_days(ctx, deals) >= 0)
     return _cycle_of(select(days).where(days >= 0), *ctx.conn.execute(select(*duration_sums(days))).one())
@@ -199,21 +200,27 @@ class Conversions:
 def lead_conversion_rate(ctx: MetricContext) -> Value:
     conversions = Conversions(ctx.params)
     leads = conversions.leads
-    cohort = ctx.in_period(leads.c.created_at)
-    total = ctx.count("leads created in the period", leads, cohort)
-    converted = ctx.count("converted leads", leads, cohort, conversions.converted)
-    undated = ctx.left_out(conversions.UNDATED, leads, leads.c.created_at.is_(None))
-    won = unlinked = 0
+    cohort, undated = ctx.in_period(leads.c.created_at), leads.c.created_at.is_(None)
+    ctx.record("leads created in the period", leads, cohort)
+    ctx.record("converted leads", leads, cohort, conversions.converted)
+    source, customers = leads, [literal(0), literal(0)]  # what only customers need
     if conversions.into_customers:
-        lead = leads.alias("lead")
-        joined, is_customer = conversions.customers(lead)
-        customers = select(lead.c.source, lead.c.id).select_from(joined).where(
-            lead.c.created_at >= ctx.start, lead.c.created_at < ctx.end, is_customer)
-        won = ctx.count("leads converted into paying customers", leads, cohort, conversions.converted,
-                        tuple_(leads.c.source, leads.c.id).in_(customers))
-        unlinked = ctx.conn.execute(select(func.count()).where(*ctx.scope(leads), cohort, *conversions.unlinked)
-                                    ).scalar()
-    return conversions.value(total, converted, won, unlinked, undated)
+        source, is_customer = conversions.customers(leads)
+        customers = [func.count().filter(and_(cohort, is_customer)),
+                     func.count().filter(and_(cohort, *conversions.unlinked))]
+        lead = leads.alias("lead")  # for explain: the same join, as a set of leads
+        joined, is_lead_customer = conversions.customers(lead)
+        won = select(lead.c.source, lead.c.id).select_from(joined).where(
+            lead.c.created_at >= ctx.start, lead.c.created_at < ctx.end, is_lead_customer)
+        ctx.record("leads converted into paying customers", leads, cohort, conversions.converted,
+                   tuple_(leads.c.source, leads.c.id).in_(won))
+    # one scan of the leads (each joins at most one deal and one account)
+    total, converted, undated_count, won_count, unlinked = ctx.conn.execute(
+        select(func.count().filter(cohort), func.count().filter(and_(cohort, conversions.converted)),
+               func.count().filter(undated), *customers)
+        .select_from(source).where(*ctx.scope(leads), or_(cohort, undated))).one()
+    return conversions.value(total, converted, won_count, unlinked,
+                             left_out_note(undated_count, conversions.UNDATED))
 
 
 def lead_conversion_rate_grouped(grid: Grid) -> dict[Cell, Value]:
@@ -498,9 +505,11 @@ def sales_velocity(ctx: MetricContext) -> Value:
     else:
         opportunities = ctx.count("opportunities: deals open at the end of the period", deals,
                                   *_open_at(deals, ctx.end))
-    closed = (deals.c.is_closed.is_(True), ctx.in_period(deals.c.closed_at))
-    won_count = ctx.count("won deals closed in the period", deals, *closed, deals.c.is_won.is_(True))
-    decided = ctx.count("won and lost deals closed in the period", deals, *closed)
+    closed, won = (deals.c.is_closed.is_(True), ctx.in_period(deals.c.closed_at)), deals.c.is_won.is_(True)
+    ctx.record("won deals closed in the period", deals, *closed, won)
+    ctx.record("won and lost deals closed in the period", deals, *closed)
+    won_count, decided = ctx.conn.execute(select(func.count().filter(won), func.count())
+                                          .where(*ctx.scope(deals), *closed)).one()
     cycle = _cycle(ctx, deals, *_won_in_period(ctx, deals))
     return _velocity(opportunities, won_count, decided, _won_amounts(ctx), cycle,
                      _undated(ctx, deals, "closed", deals.c.is_closed.is_(True)))

@@ -121,6 +121,20 @@ def test_churn_retention_upsell_hand_computed(kpi_any_store):
     assert sides(results["gross_mrr_retention"]) == (pytest.approx(210 / 290), 210, 290)  # 100+0+80+20+10+0
 
 
+def test_upsell_deals_without_an_account_are_counted_in_the_note(kpi_any_store):
+    book(kpi_any_store)
+    kpi_any_store.write("deals", [*DEALS, _deal("x1", None, "u1", "upsell", True, "2024-03-01"),
+                                  _deal("x2", None, "u2", "expansion", True, "2024-04-01"),
+                                  _deal("x3", None, "u2", "upsell", True, "2023-04-01"),  # before the period
+                                  _deal("x4", None, "u2", "upsell", False, "2024-04-01"),  # lost
+                                  _deal("x5", None, "u2", "upsell", True, "2024-04-01", deleted=True)])
+    kpi_any_store.sync()
+    upsell = kpi_any_store.one("upsell_rate", "--period", "2024")
+    assert (*sides(upsell), upsell["note"]) == (
+        pytest.approx(0.5), 3, 6, "2 won upsell/cross_sell/expansion deal(s) closed in the period without account_id "
+                                  "left out")
+
+
 def test_boundaries_belong_to_the_period_that_contains_them(kpi):
     book(kpi)
     # a11 ended at 2024-01-01 00:00: lost in 2024, so in 2023 it is kept; a8 ends at 2025-01-01 00:00: lost in 2025

@@ -103,6 +103,20 @@ def test_cac_hand_computed(march):
     assert sides(row) == (pytest.approx(800), pytest.approx(3200), 4)
 
 
+def test_cac_counts_the_rows_that_cannot_make_a_customer(march):
+    march.write("subscriptions", [*SUBSCRIPTIONS,
+                                  {"id": "no_account", "mrr": 10, "started_at": "2024-03-02T00:00:00Z"},
+                                  {"id": "no_start", "account_id": "a7", "mrr": 10},
+                                  {"id": "deleted", "mrr": 10, "started_at": "2024-03-02T00:00:00Z", "is_deleted": "true"}])
+    march.sync()
+    row = march.one("cac", "--period", "2024-03", "--param", "new_customer=first_subscription")
+    assert (*sides(row), row["note"]) == (pytest.approx(800), pytest.approx(3200), 4,
+                                          "2 subscription(s) without account_id or started_at left out")
+    # the same rows, whatever the period: they are in none
+    row = march.one("cac", "--period", "2024-02", "--param", "new_customer=first_subscription")
+    assert row["note"] == "no customers acquired in the period; 2 subscription(s) without account_id or started_at left out"
+
+
 def test_cac_prorates_ranges_across_periods(march):
     # s3 covers 30 days: 15 in February (1,550), 15 in March; February has no other spend and no new customer
     # (d7, a5's won deal of February, is deleted); January: a2's first won deal, no spend
