@@ -28,7 +28,7 @@ from . import grouped as grouped_module, hookspecs, metrics as metrics_module, s
 from .connector import Checkpoint, ConnectorType, Stream, SyncContext
 from .config import MetricSettings, PluginSettings, RawConfig, Reporting, Schedule, ServiceSettings
 from .grouped import Cell, Grid
-from .metrics import Metric, MetricContext, Param, Value
+from .metrics import Converted, Metric, MetricContext, Param, Value
 from .models import ENTITIES, Entity, MetricResult, SyncRun, SyncState
 from .plugins import Registry, load_registry
 
@@ -128,7 +128,8 @@ def hooks_page() -> str:
             signature = str(inspect.signature(function)).replace("'", "")
             lines += [f"## `{name}{signature}`", "", inspect.getdoc(function) or "", ""]
     lines += ["# What plugins register and receive", ""]
-    for cls in (Metric, Param, MetricContext, Value, Grid, Cell, ConnectorType, SyncContext, Stream, Checkpoint):
+    for cls in (Metric, Param, MetricContext, Value, Converted, Grid, Cell, ConnectorType, SyncContext, Stream,
+                Checkpoint):
         lines += [f"## `{cls.__module__}.{cls.__name__}`", "", inspect.getdoc(cls) or "", ""]
         hints = typing.get_type_hints(cls) if dataclasses.is_dataclass(cls) else {}
         if hints:

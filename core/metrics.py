@@ -263,6 +263,7 @@ class Converted:
     amount: ColumnElement
     #: An aggregate: how many of the rows to convert have no rate (0, or the sum is wrong).
     unconverted: ColumnElement
+    #: Raises :meth:`MetricContext.money`'s error (the first currency and date without a rate), if it finds one.
     refuse: Callable[[], None]
 
     def check(self, unconverted: int) -> None:
