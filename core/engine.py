@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import event, func, select
+from sqlalchemy import Table, event, func, select
 from sqlalchemy.engine import Connection, Engine
 
 from . import segments
@@ -351,7 +351,8 @@ def _splits(conn: Connection, metrics: list[Metric], params: dict[str, dict[str,
         raise ConfigError(f"--segment: {', '.join(dimensions)} names a dimension twice")
     for dimension in dimensions:
         segments.check(conn, dimension)
-    splits = {metric.id: _split(conn, metric, params[metric.id], dimensions) for metric in metrics}
+    by_table: dict[str, _Split] = {}  # metrics of one table share its segments (a query over the whole table)
+    splits = {metric.id: _split(conn, metric, params[metric.id], dimensions, by_table) for metric in metrics}
     for i, dimension in enumerate(dimensions):
         if not any(split.filled and split.filled[i] for split in splits.values()):
             reasons = dict.fromkeys((split.error or f"no {split.table} row has a value for it")
@@ -360,11 +361,18 @@ def _splits(conn: Connection, metrics: list[Metric], params: dict[str, dict[str,
     return splits
 
 
-def _split(conn: Connection, metric: Metric, params: dict[str, Any], dimensions: tuple[str, ...]) -> _Split:
+def _split(conn: Connection, metric: Metric, params: dict[str, Any], dimensions: tuple[str, ...],
+           by_table: dict[str, _Split]) -> _Split:
     """The combinations of the dimensions' values in the metric's main table: its first, or the one its
-    ``table`` param picks."""
+    ``table`` param picks (found once per table in ``by_table``)."""
     chosen = params.get("table")
     table = TABLES[chosen if isinstance(chosen, str) and chosen in TABLES else metric.tables[0]]
+    if table.name not in by_table:
+        by_table[table.name] = _split_of(conn, table, dimensions)
+    return by_table[table.name]
+
+
+def _split_of(conn: Connection, table: Table, dimensions: tuple[str, ...]) -> _Split:
     try:
         for dimension in dimensions:
             segments.expression(table, dimension)

@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from functools import cached_property
-from typing import Any, Iterable, NamedTuple, Sequence
+from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 from sqlalchemy import Date, DateTime, Integer, Table, and_, case, column, exists, func, literal_column, select, values
 from sqlalchemy.engine import Connection, Row
@@ -33,7 +33,7 @@ from . import segments
 from .errors import MetricError
 from .models import TABLES
 from .periods import Period
-from .sqlkit import SqlKit, fx_rate, instant, interpolate, ranked_pair
+from .sqlkit import SqlKit, evaluated_once, fx_rate, instant, interpolate, ranked_pair
 
 
 #: Before any record: where :meth:`Grid.until_end` counts the rows without a timestamp.
@@ -111,6 +111,36 @@ class Grid(SqlKit):
         keys = self.segment_key(table)
         return self.by_cell(self._parted(table, at, on, where, *keys, *aggregates)
                             .group_by(literal_column("part"), *by_label(*keys)))
+
+    def by_part_and_segment(self, table: Table, at: ColumnElement, by_part: Sequence[ColumnElement],
+                            by_segment: Sequence[ColumnElement]) -> tuple[dict[Cell, Row], dict[tuple, tuple]]:
+        """(``by_part`` per cell, as :meth:`by_part` places the live rows by ``at``; ``by_segment`` per segment
+        over all its live rows, whatever their part: additive aggregates, counts say) in one scan of ``table``,
+        where :meth:`by_part` and :meth:`by_segment` take one each. Segments no row reaches are absent."""
+        part = self.part_of(at)
+        if part is None:  # overlapping parts: a row may be in several
+            return self.by_part(table, at, *by_part), dict(self.by_segment(table, *by_segment))
+        keys = self.segment_key(table)
+        width = 1 + len(keys)
+        per_cell: dict[Cell, Row] = {}
+        per_segment: dict[tuple, tuple] = {}
+        for row in self.conn.execute(select(part.label("part"), *keys, *by_part, *by_segment).where(*self.live(table))
+                                     .group_by(literal_column("part"), *by_label(*keys))):
+            segment, totals = tuple(row[1:width]), row[width + len(by_part):]
+            if row[0] is not None:
+                per_cell[Cell(row[0], segment)] = row[width:width + len(by_part)]
+            per_segment[segment] = tuple(map(_plus, per_segment.get(segment, (None,) * len(totals)), totals))
+        return per_cell, per_segment
+
+    def by_part_once(self, table: Table, at: ColumnElement | None, value: ColumnElement,
+                     aggregates: Callable[[ColumnElement], Sequence[ColumnElement]],
+                     where: Iterable[ColumnElement] = (), on: ColumnElement | None = None) -> dict[Cell, Row]:
+        """:meth:`by_part` of ``aggregates(v)``, ``v`` being ``value`` computed once per row (:func:`evaluated_once
+        <crmkpi.sqlkit.evaluated_once>`): aggregates reading an expensive value several times (a duration, a
+        correlated lookup) would otherwise compute it in each."""
+        keys = self.segment_key(table)
+        rows = evaluated_once(self._parted(table, at, on, where, *keys, value.label("value"))).subquery("valued")
+        return self.aggregate(rows, *aggregates(rows.c.value))
 
     def by_cell(self, statement) -> dict[Cell, Row]:
         """The rows of a statement of the metric's own whose first columns are the part and the segment key

@@ -23,11 +23,14 @@ import json
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from sqlalchemy import String, Table, and_, func, literal, select, text
+from sqlalchemy import Column, String, Table, and_, func, literal, select, text
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql import visitors
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.selectable import ScalarSelect
+from sqlalchemy.sql.util import ClauseAdapter
 
 from .errors import ConfigError, MetricError
 from .models import ENTITIES, SyncRun
@@ -147,10 +150,26 @@ def _equals(value: ColumnElement, wanted: Any) -> ColumnElement:
 
 def values(conn: Connection, table: Table, dimensions: Sequence[str]) -> list[tuple]:
     """Every combination of the dimensions' values that a live row of ``table`` has; sorted, nulls last."""
-    columns = [expression(table, d).label(f"value{i}") for i, d in enumerate(dimensions)]
+    columns = [expression(table, d) for d in dimensions]
     live = [table.c.is_deleted.is_(False)] if "is_deleted" in table.c else []
-    found = conn.execute(select(*columns).where(*live).distinct()).all()
+    statement = select(*(c.label(f"value{i}") for i, c in enumerate(columns))).where(*live)
+    read = columns_read(table, *columns)
+    looked_up = any(isinstance(e, ScalarSelect) for column in columns for e in visitors.iterate(column))
+    if looked_up and "extra" not in {c.name for c in read}:
+        # Through the owner or the account: looked up once per distinct id (a few hundred owners), not once
+        # per row (a million deals, five million stage changes).
+        keys = select(*sorted(read, key=lambda c: c.name)).where(*live).distinct().subquery("keys")
+        adapter = ClauseAdapter(keys)
+        statement = select(*(adapter.traverse(c).label(f"value{i}") for i, c in enumerate(columns))
+                           ).select_from(keys)
+    found = conn.execute(statement.distinct()).all()
     return sorted((tuple(row) for row in found), key=lambda row: [(v is None, str(v)) for v in row])
+
+
+def columns_read(table: Table, *expressions: ColumnElement) -> set[Column]:
+    """The columns of ``table`` that ``expressions`` read (a segment's key through the owner reads
+    ``owner_id`` and ``source``)."""
+    return {c for e in expressions for c in visitors.iterate(e) if isinstance(c, Column) and c.table is table}
 
 
 def labels(conn: Connection, dimension: str) -> dict[Any, str]:

@@ -130,17 +130,18 @@ class Duplicates:
     def shared(self, sized) -> ColumnElement:
         return or_(*(and_(sized.c[f"held{i}"] == 1, sized.c[f"n{i}"] > 1) for i in range(len(self.keysets))))
 
-    def events(self, rows):
+    def events(self, grid: Grid, rows):
         """Per row of ``rows`` (:attr:`keyed` rows with a non-null ``created_at`` and segment key columns), when
         it starts counting (``total``: its creation) and, if it ever does, when it starts sharing a key
         (``duplicated``: for each key it holds, its creation, or the next row's if it is the first row holding
         the key in its source; the earliest of these): one row per moment, with ``at``."""
         order = (rows.c.created_at, rows.c.id)
         windows = [[rows.c.source, *(rows.c[name] for name in keyset)] for keyset in self.keysets]
-        ranked = select(*rows.c, *(column for i, window in enumerate(windows) for column in (
+        # materialized: both halves of the union read it, and its windows sort every row
+        ranked = grid.materialized(select(*rows.c, *(column for i, window in enumerate(windows) for column in (
             func.row_number().over(partition_by=window, order_by=order).label(f"rank{i}"),
             func.lead(rows.c.created_at).over(partition_by=window, order_by=order).label(f"next{i}")))
-        ).subquery("ranked")
+        ).cte("ranked"))
         shared_from = [case((or_(*(ranked.c[name].is_(None) for name in keyset)), None),
                             (ranked.c[f"rank{i}"] == 1, ranked.c[f"next{i}"]),
                             else_=ranked.c.created_at) for i, keyset in enumerate(self.keysets)]
@@ -190,7 +191,7 @@ def duplicates_rate_grouped(grid: Grid, duplicates: Duplicates) -> dict[Cell, Va
     creation, and as a duplicate at those after it starts sharing a key (compared across segments)."""
     table, moments = duplicates.table, snapshots(grid)
     created = func.coalesce(table.c.created_at, instant(BEGINNING)).label("created_at")
-    events = duplicates.events(duplicates.keyed(grid, [created, *grid.segment_key(table)], grid.live(table))
+    events = duplicates.events(grid, duplicates.keyed(grid, [created, *grid.segment_key(table)], grid.live(table))
                                .subquery("keyed"))
     sums = moments.until_end(events, events.c.at, [c for c in events.c if c.name.startswith("segment_")],
                              func.sum(events.c.duplicated), func.sum(events.c.total))

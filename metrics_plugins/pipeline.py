@@ -15,6 +15,7 @@ from typing import Callable
 
 from sqlalchemy import Date, Select, and_, case, func, literal, literal_column, or_, select, tuple_
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.util import ClauseAdapter
 
 from crmkpi import hookimpl, segments
 from crmkpi.errors import MetricError
@@ -243,12 +244,17 @@ def lead_conversion_rate_grouped(grid: Grid) -> dict[Cell, Value]:
 # -- stage length ------------------------------------------------------------------------------
 
 
+#: The columns of the stage changes that :class:`Stays` always carries.
+STAYED = ("source", "id", "deal_id", "stage", "entered_at")
+
+
 class Stays:
     """What both ways of computing stage length share: each stay, when it ends and where it counts.
 
     Each live stage change is a stay; it ends when the deal's next live change is entered. The window
     runs over every live row and the segment is applied afterwards (``columns`` carry it into the
-    stays), so `--segment stage` still sees the following stage of each stay."""
+    stays, or :meth:`read` reads it from them), so `--segment stage` still sees the following stage of
+    each stay."""
 
     def __init__(self, kit: MetricContext | Grid, *columns: ColumnElement) -> None:
         changes, deals, stages = TABLES["deal_stage_changes"], TABLES["deals"], TABLES["pipeline_stages"]
@@ -276,6 +282,11 @@ class Stays:
             self.where.append(stays.c.stage == kit.params["stage"])
         self.source = stays.outerjoin(deals, and_(deals.c.source == stays.c.source, deals.c.id == stays.c.deal_id))
         self.days = kit.days_between(stays.c.entered_at, self.ended)
+
+    def read(self, expression: ColumnElement) -> ColumnElement:
+        """An expression over deal_stage_changes (a segment key, say) read from the stays: computed for the
+        stays a query keeps, where ``columns`` are computed for every row of the window."""
+        return ClauseAdapter(self.stays).traverse(expression)
 
     def durations(self, rows: Select) -> Select:
         """``rows`` (a select of the stays' days, after its key columns), or with ``per=deal`` each deal's
@@ -314,8 +325,11 @@ def stage_length(ctx: MetricContext) -> Value:
 
 
 def stage_length_grouped(grid: Grid) -> dict[Cell, Value]:
-    stays = Stays(grid, *grid.segment_key(grid.table("deal_stage_changes")))
-    keys = [stays.stays.c[f"segment_{i}"] for i in range(len(grid.dimensions))]
+    changes = grid.table("deal_stage_changes")
+    keys = grid.segment_key(changes)
+    # a segment through the deal and its owner is two lookups per stay: only for the stays of the grid's parts
+    stays = Stays(grid, *(column for column in segments.columns_read(changes, *keys) if column.name not in STAYED))
+    keys = [stays.read(key) for key in keys]
     measured = stays.durations(grid.placed(stays.source, stays.placed, *keys, *stays.stay_columns(),
                                            where=stays.where)).subquery("durations")
     sums = grid.aggregate(measured, func.sum(measured.c.days), func.count())
@@ -343,7 +357,7 @@ def sales_cycle_length_grouped(grid: Grid) -> dict[Cell, Value]:
     kind, stat = grid.params["deals"], grid.params["stat"]
     decided = _decided(kind)
     days = _cycle_days(grid, deals)
-    sums = grid.by_part(deals, deals.c.closed_at, *duration_sums(days), where=(decided,))
+    sums = grid.by_part_once(deals, deals.c.closed_at, days, duration_sums, where=(decided,))
     percentiles = {} if stat == "mean" else \
         grid.percentiles(deals, deals.c.closed_at, case((days >= 0, days)), PERCENTILES[stat], where=(decided,))
     label, *where = _undated_rows(kind, decided)
@@ -524,8 +538,8 @@ def sales_velocity_grouped(grid: Grid) -> dict[Cell, Value]:
                                                                                grid.scanned(deals.c.created_at))))
     decided = grid.by_part(deals, deals.c.closed_at, func.count().filter(deals.c.is_won.is_(True)), func.count(),
                            where=(deals.c.is_closed.is_(True),))
-    cycles = grid.by_part(deals, deals.c.closed_at, *duration_sums(_cycle_days(grid, deals)),
-                          where=(deals.c.is_won.is_(True),))
+    cycles = grid.by_part_once(deals, deals.c.closed_at, _cycle_days(grid, deals), duration_sums,
+                               where=(deals.c.is_won.is_(True),))
     won = _won_amounts_grouped(grid)
     label, *where = _undated_rows("closed", deals.c.is_closed.is_(True))
     undated = grid.left_out(label, deals, *where)

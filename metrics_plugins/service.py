@@ -147,7 +147,7 @@ def _measured_of(hours: Select | None, total, count, negative, missing, undated=
 def _measured_cells(grid: Grid, tickets, hours, value, at=None, on=None) -> dict[Cell, Value]:
     """``value(cell, measured, percentile)`` of each cell: its tickets (by ``at`` or ``on``, as
     :meth:`Grid.by_part` places them) measured by ``hours``."""
-    sums = grid.by_part(tickets, at, *duration_sums(hours), on=on)
+    sums = grid.by_part_once(tickets, at, hours, duration_sums, on=on)
     stat = grid.params["stat"]
     percentiles = {} if stat == "mean" else \
         grid.percentiles(tickets, at, case((hours >= 0, hours)), PERCENTILES[stat], on=on)
@@ -183,11 +183,10 @@ def ticket_volume(ctx: MetricContext) -> Value:
 
 def ticket_volume_grouped(grid: Grid) -> dict[Cell, Value]:
     tickets = grid.table("tickets")
-    counts = grid.by_part(tickets, tickets.c.created_at, func.count())
-    present = {segment for segment, (count,) in grid.by_segment(tickets, func.count()).items() if count}
-    undated = grid.left_out(*UNDATED_TICKETS)
-    return {cell: _volume(counts.get(cell, (0,))[0], lambda cell=cell: cell.segment not in present,
-                          lambda cell=cell: undated.get(cell.segment)) for cell in grid.cells}
+    counts, stored = grid.by_part_and_segment(tickets, tickets.c.created_at, [func.count()],
+                                              [func.count(), func.count().filter(tickets.c.created_at.is_(None))])
+    return {cell: _volume(counts.get(cell, (0,))[0], lambda cell=cell: cell.segment not in stored,
+                          lambda cell=cell: _undated(stored.get(cell.segment, (0, 0))[1])) for cell in grid.cells}
 
 
 def _volume(count: int, no_tickets, undated) -> Value:
@@ -208,10 +207,11 @@ def resolution_rate(ctx: MetricContext) -> Value:
 
 def resolution_rate_grouped(grid: Grid) -> dict[Cell, Value]:
     tickets = grid.table("tickets")
-    counts = grid.by_part(tickets, tickets.c.created_at, func.count().filter(tickets.c.resolved_at.is_not(None)),
-                          func.count())
-    undated = grid.left_out(*UNDATED_TICKETS)
-    return {cell: _resolution_rate(*counts.get(cell, (0, 0)), undated.get(cell.segment)) for cell in grid.cells}
+    counts, stored = grid.by_part_and_segment(
+        tickets, tickets.c.created_at, [func.count().filter(tickets.c.resolved_at.is_not(None)), func.count()],
+        [func.count().filter(tickets.c.created_at.is_(None))])
+    return {cell: _resolution_rate(*counts.get(cell, (0, 0)), _undated(stored.get(cell.segment, (0,))[0]))
+            for cell in grid.cells}
 
 
 def _resolution_rate(resolved: int, total: int, undated: str | None) -> Value:
@@ -256,15 +256,26 @@ class Survey:
             self.check(supported, bad, ctx, where)
         return tuple(totals), ctx.left_out_each(answers, self.unanswered(in_period))
 
-    def unanswered_cells(self, grid: Grid) -> dict[Cell, list[str | None]]:
-        """The notes of :meth:`unanswered` for every cell of ``grid``."""
-        answers = self.answers
-        undated = grid.by_segment(answers, func.count(), where=(answers.c.responded_at.is_(None),))
-        missing = grid.by_part(answers, answers.c.responded_at, func.count(case((answers.c.survey.is_(None), 1))),
-                               func.count(case((and_(self.labelled, self.score.is_(None)), 1))))
-        return {cell: [f"{count} {note}" if count else None for note, count in zip(
-            (self.undated, self.unlabelled, self.unscored),
-            (undated.get(cell.segment, (0,))[0], *missing.get(cell, (0, 0))))] for cell in grid.cells}
+    def cells(self, grid: Grid, supported: str, bad: ColumnElement,
+              sums: tuple[ColumnElement, ...]) -> dict[Cell, tuple[tuple, list[str | None]]]:
+        """:meth:`scan` of every cell of ``grid``, in one scan of the responses."""
+        answers, responded = self.answers, self.answers.c.responded_at
+        counted = and_(*self.counted)
+        found, undated = grid.by_part_and_segment(
+            answers, responded, [*(total.filter(counted) for total in sums), func.count().filter(and_(counted, bad)),
+                                 func.count().filter(answers.c.survey.is_(None)),
+                                 func.count().filter(and_(self.labelled, self.score.is_(None)))],
+            [func.count().filter(responded.is_(None))])
+        if any(row[len(sums)] for row in found.values()):
+            self.check(supported, bad, grid, (grid.in_any_part(responded), *self.counted))
+        empty = (None,) * len(sums) + (0, 0, 0)
+        cells = {}
+        for cell in grid.cells:
+            *totals, _, unlabelled, unscored = found.get(cell, empty)
+            counts = (undated.get(cell.segment, (0,))[0], unlabelled, unscored)
+            cells[cell] = (tuple(totals), [f"{count} {note}" if count else None for note, count in
+                                           zip((self.undated, self.unlabelled, self.unscored), counts)])
+        return cells
 
     def check(self, supported: str, bad: ColumnElement, kit: MetricContext | Grid, where) -> None:
         """Refuse the first response matching ``where`` that ``bad`` says its scale cannot hold (in a grid,
@@ -309,13 +320,10 @@ def nps(ctx: MetricContext) -> Value:
 
 def nps_grouped(grid: Grid) -> dict[Cell, Value]:
     survey = Survey(grid.params)
-    answers, responded = survey.answers, survey.answers.c.responded_at
     bad, promoter, detractor = _nps_kinds(survey)
-    survey.check("0-10 or 1-5", bad, grid, (grid.in_any_part(responded), *survey.counted))
-    counts = grid.by_part(answers, responded, func.count(case((promoter, 1))), func.count(case((detractor, 1))),
-                          func.count(), where=survey.counted)
-    notes = survey.unanswered_cells(grid)
-    return {cell: _nps(survey, *counts.get(cell, (0, 0, 0)), notes[cell]) for cell in grid.cells}
+    cells = survey.cells(grid, "0-10 or 1-5", bad, (func.count().filter(promoter), func.count().filter(detractor),
+                                                    func.count()))
+    return {cell: _nps(survey, *(count or 0 for count in counts), notes) for cell, (counts, notes) in cells.items()}
 
 
 def _csat_bad(survey: Survey) -> ColumnElement:
@@ -351,12 +359,8 @@ def csat(ctx: MetricContext) -> Value:
 
 def csat_grouped(grid: Grid) -> dict[Cell, Value]:
     survey, method = Survey(grid.params), grid.params["method"]
-    answers, responded = survey.answers, survey.answers.c.responded_at
-    survey.check("valid", _csat_bad(survey), grid, (grid.in_any_part(responded), *survey.counted))
-    sums = grid.by_part(answers, responded, *_csat_sums(survey, method), where=survey.counted)
-    empty = (0, 0) if method == "share_satisfied" else (None, 0, None, None, None)
-    notes = survey.unanswered_cells(grid)
-    return {cell: _csat(survey, method, sums.get(cell, empty), notes[cell]) for cell in grid.cells}
+    cells = survey.cells(grid, "valid", _csat_bad(survey), _csat_sums(survey, method))
+    return {cell: _csat(survey, method, sums, notes) for cell, (sums, notes) in cells.items()}
 
 
 # --- declarations ------------------------------------------------------------
