@@ -114,7 +114,6 @@ def per_cell(config: Path, metric_id: str, dimension: str) -> tuple[float, float
     return seconds, grouped, same
 
 
-
 def median_pair(config: Path, repeat: int, first: tuple, second: tuple) -> tuple[float, float, float, float]:
     """Median seconds of ``crmkpi run`` with each of two argument lists, alternating which goes first, and
     each one's highest peak memory (MB)."""

@@ -152,7 +152,11 @@ def _installed_plugin(name: str) -> str:
 
 
 def _third_party_plugin(name: str) -> str:
-    if any(ep.name == name and is_builtin(ep) for ep in installed_entry_points()):
+    """An installed plugin that is not built in (only those can be left out)."""
+    installed = {ep.name: ep for ep in installed_entry_points()}
+    if name not in installed:
+        return _installed_plugin(name)
+    if is_builtin(installed[name]):
         raise ValueError(f"{name!r} is built into crmkpi, and the built-in plugins always load")
     return name
 
@@ -166,7 +170,7 @@ class PluginSettings(BaseModel):
 
     allow: list[Annotated[str, AfterValidator(_installed_plugin)]] | None = Field(
         None, description="load only these third-party plugins (default: every installed one)")
-    deny: list[Annotated[str, AfterValidator(_installed_plugin), AfterValidator(_third_party_plugin)]] = Field(
+    deny: list[Annotated[str, AfterValidator(_third_party_plugin)]] = Field(
         default_factory=list, description="never load (nor import) these third-party plugins")
 
     @model_validator(mode="after")

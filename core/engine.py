@@ -90,8 +90,7 @@ def run_metrics(engine: Engine, run: Run, settings: Settings | None = None, *, p
     tests' oracle). A run of one cell (one period, no comparison, no split) uses the per-cell compute,
     which reads only that cell's rows: with 1,000,000 deals it was faster for most metrics than a grid
     of one part (docs/performance.md). ``show_sql(metric, statement, parameters)`` is called with each SQL
-    statement a
-    metric's values run (``crmkpi run --show-sql``).
+    statement a metric's values run (``crmkpi run --show-sql``).
     """
     settings = settings or Settings()
     periods = settings.calendar.split(run.period, run.grain) if run.grain else [run.period]

@@ -119,7 +119,7 @@ class Grid(SqlKit):
         where :meth:`by_part` and :meth:`by_segment` take one each. Segments no row reaches are absent."""
         part = self.part_of(at)
         if part is None:  # overlapping parts: a row may be in several
-            return self.by_part(table, at, *by_part), dict(self.by_segment(table, *by_segment))
+            return self.by_part(table, at, *by_part), self.by_segment(table, *by_segment)
         keys = self.segment_key(table)
         width = 1 + len(keys)
         per_cell: dict[Cell, Row] = {}

@@ -237,12 +237,12 @@ class MetricContext(SqlKit):
 
     def converted(self, table: Table, amount: ColumnElement, at: ColumnElement, *where: ColumnElement) -> Converted:
         """:meth:`money` checked in the metric's own query rather than in a scan of its own, for a metric that
-        sums the amount anyway: it selects ``converted.amount`` and ``converted.unconverted`` together, and
-        gives the count to ``converted.check`` before using the sum. ``where`` must hold every condition of
-        that query (the error names the first currency and date among those rows)."""
+        sums the amount anyway: its query selects ``converted.amount`` and runs as ``converted.one(query)``.
+        ``where`` must hold every condition of that query (the error names the first currency and date
+        among those rows)."""
         rateless, factor = fx_rate(table, at, self.reporting_currency)
         return Converted(amount * factor, func.count().filter(and_(rateless, *where)),
-                         lambda: self._refuse_missing_rate(table, at, *where))
+                         lambda: self._refuse_missing_rate(table, at, *where), self.conn)
 
     def _refuse_missing_rate(self, table: Table, at: ColumnElement, *where: ColumnElement) -> None:
         rateless, _ = fx_rate(table, at, self.reporting_currency)
@@ -265,6 +265,14 @@ class Converted:
     unconverted: ColumnElement
     #: Raises :meth:`MetricContext.money`'s error (the first currency and date without a rate), if it finds one.
     refuse: Callable[[], None]
+    conn: Connection
+
+    def one(self, query: Select) -> tuple:
+        """The one row of ``query`` (which sums :attr:`amount`), with :attr:`unconverted` counted in the same
+        scan and checked (:meth:`check`) before the row is returned."""
+        *row, unconverted = self.conn.execute(query.add_columns(self.unconverted)).one()
+        self.check(unconverted)
+        return tuple(row)
 
     def check(self, unconverted: int) -> None:
         """:meth:`MetricContext.money`'s error when the query counted rows without a rate."""

@@ -203,10 +203,12 @@ def is_builtin(ep: EntryPoint) -> bool:
 
 
 def selected_entry_points(environ: dict[str, str] | os._Environ = os.environ, distribution: str | None = None,
-                          allow: Collection[str] | None = None, deny: Collection[str] = ()) -> list[EntryPoint]:
-    """The entry points to load: ``CRMKPI_LOAD_PLUGINS`` decides, then ``allow`` and ``deny`` (which leave the
-    built-ins alone); or only one distribution's."""
-    eps = installed_entry_points()
+                          allow: Collection[str] | None = None, deny: Collection[str] = (),
+                          installed: list[EntryPoint] | None = None) -> list[EntryPoint]:
+    """The entry points to load of those ``installed`` (default: :func:`installed_entry_points`):
+    ``CRMKPI_LOAD_PLUGINS`` decides, then ``allow`` and ``deny`` (which leave the built-ins alone); or only
+    one distribution's."""
+    eps = installed_entry_points() if installed is None else installed
     if distribution is not None:
         return [ep for ep in eps if _distribution(ep) == distribution]
     wanted = _wanted(environ)
@@ -214,12 +216,12 @@ def selected_entry_points(environ: dict[str, str] | os._Environ = os.environ, di
             and (is_builtin(ep) or ((allow is None or ep.name in allow) and ep.name not in deny))]
 
 
-def _unknown_wanted(environ: dict[str, str] | os._Environ = os.environ) -> list[str]:
-    """A warning for each name in ``CRMKPI_LOAD_PLUGINS`` that no installed plugin has: a typo there
+def _unknown_wanted(installed: list[EntryPoint], environ: dict[str, str] | os._Environ = os.environ) -> list[str]:
+    """A warning for each name in ``CRMKPI_LOAD_PLUGINS`` that no ``installed`` plugin has: a typo there
     would otherwise leave a plugin out without a word."""
-    installed = [ep.name for ep in installed_entry_points()]
-    return [f"{LOAD_PLUGINS_ENV}: no installed plugin is named {name!r}{did_you_mean(name, installed)}"
-            for name in sorted(_wanted(environ) or ()) if name not in installed]
+    names = [ep.name for ep in installed]
+    return [f"{LOAD_PLUGINS_ENV}: no installed plugin is named {name!r}{did_you_mean(name, names)}"
+            for name in sorted(_wanted(environ) or ()) if name not in names]
 
 
 def _wanted(environ: dict[str, str] | os._Environ) -> set[str] | None:
@@ -237,9 +239,10 @@ def load_registry(strict: bool = False, extra: dict[str, object] | None = None, 
     """Load every selected entry point on its own (see :func:`selected_entry_points`), then any ``extra``
     plugin objects."""
     registry = Registry(strict=strict, trace=os.environ.get(TRACE_PLUGINS_ENV, "") not in ("", "0"))
+    installed = installed_entry_points()  # read once: each read scans every installed distribution
     if distribution is None:
-        registry.warnings = _unknown_wanted()
-    for ep in selected_entry_points(distribution=distribution, allow=allow, deny=deny):
+        registry.warnings = _unknown_wanted(installed)
+    for ep in selected_entry_points(distribution=distribution, allow=allow, deny=deny, installed=installed):
         info = PluginInfo(name=ep.name, module=ep.value, distribution=_distribution(ep),
                           version=ep.dist.version if ep.dist else None)
         if not registry._claim(ep.name, info):

@@ -152,17 +152,16 @@ def values(conn: Connection, table: Table, dimensions: Sequence[str]) -> list[tu
     """Every combination of the dimensions' values that a live row of ``table`` has; sorted, nulls last."""
     columns = [expression(table, d) for d in dimensions]
     live = [table.c.is_deleted.is_(False)] if "is_deleted" in table.c else []
-    statement = select(*(c.label(f"value{i}") for i, c in enumerate(columns))).where(*live)
     read = columns_read(table, *columns)
     looked_up = any(isinstance(e, ScalarSelect) for column in columns for e in visitors.iterate(column))
+    source, where = table, live
     if looked_up and "extra" not in {c.name for c in read}:
         # Through the owner or the account: looked up once per distinct id (a few hundred owners), not once
         # per row (a million deals, five million stage changes).
-        keys = select(*sorted(read, key=lambda c: c.name)).where(*live).distinct().subquery("keys")
-        adapter = ClauseAdapter(keys)
-        statement = select(*(adapter.traverse(c).label(f"value{i}") for i, c in enumerate(columns))
-                           ).select_from(keys)
-    found = conn.execute(statement.distinct()).all()
+        source, where = select(*sorted(read, key=lambda c: c.name)).where(*live).distinct().subquery("keys"), []
+        columns = [ClauseAdapter(source).traverse(column) for column in columns]
+    found = conn.execute(select(*(c.label(f"value{i}") for i, c in enumerate(columns))).select_from(source)
+                         .where(*where).distinct()).all()
     return sorted((tuple(row) for row in found), key=lambda row: [(v is None, str(v)) for v in row])
 
 

@@ -754,9 +754,7 @@ def net_new_revenue(ctx: MetricContext) -> Value:
     firsts = _firsts(ctx, table, at)
     where = (table.c.source == firsts.c.source, table.c.id == firsts.c.id)
     converted = ctx.converted(table, func.coalesce(new.amount, 0), at, *where)
-    total, rows, unvalued, unconverted = ctx.conn.execute(select(*new.sums(converted.amount), converted.unconverted)
-                                                          .where(*scope, *where)).one()
-    converted.check(unconverted)
+    total, rows, unvalued = converted.one(select(*new.sums(converted.amount)).where(*scope, *where))
     ctx.record(f"first {new.what} of new customers, in the period", table, exists(select(firsts.c.id).where(*where)))
     loaded = ctx.conn.execute(select(func.count()).where(*scope)).scalar() if not rows else 1
     return new.value(total, rows, unvalued, loaded, ctx.left_out(*new.unusable()))

@@ -24,6 +24,7 @@ from typing import Callable
 
 from sqlalchemy import Date, Float, Select, Table, and_, case, cast, exists, func, literal, or_, select, tuple_
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.util import ClauseAdapter
 
 from crmkpi import hookimpl
 from crmkpi.errors import MetricError
@@ -218,10 +219,14 @@ class NewCustomers:
             self.unowned = ("subscription(s) without account_id or started_at", None,
                             (or_(table.c.account_id.is_(None), table.c.started_at.is_(None)),))
 
+    def counted(self, rows) -> tuple[ColumnElement, ...]:
+        """The live rows of ``rows`` (the table or an alias) of the kind that makes accounts new (won deals, or
+        any subscription), whether or not they name an account and a date."""
+        return (rows.c.is_deleted.is_(False), *([rows.c.is_won.is_(True)] if self.by_deal else []))
+
     def candidates(self, rows) -> tuple[ColumnElement, ...]:
-        """The live rows of ``rows`` (the table or an alias) that can make their account new."""
-        return (rows.c.is_deleted.is_(False), rows.c.account_id.is_not(None), rows.c[self.at].is_not(None),
-                *([rows.c.is_won.is_(True)] if self.by_deal else []))
+        """The rows of :meth:`counted` that can make their account new."""
+        return (*self.counted(rows), rows.c.account_id.is_not(None), rows.c[self.at].is_not(None))
 
     def firsts(self):
         """Each account's first row, (source, id, at): decided over all its live rows, whatever the segment."""
@@ -242,15 +247,14 @@ def _new_customers(ctx: MetricContext, new: NewCustomers) -> tuple[int, Select, 
     where = tuple_(table.c.source, table.c.id).in_(in_period)
     if ctx.segment is None:
         # the same count without ranking rows: accounts whose earliest date is in the period (an aggregate is
-        # cheaper than a window over every row); the first rows are still recorded for explain
-        inner = table.alias("first_of_account")
-        first_at = func.min(inner.c[new.at])
-        customers = (select(inner.c.source, inner.c.account_id).where(*new.candidates(inner))
-                     .group_by(inner.c.source, inner.c.account_id)
-                     .having(and_(first_at >= ctx.start, first_at < ctx.end)))
+        # cheaper than a window over every row), grouped with the rows that cannot make anyone new; the
+        # first rows are still recorded for explain
+        per_account, is_new = _per_account(ctx, new)
         ctx.record(new.label, table, where)
-        count, unowned = ctx.conn.execute(_customers_and_unowned(ctx, new)).one()
-        return count, customers, left_out_note(unowned, new.unowned[0])
+        count, unowned = ctx.conn.execute(select(func.count().filter(is_new),
+                                                 func.coalesce(func.sum(per_account.c.unowned), 0))).one()
+        return count, select(per_account.c.source, per_account.c.account_id).where(is_new), \
+            left_out_note(unowned, new.unowned[0])
     count = ctx.count(new.label, table, where)
     # the segment applies to the first row; an alias, so the set does not correlate with an outer query on table
     outer = table.alias("new_customer")
@@ -259,19 +263,19 @@ def _new_customers(ctx: MetricContext, new: NewCustomers) -> tuple[int, Select, 
     return count, customers, _unowned(ctx, new)
 
 
-def _customers_and_unowned(ctx: MetricContext, new: NewCustomers) -> Select:
-    """(how many accounts' first row is in the period, how many rows name no account or date), over the whole
-    table in one scan grouped by account, the rows without one being a group of their own."""
-    table = new.table
+def _per_account(ctx: MetricContext, new: NewCustomers):
+    """(each account's earliest date and, in a group of their own, the rows that name no account, with how
+    many rows of each group cannot make anyone new; whether a group is an account new in the period), in
+    one scan of the whole table. An alias, so that the accounts do not correlate with an outer query on it."""
+    inner = new.table.alias("first_of_account")
     _, at, unowned = new.unowned
-    unowned = (*unowned, *([] if at is None else [ctx.in_period(at)]))
-    per_account = (select(table.c.account_id, func.min(table.c[new.at]).label("first_at"),
-                          func.count().filter(and_(*unowned)).label("unowned"))
-                   .where(table.c.is_deleted.is_(False), *([table.c.is_won.is_(True)] if new.by_deal else []))
-                   .group_by(table.c.source, table.c.account_id).subquery("per_account"))
+    unowned = ClauseAdapter(inner).traverse(and_(*unowned, *([] if at is None else [ctx.in_period(at)])))
+    per_account = (select(inner.c.source, inner.c.account_id, func.min(inner.c[new.at]).label("first_at"),
+                          func.count().filter(unowned).label("unowned"))
+                   .where(*new.counted(inner))
+                   .group_by(inner.c.source, inner.c.account_id).subquery("per_account"))
     first_at = per_account.c.first_at
-    new_in_period = and_(per_account.c.account_id.is_not(None), first_at >= ctx.start, first_at < ctx.end)
-    return select(func.count().filter(new_in_period), func.coalesce(func.sum(per_account.c.unowned), 0))
+    return per_account, and_(per_account.c.account_id.is_not(None), first_at >= ctx.start, first_at < ctx.end)
 
 
 def _new_customers_grouped(grid: Grid, new: NewCustomers):
@@ -452,10 +456,8 @@ def marketing_roi(ctx: MetricContext) -> Value:
         where = (deals.c.is_won.is_(True), ctx.in_period(deals.c.closed_at), *_attributed(ctx, deals.c.lead_source))
         converted = ctx.converted(deals, func.coalesce(deals.c.amount, 0.0), deals.c.closed_at, *where)
         ctx.record("won deals attributed to the spend", deals, *where)
-        revenue, unvalued, unconverted = ctx.conn.execute(  # all in one scan
-            select(*_revenue_sums(converted.amount, deals.c.amount), converted.unconverted)
-            .where(*ctx.scope(deals), *where)).one()
-        converted.check(unconverted)
+        revenue, unvalued = converted.one(  # and the rate check, in one scan
+            select(*_revenue_sums(converted.amount, deals.c.amount)).where(*ctx.scope(deals), *where))
         return _roi(spent, note, revenue, unvalued, ctx.params["gross_margin"])
 
     return _spend(ctx).then(roi)

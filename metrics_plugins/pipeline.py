@@ -59,10 +59,7 @@ def _won_amounts(ctx: MetricContext) -> Won:
     won, sized = _won_in_period(ctx, deals), deals.c.amount.is_not(None)
     converted = ctx.converted(deals, deals.c.amount, deals.c.closed_at, *won, sized)
     ctx.record("won deals with an amount, closed in the period", deals, *won, sized)
-    *sums, unconverted = ctx.conn.execute(select(*_won_sums(converted.amount), converted.unconverted)
-                                          .where(*ctx.scope(deals), *won)).one()
-    converted.check(unconverted)
-    return _won(*sums)
+    return _won(*converted.one(select(*_won_sums(converted.amount)).where(*ctx.scope(deals), *won)))
 
 
 def _won_amounts_grouped(grid: Grid) -> dict[Cell, Won]:
@@ -630,9 +627,8 @@ def pipeline_value(ctx: MetricContext) -> Value:
     if not ctx.params["weighted"]:
         converted = ctx.converted(deals, deals.c.amount, last_day, *pipeline.valued)
         # one scan: the values, the open deals without one, and those without a rate
-        total, count, unvalued, unconverted = ctx.conn.execute(select(
-            *_valued_sums(converted.amount), converted.unconverted).where(*ctx.scope(deals), *pipeline.open)).one()
-        converted.check(unconverted)
+        total, count, unvalued = converted.one(select(*_valued_sums(converted.amount))
+                                               .where(*ctx.scope(deals), *pipeline.open))
         return pipeline.value(total, count, unvalued, never_open)
     amount = ctx.money(deals, deals.c.amount, last_day, *pipeline.valued)
     unvalued = ctx.conn.execute(select(func.count()).where(*ctx.scope(deals), *pipeline.open,

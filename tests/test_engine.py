@@ -311,7 +311,7 @@ def test_a_rate_checked_in_the_metrics_own_scan_fails_as_a_separate_check_would(
 
 def test_a_count_of_rows_without_a_rate_is_never_ignored():
     """Should the detailed check find nothing (the rows changed in between), the count alone fails the value."""
-    converted = Converted(amount=None, unconverted=None, refuse=lambda: None)
+    converted = Converted(amount=None, unconverted=None, refuse=lambda: None, conn=None)
     converted.check(0)
     with pytest.raises(MetricError, match=r"^2 row\(s\) have no fx_rates rate to convert them to the reporting "
                                           r"currency$"):
