@@ -25,7 +25,8 @@ from datetime import UTC, date, datetime
 from functools import cached_property
 from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
-from sqlalchemy import Date, DateTime, Integer, Table, and_, case, column, exists, func, literal_column, select, values
+from sqlalchemy import (Date, DateTime, Integer, Table, and_, case, column, exists, func, literal, literal_column, select,
+                        values)
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -95,6 +96,24 @@ class Grid(SqlKit):
                 for i, ((start, end), period) in enumerate(zip(self.bounds, self.parts))]
         return values(column("part", Integer), column("start", DateTime()), column("end", DateTime()),
                       column("first", Date()), column("last", Date()), name="calendar").data(rows).cte("calendar")
+
+    @cached_property
+    def boundaries(self) -> list[datetime]:
+        """Every part's start and end, distinct and in order."""
+        return sorted({instant for bound in self.bounds for instant in bound})
+
+    def boundary_rank(self, at: ColumnElement) -> ColumnElement:
+        """How many of :attr:`boundaries` are at or before ``at`` (a balanced ``CASE`` tree; a null ``at`` ranks
+        after all). Two instants compare the same way with every part's start and end exactly when their
+        ranks are equal, so a metric can group rows by rank where it would join each row to the calendar:
+        ``at < boundaries[j - 1]`` exactly when ``rank < j``."""
+        def tree(low: int, high: int) -> ColumnElement:
+            if low == high:
+                return literal(low)
+            middle = (low + high) // 2
+            return case((at < instant(self.boundaries[middle]), tree(low, middle)), else_=tree(middle + 1, high))
+
+        return tree(0, len(self.boundaries))
 
     def in_part(self, at: ColumnElement) -> ColumnElement:
         """``start <= at < end`` of the calendar's part: as ``MetricContext.in_period`` for one period."""

@@ -18,20 +18,17 @@ fields as the engine resolves them, and ``owner``/``team`` through the account's
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
-from typing import Any, Callable
+from datetime import datetime, timedelta
 
-from sqlalchemy import Table, and_, case, exists, func, literal, or_, select, tuple_, union_all
+from sqlalchemy import Table, and_, case, exists, func, literal, or_, select, tuple_
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import ColumnElement
 
 from crmkpi import hookimpl
 from crmkpi.grouped import Cell, Grid, left_out_note
+from crmkpi.metrics_plugins.customer_counts import OPEN_END, CustomerCounts, customer_counts, subscription_rows
 from crmkpi.metrics import TABLES, Input, Metric, MetricContext, Param, Value, at_least, ratio
 from crmkpi.sqlkit import instant
-
-#: The end of a run of subscriptions one of which is still open.
-OPEN_END = datetime(9999, 12, 31, tzinfo=UTC)
 
 #: Relative tolerance when comparing MRR sums (fx conversion makes them floats).
 _EPSILON = 1e-9
@@ -109,40 +106,10 @@ def _states(ctx: MetricContext, start: datetime, end: datetime):
             .subquery("customer_states"))
 
 
-def _states_by_cell(grid: Grid, new: bool):
-    """:func:`_states` of every part and segment: per part, rows of ``(part, segment key, source, account_id,
-    at_start, at_end, joined, new)`` whose flags add up to :func:`_states`' (``new`` is a row of its own).
-
-    An account's subscriptions meet the parts as its :func:`_runs`, which cover an instant exactly when one
-    of its subscriptions runs then: an account with one run (most) needs no grouping per part, and at most
-    one run covers a part's start or end. ``joined`` here is a run starting in the window, which differs
-    from a subscription starting in it only when the account is a customer at the window's start, where
-    the sums do not read it. ``new``: the account's first start (of any subscription) is in the window;
-    only with ``new`` (else always 0)."""
-    rows = _subscription_rows(grid)
-    runs, calendar = _runs(grid, rows), grid.calendar
-    start, end = calendar.c.start, calendar.c.end
-    flags = (select(calendar.c.part, *_account(runs), runs.c.runs, _flag_of(_covers(runs, start)).label("at_start"),
-                    _flag_of(_covers(runs, end)).label("at_end"), _flag_of(runs.c.run_start >= start).label("joined"))
-             .select_from(runs.join(calendar, and_(runs.c.run_start < end, runs.c.run_end >= start)))
-             .subquery("run_flags"))
-    per_account = (flags.c.part, *_account(flags))
-    one_run = select(*per_account, flags.c.at_start, flags.c.at_end, flags.c.joined, literal(0).label("new")
-                     ).where(flags.c.runs == 1)
-    several = (select(*per_account, func.max(flags.c.at_start), func.max(flags.c.at_end), func.max(flags.c.joined),
-                      literal(0)).where(flags.c.runs > 1).group_by(*per_account))
-    if not new:
-        return union_all(one_run, several).subquery("customer_states")
-    firsts = (select(*_account(rows), func.min(rows.c.started_at).label("first_at"))
-              .where(rows.c.account_id.isnot(None)).group_by(*_account(rows)).subquery("first_starts"))
-    starts = grid.placed(firsts, firsts.c.first_at, *_account(firsts), literal(0), literal(0), literal(0), literal(1))
-    return union_all(one_run, several, starts).subquery("customer_states")
-
-
 def _customers_at_start(grid: Grid):
     """The customers at each part's start: one row per part and account (at most one of its runs covers
     an instant), with the segment key."""
-    runs, calendar = _runs(grid, _subscription_rows(grid)), grid.calendar
+    runs, calendar = _runs(grid, subscription_rows(grid)), grid.calendar
     return (select(calendar.c.part, *_account(runs))
             .select_from(runs.join(calendar, _covers(runs, calendar.c.start))).subquery("customers"))
 
@@ -158,20 +125,11 @@ def _account(rows) -> list[ColumnElement]:
     return [*(c for c in rows.c if c.name.startswith("segment_")), rows.c.source, rows.c.account_id]
 
 
-def _subscription_rows(grid: Grid):
-    """The live subscriptions with a start, with their segment (looked up once per row). Those without an
-    account make nobody a customer, but a conversion's missing-rate check reads them, as per cell."""
-    subs = grid.table("subscriptions")
-    return grid.materialized(select(subs.c.source, subs.c.id, subs.c.account_id, *grid.segment_key(subs),
-                                    subs.c.started_at, subs.c.ended_at, subs.c.mrr, subs.c.currency)
-                             .where(*grid.live(subs), subs.c.started_at.isnot(None)).cte("subscription_rows"))
-
-
 def _runs(grid: Grid, rows):
     """Each account's runs as a customer: its subscriptions of positive length merged where they overlap or
-    meet, as ``(run_start, run_end]`` (``run_end`` far in the future while one is open), and how many
-    runs the account has (``runs``); computed once, as the parts read it twice. Gaps and islands: a
-    subscription starts a run when it starts after every earlier one (by start, then id) has ended."""
+    meet, as ``(run_start, run_end]`` (``run_end`` far in the future while one is open). Gaps and
+    islands: a subscription starts a run when it starts after every earlier one (by start, then id) has
+    ended."""
     order = (rows.c.started_at, rows.c.id)
     ending = func.coalesce(rows.c.ended_at, instant(OPEN_END))
     reach = (select(*rows.c, func.max(ending).over(partition_by=_account(rows), order_by=order, rows=(None, -1))
@@ -181,17 +139,9 @@ def _runs(grid: Grid, rows):
     starts_run = case((or_(reach.c.reach.is_(None), reach.c.started_at > reach.c.reach), 1), else_=0)
     numbered = select(*reach.c, func.sum(starts_run).over(partition_by=_account(reach), order_by=(
         reach.c.started_at, reach.c.id), rows=(None, 0)).label("run")).subquery("numbered")
-    bounds = (select(*_account(numbered), func.min(numbered.c.started_at).label("run_start"),
-                     func.max(func.coalesce(numbered.c.ended_at, instant(OPEN_END))).label("run_end"))
-              .group_by(*_account(numbered), numbered.c.run).subquery("run_bounds"))
-    return grid.materialized(select(*bounds.c, func.count().over(partition_by=_account(bounds)).label("runs"))
-                             .cte("runs"))
-
-
-def _by_state(grid: Grid, sums: Callable[[Any], tuple[ColumnElement, ...]], new: bool = False) -> dict[Cell, tuple]:
-    """``sums(states)`` over :func:`_states_by_cell` (with ``new`` when the sums read it), by cell."""
-    states = _states_by_cell(grid, new)
-    return grid.aggregate(states, *sums(states))
+    return (select(*_account(numbered), func.min(numbered.c.started_at).label("run_start"),
+                   func.max(func.coalesce(numbered.c.ended_at, instant(OPEN_END))).label("run_end"))
+            .group_by(*_account(numbered), numbered.c.run).subquery("runs"))
 
 
 def _churn_sums(s) -> tuple[ColumnElement, ...]:
@@ -247,10 +197,15 @@ def churn_rate(ctx: MetricContext) -> Value:
 
 
 def churn_rate_grouped(grid: Grid) -> dict[Cell, Value]:
-    counts = _by_state(grid, _churn_sums)
+    counts = customer_counts(grid)
     uncounted = grid.left_out(*UNCOUNTED)
-    return {cell: _churn_rate(*_counts(counts.get(cell, (0, 0, 0))), grid.params["new_and_lost"],
+    return {cell: _churn_rate(*_churn_counts(counts.get(cell, CustomerCounts())), grid.params["new_and_lost"],
                               uncounted.get(cell.segment)) for cell in grid.cells}
+
+
+def _churn_counts(counts: CustomerCounts) -> tuple[int, int, int]:
+    """:func:`_churn_sums` of one cell."""
+    return counts.at_start, counts.lost, counts.joined_and_lost
 
 
 def _churn_rate(customers: int, lost: int, joined_and_lost: int, new_and_lost: str, uncounted: str | None) -> Value:
@@ -272,10 +227,15 @@ def retention_rate(ctx: MetricContext) -> Value:
 
 
 def retention_rate_grouped(grid: Grid) -> dict[Cell, Value]:
-    counts = _by_state(grid, _retention_sums, new=True)
+    counts = customer_counts(grid)
     uncounted = grid.left_out(*UNCOUNTED)
-    return {cell: _retention_rate(*_counts(counts.get(cell, (0, 0, 0))), uncounted.get(cell.segment))
+    return {cell: _retention_rate(*_retention_counts(counts.get(cell, CustomerCounts())), uncounted.get(cell.segment))
             for cell in grid.cells}
+
+
+def _retention_counts(counts: CustomerCounts) -> tuple[int, int, int]:
+    """:func:`_retention_sums` of one cell."""
+    return counts.at_start, counts.at_end, counts.new
 
 
 def _retention_sums(s) -> tuple[ColumnElement, ...]:
@@ -408,7 +368,7 @@ def _account_mrr_by_cell(grid: Grid):
     The subscriptions (with their segment, looked up once) meet the parts they run at the start or end of;
     each is converted at the rate of the part's start, or of its own start if later, as :func:`_mrr`
     converts it for one period."""
-    rows, calendar = _subscription_rows(grid), grid.calendar
+    rows, calendar = subscription_rows(grid), grid.calendar
     start, end = calendar.c.start, calendar.c.end
     relevant = or_(active_at(rows, start), active_at(rows, end))
     at = case((rows.c.started_at > start, rows.c.started_at), else_=start)
@@ -637,10 +597,9 @@ def clv_grouped(grid: Grid) -> dict[Cell, Value]:
     sums = grid.aggregate(per_customer, func.sum(per_customer.c.revenue), func.count())
     lifespan = grid.params["lifespan_years"]
     # the churn of the 12 months to each part's end: the same grid over those windows
-    churn = {} if lifespan else _by_state(replace(grid, bounds=[(_year_before(end), end) for _, end in grid.bounds]),
-                                           _churn_sums)
+    churn = {} if lifespan else customer_counts(replace(grid, bounds=[(_year_before(end), end) for _, end in grid.bounds]))
     notes = _order_notes_grouped(grid)
-    return {cell: _clv(*sums.get(cell, (None, 0)), lifespan, _counts(churn.get(cell, (0, 0, 0))), notes[cell])
+    return {cell: _clv(*sums.get(cell, (None, 0)), lifespan, _churn_counts(churn.get(cell, CustomerCounts())), notes[cell])
             for cell in grid.cells}
 
 
