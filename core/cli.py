@@ -18,6 +18,7 @@ import click
 from sqlalchemy import select
 
 from . import __version__
+from .plugin_api import PLUGIN_API_VERSION
 from .config import Config, PluginSettings, load_config, read_config
 from .engine import COMPARISONS, SAVE_TIMEOUT, Run, Settings, empty_tables, failure_summary, run_metrics, save_results
 from .engine import explain as explain_metric
@@ -496,7 +497,10 @@ def targets_of(config: Config, registry: Registry, settings: Settings) -> list[T
                                              "or the selection names no installed plugin (for a plugin's CI).")
 @click.pass_obj
 def plugins(app: App, as_json: bool, config_path: str | None, strict: bool) -> None:
-    """Show the loaded plugins, where they come from, what they provide and what failed."""
+    """Show the loaded plugins, where they come from, what they provide and what failed.
+
+    The listing starts with the plugin API version this crmkpi provides (a plugin declaring a range that
+    excludes it is not loaded: docs/compatibility.md)."""
     registry = _registry(read_config(config_path).plugins if config_path else None)
     for warning in registry.warnings:
         click.echo(f"Warning: {warning}", err=True)
@@ -515,6 +519,7 @@ def plugins(app: App, as_json: bool, config_path: str | None, strict: bool) -> N
 
 
 def _print_plugins(infos: list[dict[str, Any]]) -> None:
+    click.echo(f"crmkpi {__version__}, plugin API {PLUGIN_API_VERSION}")
     if not infos:
         click.echo("No plugins loaded (check CRMKPI_LOAD_PLUGINS).")
     for info in infos:
@@ -524,6 +529,8 @@ def _print_plugins(infos: list[dict[str, Any]]) -> None:
             click.echo(f"  connectors: {', '.join(info['connectors'])}")
         if info["metrics"]:
             click.echo(f"  metrics: {', '.join(info['metrics'])}")
+        if info["plugin_api"]["declared"]:
+            click.echo(f"  plugin API: {info['plugin_api']['declared']}")
         if info["metrics_cell_by_cell"]:
             click.echo(f"  note: computed cell by cell, the slow path for series and segments (no grouped "
                        f"compute): {', '.join(info['metrics_cell_by_cell'])}")

@@ -3,7 +3,8 @@
 ``CRMKPI_LOAD_PLUGINS`` chooses what loads: unset loads every installed plugin, an empty
 value loads none, and a comma-separated list loads only the named entry points. A config's
 ``plugins:`` section narrows that further (``allow``/``deny``, third-party plugins only).
-``CRMKPI_TRACE_PLUGINS=1`` prints every hook call on stderr.
+``CRMKPI_TRACE_PLUGINS=1`` prints every hook call on stderr. A plugin whose ``CRMKPI_PLUGIN_API``
+range excludes this plugin API (:mod:`crmkpi.plugin_api`) is reported and its hooks are not registered.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from typing import Any
 
 import pluggy
 
-from . import hookspecs
+from . import __version__, hookspecs
 from .connector import ConnectorType
 from .errors import PluginError
 from .metrics import Metric
+from .plugin_api import DECLARATION, PLUGIN_API_VERSION, in_range
 from .suggest import did_you_mean
 
 ENTRY_POINT_GROUP = "crmkpi"
@@ -42,6 +44,8 @@ class PluginInfo:
     metrics: list[str] = field(default_factory=list)
     connectors: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    #: The plugin API versions it declares it works with (``CRMKPI_PLUGIN_API``), None when it declares none.
+    plugin_api: str | None = None
 
     def describe(self) -> str:
         return f"{self.name} ({self.distribution} {self.version})" if self.distribution else self.name
@@ -56,6 +60,7 @@ class PluginInfo:
             "metrics": self.metrics,
             "connectors": self.connectors,
             "errors": self.errors,
+            "plugin_api": {"declared": self.plugin_api, "running": PLUGIN_API_VERSION},
         }
 
 
@@ -80,6 +85,10 @@ class Registry:
         info = info or PluginInfo(name=name, module=getattr(plugin, "__name__", repr(plugin)))
         if not self._claim(name, info):
             return
+        problem = self._out_of_range(plugin, info)
+        if problem:  # its hooks were written for another API: none of them is called
+            self._fail(info, problem)
+            return
         try:
             self.pm.register(plugin, name=name)
         except Exception as exc:  # pluggy validates hook signatures here
@@ -94,6 +103,30 @@ class Registry:
                 self._fail(info, f"unknown hook {hook.name!r}{hint}")
         self._collect(info, "register_connectors", "connector", ConnectorType, self.connectors, info.connectors)
         self._collect(info, "register_metrics", "metric", Metric, self.metrics, info.metrics)
+
+    def _out_of_range(self, plugin: object, info: PluginInfo) -> str | None:
+        """Why ``plugin`` must not load against this plugin API (its declared range excludes it, or cannot be
+        read), or None; no declaration is no objection."""
+        try:
+            declared = getattr(plugin, DECLARATION, None)
+        except Exception as exc:  # a module __getattr__ of its own may raise anything
+            return f"reading {DECLARATION} raised {type(exc).__name__}: {exc}; not loaded"
+        if declared is None:
+            return None
+        if not isinstance(declared, str):
+            return (f"{DECLARATION} must be a string such as '>=1.0,<2', got {type(declared).__name__} "
+                    f"{declared!r}; not loaded")
+        info.plugin_api = declared
+        try:
+            compatible = in_range(PLUGIN_API_VERSION, declared)
+        except ValueError as exc:
+            return f"{DECLARATION} {declared!r} is not a version range: {exc}; not loaded"
+        self._trace(info, f"{DECLARATION} {declared!r}: plugin API {PLUGIN_API_VERSION} is "
+                          f"{'in' if compatible else 'out of'} range")
+        if compatible:
+            return None
+        return (f"needs plugin API {declared} ({DECLARATION}), but crmkpi {__version__} provides plugin API "
+                f"{PLUGIN_API_VERSION}; not loaded")
 
     def _collect(self, info, hook_name, kind, expected_type, target: dict, provided: list) -> None:
         """Call the plugin's ``hook_name``: each valid item registers, each invalid one is an error of its own.

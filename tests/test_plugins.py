@@ -30,12 +30,17 @@ from crmkpi.plugins import (ENTRY_POINT_GROUP, PluginInfo, Registry, installed_e
 ROOT = Path(__file__).resolve().parent.parent
 VERSION = crmkpi.__version__
 BUILTIN = "files,sales_metrics"
+#: The first line of `crmkpi plugins`.
+HEADER = f"crmkpi {VERSION}, plugin API {crmkpi.PLUGIN_API_VERSION}"
+#: A plugin's ``plugin_api`` in ``crmkpi plugins --json`` when it declares no range (tests/test_plugin_api.py has those).
+UNDECLARED = {"declared": None, "running": crmkpi.PLUGIN_API_VERSION}
 
 FILES_INFO = {"name": "files", "module": "crmkpi.connectors.files", "distribution": "crmkpi", "version": VERSION,
-              "hooks": ["register_connectors"], "metrics": [], "connectors": ["files"], "errors": []}
+              "hooks": ["register_connectors"], "metrics": [], "connectors": ["files"], "errors": [],
+              "plugin_api": UNDECLARED}
 SALES_INFO = {"name": "sales_metrics", "module": "crmkpi.metrics_plugins.sales", "distribution": "crmkpi",
               "version": VERSION, "hooks": ["register_metrics"], "metrics": ["close_rate", "win_rate"],
-              "connectors": [], "errors": []}
+              "connectors": [], "errors": [], "plugin_api": UNDECLARED}
 
 
 def select(monkeypatch, plugins: str | None) -> None:
@@ -121,6 +126,7 @@ def test_plugins_table_lists_the_builtins():
     result = invoke("plugins")
     assert result.exit_code == 0
     assert result.stdout.splitlines() == [
+        HEADER,
         f"files  [crmkpi {VERSION}]  crmkpi.connectors.files",
         "  connectors: files",
         f"sales_metrics  [crmkpi {VERSION}]  crmkpi.metrics_plugins.sales",
@@ -137,7 +143,8 @@ def test_third_party_plugin_is_listed_with_its_distribution(install, monkeypatch
     infos = plugins_json()
     assert infos["acme"] == {"name": "acme", "module": "good_metrics", "distribution": "acme-crm-metrics",
                              "version": "1.2.3", "hooks": ["register_metrics"], "metrics": ["deals_created"],
-                             "connectors": [], "errors": [], "metrics_cell_by_cell": ["deals_created"]}
+                             "connectors": [], "errors": [], "metrics_cell_by_cell": ["deals_created"],
+                             "plugin_api": UNDECLARED}
     assert infos["files"] == listed(FILES_INFO) and infos["sales_metrics"] == listed(SALES_INFO)
     table = invoke("plugins").stdout.splitlines()
     i = table.index("acme  [acme-crm-metrics 1.2.3]  good_metrics")
@@ -196,7 +203,7 @@ def test_empty_selection_loads_nothing(install, monkeypatch):
     registry = load_registry()
     assert registry.plugins == {} and registry.metrics == {} and registry.connectors == {}
     result = invoke("plugins")
-    assert result.exit_code == 0 and result.stdout == "No plugins loaded (check CRMKPI_LOAD_PLUGINS).\n"
+    assert result.exit_code == 0 and result.stdout == f"{HEADER}\nNo plugins loaded (check CRMKPI_LOAD_PLUGINS).\n"
     assert json.loads(invoke("plugins", "--json").stdout) == []
     assert invoke("metrics", "list").stdout == ""
 
@@ -452,7 +459,7 @@ def test_an_unknown_hook_is_an_error_with_a_did_you_mean_and_the_valid_hooks_loa
     info = plugins_json()["misnamed"]
     assert (info["hooks"], info["connectors"], info["errors"]) == (["register_connectors"], ["misnamed_source"],
                                                                    errors)
-    assert invoke("plugins").stdout.splitlines() == ["misnamed  [misnamed 1.0]  misnamed_hook",
+    assert invoke("plugins").stdout.splitlines() == [HEADER, "misnamed  [misnamed 1.0]  misnamed_hook",
                                                      "  connectors: misnamed_source",
                                                      *(f"  ERROR: {error}" for error in errors)]
     listed = invoke("metrics", "list")
@@ -521,7 +528,7 @@ def test_plugins_strict_fails_after_the_listing_when_a_plugin_has_an_error(insta
     result = invoke("plugins", "--strict")
     assert (result.exit_code, result.stderr) == (1, error)
     assert result.stdout.splitlines() == [
-        f"files  [crmkpi {VERSION}]  crmkpi.connectors.files", "  connectors: files",
+        HEADER, f"files  [crmkpi {VERSION}]  crmkpi.connectors.files", "  connectors: files",
         "broken  [broken-plugin 0.1.0]  broken_import",
         "  ERROR: failed to load broken_import: RuntimeError: plugin import exploded"]
     result = invoke("plugins", "--strict", "--json")
@@ -545,7 +552,7 @@ def test_an_unknown_name_in_crmkpi_load_plugins_is_a_warning_with_a_did_you_mean
     assert result.exit_code == 1
     assert result.stderr.splitlines() == [*warnings, "Error: --strict: CRMKPI_LOAD_PLUGINS: no installed plugin is "
                                                      "named 'acmee'; did you mean 'acme'?; 1 more problem"]
-    assert [line for line in result.stdout.splitlines() if not line.startswith(" ")] == [
+    assert [line for line in result.stdout.splitlines() if not line.startswith(" ")] == [HEADER,
         f"files  [crmkpi {VERSION}]  crmkpi.connectors.files", f"sales_metrics  [crmkpi {VERSION}]  "
                                                                "crmkpi.metrics_plugins.sales"]
 
