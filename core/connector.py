@@ -35,6 +35,8 @@ class Checkpoint:
 
 @dataclass
 class StreamStats:
+    """What one stream's read did, for the sync report: rows read and skipped (with the first reasons), notes."""
+
     read: int = 0
     skipped: int = 0
     #: Rows that repeated the id of an earlier row of the stream (so ``read - skipped - duplicates``

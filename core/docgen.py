@@ -2,9 +2,9 @@
 
 ``python -m crmkpi.docgen`` rewrites ``docs/reference/``; ``--check`` fails when a page
 is stale (the test suite runs the same check). Pages: the metric catalog and the columns
-each metric needs (from the built-in plugins' metadata), the CLI (from click), the hooks
-(from the hook specs), the store schema (from the models) and the config keys (from the
-pydantic settings models).
+each metric needs (from the built-in plugins' metadata), the CLI (from click), the hooks and
+the public API (from the hook specs and ``crmkpi.__all__``), the store schema (from the
+models) and the config keys (from the pydantic settings models).
 """
 
 from __future__ import annotations
@@ -12,7 +12,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import importlib
 import inspect
+import itertools
+import re
 import sys
 import types
 import typing
@@ -24,11 +27,10 @@ from pydantic_core import PydanticUndefined
 from sqlalchemy import JSON, Boolean, Date, DateTime, Float, Integer, String
 from sqlalchemy.types import TypeDecorator
 
-from . import grouped as grouped_module, hookspecs, metrics as metrics_module, sqlkit
-from .connector import Checkpoint, ConnectorType, Stream, SyncContext
+import crmkpi
+
+from . import hookspecs
 from .config import MetricSettings, PluginSettings, RawConfig, Reporting, Schedule, ServiceSettings
-from .grouped import Cell, Grid
-from .metrics import Converted, Metric, MetricContext, Param, Value
 from .models import ENTITIES, Entity, MetricResult, SyncRun, SyncState
 from .plugins import Registry, load_registry
 
@@ -121,28 +123,83 @@ def _contexts(command: click.Command, name: str, parent: click.Context | None):
 # --- hooks ---------------------------------------------------------------------
 
 
+def hook_specs() -> dict[str, types.FunctionType]:
+    """The hook specifications of :mod:`crmkpi.hookspecs`, by name."""
+    return {name: function for name, function in inspect.getmembers(hookspecs, inspect.isfunction)
+            if hasattr(function, "crmkpi_spec")}
+
+
 def hooks_page() -> str:
     lines = [GENERATED, "", "# Hook reference", "", inspect.getdoc(hookspecs) or "", ""]
-    for name, function in inspect.getmembers(hookspecs, inspect.isfunction):
-        if hasattr(function, "crmkpi_spec"):
-            signature = str(inspect.signature(function)).replace("'", "")
-            lines += [f"## `{name}{signature}`", "", inspect.getdoc(function) or "", ""]
-    lines += ["# What plugins register and receive", ""]
-    for cls in (Metric, Param, MetricContext, Value, Converted, Grid, Cell, ConnectorType, SyncContext, Stream,
-                Checkpoint):
-        lines += [f"## `{cls.__module__}.{cls.__name__}`", "", inspect.getdoc(cls) or "", ""]
-        hints = typing.get_type_hints(cls) if dataclasses.is_dataclass(cls) else {}
+    for name, function in hook_specs().items():
+        signature = str(inspect.signature(function)).replace("'", "")
+        lines += [f"## `{name}{signature}`", "", inspect.getdoc(function) or "", ""]
+    return "\n".join(lines + public_api_lines())
+
+
+# --- the public API (crmkpi.__all__) ---------------------------------------------
+
+
+def public_api_lines() -> list[str]:
+    """Every name of ``crmkpi.__all__``: classes with their fields, methods and properties, then functions,
+    then constants and types."""
+    names = {name: getattr(crmkpi, name) for name in crmkpi.__all__}
+    classes = [name for name, value in names.items() if inspect.isclass(value)]
+    functions = [name for name, value in names.items() if inspect.isfunction(value)]
+    constants = [name for name in names if name not in classes and name not in functions]
+    lines = ["# The public API", "",
+             "Everything a plugin imports comes from `crmkpi` itself (`from crmkpi import hookimpl, Metric, Value`). "
+             f"The {len(names)} names of `crmkpi.__all__` below and the hooks above are the plugin API, version "
+             f"{crmkpi.PLUGIN_API_VERSION} (`crmkpi.PLUGIN_API_VERSION`); the [compatibility policy]"
+             "(../compatibility.md) says what may change in which release. Every other name of crmkpi's modules is "
+             "internal and may change in any release.", "", "## Classes", ""]
+    for name in classes:
+        cls = names[name]
+        lines += [f"### `crmkpi.{name}`", "", f"Defined in `{cls.__module__}`.", "", public_doc(name), ""]
+        hints = _fields(cls)
         if hints:
             lines += ["| field | type |", "|---|---|"]
-            lines += [f"| `{f.name}` | `{_hint(hints[f.name])}` |" for f in dataclasses.fields(cls)] + [""]
-        lines += [_entry(name, member) for name, member in _members(cls)] + [""]
-    lines += ["# Functions a metric builds with", ""]
-    for module in (metrics_module, grouped_module, sqlkit):
-        lines += [f"## `{module.__name__}`", ""]
-        lines += [_entry(name, function) for name, function in vars(module).items()
-                  if inspect.isfunction(function) and function.__module__ == module.__name__
-                  and not name.startswith("_")] + [""]
-    return "\n".join(lines)
+            lines += [f"| `{field}` | `{_hint(hint)}` |" for field, hint in hints.items()] + [""]
+        members = [_entry(member_name, member) for member_name, member in _members(cls) if member_name not in hints]
+        lines += members + [""] * bool(members)
+    lines += ["## Functions", ""]
+    lines += [_entry(f"crmkpi.{name}", names[name]) + f" (`{names[name].__module__}`)" for name in functions]
+    lines += ["", "## Constants and types", ""]
+    lines += [f"- `crmkpi.{name}` (`{_home(name)}`): {public_doc(name)}" for name in constants]
+    return lines + [""]
+
+
+def public_doc(name: str) -> str:
+    """The documentation of the public ``name``: a class's or function's own docstring, or the ``#:`` comment
+    above a constant's assignment; "" when it has none (a dataclass's generated signature is none)."""
+    value = getattr(crmkpi, name)
+    if inspect.isclass(value):
+        doc = vars(value).get("__doc__") or ""
+        return "" if doc.startswith(f"{value.__name__}(") else inspect.cleandoc(doc)
+    if inspect.isfunction(value):
+        return inspect.getdoc(value) or ""
+    source = inspect.getsource(importlib.import_module(_home(name))).splitlines()
+    for i, line in enumerate(source):
+        if re.match(rf"{re.escape(name)}\s*(:[^=]*)?=", line):
+            comments = list(itertools.takewhile(lambda text: text.startswith("#:"), reversed(source[:i])))
+            return " ".join(text[2:].strip() for text in reversed(comments))
+    return ""
+
+
+def _home(name: str) -> str:
+    """The module that assigns the public constant ``name``."""
+    if name in crmkpi._LAZY:
+        return f"crmkpi.{crmkpi._LAZY[name]}"
+    return "crmkpi.plugin_api" if name == "PLUGIN_API_VERSION" else "crmkpi"
+
+
+def _fields(cls: type) -> dict[str, object]:
+    """A dataclass's fields, or the attributes a protocol or named tuple annotates, with their types."""
+    if dataclasses.is_dataclass(cls):
+        hints = typing.get_type_hints(cls)
+        return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+    own = vars(cls).get("__annotations__", {})
+    return {name: hint for name, hint in typing.get_type_hints(cls).items() if name in own and not name.startswith("_")}
 
 
 def _members(cls: type):

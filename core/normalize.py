@@ -153,7 +153,9 @@ class _Column:
 class RowBuilder:
     """Builds rows for ``table`` from records whose fields are named ``fields``.
 
-    ``usage`` collects what the records did with the layout (shared by the builders of one read).
+    ``build(record, others=None)`` is the DB-ready row (in ``columns`` order) of one record (a sequence in
+    ``fields`` order; ``others``: fields for ``extra``), compiled for the layout; it raises FieldError naming
+    the field. ``usage`` collects what the records did with the layout (shared by the builders of one read).
     """
 
     def __init__(self, table: str, fields: Sequence[str], layout: Layout, *, source: str,

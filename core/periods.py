@@ -23,6 +23,8 @@ MAX_PARTS = 5000
 
 @dataclass(frozen=True)
 class Period:
+    """A span of reporting days, ``start`` to ``end`` (exclusive), as ``crmkpi run --period`` names it."""
+
     start: date
     end: date  # exclusive
     label: str
