@@ -97,7 +97,10 @@ def resolve_url(url: str | None, base_dir: Path) -> str:
 #: at most a minute for a lock (a sync of another connector never takes the rows this one writes, so a
 #: longer wait means something is stuck), and a transaction left open and idle for 10 minutes (a client
 #: stopped, or cut off by the network) is ended by the server so that its locks do not block the next sync.
-POSTGRES_SESSION = {"lock_timeout": "60s", "idle_in_transaction_session_timeout": "10min"}
+#: No JIT: a metric's statement (a grouped one above all: correlated lookups, CASE trees) is estimated
+#: costly enough to compile, and compiling took longer than running it (the whole catalog by month and
+#: team at 100,000 deals: 38 s with JIT, 20 s without; docs/performance.md).
+POSTGRES_SESSION = {"lock_timeout": "60s", "idle_in_transaction_session_timeout": "10min", "jit": "off"}
 
 
 def _postgres_options(url: str) -> str:

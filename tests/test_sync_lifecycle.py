@@ -187,17 +187,17 @@ def test_status_of_a_connector_never_synced(isolated: Path, tmp_path: Path):
 
 
 @pytest.mark.postgres
-def test_postgres_sessions_have_lock_and_idle_transaction_timeouts_the_url_can_override(postgres_url: str):
+def test_postgres_sessions_have_lock_and_idle_transaction_timeouts_and_no_jit_the_url_can_override(postgres_url: str):
     def settings(url: str) -> tuple:
         store = Store(url)
         with store.engine.connect() as conn:
-            found = (conn.execute(text("SHOW lock_timeout")).scalar(),
-                     conn.execute(text("SHOW idle_in_transaction_session_timeout")).scalar())
+            found = tuple(conn.execute(text(f"SHOW {name}")).scalar()
+                          for name in ("lock_timeout", "idle_in_transaction_session_timeout", "jit"))
         store.engine.dispose()
         return found
 
-    assert settings(postgres_url) == ("1min", "10min")
-    assert settings(postgres_url + "?options=-c%20lock_timeout%3D5s") == ("5s", "10min")
+    assert settings(postgres_url) == ("1min", "10min", "off")
+    assert settings(postgres_url + "?options=-c%20lock_timeout%3D5s%20-c%20jit%3Don") == ("5s", "10min", "on")
 
 
 @pytest.mark.postgres
