@@ -124,7 +124,7 @@ def test_rows_loaded_from_dicts_and_a_metric_run_in_process(pytester: pytest.Pyt
 def test_bad_rows_are_refused_with_one_line_and_nothing_is_written(pytester: pytest.Pytester) -> None:
     run_tests(pytester, """
         import pytest
-        from crmkpi.errors import ConfigError, SourceDataError
+        from crmkpi import ConfigError, SourceDataError
 
         @pytest.mark.parametrize("rows, error", [
             ([{"id": "d1"}, {"id": "d2", "created_at": "2025-13-01"}],
@@ -169,8 +169,7 @@ def test_bad_rows_are_refused_with_one_line_and_nothing_is_written(pytester: pyt
 WON_AMOUNTS = '''
 from sqlalchemy import func, select
 
-from crmkpi import hookimpl
-from crmkpi.metrics import TABLES, Metric, Value
+from crmkpi import TABLES, Metric, Value, hookimpl
 
 DEALS = TABLES["deals"]
 WON = (DEALS.c.is_won.is_(True),)
@@ -251,10 +250,10 @@ def test_a_metric_not_found_names_the_plugins_that_failed(pytester: pytest.Pytes
     monkeypatch.setenv("CRMKPI_LOAD_PLUGINS", "broken")
     run_tests(pytester, """
         import pytest
-        from crmkpi.errors import PluginError
+        from crmkpi import CrmkpiError
 
         def test_unknown(crmkpi_store):
-            with pytest.raises(PluginError) as missing:
+            with pytest.raises(CrmkpiError) as missing:
                 crmkpi_store.run("broken_metric", "2025")
             assert str(missing.value) == (
                 "unknown metric 'broken_metric' (known: none loaded); plugins that failed to load: plugin broken "
@@ -280,8 +279,7 @@ def test_the_sample_company(pytester: pytest.Pytester) -> None:
 CONNECTOR = '''
 from datetime import datetime
 from pydantic import BaseModel
-from crmkpi.connector import Checkpoint, ConnectorType, StreamStats
-from crmkpi.normalize import FieldError, Layout, RecordRows
+from crmkpi import Checkpoint, ConnectorType, FieldError, Layout, RecordRows, StreamStats
 
 SOURCE = {"records": [], "deleted": []}
 
@@ -331,7 +329,7 @@ def test_a_connector_synced_twice(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(listed=CONNECTOR)
     run_tests(pytester, """
         import pytest
-        from crmkpi.errors import ConfigError
+        from crmkpi import ConfigError
         from listed import LISTED, SOURCE, deal
 
         def test_incremental(crmkpi_store):
