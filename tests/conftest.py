@@ -7,6 +7,7 @@ from contextlib import contextmanager
 import json
 import os
 import shutil
+import subprocess
 import sys
 import textwrap
 import uuid
@@ -41,6 +42,8 @@ BUILT_IN_GROUPED = [
 POSTGRES_ENV = "CRMKPI_TEST_POSTGRES_URL"
 #: Plugin packages that tests install as third-party distributions (see ``install``).
 PLUGIN_SOURCES = Path(__file__).resolve().parent / "plugins"
+#: The example plugins, each a package of its own (see ``installed_examples``).
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 #: Examples per property test in the long run (``make reliability``).
@@ -267,6 +270,22 @@ def install(tmp_path, monkeypatch):
     for module in copied:  # the next test must import its own copy
         for name in [n for n in sys.modules if n == module or n.startswith(module + ".")]:
             del sys.modules[name]
+
+
+@pytest.fixture(scope="session")
+def installed_examples(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every example of examples/ pip-installed into one folder (put it on PYTHONPATH), as a user installs a
+    plugin. Built from copies (``installed_examples / "sources" / NAME``, with their tests): an in-tree build
+    would leave build/ and *.egg-info in examples/."""
+    site = tmp_path_factory.mktemp("examples")
+    sources = site / "sources"
+    for example in EXAMPLES.iterdir():
+        if (example / "pyproject.toml").is_file():
+            shutil.copytree(example, sources / example.name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info",
+                                                                                           "build"))
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--target", str(site), *(str(path) for path in sorted(sources.iterdir()))], check=True)
+    return site
 
 
 @pytest.fixture(autouse=True)
