@@ -73,3 +73,11 @@ def test_the_guide_shows_the_example_as_it_is() -> None:
     guide = (Path(__file__).parents[1] / "docs" / "plugins.md").read_text()
     shown = guide.split("`crmkpi_avg_deal_size/__init__.py`:\n\n```python\n", 1)[1].split("```\n", 1)[0]
     assert shown == (EXAMPLE / "crmkpi_avg_deal_size" / "__init__.py").read_text()
+
+
+def test_the_guide_shows_the_examples_test_as_it_is() -> None:
+    """The guide's "Testing your plugin" example is the example's own test file, which tests/test_examples.py runs."""
+    guide = (Path(__file__).parents[1] / "docs" / "plugins.md").read_text()
+    section = guide.split("## Testing your plugin\n", 1)[1].split("\n## ", 1)[0]
+    shown = section.split("```python\n", 1)[1].split("```\n", 1)[0]
+    assert shown == (EXAMPLE / "tests" / "test_avg_deal_size.py").read_text()

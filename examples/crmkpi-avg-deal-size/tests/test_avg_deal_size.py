@@ -1,53 +1,24 @@
-"""example_deal_size, tested with crmkpi's pytest fixtures (crmkpi_store): per owner and quarter, in the
-reporting currency, with and without a minimum amount, grouped and cell by cell alike."""
-
-from __future__ import annotations
-
-import pytest
-
 from crmkpi.testing import KpiStore
 
-
-def deal(id: str, owner: str, amount: float, currency: str, closed: str, won: bool = True,
-         deleted: bool = False) -> dict:
-    return {"id": id, "owner_id": owner, "amount": amount, "currency": currency, "is_closed": True, "is_won": won,
-            "created_at": "2025-01-05T10:00:00Z", "closed_at": closed, "is_deleted": deleted}
-
-
-@pytest.fixture
-def store(crmkpi_store: KpiStore) -> KpiStore:
-    # Two owners, deals in euros (1.10 USD until April, 1.20 from May), a lost deal and a deleted one.
-    crmkpi_store.load("deals", [
-        deal("d1", "u1", 1000, "USD", "2025-02-01T10:00:00Z"),
-        deal("d2", "u2", 3000, "USD", "2025-03-01T10:00:00Z"),
-        deal("d3", "u1", 500, "EUR", "2025-04-01T10:00:00Z"),
-        deal("d4", "u1", 9000, "USD", "2025-04-02T10:00:00Z", won=False),
-        deal("d5", "u2", 2000, "EUR", "2025-05-03T10:00:00Z"),
-        deal("d6", "u2", 8000, "USD", "2025-05-03T10:00:00Z", deleted=True),
-    ])
-    crmkpi_store.load("fx_rates", [
-        {"id": "r1", "currency": "EUR", "rate_to_reporting": 1.10, "valid_from": "2024-01-01"},
-        {"id": "r2", "currency": "EUR", "rate_to_reporting": 1.20, "valid_from": "2025-05-01"},
-    ])
-    return crmkpi_store
+DEALS = [
+    {"id": "d1", "owner_id": "u1", "amount": 1000, "currency": "EUR", "is_closed": True, "is_won": True,
+     "closed_at": "2025-02-01"},
+    {"id": "d2", "owner_id": "u2", "amount": 3000, "is_closed": True, "is_won": True, "closed_at": "2025-05-01"},
+    {"id": "d3", "owner_id": "u2", "amount": 9000, "is_closed": True, "is_won": False, "closed_at": "2025-05-02"},
+]
+RATES = [{"id": "r1", "currency": "EUR", "rate_to_reporting": 1.1, "valid_from": "2024-01-01"}]
 
 
-EMPTY = {(quarter, owner): (None, None) for quarter in ("2025-Q3", "2025-Q4") for owner in ("u1", "u2")}
+def test_the_average_won_deal_in_the_reporting_currency(crmkpi_store: KpiStore) -> None:
+    crmkpi_store.load("deals", DEALS)
+    crmkpi_store.load("fx_rates", RATES)
+    cell = crmkpi_store.one("example_deal_size", "2025")
+    assert (cell.value, cell.numerator, cell.denominator) == (2050.0, 4100.0, 2)
+    by_owner = crmkpi_store.run("example_deal_size", "2025", segments="owner", params={"min_amount": 2000})
+    assert [(c.segment["owner"], c.value) for c in by_owner] == [("u1", None), ("u2", 3000.0)]
 
 
-@pytest.mark.parametrize("min_amount, expected", [
-    (0, {("2025-Q1", "u1"): (1000.0, 1), ("2025-Q1", "u2"): (3000.0, 1),
-         ("2025-Q2", "u1"): (550.0, 1), ("2025-Q2", "u2"): (2400.0, 1), **EMPTY}),
-    # 500 EUR on April 1st is 550 USD: under a minimum of 600 in the reporting currency
-    (600, {("2025-Q1", "u1"): (1000.0, 1), ("2025-Q1", "u2"): (3000.0, 1),
-           ("2025-Q2", "u1"): (None, None), ("2025-Q2", "u2"): (2400.0, 1), **EMPTY}),
-])
-def test_per_owner_and_quarter_in_the_reporting_currency(store: KpiStore, min_amount: float, expected: dict) -> None:
-    cells = store.assert_grouped_agrees("example_deal_size", "2025", grain="quarter", segments="owner",
-                                        params={"min_amount": min_amount}, compare="both")
-    assert {(cell.period, cell.segment["owner"]): (cell.numerator, cell.denominator) for cell in cells} == expected
-
-
-def test_a_year_without_won_deals(store: KpiStore) -> None:
-    cell = store.one("example_deal_size", "2023")
-    assert (cell.value, cell.note) == (None, "no deals won in the period")
+def test_grouped_agrees_with_compute(crmkpi_store: KpiStore) -> None:
+    crmkpi_store.load_sample()
+    crmkpi_store.assert_grouped_agrees("example_deal_size", "2025", grain="quarter", segments="owner",
+                                       compare="both")
