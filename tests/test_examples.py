@@ -5,13 +5,19 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
+from importlib import invalidate_caches
 from pathlib import Path
 
 import pytest
+import yaml
+from click.testing import CliRunner
 
-from conftest import EXAMPLES
+from conftest import ALL_BUILTINS, EXAMPLES
+from crmkpi.cli import cli
 
 #: Each example's entry point (its plugin's name), distribution, and what it provides.
 PLUGINS = {
@@ -102,3 +108,32 @@ def test_a_json_export_synced_and_measured_by_the_examples(installed_examples: P
     assert values[("pipeline_coverage", "u1")] == (1.5, 9000, 6000)
     assert values[("pipeline_coverage", "u2")] == (0.0, 0, 10000)
     assert values[("win_rate", "u1")] == (1.0, 1, 1) and values[("win_rate", "u2")] == (0.0, 0, 1)
+
+
+#: ``crmkpi ...`` in a README: a line of a fenced block (with the output it shows after ``#``), or inline code.
+COMMAND = re.compile(r"^(?P<line>crmkpi [^#\n]*?)\s*(?:#\s*(?P<shown>.*))?$|`(?P<inline>crmkpi [^`\n]+)`", re.M)
+
+
+def test_the_readmes_commands_run(installed_examples: Path, isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every crmkpi command of the examples' READMEs runs, in a folder with the sample company and the connector
+    README's config and JSON export, and prints what its comment shows."""
+    monkeypatch.syspath_prepend(str(installed_examples))
+    invalidate_caches()
+    monkeypatch.setenv("CRMKPI_LOAD_PLUGINS", f"{ALL_BUILTINS},{','.join(PLUGINS)}")
+    readme = (EXAMPLES / "connector-plugin" / "README.md").read_text()
+    [export] = re.findall(r"```json\n(.*?)```", readme, re.S)
+    [config] = re.findall(r"```yaml\n(.*?)```", readme, re.S)
+    (isolated / "export").mkdir()
+    (isolated / "export" / "deals.json").write_text(export)
+    connectors = {"sample": {"type": "files", "path": "data"}, **yaml.safe_load(config)["connectors"]}
+    (isolated / "crmkpi.yaml").write_text(yaml.safe_dump({"connectors": connectors}))
+    assert CliRunner().invoke(cli, ["sample-data", "--out", "data"]).exit_code == 0
+    commands = [(match["line"] or match["inline"], match["shown"])
+                for example in ("connector-plugin", "crmkpi-avg-deal-size", "metric-plugin")
+                for match in COMMAND.finditer((EXAMPLES / example / "README.md").read_text())]
+    assert len(commands) >= 7
+    for line, shown in commands:
+        for command in line.split("&&"):
+            result = CliRunner().invoke(cli, shlex.split(command)[1:], catch_exceptions=False)
+            assert result.exit_code == 0, (command, result.output)
+            assert shown is None or "&&" in line or shown in result.stdout, (command, shown, result.stdout)
