@@ -590,6 +590,20 @@ def sample_data(out_dir: str, deals: int, stage_changes_per_deal: float | None, 
     click.echo(", ".join(f"{table}: {n}" for table, n in counts.items()))
 
 
+@cli.command("new-plugin")
+@click.argument("name")
+@click.option("--connector", is_flag=True, help="A connector plugin (default: a metric plugin).")
+@click.option("--dir", "parent", default=".", show_default=True, type=click.Path(file_okay=False),
+              help="The folder to write the package's folder in.")
+@click.pass_obj
+def new_plugin(app: App, name: str, connector: bool, parent: str) -> None:
+    """Write a plugin package NAME (a metric; --connector: a connector) that installs and passes its tests."""
+    from .scaffold import write_plugin
+
+    folder = write_plugin(name, Path(parent), connector=connector, registry=app.registry)
+    click.echo(f"Wrote {folder}. In an environment with crmkpi: cd {folder} && pip install -e '.[test]' && pytest")
+
+
 # The service's command groups register on ``cli`` when imported; they import this module's helpers.
 from .service import commands as _service_commands  # noqa: E402,F401
 
