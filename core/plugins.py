@@ -96,6 +96,11 @@ class Registry:
             return
         callers = self.pm.get_hookcallers(plugin) or []
         info.hooks = sorted(hook.name for hook in callers if hook.has_spec())
+        if not callers:  # a plugin that provides nothing would otherwise list as if it had nothing to provide
+            unmarked = [hook for hook in self._hooks if callable(getattr(plugin, hook, None))]
+            self._fail(info, f"{', '.join(unmarked)} not marked @crmkpi.hookimpl: nothing is registered" if unmarked
+                       else "implements no hook (functions marked @crmkpi.hookimpl, named after a hook: "
+                            f"{', '.join(self._hooks)})")
         # pluggy accepts a @hookimpl without a spec (one may be added later): here it is a typo nothing calls
         for hook in callers:
             if not hook.has_spec():

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 import crmkpi
-from crmkpi import CrmkpiError, same_results
+from crmkpi import CrmkpiError, hookimpl, same_results
 from crmkpi.cli import cli
 from crmkpi.errors import PluginError
 from crmkpi.plugin_api import in_range, parse_range
@@ -164,10 +164,14 @@ def test_declarations_that_cannot_be_read_are_one_line_errors(plugin, error):
 
 
 def test_no_declaration_and_none_are_no_objection():
+    def register_metrics(register):
+        pass
+
     registry = Registry()
-    registry.add("plain", types.SimpleNamespace())
-    registry.add("none", types.SimpleNamespace(CRMKPI_PLUGIN_API=None))
+    registry.add("plain", types.SimpleNamespace(register_metrics=hookimpl(register_metrics)))
+    registry.add("none", types.SimpleNamespace(register_metrics=hookimpl(register_metrics), CRMKPI_PLUGIN_API=None))
     assert registry.errors() == []
+    assert registry.plugins["plain"].hooks == registry.plugins["none"].hooks == ["register_metrics"]
 
 
 @pytest.mark.parametrize("declared, running, inside", [

@@ -468,6 +468,22 @@ def test_an_unknown_hook_is_an_error_with_a_did_you_mean_and_the_valid_hooks_loa
                                           for error in errors]
 
 
+@pytest.mark.parametrize(("module", "error"), [
+    ("unmarked_hook", "register_metrics not marked @crmkpi.hookimpl: nothing is registered"),
+    ("no_hooks", "implements no hook (functions marked @crmkpi.hookimpl, named after a hook: register_connectors, "
+                 "register_metrics)"),
+])
+def test_a_plugin_that_implements_no_hook_is_an_error(install, monkeypatch, module, error):
+    install("hookless", "1.0", {"hookless": module})
+    select(monkeypatch, "sales_metrics,hookless")
+    assert plugins_json()["hookless"]["errors"] == [error]
+    assert invoke("plugins").stdout.splitlines()[-1] == f"  ERROR: {error}"
+    listed = invoke("metrics", "list")
+    assert (listed.exit_code, listed.stderr) == (0, f"Warning: plugin hookless (hookless 1.0): {error} (see `crmkpi "
+                                                    f"plugins`)\n")
+    assert invoke("plugins", "--strict").exit_code == 1
+
+
 def test_each_invalid_registration_is_an_error_of_its_own_and_the_valid_items_load(install, monkeypatch):
     install("mixed", "1.0", {"mixed": "mixed_items"})
     select(monkeypatch, "sales_metrics,mixed")
