@@ -262,6 +262,22 @@ def _unknown_wanted(installed: list[EntryPoint], environ: dict[str, str] | os._E
             for name in sorted(_wanted(environ) or ()) if name not in names]
 
 
+def _overruled(installed: list[EntryPoint], allow: Collection[str] | None, deny: Collection[str],
+               environ: dict[str, str] | os._Environ = os.environ) -> list[str]:
+    """A warning for each third-party plugin ``CRMKPI_LOAD_PLUGINS`` names that the config's ``plugins:``
+    section leaves out: asked for by name, it would otherwise be missing without a word."""
+    wanted = _wanted(environ) or set()
+    found = []
+    for ep in installed:
+        if ep.name in wanted and not is_builtin(ep):
+            if ep.name in deny:
+                found.append(f"{LOAD_PLUGINS_ENV}: {ep.name!r} is not loaded: the config's plugins.deny names it")
+            elif allow is not None and ep.name not in allow:
+                found.append(f"{LOAD_PLUGINS_ENV}: {ep.name!r} is not loaded: the config's plugins.allow does not "
+                             f"name it")
+    return found
+
+
 def _wanted(environ: dict[str, str] | os._Environ) -> set[str] | None:
     """The names ``CRMKPI_LOAD_PLUGINS`` lists; None when it is unset (every plugin)."""
     wanted = environ.get(LOAD_PLUGINS_ENV)
@@ -279,7 +295,7 @@ def load_registry(strict: bool = False, extra: dict[str, object] | None = None, 
     registry = Registry(strict=strict, trace=os.environ.get(TRACE_PLUGINS_ENV, "") not in ("", "0"))
     installed = installed_entry_points()  # read once: each read scans every installed distribution
     if distribution is None:
-        registry.warnings = _unknown_wanted(installed)
+        registry.warnings = [*_unknown_wanted(installed), *_overruled(installed, allow, deny)]
     for ep in selected_entry_points(distribution=distribution, allow=allow, deny=deny, installed=installed):
         info = PluginInfo(name=ep.name, module=ep.value, distribution=_distribution(ep),
                           version=ep.dist.version if ep.dist else None)

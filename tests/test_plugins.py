@@ -629,16 +629,20 @@ def test_the_config_denies_or_allows_third_party_plugins(two_plugins):
 
     project = configured(two_plugins, "{deny: [zeta]}")
     assert loaded("--config", str(project)) == ["files", "sales_metrics", "acme"]
-    assert invoke("validate", "--config", str(project)).stdout == f"{project}: OK (1 connectors, all 3 metrics, 0 " \
-                                                                  "schedules)\n"
+    validated = invoke("validate", "--config", str(project))
+    assert validated.stdout == f"{project}: OK (1 connectors, all 3 metrics, 0 schedules)\n"
+    # CRMKPI_LOAD_PLUGINS names zeta: that the config leaves it out is said
+    assert validated.stderr == "Warning: CRMKPI_LOAD_PLUGINS: 'zeta' is not loaded: the config's plugins.deny " \
+                               "names it\n"
     assert "raising_metric" not in sys.modules  # a denied plugin is not even imported
     assert loaded() == ["files", "sales_metrics", "acme", "zeta"]  # without the config
     project.write_text(project.read_text().replace("{deny: [zeta]}", "{allow: [zeta]}"), encoding="utf-8")
     assert loaded("--config", str(project)) == ["files", "sales_metrics", "zeta"]  # the built-ins always load
     sync(project)
     result = invoke("run", "--config", str(project), "--metric", "deals_created")
-    assert (result.exit_code, result.stderr) == (1, "Error: unknown metric 'deals_created' (known: close_rate, "
-                                                    "weighted_pipeline, win_rate)\n")
+    assert (result.exit_code, result.stderr) == (1, "Warning: CRMKPI_LOAD_PLUGINS: 'acme' is not loaded: the "
+                                                    "config's plugins.allow does not name it\nError: unknown metric "
+                                                    "'deals_created' (known: close_rate, weighted_pipeline, win_rate)\n")
 
 
 @pytest.mark.parametrize("plugins, error", [
