@@ -1,6 +1,7 @@
 """The example of the plugin guide (examples/crmkpi-avg-deal-size) installs with pip and works through the CLI
-like any third-party plugin, and the guide shows it as it is. Its own tests (per segment and currency, both
-ways) run in tests/test_examples.py, with the other examples'."""
+like any third-party plugin, and the guide shows it as it is (tests/test_plugins_guide.py checks every other
+block of the guide). Its own tests (per segment, currency and time zone, both ways) run in tests/test_examples.py,
+with the other examples'."""
 
 from __future__ import annotations
 

@@ -6,9 +6,10 @@ computed, and the metric comes both ways: ``compute`` for one cell (and ``crmkpi
 
 from sqlalchemy import func, select
 
-from crmkpi import hookimpl
-from crmkpi.grouped import Cell, Grid
-from crmkpi.metrics import TABLES, Metric, MetricContext, Param, Value
+from crmkpi import TABLES, Cell, Grid, Metric, MetricContext, Param, Value, hookimpl
+
+#: The plugin API versions this plugin is written for (docs/compatibility.md).
+CRMKPI_PLUGIN_API = ">=1.0,<2"
 
 DEALS = TABLES["deals"]
 #: The deals that count, whatever the period: won, with an amount.
@@ -23,10 +24,13 @@ def deal_size(total, count) -> Value:
 
 
 def avg_deal_size(ctx: MetricContext) -> Value:
+    # closed_at is an instant: in_period compares it with the period's bounds in the reporting time zone.
     won = (*WON, ctx.in_period(DEALS.c.closed_at))
+    # Each amount at the rate of its close date. `*won` names the rows that need a rate: these deals only.
     amount = ctx.money(DEALS, DEALS.c.amount, DEALS.c.closed_at, *won)
     counted = (*won, amount >= ctx.params["min_amount"])
     ctx.record("won deals closed in the period, at or above min_amount", DEALS, *counted)
+    # ctx.scope: the rows not deleted in the CRM, within the segment being computed.
     total, count = ctx.conn.execute(select(func.sum(amount), func.count()).where(*ctx.scope(DEALS), *counted)).one()
     return deal_size(total, count)
 

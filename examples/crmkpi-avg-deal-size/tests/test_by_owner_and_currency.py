@@ -1,5 +1,5 @@
 """example_deal_size, tested with crmkpi's pytest fixtures (crmkpi_store): per owner and quarter, in the
-reporting currency, with and without a minimum amount, grouped and cell by cell alike."""
+reporting currency and time zone, with and without a minimum amount, grouped and cell by cell alike."""
 
 from __future__ import annotations
 
@@ -51,3 +51,12 @@ def test_per_owner_and_quarter_in_the_reporting_currency(store: KpiStore, min_am
 def test_a_year_without_won_deals(store: KpiStore) -> None:
     cell = store.one("example_deal_size", "2023")
     assert (cell.value, cell.note) == (None, "no deals won in the period")
+
+
+def test_the_periods_are_the_reporting_time_zones(crmkpi_store: KpiStore) -> None:
+    # 2025-03-31T20:00Z is April 1st, 05:00, in Tokyo: in the first quarter in UTC, in the second in Tokyo.
+    crmkpi_store.load("deals", [deal("d1", "u1", 1000, "USD", "2025-03-31T20:00:00Z")])
+    for timezone, quarter in (("UTC", "2025-Q1"), ("Asia/Tokyo", "2025-Q2")):
+        cells = crmkpi_store.assert_grouped_agrees("example_deal_size", "2025", grain="quarter", timezone=timezone)
+        assert [cell.period for cell in cells if cell.value is not None] == [quarter]
+        assert crmkpi_store.one("example_deal_size", quarter, timezone=timezone).value == 1000.0
