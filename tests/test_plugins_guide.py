@@ -241,6 +241,10 @@ def test_the_guides_configs_load(with_examples: Path, isolated: Path) -> None:
     plugins = invoke("crmkpi plugins --json --config config1.yaml")
     loaded = {p["name"] for p in json.loads(plugins.stdout)}
     assert {"example_deal_size", "json_export"} <= loaded and "pipeline_coverage" not in loaded
+    # CRMKPI_LOAD_PLUGINS names pipeline_coverage: the warning the guide quotes
+    warning = "CRMKPI_LOAD_PLUGINS: 'pipeline_coverage' is not loaded: the config's plugins.deny names it"
+    assert f"Warning: {warning}" in plugins.stderr.splitlines()
+    assert warning in " ".join(GUIDE.read_text(encoding="utf-8").split())
 
 
 def test_the_cell_by_cell_note_is_what_crmkpi_prints(install, monkeypatch: pytest.MonkeyPatch) -> None:
