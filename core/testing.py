@@ -39,7 +39,6 @@ if TYPE_CHECKING:
     from crmkpi.connector import ConnectorType
     from crmkpi.metrics import Metric
     from crmkpi.plugins import Registry
-    from crmkpi.store import Store
     from crmkpi.sync import SyncReport
 
 __all__ = ["Comparison", "KpiStore", "ResultCell", "RunOptions", "SyncResult", "crmkpi_empty_store", "crmkpi_store"]
@@ -295,13 +294,7 @@ class KpiStore:
         return [ResultCell.of(row) for row in grouped]
 
     def _metric(self, metric_id: str) -> Metric:
-        found = self.registry.metrics.get(metric_id)
-        if found is None:
-            from crmkpi.errors import PluginError
-
-            known = ", ".join(sorted(self.registry.metrics)) or "none loaded"
-            raise PluginError(f"unknown metric {metric_id!r} (known: {known}){_load_errors(self.registry)}")
-        return found
+        return _loaded(self.registry, self.registry.metrics, "metric", metric_id)
 
     def _results(self, metric: Metric, period: str, grouped: bool, stop_on_error: bool,
                  options: RunOptions) -> list[dict[str, Any]]:
@@ -362,13 +355,7 @@ class KpiStore:
         return self._sync_result(name, report)
 
     def _connector_type(self, name: str) -> ConnectorType:
-        found = self.registry.connectors.get(name)
-        if found is None:
-            from crmkpi.errors import PluginError
-
-            known = ", ".join(sorted(self.registry.connectors)) or "none loaded"
-            raise PluginError(f"unknown connector type {name!r} (known: {known}){_load_errors(self.registry)}")
-        return found
+        return _loaded(self.registry, self.registry.connectors, "connector type", name)
 
     def _registry_with(self, ctype: ConnectorType) -> Registry:
         """The loaded plugins, with ``ctype`` as its name's connector type (the sync looks the type up by name,
@@ -445,6 +432,18 @@ def _record(table: str, number: int, row: Mapping[str, Any]) -> dict[str, Any]:
     # A date where a moment is due is its midnight, as "2025-01-31" is (JSON, the connector's input, has no dates).
     return {**{key: datetime.combine(value, time()) if kinds.get(key) == "datetime" and type(value) is date else value
                for key, value in row.items() if key != "extra"}, **extra}
+
+
+def _loaded(registry: Registry, provided: Mapping[str, Any], kind: str, key: str) -> Any:
+    """What the loaded plugins provide as ``key``; an unknown key raises, naming what is known and why a
+    plugin may be missing."""
+    found = provided.get(key)
+    if found is None:
+        from crmkpi.errors import PluginError
+
+        known = ", ".join(sorted(provided)) or "none loaded"
+        raise PluginError(f"unknown {kind} {key!r} (known: {known}){_load_errors(registry)}")
+    return found
 
 
 def _load_errors(registry: Registry) -> str:

@@ -235,6 +235,25 @@ def kpi_any_store(store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     return KpiProject(tmp_path / "kpi", store_url)
 
 
+@pytest.fixture
+def deals_project(tmp_path: Path) -> Path:
+    """A files project's config (not synced): 3 deals created in 2024 (amounts 500, 1500, 2500; closed after
+    29 days (won, Q1), 31 days (lost, Q2), one open) and one created in 2023 (won after 162 days, in Q1)."""
+    folder = tmp_path / "project"
+    (folder / "data").mkdir(parents=True)
+    (folder / "data" / "deals.csv").write_text(
+        "id,created_at,amount,currency,is_closed,is_won,closed_at\n"
+        "a,2024-02-01T00:00:00Z,500,USD,true,true,2024-03-01T00:00:00Z\n"
+        "b,2024-05-01T00:00:00Z,1500,USD,true,false,2024-06-01T00:00:00Z\n"
+        "c,2024-08-01T00:00:00Z,2500,USD,false,false,\n"
+        "d,2023-08-01T00:00:00Z,9000,USD,true,true,2024-01-10T00:00:00Z\n",
+        encoding="utf-8")
+    config = folder / "crmkpi.yaml"
+    config.write_text(f"store: sqlite:///{folder / 'store.db'}\n"
+                      "connectors:\n  crm:\n    type: files\n    path: data\n", encoding="utf-8")
+    return config
+
+
 @pytest.fixture(scope="session")
 def tls_ca():
     """A certificate authority of the test run, which API emulators serve TLS under."""

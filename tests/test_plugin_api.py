@@ -41,21 +41,8 @@ def listed(*args: str) -> dict[str, dict]:
 
 
 @pytest.fixture
-def project(tmp_path: Path) -> Path:
-    """Deals closed in 2024 after 29 days (Q1), 162 days (Q1, created in 2023) and 31 days (Q2); one open."""
-    folder = tmp_path / "project"
-    (folder / "data").mkdir(parents=True)
-    (folder / "data" / "deals.csv").write_text(
-        "id,created_at,amount,currency,is_closed,is_won,closed_at\n"
-        "a,2024-02-01T00:00:00Z,500,USD,true,true,2024-03-01T00:00:00Z\n"
-        "b,2024-05-01T00:00:00Z,1500,USD,true,false,2024-06-01T00:00:00Z\n"
-        "c,2024-08-01T00:00:00Z,2500,USD,false,false,\n"
-        "d,2023-08-01T00:00:00Z,9000,USD,true,true,2024-01-10T00:00:00Z\n",
-        encoding="utf-8")
-    config = folder / "crmkpi.yaml"
-    config.write_text(f"store: sqlite:///{folder / 'store.db'}\n"
-                      "connectors:\n  crm:\n    type: files\n    path: data\n", encoding="utf-8")
-    return config
+def project(deals_project: Path) -> Path:
+    return deals_project
 
 
 @pytest.fixture
