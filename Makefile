@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,pdf]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -18,6 +18,7 @@ demo: $(STAMP)
 	$(BIN)/crmkpi run --config config/demo.yaml --period 2025
 	$(BIN)/crmkpi run --config config/demo.yaml --period 2025-Q4
 
+# The pdf extra too: tests/test_report_html.py renders a PDF.
 test: $(STAMP)
 	$(BIN)/python -m pytest
 

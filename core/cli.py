@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
+import tempfile
 import threading
 from contextlib import contextmanager
 import time
@@ -349,6 +351,107 @@ def run(app: App, config_path: str, metric_ids: tuple[str, ...], period: str | N
         context.exit(EXIT_NOT_SAVED)
     if failed:
         context.exit(EXIT_METRICS_FAILED)
+
+
+@cli.command()
+@config_option
+@click.option("--period", "-p", help="The period, as for `crmkpi run` (default: the config's default_period).")
+@click.option("--segment", "-s", "dimension", metavar="DIMENSION",
+              help="Add a breakdown of each KPI by owner, team, region, ... or extra.<custom field>.")
+@click.option("--metric", "-m", "metric_ids", multiple=True, help="Metric id (repeatable); default: the config's.")
+@click.option("--param", "param_args", multiple=True, metavar="[METRIC.]KEY=VALUE", help="Metric parameter.")
+@click.option("--trend-grain", type=click.Choice(GRAINS), default="month", show_default=True,
+              help="The sparklines' and charts' parts: the last 12 of them, ending with the one that holds the "
+                   "period's last day.")
+@click.option("--out", "-o", "out_path", required=True, type=click.Path(dir_okay=False),
+              help="The file to write (replaced whole, never left half-written).")
+@click.option("--format", "fmt", type=click.Choice(["html", "pdf"]), default="html", show_default=True,
+              help="pdf needs the pdf extra (WeasyPrint).")
+@click.pass_obj
+def report(app: App, config_path: str, period: str | None, dimension: str | None, metric_ids: tuple[str, ...],
+           param_args: tuple[str, ...], trend_grain: str, out_path: str, fmt: str) -> None:
+    """Write a KPI report: one self-contained HTML file (or PDF) with a card per KPI and its charts.
+
+    \b
+    Each card shows the value for the period (the number `crmkpi run --compare both`
+    prints), its change against the previous period and a year ago (green when it
+    moved the way the metric wants: down for churn and costs), the target's status and
+    progress, and a sparkline of the last 12 --trend-grain parts. Each KPI also gets a
+    chart of that series with its target line and, with --segment, a breakdown table.
+    Nothing is saved to the store. The file has no script and loads nothing.
+
+    \b
+    Exit status: 0 written; 1 an error, nothing written; 3 written, but some metric
+    failed (its card shows the error).
+    """
+    from .present.build import build_report
+    from .present.page import report_page
+
+    out = Path(out_path)
+    render_pdf = _pdf_renderer() if fmt == "pdf" else None  # a missing extra is said before any work
+    _check_writable(out)
+    config = app.config(config_path)
+    registry = app.registry
+    ids = list(metric_ids) or list(config.metrics if config.metrics is not None else registry.metrics)
+    metrics = [registry.metric(i) for i in ids]
+    settings = settings_of(config)
+    chosen = settings.calendar.parse(period or config.reporting.default_period, today=settings.today)
+    params = _params(config, metrics, param_args)
+    store = _store_with_records(app, config, config_path)
+    with _status() as status:
+        status(f"Computing {len(metrics)} KPIs for {chosen.label}")
+        built = build_report(store.engine, metrics, chosen, params, targets_of(config, registry, settings), settings,
+                             dimension=dimension, trend_grain=trend_grain, stop_on_error=app.debug)
+    page = report_page(built)
+    _write_atomically(out, render_pdf(page) if render_pdf else page.encode("utf-8"))
+    click.echo(f"Wrote {out} ({len(built.cards)} KPIs, {built.period}"
+               + (f", by {dimension}" if dimension else "") + ")")
+    if built.failed:
+        click.echo(f"Error: {built.failed}; the report shows the error on its card", err=True)
+        click.get_current_context().exit(EXIT_METRICS_FAILED)
+
+
+PDF_EXTRA = "--format pdf needs the pdf extra: pip install 'crmkpi[pdf]'"
+
+
+def _pdf_renderer():
+    """HTML to PDF bytes with WeasyPrint, which may fetch nothing (the page needs nothing)."""
+    try:
+        import weasyprint
+    except (ImportError, OSError):  # OSError: installed, but the system's Pango is missing
+        raise ConfigError(PDF_EXTRA) from None
+
+    def refuse(url: str, *args: Any, **kwargs: Any) -> dict:
+        raise ValueError(f"the report loads nothing (asked for {url})")
+
+    return lambda page: weasyprint.HTML(string=page, url_fetcher=refuse).write_pdf()
+
+
+def _check_writable(path: Path) -> None:
+    """Refuse an --out that cannot be written before computing anything (and never write half a file)."""
+    folder = path.parent
+    if path.is_dir():
+        raise ConfigError(f"--out {path}: is a folder")
+    if not folder.is_dir():
+        raise ConfigError(f"--out {path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ConfigError(f"--out {path}: not writable")
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write to a temporary file beside ``path``, then rename it over: a reader (a web server, a mail job)
+    sees the old file or the new one, never a part."""
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+        os.chmod(temporary, 0o644)  # mkstemp's 0600 would hide the report from the web server that serves it
+        os.replace(temporary, path)
+    except BaseException as exc:
+        Path(temporary).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise CrmkpiError(f"--out {path}: {exc.strerror or exc}") from None
+        raise
 
 
 def _print_sql(metric, statement: str, parameters) -> None:

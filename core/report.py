@@ -79,7 +79,7 @@ def _table(rows: list[dict], metrics: dict[str, Metric]) -> str:
     segmented = any(r["segment"] for r in rows)
     compared = [k for k in COMPARISONS if any(k in r for r in rows)]
     targeted = any("target" in r for r in rows)
-    shared = _shared_labels(rows)
+    shared = shared_labels(rows)
     table = Table(show_edge=False)
     table.add_column("Metric")
     table.add_column("Period")
@@ -99,7 +99,7 @@ def _table(rows: list[dict], metrics: dict[str, Metric]) -> str:
             cells.append(segment_text(row["segment"], row["segment_labels"], shared))
         cells += [format_value(row["value"], unit, currency), _number(row["numerator"]),
                   _number(row["denominator"])]
-        cells += [_change(row.get(kind), unit, currency) for kind in compared]
+        cells += [format_change(row.get(kind), unit, currency) for kind in compared]
         if targeted:
             cells.append(_target(row.get("target"), unit, currency))
         cells.append("; ".join(filter(None, [row["note"], row["error"] and f"ERROR: {row['error']}"])))
@@ -115,7 +115,7 @@ def title(metric: Metric, params: dict[str, Any]) -> str:
     return metric.title if stat == "mean" else f"{metric.title} ({stat})"
 
 
-def _shared_labels(rows: list[dict]) -> set[tuple[str, Any]]:
+def shared_labels(rows: list[dict]) -> set[tuple[str, Any]]:
     """(dimension, label) pairs that stand for more than one value: shown with their values too."""
     values: dict[tuple[str, Any], set] = {}
     for row in rows:
@@ -136,7 +136,8 @@ def segment_text(segment: dict[str, Any], labels: dict[str, Any], shared: set[tu
     return ", ".join(parts)
 
 
-def _change(comparison: dict | None, unit: str, currency: str | None) -> str:
+def format_change(comparison: dict | None, unit: str, currency: str | None) -> str:
+    """A comparison's change: ``+2.3 pts (+5.1%)`` for a ratio, ``-1,200 USD (-3.0%)``; ``—`` without one."""
     if not comparison or comparison["change"] is None:
         return "—"
     change = comparison["change"]

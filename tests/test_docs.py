@@ -1,6 +1,6 @@
 """The docs say what the code does: their command examples run, and their generated facts match.
 
-Every ``crmkpi`` command in README.md and docs/kpis.md runs, in document order, in one folder over
+Every ``crmkpi`` command in README.md, docs/kpis.md and docs/reports.md runs, in document order, in one folder over
 the sample company, through the real CLI, and must succeed: commands in fenced code blocks (lines
 starting with ``crmkpi``, ``.venv/bin/crmkpi`` or ``$ crmkpi``) and in inline code (`` `crmkpi ...` ``).
 README's ``cp`` line is carried out (the sample company is its ``my-export/``). Output shown under a
@@ -26,7 +26,7 @@ from crmkpi.docgen import builtin_registry, needed_columns
 from crmkpi.sample_data import generate
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCS = (ROOT / "README.md", ROOT / "docs" / "kpis.md")
+DOCS = (ROOT / "README.md", ROOT / "docs" / "kpis.md", ROOT / "docs" / "reports.md")
 #: Makefile targets in the docs: `make test` is this suite, `make demo` runs the same commands over the same data.
 MAKE = {"make demo", "make test"}
 EXAMPLE = re.compile(r"```[^\n]*\n(?P<block>.*?)```|`(?P<inline>crmkpi [^`\n]+)`", re.S)

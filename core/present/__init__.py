@@ -1,0 +1,13 @@
+"""Presentation of KPI results for people: card models, server-rendered SVG charts and HTML pages.
+
+``crmkpi report`` writes a self-contained HTML file from these pieces; the dashboard that
+``crmkpi serve`` will show reuses them. The layers are kept apart so that each can be
+reused alone:
+
+- :mod:`.build` runs the engine for a report (the period with its comparisons and
+  targets, a trend series, an optional breakdown) and assembles a :class:`.cards.Report`;
+- :mod:`.cards` turns engine results into cards: formatted value, direction-aware
+  changes, target status and progress, trend points with a target line;
+- :mod:`.svg` draws sparklines and line charts as inline SVG (no script, no fetch);
+- :mod:`.markup` builds escaped HTML; :mod:`.page` lays a report out as one HTML file.
+"""
