@@ -58,7 +58,7 @@ h3 { font-size: .95rem; font-weight: 600; margin: 0; color: var(--muted); }
 .bar .pace { position: absolute; top: -.2rem; bottom: -.2rem; width: 2px; background: var(--fg); }
 svg { display: block; width: 100%; height: auto; overflow: visible; }
 .sparkline { height: 2.4rem; margin-top: .4rem; }
-.sparkline .spark { stroke: var(--accent); stroke-width: 1.5; fill: none; }
+.sparkline .spark { stroke: var(--accent); stroke-width: 1.5; fill: none; vector-effect: non-scaling-stroke; }
 .sparkline .lone, .sparkline .last { fill: var(--accent); }
 .chart { max-height: 18rem; }
 .chart .series { stroke: var(--accent); stroke-width: 2; fill: none; }

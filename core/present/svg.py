@@ -111,12 +111,15 @@ def line_chart(points: Sequence[Point], fmt: Format, *, width: int = 640, height
                        element("text", "no values in this series", x=width / 2, y=height / 2,
                                class_="empty", text_anchor="middle"), **attrs)
     low, high = _bounds(known)
-    scale = _Scale(low, high, len(points), 84, width - 12, 12, height - 30)
+    ticks = [(value, fmt(value)) for value in (high, (low + high) / 2, low)]
+    # Room for the longest axis label (about 0.6 em a character at the 11-unit font), up to a third of the width.
+    left = min(width / 3, 12 + 6.6 * max(len(label) for _, label in ticks))
+    scale = _Scale(low, high, len(points), round(left, 1), width - 12, 12, height - 30)
     grid = []
-    for value in (high, (low + high) / 2, low):
+    for value, label in ticks:
         y = scale.y(value)
         grid.append(element("line", x1=scale.left, x2=scale.right, y1=y, y2=y, class_="grid"))
-        grid.append(element("text", fmt(value), x=scale.left - 6, y=y + 4, class_="axis", text_anchor="end"))
+        grid.append(element("text", label, x=scale.left - 6, y=y + 4, class_="axis", text_anchor="end"))
     every = max(1, -(-len(points) // 6))  # at most about six period labels fit under a phone-wide chart
     labels = [element("text", p.label, x=scale.x(i), y=height - 10, class_="axis", text_anchor="middle")
               for i, p in enumerate(points) if i % every == 0 or i == len(points) - 1]
