@@ -43,18 +43,21 @@ _LAZY = {
     "RowBuilder": "normalize", "RecordRows": "normalize", "Layout": "normalize", "Derivation": "normalize",
     "FieldError": "normalize",
     "retry_policy": "http",
+    # notifiers: what a notifier registers, sends and raises (plugin API 1.1)
+    "NotifierType": "notify", "Message": "notify", "NotifierError": "errors",
 }
 
 # Type checkers read these; at run time __getattr__ imports each on first use.
 if TYPE_CHECKING:
     from .connector import Checkpoint, ConnectorType, Coverage, StartDate, Stream, StreamStats, SyncContext
     from .engine import same_results
-    from .errors import ConfigError, ConnectorError, CrmkpiError, MetricError, SourceDataError
+    from .errors import ConfigError, ConnectorError, CrmkpiError, MetricError, NotifierError, SourceDataError
     from .grouped import Cell, Grid, by_label, left_out_note
     from .http import retry_policy
     from .metrics import (PERCENTILES, STAT_DOC, Converted, Input, Metric, MetricContext, Param, Value, at_least,
                           duration_sums, ratio, stat_param, stat_value, statistic)
     from .models import TABLES
+    from .notify import Message, NotifierType
     from .normalize import Derivation, FieldError, Layout, RecordRows, RowBuilder
     from .periods import Period
     from .sqlkit import evaluated_once, instant
@@ -67,6 +70,7 @@ __all__ = [
     "CrmkpiError", "ConfigError", "ConnectorError", "SourceDataError", "MetricError",
     "ConnectorType", "SyncContext", "Stream", "StreamStats", "Checkpoint", "Coverage", "StartDate",
     "RowBuilder", "RecordRows", "Layout", "Derivation", "FieldError", "retry_policy",
+    "NotifierType", "Message", "NotifierError",
 ]
 
 

@@ -632,6 +632,8 @@ def _print_plugins(infos: list[dict[str, Any]]) -> None:
             click.echo(f"  connectors: {', '.join(info['connectors'])}")
         if info["metrics"]:
             click.echo(f"  metrics: {', '.join(info['metrics'])}")
+        if info["notifiers"]:
+            click.echo(f"  notifiers: {', '.join(info['notifiers'])}")
         if info["plugin_api"]["declared"]:
             click.echo(f"  plugin API: {info['plugin_api']['declared']}")
         if info["metrics_cell_by_cell"]:
@@ -709,6 +711,7 @@ def new_plugin(app: App, name: str, connector: bool, parent: str) -> None:
 
 # The service's command groups register on ``cli`` when imported; they import this module's helpers.
 from .service import commands as _service_commands  # noqa: E402,F401
+from . import notify_commands as _notify_commands  # noqa: E402,F401
 
 
 def main() -> None:

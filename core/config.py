@@ -17,6 +17,7 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fi
                       field_validator, model_validator)
 from sqlalchemy.engine import make_url
 
+from .deliveries import Channel
 from .errors import ConfigError, MetricError
 from .periods import GRAINS, Calendar
 from .plugins import Registry, installed_entry_points, is_builtin
@@ -195,6 +196,8 @@ class RawConfig(BaseModel):
     service: ServiceSettings = Field(default_factory=ServiceSettings)
     plugins: PluginSettings | None = Field(None, description="which third-party plugins load (default: every "
                                                                "installed one)")
+    channels: dict[str, dict[str, Any]] = Field(default_factory=dict,
+                                                description="where notifications go (docs/notifications.md)")
 
 
 @dataclass(frozen=True)
@@ -221,6 +224,7 @@ class Config:
     schedules: dict[str, Schedule] = field(default_factory=dict)
     targets: list[TargetSettings] = field(default_factory=list)
     service: ServiceSettings = field(default_factory=ServiceSettings)
+    channels: dict[str, Channel] = field(default_factory=dict)
 
     @property
     def base_dir(self) -> Path:
@@ -330,7 +334,28 @@ def load_config(path: str | Path, registry: Registry, *, check_sources: bool = F
         if target.period:
             _check_period(f"targets.{index}.period", target.period)
     return Config(path=path.resolve(), store=raw.store, reporting=raw.reporting, connectors=connectors,
-                  metrics=metrics, schedules=raw.schedules, targets=raw.targets, service=raw.service)
+                  metrics=metrics, schedules=raw.schedules, targets=raw.targets, service=raw.service,
+                  channels=_channels(raw.channels, registry))
+
+
+def _channels(blocks: dict[str, dict[str, Any]], registry: Registry) -> dict[str, Channel]:
+    """Each channel's settings, validated by its notifier type's model; their secrets registered."""
+    channels = {}
+    for name, block in blocks.items():
+        if not isinstance(block, dict) or "type" not in block:
+            raise ConfigError(f"channels.{name}.type: field required")
+        kind = block["type"]
+        if not isinstance(kind, str):
+            raise ConfigError(f"channels.{name}.type: expected the name of a notifier type, got {type(kind).__name__}")
+        notifier = registry.notifiers.get(kind)
+        if notifier is None:
+            known = ", ".join(sorted(registry.notifiers)) or "none loaded"
+            raise ConfigError(f"channels.{name}.type: unknown notifier type {kind!r}"
+                              f"{did_you_mean(kind, registry.notifiers)} (known: {known})")
+        settings = _validate(notifier.settings, {k: v for k, v in block.items() if k != "type"}, ("channels", name))
+        register_settings(settings)
+        channels[name] = Channel(name, notifier, settings)
+    return channels
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

@@ -31,3 +31,15 @@ class StoreError(CrmkpiError):
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM (systemd, a container stop, ``kill``): unwinds like Ctrl-C, through the same cleanup."""
+
+
+class NotifierError(CrmkpiError):
+    """A notification could not be sent; ``retry`` says whether sending it again may succeed.
+
+    A notifier raises it from ``send`` with a one-line message that names no secret. ``retry=False``
+    when another attempt cannot help (the receiver refused the message) or could send it twice (the
+    request went out and no answer came back)."""
+
+    def __init__(self, message: str, retry: bool = True) -> None:
+        super().__init__(message)
+        self.retry = retry

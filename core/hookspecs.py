@@ -4,7 +4,7 @@ A plugin is a module (or object) with functions decorated by :data:`crmkpi.hooki
 published under the ``crmkpi`` entry-point group. Each hook receives a ``register``
 callback; the core validates what is registered, rejects duplicate ids and remembers
 which plugin provided it. Built-in connectors and metrics use exactly these hooks.
-New capabilities (outputs, notifiers) are added as new ``register_*`` hooks here.
+New capabilities are added as new ``register_*`` hooks here (``register_notifiers`` came with plugin API 1.1).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import pluggy
 if TYPE_CHECKING:
     from .connector import ConnectorType
     from .metrics import Metric
+    from .notify import NotifierType
 
 hookspec = pluggy.HookspecMarker("crmkpi")
 
@@ -37,3 +38,14 @@ def register_metrics(register: Callable[[Metric], None]) -> None:
     another plugin already registered is an error naming both plugins.
     """
 
+
+
+@hookspec
+def register_notifiers(register: Callable[[NotifierType], None]) -> None:
+    """Register notifier types (new in plugin API 1.1).
+
+    Call ``register(NotifierType(...))`` once per kind of channel. The type's ``name`` is what users
+    write as ``type:`` in a channel of the config's ``channels:`` section; names are global, like
+    connector types. crmkpi records each delivery before calling ``send`` and retries it, so a
+    notifier only sends (docs/notifications.md).
+    """

@@ -19,7 +19,7 @@ from sqlalchemy import JSON, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 #: Version of the public schema: the id of the newest migration.
-SCHEMA_REVISION = "0004"
+SCHEMA_REVISION = "0005"
 
 
 class Entity(SQLModel):
@@ -276,6 +276,32 @@ class MetricResult(SQLModel, table=True):
     target_status: Optional[str] = None
     computed_at: datetime
     data_freshness: Optional[datetime] = Field(default=None, description="oldest last successful sync feeding it")
+
+
+class NotificationDelivery(SQLModel, table=True):
+    """One notification to one channel, recorded before it is sent (docs/notifications.md).
+
+    The unique ``(rule, occurrence, segment, channel)`` is the delivery's key: whoever inserts the row
+    sends the message, so a second replica, or a run after a crash, never sends it again. A row left
+    ``pending`` past its lease means its sender died mid-send: whether the message went out is unknown,
+    and it is not sent again.
+    """
+
+    __tablename__ = "notification_deliveries"
+    __table_args__ = (UniqueConstraint("rule", "occurrence", "segment", "channel",
+                                       name="uq_notification_deliveries_key"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    rule: str = Field(description="the alert rule (or `test` for `crmkpi notify test`)")
+    occurrence: str = Field(description="which firing of the rule, e.g. the period or the run it is about")
+    segment: str = Field(default="", description="the segment it is about (`team=East`); empty: none")
+    channel: str = Field(index=True, description="the configured channel's name")
+    status: str = Field(description="pending, sent, failed, unknown (its sender died mid-send)")
+    attempts: int = Field(default=0, description="sends tried")
+    last_error: Optional[str] = Field(default=None, description="the last attempt's error, redacted")
+    owner: Optional[str] = Field(default=None, description="the sending process (host:pid)")
+    created_at: datetime
+    updated_at: datetime = Field(description="the latest change; a pending row's lease runs from it")
+    sent_at: Optional[datetime] = None
 
 
 #: Tables a metric may read: the normalized entities plus the sync history (for data-health metrics).

@@ -20,7 +20,7 @@ import re
 from typing import Callable
 
 #: The version of the plugin API this crmkpi provides: ``major.minor`` (docs/compatibility.md).
-PLUGIN_API_VERSION = "1.0"
+PLUGIN_API_VERSION = "1.1"
 
 #: The attribute in which a plugin's entry-point module declares the plugin API versions it works with.
 DECLARATION = "CRMKPI_PLUGIN_API"

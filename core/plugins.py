@@ -22,6 +22,7 @@ from . import __version__, hookspecs
 from .connector import ConnectorType
 from .errors import PluginError
 from .metrics import Metric
+from .notify import NotifierType
 from .plugin_api import DECLARATION, PLUGIN_API_VERSION, in_range
 from .suggest import did_you_mean
 
@@ -43,6 +44,7 @@ class PluginInfo:
     hooks: list[str] = field(default_factory=list)
     metrics: list[str] = field(default_factory=list)
     connectors: list[str] = field(default_factory=list)
+    notifiers: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     #: The plugin API versions it declares it works with (``CRMKPI_PLUGIN_API``), None when it declares none.
     plugin_api: str | None = None
@@ -59,13 +61,14 @@ class PluginInfo:
             "hooks": self.hooks,
             "metrics": self.metrics,
             "connectors": self.connectors,
+            "notifiers": self.notifiers,
             "errors": self.errors,
             "plugin_api": {"declared": self.plugin_api, "running": PLUGIN_API_VERSION},
         }
 
 
 class Registry:
-    """The loaded plugins and the metrics and connector types they registered."""
+    """The loaded plugins and the metrics, connector types and notifier types they registered."""
 
     def __init__(self, strict: bool = False, trace: bool = False) -> None:
         self.strict = strict
@@ -76,6 +79,7 @@ class Registry:
         self.plugins: dict[str, PluginInfo] = {}
         self.metrics: dict[str, Metric] = {}
         self.connectors: dict[str, ConnectorType] = {}
+        self.notifiers: dict[str, NotifierType] = {}
         self._provider: dict[tuple[str, str], str] = {}
         #: Problems of the selection itself (no plugin to pin them on), e.g. an unknown name in CRMKPI_LOAD_PLUGINS.
         self.warnings: list[str] = []
@@ -108,6 +112,7 @@ class Registry:
                 self._fail(info, f"unknown hook {hook.name!r}{hint}")
         self._collect(info, "register_connectors", "connector", ConnectorType, self.connectors, info.connectors)
         self._collect(info, "register_metrics", "metric", Metric, self.metrics, info.metrics)
+        self._collect(info, "register_notifiers", "notifier", NotifierType, self.notifiers, info.notifiers)
 
     def _out_of_range(self, plugin: object, info: PluginInfo) -> str | None:
         """Why ``plugin`` must not load against this plugin API (its declared range excludes it, or cannot be
@@ -214,9 +219,16 @@ class Registry:
             known = ", ".join(sorted(self.connectors)) or "none loaded"
             raise PluginError(f"unknown connector type {name!r} (known: {known})") from None
 
+    def notifier_type(self, name: str) -> NotifierType:
+        try:
+            return self.notifiers[name]
+        except KeyError:
+            known = ", ".join(sorted(self.notifiers)) or "none loaded"
+            raise PluginError(f"unknown notifier type {name!r} (known: {known})") from None
 
-def _key(kind: str, item: Metric | ConnectorType) -> str:
-    """The id a metric or a connector type registers under."""
+
+def _key(kind: str, item: Metric | ConnectorType | NotifierType) -> str:
+    """The id a metric, or the name a connector or notifier type, registers under."""
     return item.id if kind == "metric" else item.name
 
 

@@ -30,7 +30,7 @@ from crmkpi.store import Store
 BUILTIN_PLUGINS = "files,sales_metrics"
 #: Every entry point this distribution provides.
 ALL_BUILTINS = ("files,salesforce,hubspot,sales_metrics,pipeline_metrics,customer_metrics,marketing_metrics,"
-                "service_metrics,data_health_metrics")
+                "service_metrics,data_health_metrics,notifiers")
 #: The built-in metrics with a grouped compute (tests/test_grouped.py checks each against its per-cell one).
 BUILT_IN_GROUPED = [
     "avg_deal_size", "avg_resolution_time", "cac", "cac_payback_months", "churn_rate", "close_rate", "clv",

@@ -21,8 +21,8 @@ from crmkpi.plugins import Registry, load_registry
 
 VERSION = crmkpi.__version__
 HEADER = f"crmkpi {VERSION}, plugin API {crmkpi.PLUGIN_API_VERSION}"
-OUT_OF_RANGE = (f"needs plugin API >=2.0,<3 (CRMKPI_PLUGIN_API), but crmkpi {VERSION} provides plugin API 1.0; "
-                "not loaded")
+OUT_OF_RANGE = (f"needs plugin API >=2.0,<3 (CRMKPI_PLUGIN_API), but crmkpi {VERSION} provides plugin API "
+                f"{crmkpi.PLUGIN_API_VERSION}; not loaded")
 MALFORMED = ("CRMKPI_PLUGIN_API '>= 1.0, and later' is not a version range: 'and later' is not a comparison such "
              "as '>=1.0' or '<2'; not loaded")
 
@@ -65,10 +65,10 @@ def api_plugins(install, monkeypatch):
 def test_a_plugin_in_range_loads_and_shows_its_range(api_plugins, monkeypatch):
     api_plugins("files,api_v1,acme")
     infos = listed()
-    assert infos["api_v1"]["plugin_api"] == {"declared": ">=1.0,<2", "running": "1.0"}
+    assert infos["api_v1"]["plugin_api"] == {"declared": ">=1.0,<2", "running": crmkpi.PLUGIN_API_VERSION}
     assert (infos["api_v1"]["errors"], infos["api_v1"]["metrics"], infos["api_v1"]["connectors"]) == (
         [], ["api_deal_age", "api_closed_deals"], ["api_v1_source"])
-    assert infos["files"]["plugin_api"] == {"declared": None, "running": "1.0"}
+    assert infos["files"]["plugin_api"] == {"declared": None, "running": crmkpi.PLUGIN_API_VERSION}
     result = invoke("plugins", "--strict")
     assert (result.exit_code, result.stderr) == (0, "")
     lines = result.stdout.splitlines()
@@ -77,13 +77,13 @@ def test_a_plugin_in_range_loads_and_shows_its_range(api_plugins, monkeypatch):
     assert lines[i + 1:i + 4] == ["  connectors: api_v1_source", "  metrics: api_deal_age, api_closed_deals",
                                   "  plugin API: >=1.0,<2"]
     monkeypatch.setenv("CRMKPI_TRACE_PLUGINS", "1")
-    assert ("trace: plugin api_v1 (api-v1 1.0.0): CRMKPI_PLUGIN_API '>=1.0,<2': plugin API 1.0 is in range"
-            in invoke("metrics", "list").stderr.splitlines())
+    assert (f"trace: plugin api_v1 (api-v1 1.0.0): CRMKPI_PLUGIN_API '>=1.0,<2': plugin API "
+            f"{crmkpi.PLUGIN_API_VERSION} is in range" in invoke("metrics", "list").stderr.splitlines())
 
 
 def test_a_plugin_without_a_declaration_loads(api_plugins):
     api_plugins("files,acme")
-    assert listed()["acme"]["plugin_api"] == {"declared": None, "running": "1.0"}
+    assert listed()["acme"]["plugin_api"] == {"declared": None, "running": crmkpi.PLUGIN_API_VERSION}
     result = invoke("plugins", "--strict")
     assert result.exit_code == 0
     assert not any("plugin API:" in line for line in result.stdout.splitlines())

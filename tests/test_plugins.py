@@ -36,11 +36,11 @@ HEADER = f"crmkpi {VERSION}, plugin API {crmkpi.PLUGIN_API_VERSION}"
 UNDECLARED = {"declared": None, "running": crmkpi.PLUGIN_API_VERSION}
 
 FILES_INFO = {"name": "files", "module": "crmkpi.connectors.files", "distribution": "crmkpi", "version": VERSION,
-              "hooks": ["register_connectors"], "metrics": [], "connectors": ["files"], "errors": [],
+              "hooks": ["register_connectors"], "metrics": [], "connectors": ["files"], "notifiers": [], "errors": [],
               "plugin_api": UNDECLARED}
 SALES_INFO = {"name": "sales_metrics", "module": "crmkpi.metrics_plugins.sales", "distribution": "crmkpi",
               "version": VERSION, "hooks": ["register_metrics"], "metrics": ["close_rate", "win_rate"],
-              "connectors": [], "errors": [], "plugin_api": UNDECLARED}
+              "connectors": [], "notifiers": [], "errors": [], "plugin_api": UNDECLARED}
 
 
 def select(monkeypatch, plugins: str | None) -> None:
@@ -84,7 +84,7 @@ def test_builtins_are_declared_in_the_crmkpi_entry_point_group():
         "hubspot": "crmkpi.connectors.hubspot", "sales_metrics": "crmkpi.metrics_plugins.sales",
         "pipeline_metrics": "crmkpi.metrics_plugins.pipeline", "customer_metrics": "crmkpi.metrics_plugins.customers",
         "marketing_metrics": "crmkpi.metrics_plugins.marketing", "service_metrics": "crmkpi.metrics_plugins.service",
-        "data_health_metrics": "crmkpi.metrics_plugins.data_health"}
+        "data_health_metrics": "crmkpi.metrics_plugins.data_health", "notifiers": "crmkpi.notifiers"}
     assert set(declared[ENTRY_POINT_GROUP]) == set(ALL_BUILTINS.split(","))
     installed = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
     for name, value in declared[ENTRY_POINT_GROUP].items():
@@ -131,7 +131,7 @@ def test_third_party_plugin_is_listed_with_its_distribution(install, monkeypatch
     infos = plugins_json()
     assert infos["acme"] == {"name": "acme", "module": "good_metrics", "distribution": "acme-crm-metrics",
                              "version": "1.2.3", "hooks": ["register_metrics"], "metrics": ["deals_created"],
-                             "connectors": [], "errors": [], "metrics_cell_by_cell": ["deals_created"],
+                             "connectors": [], "notifiers": [], "errors": [], "metrics_cell_by_cell": ["deals_created"],
                              "plugin_api": UNDECLARED}
     assert infos["files"] == listed(FILES_INFO) and infos["sales_metrics"] == listed(SALES_INFO)
     table = invoke("plugins").stdout.splitlines()
@@ -442,8 +442,8 @@ def test_loading_the_builtins_leaves_the_api_client_libraries_unimported():
 def test_an_unknown_hook_is_an_error_with_a_did_you_mean_and_the_valid_hooks_load(install, monkeypatch):
     install("misnamed", "1.0", {"misnamed": "misnamed_hook"})
     select(monkeypatch, "misnamed")
-    errors = ["unknown hook 'on_startup' (hooks: register_connectors, register_metrics)",
-              "unknown hook 'register_metric'; did you mean 'register_metrics'?"]
+    errors = ["unknown hook 'on_startup' (hooks: register_connectors, register_metrics, register_notifiers)",
+              "unknown hook 'register_metric'; did you mean 'register_metrics' or 'register_notifiers'?"]
     info = plugins_json()["misnamed"]
     assert (info["hooks"], info["connectors"], info["errors"]) == (["register_connectors"], ["misnamed_source"],
                                                                    errors)
@@ -459,7 +459,7 @@ def test_an_unknown_hook_is_an_error_with_a_did_you_mean_and_the_valid_hooks_loa
 @pytest.mark.parametrize(("module", "error"), [
     ("unmarked_hook", "register_metrics not marked @crmkpi.hookimpl: nothing is registered"),
     ("no_hooks", "implements no hook (functions marked @crmkpi.hookimpl, named after a hook: register_connectors, "
-                 "register_metrics)"),
+                 "register_metrics, register_notifiers)"),
 ])
 def test_a_plugin_that_implements_no_hook_is_an_error(install, monkeypatch, module, error):
     install("hookless", "1.0", {"hookless": module})

@@ -21,6 +21,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from .. import __version__
+from ..deliveries import channel_health
 from ..engine import COMPARISONS, Run, explain, run_metrics
 from ..errors import ConfigError, CrmkpiError, MetricError
 from ..models import MetricResult, SyncRun
@@ -79,6 +80,8 @@ def create_app(job: Job, scheduler: Scheduler, heartbeat: Heartbeat, token: str 
                                               "last_error": heartbeat.last_error}}
         try:
             body["connectors"] = _last_syncs(job)
+            # a failing channel is reported, not unhealthy: restarting the service would not fix Slack
+            body["channels"] = channel_health(job.store, list(job.config.channels))
             body["store"] = {"reachable": True}
         except Exception as exc:  # any failure to reach the store is the answer, not a 500
             body["store"] = {"reachable": False, "error": first_line(exc)}

@@ -7,16 +7,18 @@ computed: KPIs over a half-synced store would look current and be wrong.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Callable
 
 from sqlalchemy import select
 
 from ..config import Config, Schedule
+from ..deliveries import Delivery, DeliveryKey, Retry, deliver
 from ..engine import COMPARISONS, Run, Settings, failure_summary, run_metrics, save_results
 from ..errors import CrmkpiError
 from ..models import JobRun
+from ..notify import Message
 from ..plugins import Registry
 from ..store import Store
 from ..targets import Target
@@ -31,10 +33,17 @@ class JobOutcome:
     error: str | None = None
     rows_synced: int = 0
     results_saved: int = 0
+    #: The notifications the run delivered (:meth:`Job.notify`); a failed one does not fail the run.
+    notifications: list[Delivery] = field(default_factory=list)
 
     @property
     def status(self) -> str:
         return "failed" if self.error else "success"
+
+    @property
+    def notification_errors(self) -> list[str]:
+        """``channel: error`` for each notification that was not sent (failed, or its outcome unknown)."""
+        return [f"{d.channel}: {d.error}" for d in self.notifications if not d.ok]
 
 
 @dataclass
@@ -48,6 +57,8 @@ class Job:
     targets: list[Target]
     #: How long a claimed run stays claimed without a renewal (``crmkpi serve --lease``).
     lease: timedelta = leases.LEASE
+    #: How a failed notification is retried.
+    retry: Retry = Retry()
 
     def run_now(self, name: str, say: Callable[[str], None] = lambda line: None) -> JobOutcome:
         """Run schedule ``name`` by hand, for today; refused while another run of it holds its lease."""
@@ -73,6 +84,13 @@ class Job:
             raise
         self._finish(outcome)
         return outcome
+
+    def notify(self, outcome: JobOutcome, channel: str, key: DeliveryKey, message: Message) -> Delivery:
+        """Deliver ``message`` to the config's ``channel`` once per ``key`` (what alert rules call), listed in the
+        run's ``outcome``; a failing channel never raises nor fails the run (``/health`` shows it)."""
+        delivery = deliver(self.store, self.config.channels[channel], key, message, retry=self.retry)
+        outcome.notifications.append(delivery)
+        return delivery
 
     def _steps(self, schedule: Schedule, today: date, outcome: JobOutcome, say: Callable[[str], None]) -> None:
         from ..sync import sync_connector

@@ -117,4 +117,6 @@ class Scheduler:
         self.say(f"{name} {occurrence.key}: run {run_id} {outcome.status}" + (f": {outcome.error}" if outcome.error
                                                                                else ""),
                  logging.ERROR if outcome.error else logging.INFO, status=outcome.status, **fields)
+        for problem in outcome.notification_errors:  # the run stands; the channel's failure is reported
+            self.say(f"{name} {occurrence.key}: notification not sent: {problem}", logging.WARNING, **fields)
         return outcome
