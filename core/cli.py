@@ -712,6 +712,7 @@ def new_plugin(app: App, name: str, connector: bool, parent: str) -> None:
 # The service's command groups register on ``cli`` when imported; they import this module's helpers.
 from .service import commands as _service_commands  # noqa: E402,F401
 from . import notify_commands as _notify_commands  # noqa: E402,F401
+from .alerts import commands as _alert_commands  # noqa: E402,F401
 
 
 def main() -> None:

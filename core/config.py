@@ -18,6 +18,7 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fi
 from sqlalchemy.engine import make_url
 
 from .deliveries import Channel
+from .alerts.rules import AlertRule, check_channels, check_rules
 from .errors import ConfigError, MetricError
 from .periods import GRAINS, Calendar
 from .plugins import Registry, installed_entry_points, is_builtin
@@ -110,6 +111,9 @@ class Schedule(BaseModel):
         "latest", description="after downtime, of the occurrences missed: run the latest, all of them (up to "
                               "max_catchup, oldest first), or none; the others are recorded as skipped")
     max_catchup: int = Field(10, ge=1, description="with catchup: all, how many missed occurrences run at most")
+    alerts: list[str] = Field(default_factory=list, description="alert rules to evaluate after its metrics "
+                                                                "(docs/alerts.md)")
+    on_failure: list[str] = Field(default_factory=list, description="channels told when a run of it fails")
 
     @field_validator("cron")
     @classmethod
@@ -193,6 +197,7 @@ class RawConfig(BaseModel):
     )
     schedules: dict[str, Schedule] = Field(default_factory=dict)
     targets: list[TargetSettings] = Field(default_factory=list, description="goals the results are judged against")
+    alerts: dict[str, AlertRule] = Field(default_factory=dict, description="alert rules by name (docs/alerts.md)")
     service: ServiceSettings = Field(default_factory=ServiceSettings)
     plugins: PluginSettings | None = Field(None, description="which third-party plugins load (default: every "
                                                                "installed one)")
@@ -223,6 +228,7 @@ class Config:
     metrics: dict[str, dict[str, Any]] | None = None
     schedules: dict[str, Schedule] = field(default_factory=dict)
     targets: list[TargetSettings] = field(default_factory=list)
+    alerts: dict[str, AlertRule] = field(default_factory=dict)
     service: ServiceSettings = field(default_factory=ServiceSettings)
     channels: dict[str, Channel] = field(default_factory=dict)
 
@@ -316,8 +322,13 @@ def load_config(path: str | Path, registry: Registry, *, check_sources: bool = F
             if metric_id not in registry.metrics:
                 raise ConfigError(f"schedules.{name}.metrics: unknown metric {metric_id!r}"
                                   f"{did_you_mean(metric_id, registry.metrics)}")
-        if not schedule.sync and not schedule.metrics:
-            raise ConfigError(f"schedules.{name}: nothing to do: give sync (connectors) and/or metrics")
+        if not schedule.sync and not schedule.metrics and not schedule.alerts:
+            raise ConfigError(f"schedules.{name}: nothing to do: give sync (connectors), metrics and/or alerts")
+        for rule in schedule.alerts:
+            if rule not in raw.alerts:
+                raise ConfigError(f"schedules.{name}.alerts: unknown alert rule {rule!r}"
+                                  f"{did_you_mean(rule, raw.alerts)} (configured: {', '.join(raw.alerts) or 'none'})")
+        check_channels(f"schedules.{name}.on_failure", schedule.on_failure, raw.channels)
         for metric_id, params in schedule.params.items():
             if metric_id not in schedule.metrics:
                 raise ConfigError(f"schedules.{name}.params.{metric_id}: not one of the schedule's metrics "
@@ -333,8 +344,10 @@ def load_config(path: str | Path, registry: Registry, *, check_sources: bool = F
                               f"{did_you_mean(target.metric, registry.metrics)}")
         if target.period:
             _check_period(f"targets.{index}.period", target.period)
+    check_rules(raw.alerts, registry, metrics, raw.channels)
     return Config(path=path.resolve(), store=raw.store, reporting=raw.reporting, connectors=connectors,
-                  metrics=metrics, schedules=raw.schedules, targets=raw.targets, service=raw.service,
+                  metrics=metrics, schedules=raw.schedules, targets=raw.targets, alerts=raw.alerts,
+                  service=raw.service,
                   channels=_channels(raw.channels, registry))
 
 

@@ -19,7 +19,7 @@ from sqlalchemy import JSON, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 #: Version of the public schema: the id of the newest migration.
-SCHEMA_REVISION = "0005"
+SCHEMA_REVISION = "0006"
 
 
 class Entity(SQLModel):
@@ -255,6 +255,8 @@ class JobRun(SQLModel, table=True):
     lease_expires_at: Optional[datetime] = None
     rows_synced: Optional[int] = None
     results_saved: Optional[int] = None
+    #: What its alerts step did: cells evaluated, firing, fired, resolved, repeated, not evaluated, failures.
+    alerts: Optional[dict[str, Any]] = Field(default=None, sa_type=JSON(none_as_null=True))
 
 
 class MetricResult(SQLModel, table=True):
@@ -302,6 +304,24 @@ class NotificationDelivery(SQLModel, table=True):
     created_at: datetime
     updated_at: datetime = Field(description="the latest change; a pending row's lease runs from it")
     sent_at: Optional[datetime] = None
+
+
+class AlertState(SQLModel, table=True):
+    """The state of one alert rule for one segment cell (docs/alerts.md): ok or firing, since when, and the
+    occurrence (``firing-N``) its messages are keyed by."""
+
+    __tablename__ = "alert_states"
+    rule: str = Field(primary_key=True, description="the rule's name in the config's alerts:")
+    segment: str = Field(primary_key=True, description="the cell (`team=East`); empty: the rule is unsplit")
+    state: str = Field(description="ok or firing")
+    since: Optional[datetime] = Field(default=None, description="when it entered its state")
+    occurrence: Optional[str] = Field(default=None, description="the current (or last) firing: firing-N")
+    firings: int = Field(default=0, description="how often it fired: the N of the next occurrence")
+    last_notified_at: Optional[datetime] = None
+    last_value: Optional[float] = None
+    last_reason: Optional[str] = Field(default=None, description="why it fires, is ok, or was not evaluated")
+    last_period: Optional[str] = Field(default=None, description="the period last looked at")
+    evaluated_at: Optional[datetime] = None
 
 
 #: Tables a metric may read: the normalized entities plus the sync history (for data-health metrics).

@@ -25,7 +25,7 @@ DESIGN_ENTITIES = {
     "users", "accounts", "contacts", "leads", "deals", "deal_stage_changes", "pipeline_stages", "tickets",
     "subscriptions", "orders", "survey_responses", "marketing_spend", "quotas", "fx_rates",
 }
-BOOKKEEPING = {"sync_state", "sync_runs", "job_runs", "metric_results", "notification_deliveries"}
+BOOKKEEPING = {"sync_state", "sync_runs", "job_runs", "metric_results", "notification_deliveries", "alert_states"}
 T1 = datetime(2024, 3, 1, 12, 30, tzinfo=UTC)
 
 
@@ -79,7 +79,7 @@ def _assert_seeded(store: Store) -> None:
 def test_entities_are_the_design_tables():
     assert set(ENTITIES) == DESIGN_ENTITIES
     bookkeeping = {m.__tablename__ for m in (models.SyncState, models.SyncRun, models.JobRun, models.MetricResult,
-                                                  models.NotificationDelivery)}
+                                                  models.NotificationDelivery, models.AlertState)}
     assert bookkeeping == BOOKKEEPING
     assert set(SQLModel.metadata.tables) == DESIGN_ENTITIES | BOOKKEEPING
 

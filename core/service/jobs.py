@@ -1,8 +1,9 @@
-"""Running a schedule's steps (sync, then metrics) and recording each run in ``job_runs``.
+"""Running a schedule's steps (sync, then metrics, then alerts) and recording each run in ``job_runs``.
 
 A run syncs the schedule's connectors, then computes its metrics for its period relative to the
-day the run is for, and saves the results. A failed sync stops the run before any metric is
-computed: KPIs over a half-synced store would look current and be wrong.
+day the run is for, and saves the results, then evaluates its alert rules as of that day. A failed
+sync stops the run before any metric is computed: KPIs over a half-synced store would look current
+and be wrong. A failed run is told to the schedule's ``on_failure`` channels.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ class JobOutcome:
     error: str | None = None
     rows_synced: int = 0
     results_saved: int = 0
+    #: What the alerts step did (:meth:`AlertOutcome.summary`); None: the schedule has none.
+    alerts: dict | None = None
     #: The notifications the run delivered (:meth:`Job.notify`); a failed one does not fail the run.
     notifications: list[Delivery] = field(default_factory=list)
 
@@ -107,6 +110,8 @@ class Job:
             say(f"{connector}: {report.written} rows changed")
         if schedule.metrics:
             self._compute(schedule, today, outcome, say)
+        if schedule.alerts:
+            self._alerts(schedule, today, outcome, say)
 
     def _compute(self, schedule: Schedule, today: date, outcome: JobOutcome, say: Callable[[str], None]) -> None:
         period = self.settings.calendar.parse(schedule.period, today=today)
@@ -122,9 +127,41 @@ class Job:
             + (f", {failed} metric{'s' * (failed > 1)} failed" if failed else ""))
         outcome.error = failure_summary(results)
 
+    def _alerts(self, schedule: Schedule, today: date, outcome: JobOutcome, say: Callable[[str], None]) -> None:
+        """Evaluate the schedule's rules as of ``today``; a failing channel is counted, not an error of the run."""
+        from ..alerts.evaluate import evaluator
+
+        checked = evaluator(self.store, self.registry, self.config, self.settings, self.targets,
+                            self._sender(outcome)).evaluate(today, schedule.alerts)
+        outcome.alerts = checked.summary()
+        say(checked.line())
+
     def _finish(self, outcome: JobOutcome) -> None:
         leases.finish(self.store, outcome.run_id, outcome.status, outcome.error, outcome.rows_synced,
-                      outcome.results_saved)
+                      outcome.results_saved, outcome.alerts)
+        if outcome.error:
+            try:
+                self._tell_failure(outcome)
+            except Exception:  # noqa: BLE001 - the run is recorded; telling of it must not fail it twice
+                pass
+
+    def _tell_failure(self, outcome: JobOutcome) -> None:
+        """The failed run, to its schedule's ``on_failure`` channels, keyed by the run (sent once)."""
+        with self.store.engine.connect() as conn:
+            run = conn.execute(select(JobRun.__table__).where(JobRun.__table__.c.id == outcome.run_id)).first()
+        if run is None or not self.config.schedules[run.job].on_failure:
+            return
+        from ..alerts.evaluate import tell_job_failure
+
+        tell_job_failure(self.config, run.job, run.occurrence or f"run-{run.id}", outcome.error or "",
+                         self._sender(outcome))
+
+    def _sender(self, outcome: JobOutcome) -> Callable[[str, DeliveryKey, Message], str | None]:
+        """How the run's alerts send: :meth:`notify`, listing each delivery in ``outcome``."""
+        def send(channel: str, key: DeliveryKey, message: Message) -> str | None:
+            delivery = self.notify(outcome, channel, key, message)
+            return None if delivery.ok else delivery.error or delivery.status
+        return send
 
 
 def history(store: Store, name: str | None = None, limit: int = 20) -> list[JobRun]:
