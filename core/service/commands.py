@@ -156,8 +156,11 @@ def jobs_history(app: App, config_path: str, name: str | None, limit: int) -> No
     zone = config.reporting.timezone
     for run in runs:
         took = f" in {(run.finished_at - run.started_at).total_seconds():.1f} s" if run.finished_at else ""
+        alerts = (f"  (alerts: {run.alerts['firing']} firing, {run.alerts['fired']} new, {run.alerts['resolved']} "
+                  f"resolved, {run.alerts['not_evaluated']} not evaluated, {len(run.alerts['failures'])} deliveries "
+                  "failed)") if run.alerts else ""
         click.echo(f"{run.id}  {run.job}  {run.occurrence or 'by hand'}  started {_when(run.started_at, zone)}  "
-                   f"{run.status}{took}" + (f": {run.error}" if run.error else ""))
+                   f"{run.status}{took}" + (f": {run.error}" if run.error else "") + alerts)
 
 
 def job(app: App, config) -> Job:

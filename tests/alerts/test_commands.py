@@ -156,3 +156,43 @@ schedules:
     assert post["json"]["id"] == "job:broken/run-1//sales"
     assert post["json"]["title"] == "[JOB FAILED] broken run-1"
     assert post["json"]["text"].startswith("Job broken (run-1) failed: sync of demo failed: ")
+
+
+def test_a_scheduled_run_sends_its_alerts_and_a_failing_channel_does_not_fail_it(project: Path):
+    """The run of an occurrence on 2026-01-05 judges 2025-12: the channel answers 500 to every attempt, the
+    run succeeds and its record lists the failed deliveries."""
+    from datetime import UTC, date, datetime
+
+    from crmkpi.cli import App
+    from crmkpi.deliveries import Retry
+    from crmkpi.service import leases
+    from crmkpi.service.commands import job
+
+    schedules = """
+schedules:
+  monthly:
+    cron: "0 6 1 * *"
+    alerts: [win-rate-by-team]
+"""
+    with HttpReceiver(statuses=(500,) * 6) as receiver:
+        path = synced(project, receiver.url(), schedules)
+        app = App(debug=False)
+        scheduled = job(app, app.config(path))
+        scheduled.retry = Retry(attempts=3, backoff=0.01)
+        run_id = leases.claim(scheduled.store, "monthly", datetime.now(UTC), occurrence="2026-01-05T06:00")
+        outcome = scheduled.run("monthly", run_id, date(2026, 1, 5))
+    host = receiver.url()[len("http://"):-len("/hook")]
+    assert outcome.status == "success"
+    assert outcome.alerts == {"evaluated": 3, "firing": 2, "fired": 2, "resolved": 0, "repeated": 0,
+                              "not_evaluated": 0, "failures": [
+                                  f"win-rate-by-team team=apac → sales: {host} answered HTTP 500: ok",
+                                  f"win-rate-by-team team=na → sales: {host} answered HTTP 500: ok"]}
+    assert len(receiver.posts) == 6  # 3 attempts for each of the two firing teams
+    assert [f.split(":")[0] for f in outcome.notification_errors] == ["sales", "sales"]
+    store = Store(f"sqlite:///{project / 'kpi.db'}")
+    with store.engine.connect() as conn:
+        [run] = conn.execute(select(JobRun.__table__)).mappings().all()
+    store.engine.dispose()
+    assert (run["status"], run["alerts"]) == ("success", outcome.alerts)
+    history = crmkpi("jobs", "history", "--config", path).stdout
+    assert history.rstrip().endswith(" s  (alerts: 2 firing, 2 new, 0 resolved, 0 not evaluated, 2 deliveries failed)")
