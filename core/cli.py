@@ -324,15 +324,10 @@ def run(app: App, config_path: str, metric_ids: tuple[str, ...], period: str | N
 
     Every value of one run reads the same snapshot of the store, even while a sync commits.
     """
-    config = app.config(config_path)
-    registry = app.registry
-    ids = list(metric_ids) or list(config.metrics if config.metrics is not None else registry.metrics)
-    metrics = [registry.metric(i) for i in ids]
-    settings = settings_of(config)
-    chosen = settings.calendar.parse(period or config.reporting.default_period, today=settings.today)
+    config, metrics, settings, chosen = _asked(app, config_path, metric_ids, period)
     comparisons = COMPARISONS if compare == "both" else (compare,) if compare else ()
     request = Run(metrics, chosen, _params(config, metrics, param_args), grain, dimensions, comparisons,
-                  targets_of(config, registry, settings))
+                  targets_of(config, app.registry, settings))
     store = _store_with_records(app, config, config_path)
     with _status() as status:
         def progress(metric, index: int) -> None:
@@ -390,17 +385,12 @@ def report(app: App, config_path: str, period: str | None, dimension: str | None
     out = Path(out_path)
     render_pdf = _pdf_renderer() if fmt == "pdf" else None  # a missing extra is said before any work
     _check_writable(out)
-    config = app.config(config_path)
-    registry = app.registry
-    ids = list(metric_ids) or list(config.metrics if config.metrics is not None else registry.metrics)
-    metrics = [registry.metric(i) for i in ids]
-    settings = settings_of(config)
-    chosen = settings.calendar.parse(period or config.reporting.default_period, today=settings.today)
+    config, metrics, settings, chosen = _asked(app, config_path, metric_ids, period)
     params = _params(config, metrics, param_args)
     store = _store_with_records(app, config, config_path)
     with _status() as status:
         status(f"Computing {len(metrics)} KPIs for {chosen.label}")
-        built = build_report(store.engine, metrics, chosen, params, targets_of(config, registry, settings), settings,
+        built = build_report(store.engine, metrics, chosen, params, targets_of(config, app.registry, settings), settings,
                              dimension=dimension, trend_grain=trend_grain, stop_on_error=app.debug)
     page = report_page(built)
     _write_atomically(out, render_pdf(page) if render_pdf else page.encode("utf-8"))
@@ -452,6 +442,18 @@ def _write_atomically(path: Path, data: bytes) -> None:
         if isinstance(exc, OSError):
             raise CrmkpiError(f"--out {path}: {exc.strerror or exc}") from None
         raise
+
+
+def _asked(app: App, config_path: str, metric_ids: tuple[str, ...], period: str | None
+           ) -> tuple[Config, list, Settings, Period]:
+    """What ``run`` and ``report`` are asked: the config, the metrics (the given ids, else the config's, else
+    all), the reporting settings and the period (else the config's default)."""
+    config = app.config(config_path)
+    registry = app.registry
+    ids = list(metric_ids) or list(config.metrics if config.metrics is not None else registry.metrics)
+    settings = settings_of(config)
+    chosen = settings.calendar.parse(period or config.reporting.default_period, today=settings.today)
+    return config, [registry.metric(i) for i in ids], settings, chosen
 
 
 def _print_sql(metric, statement: str, parameters) -> None:
