@@ -446,7 +446,8 @@ def test_a_first_load_builds_the_indexes_after_the_rows_and_a_later_one_keeps_th
     schema = indexes(sqlite_store)
     assert [name for name, _ in schema] == ["ix_deal_stage_changes_deal", "ix_deals_closed_at", "ix_deals_created_at",
                                             "ix_fx_rates_currency", "ix_job_runs_job", "ix_metric_results_metric_period",
-                                            "ix_metric_results_run_id", "ix_sync_runs_connector"]
+                                            "ix_metric_results_run_id", "ix_notification_deliveries_channel",
+                                            "ix_sync_runs_connector"]
     (data / "deals.csv").write_text("id,created_at\nd1,2024-01-01\nd2,2024-02-01\n")
     sync_connector(sqlite_store, load_registry(), "crm", files_connector(data), data)
     assert [s for s in statements if s.startswith(("DROP INDEX", "CREATE INDEX"))] == [
