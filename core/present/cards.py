@@ -175,11 +175,16 @@ def _per_day(value: float, unit: str, currency: str | None) -> str:
     return f"{value:,.1f}" if unit == "count" else format_value(value, unit, currency)
 
 
+def measured(result: dict[str, Any], metric: Metric) -> tuple:
+    """What a card and a breakdown row show of one result, in their fields' order: value, value_text, note,
+    error, changes, target."""
+    return (result["value"], format_value(result["value"], result["unit"], result["currency"]), result["note"],
+            result["error"], changes(result, metric), progress(result))
+
+
 def card(result: dict[str, Any], metric: Metric, trend: Sequence[Point] = ()) -> Card:
     return Card(result["metric"], title(metric, result["params"]), result["unit"], metric.direction,
-                result["currency"], result["period"], result["value"],
-                format_value(result["value"], result["unit"], result["currency"]), result["note"], result["error"],
-                changes(result, metric), progress(result), tuple(trend))
+                result["currency"], result["period"], *measured(result, metric), tuple(trend))
 
 
 def trend_points(results: Sequence[dict[str, Any]], parts: Sequence[Period], metric: Metric,
@@ -211,9 +216,7 @@ def target_line(targets: Sequence[Target], metric: Metric, part: Period) -> floa
 def breakdown(results: Sequence[dict[str, Any]], metric: Metric, dimension: str) -> Breakdown:
     rows = [r for r in results if r["metric"] == metric.id]
     shared = shared_labels(rows)
-    items = [SegmentRow(r["segment"], _label(r, dimension, shared), r["value"],
-                        format_value(r["value"], r["unit"], r["currency"]), r["note"], r["error"],
-                        changes(r, metric), progress(r)) for r in rows]
+    items = [SegmentRow(r["segment"], _label(r, dimension, shared), *measured(r, metric)) for r in rows]
     items.sort(key=lambda row: (row.value is None, -(row.value or 0.0), row.label))
     errors = {row.error for row in items}
     # A dimension that does not apply to the metric's table fails every row alike: said once.
