@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import sys
-import tempfile
 import threading
 from contextlib import contextmanager
 import time
@@ -380,11 +378,12 @@ def report(app: App, config_path: str, period: str | None, dimension: str | None
     failed (its card shows the error).
     """
     from .present.build import build_report
+    from .present.files import check_writable, pdf_renderer, write_atomically
     from .present.page import report_page
 
     out = Path(out_path)
-    render_pdf = _pdf_renderer() if fmt == "pdf" else None  # a missing extra is said before any work
-    _check_writable(out)
+    render_pdf = pdf_renderer() if fmt == "pdf" else None  # a missing extra is said before any work
+    check_writable(out)
     config, metrics, settings, chosen = _asked(app, config_path, metric_ids, period)
     params = _params(config, metrics, param_args)
     store = _store_with_records(app, config, config_path)
@@ -393,55 +392,12 @@ def report(app: App, config_path: str, period: str | None, dimension: str | None
         built = build_report(store.engine, metrics, chosen, params, targets_of(config, app.registry, settings), settings,
                              dimension=dimension, trend_grain=trend_grain, stop_on_error=app.debug)
     page = report_page(built)
-    _write_atomically(out, render_pdf(page) if render_pdf else page.encode("utf-8"))
+    write_atomically(out, render_pdf(page) if render_pdf else page.encode("utf-8"))
     click.echo(f"Wrote {out} ({len(built.cards)} KPIs, {built.period}"
                + (f", by {dimension}" if dimension else "") + ")")
     if built.failed:
         click.echo(f"Error: {built.failed}; the report shows the error on its card", err=True)
         click.get_current_context().exit(EXIT_METRICS_FAILED)
-
-
-PDF_EXTRA = "--format pdf needs the pdf extra: pip install 'crmkpi[pdf]'"
-
-
-def _pdf_renderer():
-    """HTML to PDF bytes with WeasyPrint, which may fetch nothing (the page needs nothing)."""
-    try:
-        import weasyprint
-    except (ImportError, OSError):  # OSError: installed, but the system's Pango is missing
-        raise ConfigError(PDF_EXTRA) from None
-
-    def refuse(url: str, *args: Any, **kwargs: Any) -> dict:
-        raise ValueError(f"the report loads nothing (asked for {url})")
-
-    return lambda page: weasyprint.HTML(string=page, url_fetcher=refuse).write_pdf()
-
-
-def _check_writable(path: Path) -> None:
-    """Refuse an --out that cannot be written before computing anything (and never write half a file)."""
-    folder = path.parent
-    if path.is_dir():
-        raise ConfigError(f"--out {path}: is a folder")
-    if not folder.is_dir():
-        raise ConfigError(f"--out {path}: the folder {folder} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise ConfigError(f"--out {path}: not writable")
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside ``path``, then rename it over: a reader (a web server, a mail job)
-    sees the old file or the new one, never a part."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-        os.chmod(temporary, 0o644)  # mkstemp's 0600 would hide the report from the web server that serves it
-        os.replace(temporary, path)
-    except BaseException as exc:
-        Path(temporary).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise CrmkpiError(f"--out {path}: {exc.strerror or exc}") from None
-        raise
 
 
 def _asked(app: App, config_path: str, metric_ids: tuple[str, ...], period: str | None

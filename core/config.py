@@ -89,8 +89,50 @@ class TargetSettings(BaseModel):
         return self
 
 
+#: What ``{...}`` a report's ``out`` may hold.
+OUT_PLACEHOLDERS = ("period",)
+
+
+class ScheduledReport(BaseModel):
+    """A schedule's report step: write the report of a period to a file, and send it to channels."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    out: str = Field(description="the file written, relative to the config's folder; {period} is the period's "
+                                 "label, made fit for a file name (reports/weekly-{period}.html)")
+    period: PeriodText | None = Field(None, description="the period reported, relative to the run's day; default: "
+                                                        "the schedule's period")
+    segment: str | None = Field(None, description="add a breakdown of each KPI by this dimension, as --segment")
+    trend_grain: Literal[GRAINS] = Field("month", description="the sparklines' and charts' parts")
+    format: Literal["html", "pdf"] = Field("html", description="pdf needs the pdf extra (crmkpi validate checks)")
+    metrics: list[str] | None = Field(None, description="default: the schedule's metrics, else the config's")
+    channels: list[str] = Field(default_factory=list, description="channels the report is sent to, once per run")
+
+    @field_validator("out")
+    @classmethod
+    def _known_placeholders(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("give the file to write, e.g. reports/weekly-{period}.html")
+        if "{" in str(Path(value).parent):  # a folder is not made for each period: it must exist
+            raise ValueError("a placeholder goes in the file's name, not in its folder")
+        known = [f"{{{name}}}" for name in OUT_PLACEHOLDERS]
+        for placeholder in re.findall(r"\{[^{}]*\}", value):
+            if placeholder not in known:
+                raise ValueError(f"unknown placeholder {placeholder}{did_you_mean(placeholder, known)} "
+                                 f"(known: {', '.join(known)})")
+        return value
+
+    def path(self, base_dir: Path, period: str) -> Path:
+        """The file to write for ``period`` (a label: ``2025-W07``, ``2025-02-01..2025-02-14``), from the
+        config's folder ``base_dir``. The label keeps letters, digits, ``.``, ``_`` and ``-``; anything else
+        (a space, a slash) becomes ``-``, so that a period never names another folder."""
+        safe = re.sub(r"[^A-Za-z0-9._-]+", "-", period)
+        return base_dir / Path(self.out.replace("{period}", safe)).expanduser()
+
+
 class Schedule(BaseModel):
-    """A job the scheduler runs at each occurrence of ``cron``: sync connectors, then compute metrics."""
+    """A job the scheduler runs at each occurrence of ``cron``: sync connectors, compute metrics, evaluate alerts,
+    write a report."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -114,6 +156,8 @@ class Schedule(BaseModel):
     alerts: list[str] = Field(default_factory=list, description="alert rules to evaluate after its metrics "
                                                                 "(docs/alerts.md)")
     on_failure: list[str] = Field(default_factory=list, description="channels told when a run of it fails")
+    report: ScheduledReport | None = Field(None, description="write a report after the metrics and alerts, and "
+                                                             "send it (docs/reports.md)")
 
     @field_validator("cron")
     @classmethod
@@ -273,6 +317,8 @@ def read_config(path: str | Path) -> RawConfig:
     _check_period("reporting.default_period", raw.reporting.default_period)
     for name, schedule in raw.schedules.items():
         _check_period(f"schedules.{name}.period", schedule.period)
+        if schedule.report and schedule.report.period:
+            _check_period(f"schedules.{name}.report.period", schedule.report.period)
     return raw
 
 
@@ -322,13 +368,17 @@ def load_config(path: str | Path, registry: Registry, *, check_sources: bool = F
             if metric_id not in registry.metrics:
                 raise ConfigError(f"schedules.{name}.metrics: unknown metric {metric_id!r}"
                                   f"{did_you_mean(metric_id, registry.metrics)}")
-        if not schedule.sync and not schedule.metrics and not schedule.alerts:
-            raise ConfigError(f"schedules.{name}: nothing to do: give sync (connectors), metrics and/or alerts")
+        if not schedule.sync and not schedule.metrics and not schedule.alerts and not schedule.report:
+            raise ConfigError(f"schedules.{name}: nothing to do: give sync (connectors), metrics, alerts and/or "
+                              "report")
         for rule in schedule.alerts:
             if rule not in raw.alerts:
                 raise ConfigError(f"schedules.{name}.alerts: unknown alert rule {rule!r}"
                                   f"{did_you_mean(rule, raw.alerts)} (configured: {', '.join(raw.alerts) or 'none'})")
         check_channels(f"schedules.{name}.on_failure", schedule.on_failure, raw.channels)
+        if schedule.report:
+            _check_report(f"schedules.{name}.report", schedule.report, registry, raw.channels,
+                          path.resolve().parent if check_sources else None)
         for metric_id, params in schedule.params.items():
             if metric_id not in schedule.metrics:
                 raise ConfigError(f"schedules.{name}.params.{metric_id}: not one of the schedule's metrics "
@@ -349,6 +399,27 @@ def load_config(path: str | Path, registry: Registry, *, check_sources: bool = F
                   metrics=metrics, schedules=raw.schedules, targets=raw.targets, alerts=raw.alerts,
                   service=raw.service,
                   channels=_channels(raw.channels, registry))
+
+
+def _check_report(where: str, report: ScheduledReport, registry: Registry, channels: dict[str, Any],
+                  base_dir: Path | None) -> None:
+    """A schedule's report step against the plugins and channels; with ``base_dir`` (``crmkpi validate``),
+    also against this machine: the folder written to exists, and a PDF can be made. A run checks them
+    again, before it computes anything."""
+    for metric_id in report.metrics or ():
+        if metric_id not in registry.metrics:
+            raise ConfigError(f"{where}.metrics: unknown metric {metric_id!r}"
+                              f"{did_you_mean(metric_id, registry.metrics)}")
+    check_channels(f"{where}.channels", report.channels, channels)
+    if base_dir is None:
+        return
+    folder = report.path(base_dir, "period").parent
+    if not folder.is_dir():
+        raise ConfigError(f"{where}.out: the folder {folder} does not exist")
+    if report.format == "pdf":
+        from .present.files import pdf_renderer
+
+        pdf_renderer(f"{where}.format: pdf")
 
 
 def _channels(blocks: dict[str, dict[str, Any]], registry: Registry) -> dict[str, Channel]:

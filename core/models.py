@@ -19,7 +19,7 @@ from sqlalchemy import JSON, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 #: Version of the public schema: the id of the newest migration.
-SCHEMA_REVISION = "0006"
+SCHEMA_REVISION = "0007"
 
 
 class Entity(SQLModel):
@@ -257,6 +257,8 @@ class JobRun(SQLModel, table=True):
     results_saved: Optional[int] = None
     #: What its alerts step did: cells evaluated, firing, fired, resolved, repeated, not evaluated, failures.
     alerts: Optional[dict[str, Any]] = Field(default=None, sa_type=JSON(none_as_null=True))
+    #: What its report step did: the file written and each channel's delivery (``sent``, ``failed: why``, ...).
+    report: Optional[dict[str, Any]] = Field(default=None, sa_type=JSON(none_as_null=True))
 
 
 class MetricResult(SQLModel, table=True):

@@ -28,12 +28,12 @@ class Target:
 
     def applies_to(self, metric: str, period: Period, segment: dict[str, Any]) -> bool:
         """A target judges results over its whole period or a to-date part of it, for its segment."""
-        return (metric == self.metric and _text(self.segment or {}) == _text(segment)
+        return (metric == self.metric and segment_key(self.segment or {}) == segment_key(segment)
                 and period.start == self.period.start and period.end <= self.period.end)
 
 
-def _text(segment: dict[str, Any]) -> dict[str, str | None]:
-    """YAML reads ``owner: 17`` as a number; the store holds ids as text."""
+def segment_key(segment: dict[str, Any]) -> dict[str, str | None]:
+    """A segment compared by text: YAML reads ``owner: 17`` as a number, the store holds ids as text."""
     return {k: None if v is None else str(v) for k, v in segment.items()}
 
 

@@ -10,6 +10,10 @@ grouped pass where the metric has a grouped compute:
 3. with a dimension, the period split by it, with the same comparisons and targets
    (``crmkpi run --period P --segment D --compare both``).
 
+A segment filter (``where``, e.g. ``{"team": "East"}``: the dashboard's) splits each run by its
+dimensions too and keeps that segment's rows: the cells are the ones ``crmkpi run --segment team``
+computes, never a number of their own.
+
 Nothing is saved to ``metric_results``: a report reads the store and leaves it as it was.
 """
 
@@ -23,8 +27,8 @@ from sqlalchemy.engine import Engine
 from ..engine import COMPARISONS, Run, Settings, failure_summary, run_metrics
 from ..metrics import Metric
 from ..periods import Calendar, Period
-from ..targets import Target
-from .cards import Report, breakdown, card, trend_points
+from ..targets import Target, segment_key
+from .cards import Report, absent, breakdown, card, trend_points
 
 #: How many parts a trend (a sparkline, a chart) shows.
 TREND_PARTS = 12
@@ -40,26 +44,49 @@ def trend_window(calendar: Calendar, period: Period, grain: str, count: int = TR
 
 def build_report(engine: Engine, metrics: Sequence[Metric], period: Period, params: dict[str, dict[str, Any]],
                  targets: Sequence[Target], settings: Settings, *, dimension: str | None = None,
-                 trend_grain: str = "month", trend_count: int = TREND_PARTS,
+                 where: dict[str, Any] | None = None, trend_grain: str = "month", trend_count: int = TREND_PARTS,
                  stop_on_error: bool = False) -> Report:
-    """Compute what a report shows. A wrong dimension or param raises before anything is computed; a metric
-    that fails shows its error on its card (``Report.failed`` says which)."""
-    metrics = list(metrics)
+    """Compute what a report shows, of the whole company or of the segment ``where``. A wrong dimension or param
+    raises before anything is computed; a metric that fails shows its error on its card (``Report.failed``
+    says which)."""
+    metrics, where = list(metrics), where or {}
 
     def compute(request: Run) -> list[dict]:
-        return run_metrics(engine, request, settings, persist=False, stop_on_error=stop_on_error)
+        rows = run_metrics(engine, request, settings, persist=False, stop_on_error=stop_on_error)
+        return narrowed(rows, where) if where else rows
 
+    fixed = tuple(where)
     # The breakdown first: a dimension that names nothing is refused before the other runs take their time.
-    split = compute(Run(metrics, period, params, None, (dimension,), COMPARISONS, list(targets))) \
-        if dimension else []
-    main = compute(Run(metrics, period, params, compare=COMPARISONS, targets=list(targets)))
+    split = compute(Run(metrics, period, params, None, tuple(dict.fromkeys((*fixed, dimension))), COMPARISONS,
+                        list(targets))) if dimension else []
+    main = compute(Run(metrics, period, params, None, fixed, COMPARISONS, list(targets)))
     parts = trend_window(settings.calendar, period, trend_grain, trend_count)
-    span = Period(parts[0].start, parts[-1].end, f"{parts[0].label}..{parts[-1].label}")
-    trend = compute(Run(metrics, span, params, trend_grain))
+    trend = compute(Run(metrics, span_of(parts), params, trend_grain, fixed))
     by_id = {m.id: m for m in metrics}
-    cards = tuple(card(result, by_id[result["metric"]], trend_points(trend, parts, by_id[result["metric"]], targets))
-                  for result in main)
+    shown = {result["metric"]: result for result in main}
+    cards = tuple(card(shown[m.id], m, trend_points(trend, parts, m, targets, where)) if m.id in shown
+                  else absent(m, period, where, settings.currency) for m in metrics)
     breakdowns = {m.id: breakdown(split, m, dimension) for m in metrics} if dimension else {}
     freshness = main[0]["data_freshness"] if main else None  # the oldest last successful sync
     return Report(period.label, period.start, period.end, trend_grain, dimension, cards, breakdowns,
-                  datetime.now(UTC), freshness, settings.currency, failure_summary(main))
+                  datetime.now(UTC), freshness, settings.currency, failure_summary(main), where)
+
+
+def span_of(parts: Sequence[Period]) -> Period:
+    """One period from the first part's start to the last one's end."""
+    return Period(parts[0].start, parts[-1].end, f"{parts[0].label}..{parts[-1].label}")
+
+
+def narrowed(rows: list[dict], where: dict[str, Any]) -> list[dict]:
+    """The rows of the segment ``where``, with its dimensions taken out of their segment (a breakdown by
+    owner within team=East is labelled by owner alone). A row that failed for every segment (a dimension
+    that does not apply to the metric's table) is kept: its error is the answer."""
+    wanted = segment_key(where)
+    kept = []
+    for row in rows:
+        segment = row["segment"]
+        if segment and segment_key({d: segment.get(d) for d in where}) != wanted:
+            continue
+        kept.append({**row, "segment": {d: v for d, v in segment.items() if d not in where},
+                     "segment_labels": {d: v for d, v in row["segment_labels"].items() if d not in where}})
+    return kept

@@ -16,7 +16,7 @@ from ..engine import COMPARISONS, TITLES
 from ..metrics import Metric
 from ..periods import Period
 from ..report import format_change, format_value, segment_text, shared_labels, title
-from ..targets import Target
+from ..targets import Target, segment_key
 from .svg import Point
 
 Tone = Literal["good", "bad", "neutral"]
@@ -112,6 +112,8 @@ class Report:
     currency: str | None = None
     #: ``win_rate: <error>; 2 more metrics failed (...)`` when a card's metric failed (None: none did).
     failed: str | None = None
+    #: The segment the cards are of (``{"team": "East"}``); empty: the whole company.
+    where: dict[str, Any] = field(default_factory=dict)
 
 
 def tone(change: float | None, direction: str) -> Tone:
@@ -187,24 +189,36 @@ def card(result: dict[str, Any], metric: Metric, trend: Sequence[Point] = ()) ->
                 result["currency"], result["period"], *measured(result, metric), tuple(trend))
 
 
+def absent(metric: Metric, period: Period, where: dict[str, Any], currency: str | None) -> Card:
+    """The card of a metric with no row in the segment ``where``: no value, and a note that says why."""
+    wanted = ", ".join(f"{d}={'(none)' if v is None else v}" for d, v in where.items())
+    return Card(metric.id, title(metric, {}), metric.unit, metric.direction,
+                currency if metric.unit == "currency" else None, period.label, None, "—",
+                f"no {wanted} rows in {period.label}", None, (), None)
+
+
 def trend_points(results: Sequence[dict[str, Any]], parts: Sequence[Period], metric: Metric,
-                 targets: Sequence[Target]) -> tuple[Point, ...]:
-    """The metric's trend series, one point per part in order, with the target line's value at each."""
-    by_label = {r["period"]: r for r in results if r["metric"] == metric.id and not r["segment"]}
+                 targets: Sequence[Target], segment: dict[str, Any] | None = None) -> tuple[Point, ...]:
+    """The metric's trend series of ``segment`` (None: the whole company), one point per part in order, with
+    the segment's target line's value at each."""
+    wanted = segment_key(segment or {})
+    by_label = {r["period"]: r for r in results if r["metric"] == metric.id and segment_key(r["segment"]) == wanted}
     points = []
     for part in parts:
         row = by_label.get(part.label)
         value = row["value"] if row and not row["error"] else None
-        points.append(Point(part.label, value, target_line(targets, metric, part)))
+        points.append(Point(part.label, value, target_line(targets, metric, part, segment)))
     return tuple(points)
 
 
-def target_line(targets: Sequence[Target], metric: Metric, part: Period) -> float | None:
-    """What the part should reach by the company-wide target whose period holds it: the target itself for a
-    level (a rate, an average), its pro-rata share for an additive metric (a 450,000 year is about 37,000 a
-    month). None outside every target's period."""
+def target_line(targets: Sequence[Target], metric: Metric, part: Period,
+                segment: dict[str, Any] | None = None) -> float | None:
+    """What the part should reach by the target of ``segment`` (None: the company-wide one) whose period holds
+    it: the target itself for a level (a rate, an average), its pro-rata share for an additive metric (a 450,000
+    year is about 37,000 a month). None outside every target's period."""
+    wanted = segment_key(segment or {})
     for target in targets:
-        if target.metric != metric.id or target.segment or not (
+        if target.metric != metric.id or segment_key(target.segment or {}) != wanted or not (
                 target.period.start <= part.start and part.end <= target.period.end):
             continue
         if not metric.additive:

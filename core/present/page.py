@@ -97,7 +97,7 @@ $body
 def report_page(report: Report) -> str:
     """The whole page. Every value inserted is escaped markup (see :mod:`.markup`)."""
     heading = f"KPI report {report.period}"
-    body = [element("header", element("h1", heading), element("p", _meta(report), class_="meta")),
+    body = [element("header", element("h1", heading), element("p", meta_text(report), class_="meta")),
             element("main",
                     element("section", [card_html(c) for c in report.cards], class_="cards",
                             aria_label="KPI cards"),
@@ -106,7 +106,7 @@ def report_page(report: Report) -> str:
     return PAGE.substitute(title=render(heading), style=STYLE, body=render(body))
 
 
-def _meta(report: Report) -> str:
+def meta_text(report: Report) -> str:
     parts = [f"{report.period_start:%Y-%m-%d} to {report.period_end:%Y-%m-%d} (exclusive)"]
     if report.currency:
         parts.append(f"amounts in {report.currency}")
@@ -122,14 +122,15 @@ def anchor(metric: str) -> str:
     return "detail-" + re.sub(r"[^A-Za-z0-9_-]", "-", metric)
 
 
-def card_html(card: Card) -> Html:
+def card_html(card: Card, href: str | None = None) -> Html:
+    """A KPI's card; its title links to ``href`` (default: the card's section further down the report)."""
     def fmt(value: float | None) -> str:
         return format_value(value, card.unit, card.currency)
 
     missing = card.value is None
     return element(
         "article",
-        element("h3", element("a", card.title, href=f"#{anchor(card.metric)}")),
+        element("h3", element("a", card.title, href=href or f"#{anchor(card.metric)}")),
         element("p", card.value_text, class_="value missing" if missing else "value", title=card.period),
         element("p", f"Error: {card.error}", class_="error") if card.error else None,
         element("p", card.note, class_="note") if card.note else None,

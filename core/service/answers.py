@@ -49,9 +49,11 @@ class Answers:
         self._checked = float("-inf")
         self._refreshing: asyncio.Task | None = None
 
-    async def get(self, key: Hashable, compute: Callable[[], Any]) -> bytes:
-        """The encoded answer to ``key``: kept, or ``compute()`` run once in a worker thread. An
-        exception of ``compute`` reaches every request waiting for it and is not kept."""
+    async def get(self, key: Hashable, compute: Callable[[], Any],
+                  encoding: Callable[[Any], bytes] = encode) -> bytes:
+        """The answer to ``key`` as ``encoding`` gives it (JSON; the dashboard's pages: HTML): kept, or
+        ``compute()`` run once in a worker thread. An exception of ``compute`` reaches every request waiting
+        for it and is not kept."""
         version = await self._current_version()
         kept = self._kept.get(key)
         if kept is not None and kept[0] == version:
@@ -62,7 +64,7 @@ class Answers:
             return await asyncio.shield(pending)
         future = self._pending[(key, version)] = asyncio.get_running_loop().create_future()
         try:
-            answer = await run_in_threadpool(lambda: encode(compute()))
+            answer = await run_in_threadpool(lambda: encoding(compute()))
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # retrieved: nobody may be waiting

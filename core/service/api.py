@@ -1,7 +1,8 @@
-"""The HTTP side of ``crmkpi serve``: health, Prometheus metrics and a read-only JSON API.
+"""The HTTP side of ``crmkpi serve``: health, Prometheus metrics, a read-only JSON API and the dashboard.
 
 ``/health`` stays open (a load balancer or Kubernetes probe asks it); everything under
-``/api/v1`` needs the bearer token when one is configured. Latest values and series, what a
+``/api/v1`` needs the bearer token when one is configured, and the dashboard (:mod:`.web`, at ``/``)
+the same token, typed into its login form. Latest values and series, what a
 dashboard asks again and again, come from :mod:`.answers` on the event loop; the other handlers are
 plain functions that FastAPI runs in its thread pool, each with its own store connection.
 """
@@ -35,6 +36,8 @@ from .answers import Answers
 from .jobs import Job, history
 from .lifecycle import Heartbeat
 from .scheduler import Scheduler
+from .web.auth import LoginRequired, to_login
+from .web.routes import dashboard
 
 
 METRIC_ID = Path(description="a metric's id, e.g. win_rate (GET /api/v1/metrics lists them)")
@@ -96,6 +99,8 @@ def create_app(job: Job, scheduler: Scheduler, heartbeat: Heartbeat, token: str 
 
     answers = Answers(job.store, lambda: job.settings.current().today, recheck)
     app.include_router(_api(job, answers), dependencies=[Depends(_bearer(token))] if token else [])
+    app.add_exception_handler(LoginRequired, to_login)
+    app.include_router(dashboard(job, answers, token))
     return app
 
 

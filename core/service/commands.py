@@ -118,6 +118,8 @@ def jobs_list(app: App, config_path: str) -> None:
         zone = timetable.timezone
         steps = [f"sync {', '.join(schedule.sync)}"] if schedule.sync else []
         steps += [f"run {', '.join(schedule.metrics)} for {schedule.period}"] if schedule.metrics else []
+        steps += [f"evaluate alerts {', '.join(schedule.alerts)}"] if schedule.alerts else []
+        steps += [_report_step(schedule)] if schedule.report else []
         [last] = history(store, name, limit=1) or [None]
         ran = (f"last run {_when(last.started_at, zone)}: {last.status}" + (f" ({last.error})" if last.error else "")
                if last else "never run")
@@ -159,8 +161,19 @@ def jobs_history(app: App, config_path: str, name: str | None, limit: int) -> No
         alerts = (f"  (alerts: {run.alerts['firing']} firing, {run.alerts['fired']} new, {run.alerts['resolved']} "
                   f"resolved, {run.alerts['not_evaluated']} not evaluated, {len(run.alerts['failures'])} deliveries "
                   "failed)") if run.alerts else ""
+        report = (f"  (report: {run.report['path']}"
+                  + "".join(f"; {channel} {outcome}" for channel, outcome in run.report["deliveries"].items())
+                  + ")") if run.report else ""
         click.echo(f"{run.id}  {run.job}  {run.occurrence or 'by hand'}  started {_when(run.started_at, zone)}  "
-                   f"{run.status}{took}" + (f": {run.error}" if run.error else "") + alerts)
+                   f"{run.status}{took}" + (f": {run.error}" if run.error else "") + alerts + report)
+
+
+def _report_step(schedule) -> str:
+    """``report previous-week to reports/weekly-{period}.html, sent to mail, slack``"""
+    step = schedule.report
+    return (f"report {step.period or schedule.period} to {step.out}"
+            + (f" ({step.format})" if step.format != "html" else "")
+            + (f", sent to {', '.join(step.channels)}" if step.channels else ""))
 
 
 def job(app: App, config) -> Job:

@@ -1,9 +1,12 @@
-"""Running a schedule's steps (sync, then metrics, then alerts) and recording each run in ``job_runs``.
+"""Running a schedule's steps (sync, then metrics, then alerts, then a report) and recording each run in
+``job_runs``.
 
 A run syncs the schedule's connectors, then computes its metrics for its period relative to the
-day the run is for, and saves the results, then evaluates its alert rules as of that day. A failed
-sync stops the run before any metric is computed: KPIs over a half-synced store would look current
-and be wrong. A failed run is told to the schedule's ``on_failure`` channels.
+day the run is for, and saves the results, then evaluates its alert rules as of that day, then
+writes its report and sends it. A failed sync stops the run before any metric is computed: KPIs
+over a half-synced store would look current and be wrong. The report comes last: it takes the
+longest (three engine runs per metric), and alerts should not wait for it nor be skipped when its
+file cannot be written. A failed run is told to the schedule's ``on_failure`` channels.
 """
 
 from __future__ import annotations
@@ -14,11 +17,12 @@ from typing import Callable
 
 from sqlalchemy import select
 
-from ..config import Config, Schedule
+from ..config import Config, Schedule, ScheduledReport
 from ..deliveries import Delivery, DeliveryKey, Retry, deliver
 from ..engine import COMPARISONS, Run, Settings, failure_summary, run_metrics, save_results
 from ..errors import CrmkpiError
 from ..models import JobRun
+from ..metrics import Metric
 from ..notify import Message
 from ..plugins import Registry
 from ..store import Store
@@ -36,6 +40,9 @@ class JobOutcome:
     results_saved: int = 0
     #: What the alerts step did (:meth:`AlertOutcome.summary`); None: the schedule has none.
     alerts: dict | None = None
+    #: What the report step did: ``path``, the file written, and ``deliveries``, each channel's outcome
+    #: (``sent``, ``failed: <why>``, ``duplicate: <why>``, ...); None: no report was written.
+    report: dict | None = None
     #: The notifications the run delivered (:meth:`Job.notify`); a failed one does not fail the run.
     notifications: list[Delivery] = field(default_factory=list)
 
@@ -78,7 +85,7 @@ class Job:
         outcome = JobOutcome(run_id)
         try:
             with leases.holding(self.store, run_id, self.lease):
-                self._steps(self.config.schedules[name], today, outcome, say)
+                self._steps(name, today, outcome, say)
         except CrmkpiError as exc:
             outcome.error = str(exc)
         except BaseException as exc:  # Ctrl-C, SIGTERM, a bug: recorded, then on its way
@@ -95,16 +102,18 @@ class Job:
         outcome.notifications.append(delivery)
         return delivery
 
-    def _steps(self, schedule: Schedule, today: date, outcome: JobOutcome, say: Callable[[str], None]) -> None:
+    def _steps(self, name: str, today: date, outcome: JobOutcome, say: Callable[[str], None]) -> None:
         from ..sync import sync_connector
 
         config = self.config
+        schedule = config.schedules[name]
         for connector in schedule.sync:
             try:
                 report = sync_connector(self.store, self.registry, connector, config.connectors[connector],
                                         config.base_dir)
             except CrmkpiError as exc:
-                skipped = "; metrics not computed" if schedule.metrics else ""
+                skipped = "".join(("; metrics not computed" if schedule.metrics else "",
+                                   "; report not written" if schedule.report else ""))
                 raise CrmkpiError(f"sync of {connector} failed: {exc}{skipped}") from None
             outcome.rows_synced += report.written
             say(f"{connector}: {report.written} rows changed")
@@ -112,14 +121,15 @@ class Job:
             self._compute(schedule, today, outcome, say)
         if schedule.alerts:
             self._alerts(schedule, today, outcome, say)
+        if schedule.report:
+            self._report(name, schedule, schedule.report, today, outcome, say)
 
     def _compute(self, schedule: Schedule, today: date, outcome: JobOutcome, say: Callable[[str], None]) -> None:
         period = self.settings.calendar.parse(schedule.period, today=today)
         metrics = [self.registry.metric(metric_id) for metric_id in schedule.metrics]
-        params = {m.id: {**(self.config.metrics or {}).get(m.id, {}), **schedule.params.get(m.id, {})}
-                  for m in metrics}
         compare = COMPARISONS if schedule.compare == "both" else (schedule.compare,) if schedule.compare else ()
-        request = Run(metrics, period, params, schedule.grain, tuple(schedule.segments), compare, self.targets)
+        request = Run(metrics, period, self._params(schedule, metrics), schedule.grain, tuple(schedule.segments),
+                      compare, self.targets)
         results = run_metrics(self.store.engine, request, replace(self.settings, today=today), persist=False)
         outcome.results_saved = save_results(self.store.engine, results)
         failed = len({r["metric"] for r in results if r["error"]})
@@ -136,9 +146,47 @@ class Job:
         outcome.alerts = checked.summary()
         say(checked.line())
 
+    def _report(self, name: str, schedule: Schedule, step: ScheduledReport, today: date, outcome: JobOutcome,
+                say: Callable[[str], None]) -> None:
+        """Write the schedule's report (``step``) as of ``today`` and send it to its channels, once per occurrence
+        and channel. A report that cannot be built or written fails the run; a failing channel does not."""
+        from . import report_step
+
+        ids = step.metrics or schedule.metrics or list(self.config.metrics if self.config.metrics is not None
+                                                       else self.registry.metrics)
+        metrics = [self.registry.metric(metric_id) for metric_id in ids]
+        written = report_step.write(self.store, self.config.base_dir, name, step, step.period or schedule.period,
+                                    metrics, self._params(schedule, metrics), self.targets,
+                                    replace(self.settings, today=today))
+        outcome.report = {"path": str(written.path), "deliveries": {}}
+        if written.report.failed:
+            outcome.error = outcome.error or f"report {written.report.period}: {written.report.failed}"
+        _, occurrence = self._claimed(outcome.run_id)
+        message = report_step.message(written, name, occurrence)
+        for channel in step.channels:
+            delivery = self.notify(outcome, channel, DeliveryKey(f"report:{name}", occurrence), message)
+            outcome.report["deliveries"][channel] = delivery.status + (f": {delivery.error}" if delivery.error
+                                                                       else "")
+        sent = "".join(f"; {channel} {status}" for channel, status in outcome.report["deliveries"].items())
+        say(f"report {written.report.period}: wrote {written.path}{sent}")
+
+    def _params(self, schedule: Schedule, metrics: list[Metric]) -> dict[str, dict]:
+        """Each metric's params: the config's, under the schedule's own."""
+        return {m.id: {**(self.config.metrics or {}).get(m.id, {}), **schedule.params.get(m.id, {})}
+                for m in metrics}
+
+    def _claimed(self, run_id: int) -> tuple[str, str]:
+        """The schedule of run ``run_id`` and what its deliveries are keyed by: its occurrence, claimed once by one
+        replica (``run-<id>`` for a run by hand), so that an occurrence sends each message once however often it
+        is run."""
+        runs = JobRun.__table__
+        with self.store.engine.connect() as conn:
+            job, occurrence = conn.execute(select(runs.c.job, runs.c.occurrence).where(runs.c.id == run_id)).one()
+        return job, occurrence or f"run-{run_id}"
+
     def _finish(self, outcome: JobOutcome) -> None:
         leases.finish(self.store, outcome.run_id, outcome.status, outcome.error, outcome.rows_synced,
-                      outcome.results_saved, outcome.alerts)
+                      outcome.results_saved, outcome.alerts, outcome.report)
         if outcome.error:
             try:
                 self._tell_failure(outcome)
@@ -147,14 +195,12 @@ class Job:
 
     def _tell_failure(self, outcome: JobOutcome) -> None:
         """The failed run, to its schedule's ``on_failure`` channels, keyed by the run (sent once)."""
-        with self.store.engine.connect() as conn:
-            run = conn.execute(select(JobRun.__table__).where(JobRun.__table__.c.id == outcome.run_id)).first()
-        if run is None or not self.config.schedules[run.job].on_failure:
+        job, occurrence = self._claimed(outcome.run_id)
+        if not self.config.schedules[job].on_failure:
             return
         from ..alerts.evaluate import tell_job_failure
 
-        tell_job_failure(self.config, run.job, run.occurrence or f"run-{run.id}", outcome.error or "",
-                         self._sender(outcome))
+        tell_job_failure(self.config, job, occurrence, outcome.error or "", self._sender(outcome))
 
     def _sender(self, outcome: JobOutcome) -> Callable[[str, DeliveryKey, Message], str | None]:
         """How the run's alerts send: :meth:`notify`, listing each delivery in ``outcome``."""

@@ -70,11 +70,11 @@ def record_skipped(store: Store, job: str, occurrence: str, due_at: datetime, no
 
 
 def finish(store: Store, run_id: int, status: str, error: str | None, rows_synced: int | None,
-           results_saved: int | None, alerts: dict | None = None) -> None:
+           results_saved: int | None, alerts: dict | None = None, report: dict | None = None) -> None:
     with store.transaction() as conn:
         conn.execute(update(RUNS).where(RUNS.c.id == run_id).values(
             status=status, error=error and redact(error), finished_at=datetime.now(UTC), lease_expires_at=None,
-            rows_synced=rows_synced, results_saved=results_saved, alerts=alerts))
+            rows_synced=rows_synced, results_saved=results_saved, alerts=alerts, report=report))
 
 
 def expire(store: Store, now: datetime) -> list[int]:
