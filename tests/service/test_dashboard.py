@@ -188,3 +188,12 @@ def test_a_page_is_kept_until_a_sync_changes_the_store(project: KpiProject, clie
         assert time.monotonic() < deadline, "the page never showed the synced deal"
         time.sleep(0.05)
     assert len(computed) == 2
+
+
+def test_over_https_the_cookie_is_secure(project: KpiProject):
+    https = client_for(project, TOKEN)
+    https.base_url = https.base_url.copy_with(scheme="https")
+    cookie = https.post("/login", data={"token": TOKEN, "next": "/"}).headers["set-cookie"]
+    assert "Secure" in cookie
+    plain = client_for(project, TOKEN).post("/login", data={"token": TOKEN, "next": "/"}).headers["set-cookie"]
+    assert "Secure" not in plain

@@ -8,6 +8,8 @@ have stayed on loopback. Screenshots (desktop and phone) go to ``build/test-arti
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
@@ -201,5 +203,24 @@ def test_usable_on_a_phone(browser, served):
                                 ".map(c => c.getBoundingClientRect().left)).size")
         assert columns == 1  # one column of cards
         screenshot(page, name)
+    assert watch.left == []
+    watch.context.close()
+
+
+def test_every_url_in_the_dashboard_guide_opens_without_an_error(browser, served):
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "dashboard.md").read_text()
+    urls = re.findall(r"^\| `(/[^`]*)` \|", guide, re.M)
+    assert len(urls) >= 8
+    watch, page = logged_in(browser, served)
+    for path in urls:
+        answer = page.goto(f"{served}{path}")
+        assert answer.status == 200 and page.locator("article.card").count() >= 1, path
+        if "segment=team" in path and "/kpi/" not in path:  # marketing spend and syncs have no team: said once
+            assert page.inner_text("[role=alert]").startswith("Some KPIs failed: cac: segment 'team' does not "
+                                                              "apply to marketing_spend"), path
+        else:
+            assert page.locator("[role=alert]").count() == 0, path
+    page.goto(f"{served}/kpi/win_rate?by=owner&explain=all")
+    assert page.locator("#explain").count() == 1
     assert watch.left == []
     watch.context.close()
