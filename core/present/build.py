@@ -62,7 +62,6 @@ def build_report(engine: Engine, metrics: Sequence[Metric], period: Period, para
     main = compute(Run(metrics, period, params, None, fixed, COMPARISONS, list(targets)))
     parts = trend_window(settings.calendar, period, trend_grain, trend_count)
     trend = compute(Run(metrics, span_of(parts), params, trend_grain, fixed))
-    by_id = {m.id: m for m in metrics}
     shown = {result["metric"]: result for result in main}
     cards = tuple(card(shown[m.id], m, trend_points(trend, parts, m, targets, where)) if m.id in shown
                   else absent(m, period, where, settings.currency) for m in metrics)

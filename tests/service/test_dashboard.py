@@ -50,12 +50,13 @@ def client_for(project: KpiProject, token: str | None) -> TestClient:
 
 
 @pytest.fixture
-def project(kpi: KpiProject) -> KpiProject:
-    kpi.write("deals", DEALS)
-    kpi.write("users", USERS)
-    kpi.configure(SETUP)
-    kpi.sync()
-    return kpi
+def project(kpi_any_store: KpiProject) -> KpiProject:
+    """The test's project on SQLite, and on PostgreSQL when CRMKPI_TEST_POSTGRES_URL is set."""
+    kpi_any_store.write("deals", DEALS)
+    kpi_any_store.write("users", USERS)
+    kpi_any_store.configure(SETUP)
+    kpi_any_store.sync()
+    return kpi_any_store
 
 
 @pytest.fixture
