@@ -29,7 +29,7 @@ from .metrics import TABLES, Metric, MetricContext, Value
 from .models import MetricResult, SyncRun
 from .periods import Calendar, Period
 from .redact import redact
-from .store import insert_waiting, snapshot
+from .store import insert_waiting, reading
 from .targets import Target, evaluate
 
 COMPARISONS = ("previous", "year_ago")
@@ -77,7 +77,7 @@ class _Split:
     error: str | None = None
 
 
-def run_metrics(engine: Engine, run: Run, settings: Settings | None = None, *, persist: bool = True,
+def run_metrics(engine: Engine | Connection, run: Run, settings: Settings | None = None, *, persist: bool = True,
                 progress: Callable[[Metric, int], None] | None = None, stop_on_error: bool = False,
                 grouped: bool = True, show_sql: Callable[[Metric, str, Any], None] | None = None) -> list[dict]:
     """Compute every metric for every (period, segment); results are persisted under one run id and returned.
@@ -90,13 +90,14 @@ def run_metrics(engine: Engine, run: Run, settings: Settings | None = None, *, p
     tests' oracle). A run of one cell (one period, no comparison, no split) uses the per-cell compute,
     which reads only that cell's rows: with 1,000,000 deals it was faster for most metrics than a grid
     of one part (docs/performance.md). ``show_sql(metric, statement, parameters)`` is called with each SQL
-    statement a metric's values run (``crmkpi run --show-sql``).
+    statement a metric's values run (``crmkpi run --show-sql``). Given a connection instead of an engine,
+    the run reads through it: runs that must agree share one :func:`~crmkpi.store.snapshot`.
     """
     settings = settings or Settings()
     periods = settings.calendar.split(run.period, run.grain) if run.grain else [run.period]
     params = {metric.id: metric.resolve_params(run.params.get(metric.id, {})) for metric in run.metrics}
     results = []
-    with snapshot(engine) as conn:
+    with reading(engine) as conn:
         cells = _Cells(conn, run, settings, settings.today or datetime.now(UTC).date(), stop_on_error,
                        uuid.uuid4().hex, datetime.now(UTC), data_freshness(conn), empty_tables(conn))
         splits = _splits(conn, run.metrics, params, run.segments)
@@ -117,7 +118,7 @@ def run_metrics(engine: Engine, run: Run, settings: Settings | None = None, *, p
                 results += [cells.result(metric, params[metric.id], split, segment, period)
                             for segment in split.segments for period in periods]
     if persist:
-        save_results(engine, results)
+        save_results(engine.engine if isinstance(engine, Connection) else engine, results)
     return results
 
 
@@ -392,12 +393,12 @@ def data_freshness(conn: Connection) -> datetime | None:
     return conn.execute(select(func.min(last.c.finished))).scalar()
 
 
-def explain(engine: Engine, metric: Metric, period: Period, params: dict[str, Any],
+def explain(engine: Engine | Connection, metric: Metric, period: Period, params: dict[str, Any],
             segment: segments.Segment | None, settings: Settings | None = None, limit: int = 10) -> dict[str, Any]:
     """The value, and for each input the number of rows and the first ``limit`` of them."""
     settings = settings or Settings()
     today = settings.today or datetime.now(UTC).date()
-    with snapshot(engine) as conn:
+    with reading(engine) as conn:
         resolved = metric.resolve_params(params)
         parts = segment.parts if segment else ()
         for dimension, _ in parts:

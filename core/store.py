@@ -343,6 +343,17 @@ def snapshot(engine: Engine) -> Iterator[Connection]:
         yield conn
 
 
+@contextmanager
+def reading(source: Engine | Connection) -> Iterator[Connection]:
+    """A snapshot to read from: ``source`` itself when it is a connection (a caller's several runs then read
+    one state of the store, as a report's cards and trend must), else a new :func:`snapshot`."""
+    if isinstance(source, Connection):
+        yield source
+        return
+    with snapshot(source) as conn:
+        yield conn
+
+
 def insert_waiting(engine: Engine, table: Table, rows: list[dict[str, Any]], timeout: float,
                    waiting: Callable[[float], None] | None = None) -> None:
     """Insert ``rows`` in one transaction, waiting up to ``timeout`` seconds for another writer.

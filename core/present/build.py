@@ -14,7 +14,8 @@ A segment filter (``where``, e.g. ``{"team": "East"}``: the dashboard's) splits 
 dimensions too and keeps that segment's rows: the cells are the ones ``crmkpi run --segment team``
 computes, never a number of their own.
 
-Nothing is saved to ``metric_results``: a report reads the store and leaves it as it was.
+The runs read one snapshot of the store: a sync committing meanwhile cannot make the cards and the
+trend disagree. Nothing is saved to ``metric_results``: a report reads the store and leaves it as it was.
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Sequence
 
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from ..engine import COMPARISONS, Run, Settings, failure_summary, run_metrics
 from ..metrics import Metric
 from ..periods import Calendar, Period
+from ..store import reading
 from ..targets import Target, segment_key
 from .cards import Report, absent, breakdown, card, trend_points
 
@@ -42,26 +44,25 @@ def trend_window(calendar: Calendar, period: Period, grain: str, count: int = TR
     return parts
 
 
-def build_report(engine: Engine, metrics: Sequence[Metric], period: Period, params: dict[str, dict[str, Any]],
+def build_report(engine: Engine | Connection, metrics: Sequence[Metric], period: Period, params: dict[str, dict[str, Any]],
                  targets: Sequence[Target], settings: Settings, *, dimension: str | None = None,
                  where: dict[str, Any] | None = None, trend_grain: str = "month", trend_count: int = TREND_PARTS,
                  stop_on_error: bool = False) -> Report:
     """Compute what a report shows, of the whole company or of the segment ``where``. A wrong dimension or param
     raises before anything is computed; a metric that fails shows its error on its card (``Report.failed``
     says which)."""
-    metrics, where = list(metrics), where or {}
-
-    def compute(request: Run) -> list[dict]:
-        rows = run_metrics(engine, request, settings, persist=False, stop_on_error=stop_on_error)
-        return narrowed(rows, where) if where else rows
-
-    fixed = tuple(where)
-    # The breakdown first: a dimension that names nothing is refused before the other runs take their time.
-    split = compute(Run(metrics, period, params, None, tuple(dict.fromkeys((*fixed, dimension))), COMPARISONS,
-                        list(targets))) if dimension else []
-    main = compute(Run(metrics, period, params, None, fixed, COMPARISONS, list(targets)))
+    metrics, where, fixed = list(metrics), where or {}, tuple(where or {})
     parts = trend_window(settings.calendar, period, trend_grain, trend_count)
-    trend = compute(Run(metrics, span_of(parts), params, trend_grain, fixed))
+    with reading(engine) as conn:
+        def compute(request: Run) -> list[dict]:
+            rows = run_metrics(conn, request, settings, persist=False, stop_on_error=stop_on_error)
+            return narrowed(rows, where) if where else rows
+
+        # The breakdown first: a dimension that names nothing is refused before the other runs take their time.
+        split = compute(Run(metrics, period, params, None, tuple(dict.fromkeys((*fixed, dimension))), COMPARISONS,
+                            list(targets))) if dimension else []
+        main = compute(Run(metrics, period, params, None, fixed, COMPARISONS, list(targets)))
+        trend = compute(Run(metrics, span_of(parts), params, trend_grain, fixed))
     shown = {result["metric"]: result for result in main}
     cards = tuple(card(shown[m.id], m, trend_points(trend, parts, m, targets, where)) if m.id in shown
                   else absent(m, period, where, settings.currency) for m in metrics)

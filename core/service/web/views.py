@@ -13,8 +13,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.engine import Connection
 
-from ...engine import Run, explain, run_metrics
+from ...engine import Run, Settings, explain, run_metrics
 from ...errors import ConfigError
 from ...metrics import Metric
 from ...models import ENTITIES, JobRun, SyncRun
@@ -23,6 +24,7 @@ from ...present.build import build_report, narrowed, span_of, trend_window
 from ...present.cards import Breakdown, Report, SegmentRow, trend_points
 from ...present.svg import Point
 from ...segments import DIMENSIONS, Segment, custom_fields, labels, values
+from ...store import snapshot
 from ...suggest import did_you_mean
 from ..jobs import Job, history
 
@@ -138,17 +140,19 @@ def overview(job: Job, asked: Asked) -> Overview:
 
 def kpi_page(job: Job, metric: Metric, asked: Asked) -> KpiPage:
     period, settings, params = period_of(job, asked.period), job.settings.current(), params_of(job, metric)
-    report = build_report(job.store.engine, [metric], period, {metric.id: params}, job.targets, settings,
-                          dimension=asked.by, where=asked.where, trend_grain=asked.grain)
-    found = report.breakdowns.get(metric.id)
-    rows = ordered(found, asked) if found else []
-    explanation = None
-    if asked.explain is not None:
-        parts = {**asked.where, **asked.explain}
-        explanation = explain(job.store.engine, metric, period, params, Segment.of(parts) if parts else None,
-                              settings, limit=20)
-    return KpiPage(metric, report, asked, filter_options(job), breakdown_dimensions(job), rows, found,
-                   multiples(job, metric, period, asked, rows) if rows else [], explanation)
+    with snapshot(job.store.engine) as conn:  # the card, the breakdown, its trends and explain agree
+        report = build_report(conn, [metric], period, {metric.id: params}, job.targets, settings,
+                              dimension=asked.by, where=asked.where, trend_grain=asked.grain)
+        found = report.breakdowns.get(metric.id)
+        rows = ordered(found, asked) if found else []
+        explanation = None
+        if asked.explain is not None:
+            parts = {**asked.where, **asked.explain}
+            explanation = explain(conn, metric, period, params, Segment.of(parts) if parts else None, settings,
+                                  limit=20)
+        small = multiples(conn, metric, period, asked, settings, params_of(job, metric), rows) if rows else []
+    return KpiPage(metric, report, asked, filter_options(job), breakdown_dimensions(job), rows, found, small,
+                   explanation)
 
 
 def ordered(found: Breakdown, asked: Asked) -> list[SegmentRow]:
@@ -166,13 +170,13 @@ def ordered(found: Breakdown, asked: Asked) -> list[SegmentRow]:
     return rows
 
 
-def multiples(job: Job, metric: Metric, period: Period, asked: Asked, rows: list[SegmentRow]) -> list[Multiple]:
+def multiples(conn: Connection, metric: Metric, period: Period, asked: Asked, settings: Settings,
+              params: dict[str, Any], rows: list[SegmentRow]) -> list[Multiple]:
     """The trend of each of the first :data:`MULTIPLES` rows, from one run split by the breakdown's dimension."""
-    settings = job.settings.current()
     parts = trend_window(settings.calendar, period, asked.grain)
     dimensions = tuple(dict.fromkeys((*asked.where, asked.by)))
-    trend = run_metrics(job.store.engine, Run([metric], span_of(parts), {metric.id: params_of(job, metric)},
-                                              asked.grain, dimensions), settings, persist=False)
+    trend = run_metrics(conn, Run([metric], span_of(parts), {metric.id: params}, asked.grain, dimensions), settings,
+                        persist=False)
     trend = narrowed(trend, asked.where) if asked.where else trend
     return [Multiple(row, trend_points(trend, parts, metric, (), row.segment)) for row in rows[:MULTIPLES]]
 
