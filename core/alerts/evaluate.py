@@ -97,13 +97,14 @@ class Evaluator:
         now = self.clock()
         for name, rule in rules.items():
             found = needs[name]
+            labels = computed[found.request].labels if found.request in computed else {}
             for segment, verdict in self._verdicts(rule, found, computed.get(found.request)).items():
                 old = states.get((name, segment))
                 moved = state.step(old or state.CellState(name, segment, since=now), verdict, found.latest.label,
                                    now, timedelta(seconds=rule.repeat_seconds) if rule.repeat_seconds else None)
                 if not dry_run:
                     if moved.notice:
-                        self._notify(rule, name, segment, moved, outcome)
+                        self._notify(rule, name, segment, labels.get(segment, segment), moved, outcome)
                     state.save(self.store, old, moved.new)
                 outcome.cells.append(CellReport(name, segment, found.latest.label, verdict, moved.new.state,
                                                 moved.notice))
@@ -123,8 +124,9 @@ class Evaluator:
         return {segment: judge(rule, self.metrics[rule.metric], rows, found.latest.label)
                 for segment, rows in windows.cells(rule, computed).items()}
 
-    def _notify(self, rule: AlertRule, name: str, segment: str, moved: state.Step, outcome: AlertOutcome) -> None:
-        message = _message(rule, name, segment, moved)
+    def _notify(self, rule: AlertRule, name: str, segment: str, label: str, moved: state.Step,
+                outcome: AlertOutcome) -> None:
+        message = _message(rule, name, segment, label, moved)
         for channel in rule.channels:
             try:
                 error = self.send(channel, DeliveryKey(name, moved.key or "", segment), message)
@@ -166,16 +168,19 @@ def windows_title(kind: str) -> str:
     return {"previous": "the previous period", "year_ago": "a year ago"}[kind]
 
 
-def _message(rule: AlertRule, name: str, segment: str, moved: state.Step) -> Message:
+def _message(rule: AlertRule, name: str, segment: str, label: str, moved: state.Step) -> Message:
+    """The cell's notice, its segment by name (``owner=Ann Lee``); the ids it stands for (``owner=U002``), which
+    the state and the delivery key use, are a field when they differ."""
     new = moved.new
     head = {"firing": "FIRING", "resolved": "RESOLVED", "repeat": "STILL FIRING"}[moved.notice or "firing"]
-    where = f" ({segment})" if segment else ""
+    where = f" ({label})" if label else ""
+    fields = {"occurrence": new.occurrence or "", "since": f"{new.since:%Y-%m-%d %H:%M} UTC" if new.since else ""}
+    if label != segment:
+        fields["segment ids"] = segment
     return Message(title=f"[{head}] {name}: {rule.metric}{where}, {new.last_period}",
                    text=f"{rule.metric}{where} for {new.last_period}: {new.last_reason}",
-                   rule=name, metric=rule.metric, segment=segment or None,
-                   value=None if new.last_value is None else conditions.fmt(new.last_value),
-                   fields={"occurrence": new.occurrence or "", "since": f"{new.since:%Y-%m-%d %H:%M} UTC"
-                           if new.since else ""})
+                   rule=name, metric=rule.metric, segment=label or None,
+                   value=None if new.last_value is None else conditions.fmt(new.last_value), fields=fields)
 
 
 def evaluator(store: Store, registry: Any, config: Any, settings: Settings, targets: list[Target],

@@ -3,6 +3,7 @@ rules, a webhook channel on a loopback receiver, each message sent once."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -196,3 +197,27 @@ schedules:
     assert (run["status"], run["alerts"]) == ("success", outcome.alerts)
     history = crmkpi("jobs", "history", "--config", path).stdout
     assert history.rstrip().endswith(" s  (alerts: 2 firing, 2 new, 0 resolved, 0 not evaluated, 2 deliveries failed)")
+
+
+def test_a_message_names_the_segment_and_keys_it_by_id(project: Path):
+    """Per owner: the message says the owner's name; the state and the delivery key keep the id."""
+    with HttpReceiver() as receiver:
+        path = synced(project, receiver.url())
+        rules = Path(path).read_text().replace("alerts:\n", """alerts:
+  win-rate-by-owner:
+    metric: win_rate
+    segment: owner
+    threshold: {below: 0.2}
+    channels: [sales]
+""", 1)
+        Path(path).write_text(rules)
+        checked = crmkpi("alerts", "check", "--config", path, "--as-of", AS_OF)
+        assert checked.exit_code == 0, checked.output
+    by_owner = [post["json"] for post in receiver.posts if post["json"]["rule"] == "win-rate-by-owner"]
+    assert by_owner
+    for message in by_owner:
+        owner_id = message["id"].split("/")[2].removeprefix("owner=")
+        name = message["segment"].removeprefix("owner=")
+        assert re.fullmatch(r"U\d{3}", owner_id) and re.fullmatch(r"[A-Z][a-z]+ [A-Z][a-z]+", name), message
+        assert f"({message['segment']})" in message["title"]
+        assert message["fields"]["segment ids"] == f"owner={owner_id}"
