@@ -17,7 +17,8 @@ Phases, one after the other, on the same server: ``baseline``, ``latest``
 both comparisons), ``mixed`` (each request picks one of a dashboard's URLs: latest values and
 series of several metrics, grains and segments), and ``saving``: ``mixed`` while another process
 saves a new run of those metrics every ``--save-every`` seconds, as a schedule does, so every
-kept answer goes stale and is computed again under load. Every answer must be 200 and
+kept answer goes stale and is computed again under load; and ``dashboard``: the dashboard's HTML
+pages (the overview, filtered, and KPI pages with breakdowns and explain), which have no target. Every answer must be 200 and
 byte-identical to the answer fetched once before the phase (in ``saving``: equal to it but for
 the run id and the time it was computed); anything else counts as an error.
 
@@ -66,6 +67,9 @@ PHASES = {
                 "/api/v1/metrics/pipeline_value/series?period=2025-Q4&grain=month&segment=region"],
 }
 PHASES["saving"] = PHASES["mixed"]
+#: The dashboard's pages (HTML, kept like the API's answers): the overview, filtered, and KPI pages.
+PHASES["dashboard"] = ["/", "/?segment=team%3Demea", "/?period=2025-Q4&grain=week", "/kpi/win_rate?by=owner",
+                       "/kpi/net_new_revenue?by=team&sort=label", "/kpi/churn_rate?by=region&explain=all"]
 TARGETED = ("latest", "series", "mixed")
 VOLATILE = ("id", "run_id", "computed_at")  # what a new run of the same metrics on the same data changes
 

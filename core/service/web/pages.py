@@ -283,12 +283,10 @@ def _formatter(card: Card):
 
 
 def _when(moment: datetime) -> str:
+    """A moment as a time, never as an age: a page is kept until the store changes, and "5 min ago" would
+    grow false while it is."""
     moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-    age = datetime.now(UTC) - moment
-    hours = age.total_seconds() / 3600
-    ago = f"{int(age.total_seconds() // 60)} min ago" if hours < 1 else f"{hours:.0f} h ago" if hours < 48 \
-        else f"{age.days} days ago"
-    return f"{moment:%Y-%m-%d %H:%M} UTC ({ago})"
+    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
 
 
 def _count(value: int | None) -> str:

@@ -139,6 +139,9 @@ def overview(job: Job, asked: Asked) -> Overview:
 
 
 def kpi_page(job: Job, metric: Metric, asked: Asked) -> KpiPage:
+    dimensions = breakdown_dimensions(job)  # custom fields scan the store: done here, where the page is kept
+    if asked.by not in dimensions:
+        raise ConfigError(f"by {asked.by!r}: not a dimension{did_you_mean(asked.by, dimensions)}")
     period, settings, params = period_of(job, asked.period), job.settings.current(), params_of(job, metric)
     with snapshot(job.store.engine) as conn:  # the card, the breakdown, its trends and explain agree
         report = build_report(conn, [metric], period, {metric.id: params}, job.targets, settings,
@@ -151,8 +154,7 @@ def kpi_page(job: Job, metric: Metric, asked: Asked) -> KpiPage:
             explanation = explain(conn, metric, period, params, Segment.of(parts) if parts else None, settings,
                                   limit=20)
         small = multiples(conn, metric, period, asked, settings, params_of(job, metric), rows) if rows else []
-    return KpiPage(metric, report, asked, filter_options(job), breakdown_dimensions(job), rows, found, small,
-                   explanation)
+    return KpiPage(metric, report, asked, filter_options(job), dimensions, rows, found, small, explanation)
 
 
 def ordered(found: Breakdown, asked: Asked) -> list[SegmentRow]:
@@ -196,12 +198,6 @@ def filter_options(job: Job) -> list[Option]:
 def breakdown_dimensions(job: Job) -> list[str]:
     with job.store.engine.connect() as conn:
         return [*DIMENSIONS, *(f"extra.{name}" for name in custom_fields(conn))]
-
-
-def check_dimension(job: Job, dimension: str) -> None:
-    known = breakdown_dimensions(job)
-    if dimension not in known:
-        raise ConfigError(f"by {dimension!r}: not a dimension{did_you_mean(dimension, known)}")
 
 
 def freshness(job: Job) -> list[Freshness]:
