@@ -34,7 +34,7 @@ button.quiet { background: none; color: var(--accent); }
 .problem { background: var(--card); border: 1px solid var(--bad); border-radius: 8px; padding: .6rem .8rem; }
 section.panel { background: var(--card); border: 1px solid var(--line); border-radius: 8px; padding: .8rem;
   margin-bottom: .75rem; }
-.multiples { display: grid; grid-template-columns: repeat(auto-fill, minmax(11rem, 1fr)); gap: .5rem; }
+.multiples { display: grid; grid-template-columns: repeat(auto-fill, minmax(9rem, 1fr)); gap: .5rem; }
 .multiple { border: 1px solid var(--line); border-radius: 6px; padding: .4rem .5rem; }
 .multiple p { margin: 0; font-size: .85rem; overflow-wrap: anywhere; }
 th a { color: inherit; }
