@@ -106,7 +106,8 @@ class ScheduledReport(BaseModel):
     trend_grain: Literal[GRAINS] = Field("month", description="the sparklines' and charts' parts")
     format: Literal["html", "pdf"] = Field("html", description="pdf needs the pdf extra (crmkpi validate checks)")
     metrics: list[str] | None = Field(None, description="default: the schedule's metrics, else the config's")
-    channels: list[str] = Field(default_factory=list, description="channels the report is sent to, once per run")
+    channels: list[str] = Field(default_factory=list,
+                                description="channels the report is sent to, once per occurrence")
 
     @field_validator("out")
     @classmethod

@@ -30,7 +30,8 @@ from sqlalchemy.types import TypeDecorator
 import crmkpi
 
 from . import hookspecs
-from .config import MetricSettings, PluginSettings, RawConfig, Reporting, Schedule, ServiceSettings
+from .config import (MetricSettings, PluginSettings, RawConfig, Reporting, Schedule, ScheduledReport,
+                     ServiceSettings)
 from .models import ENTITIES, Entity, MetricResult, NotificationDelivery, SyncRun, SyncState
 from .plugins import Registry, load_registry
 
@@ -281,7 +282,8 @@ def config_page(registry: Registry) -> str:
                                       "service": "`service:` below", "plugins": "`plugins:` below",
                                       "channels": "`name: {type: ..., ...}`"})
     for title, model in (("reporting", Reporting), ("metrics.*", MetricSettings), ("schedules.*", Schedule),
-                         ("service", ServiceSettings), ("plugins", PluginSettings)):
+                         ("schedules.*.report", ScheduledReport), ("service", ServiceSettings),
+                         ("plugins", PluginSettings)):
         lines += ["", f"## `{title}`", ""] + _model_table(model)
     for name in sorted(registry.connectors):
         ctype = registry.connectors[name]

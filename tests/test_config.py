@@ -264,7 +264,7 @@ def test_secret_values_never_appear_in_validation_errors(project, registry, monk
         ("schedules:\n  nightly:\n    cron: '0 2 * * *'\n    timezone: Europe/Atlantis\n    metrics: [win_rate]\n",
          "schedules.nightly.timezone: unknown timezone 'Europe/Atlantis'"),
         ("schedules:\n  nightly:\n    cron: '0 2 * * *'\n", "schedules.nightly: nothing to do: give sync (connectors), "
-                                                            "metrics and/or alerts"),
+                                                            "metrics, alerts and/or report"),
         ("schedules:\n  nightly:\n    cron: '0 2 * * *'\n    metrics: [win_rate]\n    params: {close_rate: {}}\n",
          "schedules.nightly.params.close_rate: not one of the schedule's metrics (win_rate)"),
         ("schedules:\n  nightly:\n    cron: '0 2 * * *'\n    metrics: [win_rate]\n    params: {win_rate: {by: x}}\n",

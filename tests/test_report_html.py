@@ -22,8 +22,9 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import ALL_BUILTINS
-from crmkpi.cli import PDF_EXTRA, cli
+from crmkpi.cli import cli
 from crmkpi.present.cards import Card, Change, Progress, progress, tone
+from crmkpi.present.files import PDF_EXTRA
 from crmkpi.present.page import card_html
 from crmkpi.present.svg import Point, runs, sparkline
 from crmkpi.report import format_value, segment_text
@@ -381,7 +382,7 @@ def test_a_failed_write_leaves_the_previous_file_and_no_temporary(company, tmp_p
 def test_pdf_without_the_extra_is_a_one_line_error(company, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "weasyprint", None)  # import fails as if not installed
     result = invoke("report", "--config", str(company), "--out", str(tmp_path / "r.pdf"), "--format", "pdf")
-    assert result.exit_code == 1 and result.stderr == f"Error: {PDF_EXTRA}\n"
+    assert result.exit_code == 1 and result.stderr == f"Error: --format pdf {PDF_EXTRA}\n"
     assert not (tmp_path / "r.pdf").exists()
 
 
