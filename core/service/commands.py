@@ -52,7 +52,7 @@ def serve(app: App, config_path: str, host: str | None, port: int | None, interv
     """Run the config's schedules and the HTTP API until stopped.
 
     Each occurrence runs once, even with several replicas on one PostgreSQL store. The API serves
-    /health, /metrics (Prometheus) and /api/v1 (the bearer token of service.api_token or
+    the dashboard at /, /health, /metrics (Prometheus) and /api/v1 (the bearer token of service.api_token or
     CRMKPI_API_TOKEN). Logs one line per event on stderr (--log-format json: JSON lines). SIGTERM or
     Ctrl-C stops claiming new runs, lets the running job finish (or interrupts it after
     --stop-timeout: its sync rolls back, the run is recorded as failed) and exits 0. A second signal
@@ -92,7 +92,8 @@ def _serve(config, config_path: str, scheduled: Job, host: str, port: int, token
         say(f"no schedules in {config_path}: serving the API only")
     with listening(create_app(scheduler.job, scheduler, heartbeat, token), host, port) as address, \
             graceful_stop(stop_timeout) as stopping:
-        say(f"API on http://{address}/ (/health, /metrics, /api/v1{', bearer token required' if token else ''})")
+        say(f"Dashboard and API on http://{address}/ (/health, /metrics, /api/v1"
+            f"{'; the API token required' if token else ''})")
         try:
             serve_until(scheduler, stopping, heartbeat, say)
         except Stopped:
