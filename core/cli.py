@@ -9,7 +9,7 @@ import sys
 import threading
 from contextlib import contextmanager
 import time
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -30,7 +30,7 @@ from .redact import redact, redact_logs, redacted_traceback
 from .report import render, render_explanation
 from .segments import Segment
 from .store import Store, resolve_url
-from .targets import Target
+from .targets import of_config
 
 CONFIG_ENV = "CRMKPI_CONFIG"
 
@@ -325,7 +325,7 @@ def run(app: App, config_path: str, metric_ids: tuple[str, ...], period: str | N
     config, metrics, settings, chosen = _asked(app, config_path, metric_ids, period)
     comparisons = COMPARISONS if compare == "both" else (compare,) if compare else ()
     request = Run(metrics, chosen, _params(config, metrics, param_args), grain, dimensions, comparisons,
-                  targets_of(config, app.registry, settings))
+                  of_config(config, app.registry, settings))
     store = _store_with_records(app, config, config_path)
     with _status() as status:
         def progress(metric, index: int) -> None:
@@ -389,7 +389,7 @@ def report(app: App, config_path: str, period: str | None, dimension: str | None
     store = _store_with_records(app, config, config_path)
     with _status() as status:
         status(f"Computing {len(metrics)} KPIs for {chosen.label}")
-        built = build_report(store.engine, metrics, chosen, params, targets_of(config, app.registry, settings), settings,
+        built = build_report(store.engine, metrics, chosen, params, of_config(config, app.registry, settings), settings,
                              dimension=dimension, trend_grain=trend_grain, stop_on_error=app.debug)
     page = report_page(built)
     write_atomically(out, render_pdf(page) if render_pdf else page.encode("utf-8"))
@@ -535,19 +535,6 @@ def _params(config: Config, metrics: list, args: tuple[str, ...]) -> dict[str, d
         for metric in targets:
             params[metric.id][name] = value
     return params
-
-
-def targets_of(config: Config, registry: Registry, settings: Settings) -> list[Target]:
-    targets = []
-    for t in config.targets:
-        if t.period:
-            window = settings.calendar.parse(t.period, today=settings.today)
-        else:
-            start = t.start or settings.calendar.containing("year", t.deadline).start
-            window = Period(start, t.deadline + timedelta(days=1), f"{start}..{t.deadline}")
-        direction = t.direction or registry.metric(t.metric).direction
-        targets.append(Target(t.metric, t.value, window, direction, t.segment, t.tolerance))
-    return targets
 
 
 @cli.command()

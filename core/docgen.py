@@ -354,7 +354,7 @@ def api_page(registry: Registry) -> str:
     from .service.jobs import Job
 
     # The routes make the description; nothing reads the store, the config or the scheduler until a request.
-    spec = create_app(Job(None, registry, None, None, []), None, None, token="any").openapi()
+    spec = create_app(Job(None, registry, None, None), None, None, token="any").openapi()
     lines = [GENERATED, "", "# HTTP API reference", "",
              "What `crmkpi serve` answers (see [the configuration guide](../configuration.md#the-services-http-api)). "
              "Paths marked *token* need `Authorization: Bearer <token>` when a token is configured. Errors are "

@@ -10,9 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .periods import Period
+
+if TYPE_CHECKING:  # the engine and the config import this module
+    from .config import Config
+    from .engine import Settings
+    from .plugins import Registry
 
 Status = Literal["achieved", "on_track", "at_risk", "off_track", "missed"]
 
@@ -63,3 +68,18 @@ def evaluate(target: Target, value: float | None, period: Period, additive: bool
     status = "on_track" if pace_gap >= 0 else "at_risk" if -pace_gap <= abs(expected) * target.tolerance \
         else "off_track"
     return {**result, "status": status, "needed_per_day": still_needed / remaining_days}
+
+
+def of_config(config: Config, registry: Registry, settings: Settings) -> list[Target]:
+    """The config's targets as of the reporting day ``settings.today``: a relative period (``this-year``) is
+    read on that day, so a service asks again each day rather than keep the day it started on."""
+    targets = []
+    for t in config.targets:
+        if t.period:
+            window = settings.calendar.parse(t.period, today=settings.today)
+        else:
+            start = t.start or settings.calendar.containing("year", t.deadline).start
+            window = Period(start, t.deadline + timedelta(days=1), f"{start}..{t.deadline}")
+        direction = t.direction or registry.metric(t.metric).direction
+        targets.append(Target(t.metric, t.value, window, direction, t.segment, t.tolerance))
+    return targets

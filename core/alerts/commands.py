@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date
 
 import click
 
-from ..cli import App, cli, config_option, settings_of, targets_of
+from ..cli import App, cli, config_option, settings_of
 from ..errors import ConfigError
 from ..store import aware_utc
 from ..suggest import did_you_mean
+from ..targets import of_config
 
 
 @cli.group()
@@ -34,8 +36,9 @@ def alerts_check(app: App, config_path: str, rules: tuple[str, ...], dry_run: bo
     _known(config, rules)
     settings = settings_of(config)
     today: date = as_of.date() if as_of else settings.today
-    checked = evaluator(app.store(config), app.registry, config, settings,
-                        targets_of(config, app.registry, settings)).evaluate(today, list(rules) or None, dry_run)
+    checked = evaluator(app.store(config), app.registry, config, settings,  # targets as of the day evaluated
+                        of_config(config, app.registry, replace(settings, today=today))
+                        ).evaluate(today, list(rules) or None, dry_run)
     for cell in checked.cells:
         sent = f"  [{cell.notice}]" if cell.notice else ""
         verdict = cell.verdict.state.replace("_", " ")

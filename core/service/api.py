@@ -138,11 +138,12 @@ def _api(job: Job, answers: Answers) -> APIRouter:
         if compare not in (None, "previous", "year_ago", "both"):
             raise ApiError(422, f"compare {compare!r}: expected previous, year_ago or both")
         comparisons = COMPARISONS if compare == "both" else (compare,) if compare else ()
+        settings = job.settings.current()
         request = Run([metric], _period(job, period), {metric.id: (job.config.metrics or {}).get(metric.id, {})},
-                      grain, tuple(segment), comparisons, job.targets)
+                      grain, tuple(segment), comparisons, job.targets(settings.today))
         key = ("series", metric.id, request.period, grain, request.segments, comparisons)
         return _json(await answers.get(key, lambda: _answer(
-            lambda: run_metrics(job.store.engine, request, job.settings.current(), persist=False))))
+            lambda: run_metrics(job.store.engine, request, settings, persist=False))))
 
     @api.get("/metrics/{metric_id}/explain", operation_id="explain_value")
     def explain_value(metric_id: str = METRIC_ID, period: str | None = PERIOD,

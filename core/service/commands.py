@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 import click
 
-from ..cli import App, cli, config_option, settings_of, targets_of
+from ..cli import App, cli, config_option, settings_of
 from ..errors import ConfigError, CrmkpiError
 from ..redact import register
 from ..store import aware_utc
@@ -179,7 +179,7 @@ def _report_step(schedule) -> str:
 
 def job(app: App, config) -> Job:
     settings = settings_of(config)
-    return Job(app.store(config), app.registry, config, settings, targets_of(config, app.registry, settings))
+    return Job(app.store(config), app.registry, config, settings)
 
 
 def _when(moment: datetime, zone: str) -> str:

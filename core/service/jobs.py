@@ -26,7 +26,7 @@ from ..metrics import Metric
 from ..notify import Message
 from ..plugins import Registry
 from ..store import Store
-from ..targets import Target
+from ..targets import Target, of_config
 from . import leases
 
 
@@ -64,11 +64,15 @@ class Job:
     registry: Registry
     config: Config
     settings: Settings
-    targets: list[Target]
     #: How long a claimed run stays claimed without a renewal (``crmkpi serve --lease``).
     lease: timedelta = leases.LEASE
     #: How a failed notification is retried.
     retry: Retry = Retry()
+
+    def targets(self, today: date) -> list[Target]:
+        """The config's targets as of the reporting day ``today``: a service outlives the day it started on,
+        and a target for ``this-year`` must be next year's once the year turns."""
+        return of_config(self.config, self.registry, replace(self.settings, today=today))
 
     def run_now(self, name: str, say: Callable[[str], None] = lambda line: None) -> JobOutcome:
         """Run schedule ``name`` by hand, for today; refused while another run of it holds its lease."""
@@ -129,7 +133,7 @@ class Job:
         metrics = [self.registry.metric(metric_id) for metric_id in schedule.metrics]
         compare = COMPARISONS if schedule.compare == "both" else (schedule.compare,) if schedule.compare else ()
         request = Run(metrics, period, self._params(schedule, metrics), schedule.grain, tuple(schedule.segments),
-                      compare, self.targets)
+                      compare, self.targets(today))
         results = run_metrics(self.store.engine, request, replace(self.settings, today=today), persist=False)
         outcome.results_saved = save_results(self.store.engine, results)
         failed = len({r["metric"] for r in results if r["error"]})
@@ -141,7 +145,7 @@ class Job:
         """Evaluate the schedule's rules as of ``today``; a failing channel is counted, not an error of the run."""
         from ..alerts.evaluate import evaluator
 
-        checked = evaluator(self.store, self.registry, self.config, self.settings, self.targets,
+        checked = evaluator(self.store, self.registry, self.config, self.settings, self.targets(today),
                             self._sender(outcome)).evaluate(today, schedule.alerts)
         outcome.alerts = checked.summary()
         say(checked.line())
@@ -156,7 +160,7 @@ class Job:
                                                        else self.registry.metrics)
         metrics = [self.registry.metric(metric_id) for metric_id in ids]
         written = report_step.write(self.store, self.config.base_dir, name, step, step.period or schedule.period,
-                                    metrics, self._params(schedule, metrics), self.targets,
+                                    metrics, self._params(schedule, metrics), self.targets(today),
                                     replace(self.settings, today=today))
         outcome.report = {"path": str(written.path), "deliveries": {}}
         if written.report.failed:

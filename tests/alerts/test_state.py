@@ -12,7 +12,8 @@ from crmkpi.alerts import state
 from crmkpi.alerts.conditions import Verdict
 from crmkpi.alerts.evaluate import Evaluator, channel_sender, evaluator
 from crmkpi.alerts.state import CellState, step
-from crmkpi.cli import App, settings_of, targets_of
+from crmkpi.cli import App, settings_of
+from crmkpi.targets import of_config
 from crmkpi.deliveries import Channel
 from crmkpi.notify import Message, NotifierType
 from crmkpi.store import Store
@@ -118,7 +119,7 @@ def make_evaluator(project: KpiProject, recorder: Recorder) -> Evaluator:
     config = app.config(str(project.config))
     settings = settings_of(config)
     store = app.store(config)
-    return evaluator(store, app.registry, config, settings, targets_of(config, app.registry, settings),
+    return evaluator(store, app.registry, config, settings, of_config(config, app.registry, settings),
                      channel_sender(store, {"ops": recorder.channel()}))
 
 

@@ -201,3 +201,19 @@ def test_the_service_example_config_validates_and_its_schedules_run(tmp_path, mo
         result = CliRunner().invoke(cli, ["jobs", "run", name, "--config", config])
         assert result.exit_code == 0, result.output
         assert result.stdout.startswith(f"{name}: run ")
+
+
+def test_targets_follow_the_reporting_day_of_a_long_running_service(kpi: KpiProject):
+    """A target for this-year, read by a service that started in 2026, is 2027's once the year turns."""
+    from datetime import date
+
+    from crmkpi.cli import App
+    from crmkpi.service.commands import job
+
+    kpi.configure("targets:\n  - {metric: close_rate, value: 0.4, period: this-year}\n"
+                  "  - {metric: close_rate, value: 0.5, period: '2025'}\n")
+    app = App(debug=False)
+    service = job(app, app.config(str(kpi.config)))
+    assert [t.period.label for t in service.targets(date(2026, 12, 31))] == ["2026", "2025"]
+    assert [t.period.label for t in service.targets(date(2027, 1, 1))] == ["2027", "2025"]
+    assert service.targets(date(2027, 1, 1))[0].direction == "higher"

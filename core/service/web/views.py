@@ -132,8 +132,9 @@ def params_of(job: Job, metric: Metric) -> dict[str, Any]:
 def overview(job: Job, asked: Asked) -> Overview:
     metrics = [job.registry.metric(i) for i in job.config.metrics] if job.config.metrics is not None \
         else sorted(job.registry.metrics.values(), key=lambda m: m.id)
+    settings = job.settings.current()
     report = build_report(job.store.engine, metrics, period_of(job, asked.period),
-                          {m.id: params_of(job, m) for m in metrics}, job.targets, job.settings.current(),
+                          {m.id: params_of(job, m) for m in metrics}, job.targets(settings.today), settings,
                           where=asked.where, trend_grain=asked.grain)
     return Overview(report, asked, filter_options(job), freshness(job), history(job.store, None, RECENT_RUNS))
 
@@ -144,7 +145,7 @@ def kpi_page(job: Job, metric: Metric, asked: Asked) -> KpiPage:
         raise ConfigError(f"by {asked.by!r}: not a dimension{did_you_mean(asked.by, dimensions)}")
     period, settings, params = period_of(job, asked.period), job.settings.current(), params_of(job, metric)
     with snapshot(job.store.engine) as conn:  # the card, the breakdown, its trends and explain agree
-        report = build_report(conn, [metric], period, {metric.id: params}, job.targets, settings,
+        report = build_report(conn, [metric], period, {metric.id: params}, job.targets(settings.today), settings,
                               dimension=asked.by, where=asked.where, trend_grain=asked.grain)
         found = report.breakdowns.get(metric.id)
         rows = ordered(found, asked) if found else []
