@@ -41,8 +41,11 @@ class CrmkpiGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         main_thread = threading.current_thread() is threading.main_thread()  # only it may set handlers
         previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
+        Terminated.requested = False
         try:
-            return super().invoke(ctx)
+            done = super().invoke(ctx)
+            Terminated.check()  # a SIGTERM whose exception a finalizer swallowed: the command still says so
+            return done
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
         except Terminated:
@@ -62,6 +65,7 @@ class CrmkpiGroup(click.Group):
                            err=True)
             ctx.exit(1)
         finally:
+            Terminated.requested = False
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
 
@@ -69,6 +73,7 @@ class CrmkpiGroup(click.Group):
 def _terminate(signum: int, frame: Any) -> None:
     """SIGTERM unwinds like Ctrl-C (a sync records its run, the row worker is stopped); a second one kills."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    Terminated.requested = True
     raise Terminated()
 
 

@@ -30,7 +30,19 @@ class StoreError(CrmkpiError):
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM (systemd, a container stop, ``kill``): unwinds like Ctrl-C, through the same cleanup."""
+    """SIGTERM (systemd, a container stop, ``kill``): unwinds like Ctrl-C, through the same cleanup.
+
+    Raising it from the signal handler can be lost: when the signal lands while a finalizer runs (a
+    ``__del__``, a weakref callback), Python prints "Exception ignored in ..." and goes on. So the
+    handler also sets ``requested``, and work that commits checks it first (:meth:`check`)."""
+
+    requested = False
+
+    @classmethod
+    def check(cls) -> None:
+        """Raise if a SIGTERM arrived, even one whose exception a finalizer swallowed."""
+        if cls.requested:
+            raise cls()
 
 
 class NotifierError(CrmkpiError):

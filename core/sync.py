@@ -103,6 +103,7 @@ def _sync(store: Store, registry: Registry, ctype: ConnectorType, name: str, cfg
                 with store.transaction() as conn:
                     for stream in streams:
                         report.streams.append(_load_stream(store, conn, name, stream, context, progress, needs))
+                    Terminated.check()
             except BaseException:
                 for s in report.streams:  # rolled back: nothing was written
                     s.written = 0
@@ -154,6 +155,7 @@ def _load_stream(store: Store, conn: Connection | None, connector: str, stream: 
                                                          context.synced_at)
                 if checkpoint:
                     save_state(target, connector, stream.name, checkpoint[0].cursor, checkpoint[0].state)
+                Terminated.check()  # not committed after a SIGTERM, even one a finalizer swallowed
     finally:
         close = getattr(items, "close", None)
         if close is not None:  # on a failure, stop the stream (and any row worker) now, not at garbage collection

@@ -5,6 +5,7 @@ Regression tests of issue 15: through the real CLI, in a subprocess, on SQLite a
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import socket
@@ -136,6 +137,39 @@ def test_sigterm_while_the_run_is_being_recorded_still_fails_the_run(config: Pat
     assert (result.exit_code, result.stderr) == (143, "Terminated.\n")
     [run] = sync_runs(store_url)
     assert (run["status"], run["error"]) == ("failed", "terminated (SIGTERM)")
+
+
+def test_a_sigterm_whose_exception_a_finalizer_swallows_still_stops_the_sync(config: Path, store_url: str,
+                                                                          monkeypatch: pytest.MonkeyPatch):
+    """A CI run once saw a SIGTERMed sync exit 0 after "Exception ignored in ...": the signal landed in a
+    finalizer, where Python prints the exception and goes on. The handler's flag stops it at the commit."""
+    class SignalledWhileFinalized:
+        def __del__(self) -> None:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)  # the handler runs here, inside the finalizer, and its exception is swallowed
+
+    check = sync_module._check_coverage
+
+    signalled = []
+
+    def coverage_then_signal(*args, **kwargs):
+        if not signalled:  # once: a second SIGTERM finds the default action, which ends the process
+            signalled.append(SignalledWhileFinalized())
+            signalled[0] = None  # collected at once: the finalizer runs here
+        return check(*args, **kwargs)
+
+    monkeypatch.setattr(sync_module, "_check_coverage", coverage_then_signal)
+    swallowed = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda unraisable: swallowed.append(unraisable.exc_type))
+    result = CliRunner().invoke(cli, ["sync", "--config", str(config)])
+    assert (result.exit_code, result.stderr) == (143, "Terminated.\n")
+    assert swallowed == [Terminated]  # what made the sync go on before
+    [run] = sync_runs(store_url)
+    assert (run["status"], run["error"]) == ("failed", "terminated (SIGTERM)")
+    engine = create_engine(store_url)
+    with engine.connect() as conn:  # the files sync is one transaction: rolled back
+        assert conn.execute(text("SELECT count(*) FROM deals")).scalar() == 0
+    engine.dispose()
 
 
 def test_a_second_sync_of_the_connector_is_refused_naming_the_running_one(config: Path, store_url: str):
