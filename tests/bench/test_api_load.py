@@ -18,5 +18,5 @@ def test_a_short_load_gets_only_right_answers(tmp_path, monkeypatch):
     assert done.returncode == 0, done.stdout + done.stderr
     verdicts = [line for line in done.stdout.splitlines() if "zero errors" in line]
     assert verdicts == [f"| {phase}: zero errors | 0 | PASS |"
-                        for phase in ("baseline", "latest", "series", "mixed", "saving")], done.stdout
+                        for phase in ("baseline", "latest", "series", "mixed", "saving", "dashboard")], done.stdout
     assert "| saving (1 runs saved) |" in done.stdout or "| saving (2 runs saved) |" in done.stdout, done.stdout

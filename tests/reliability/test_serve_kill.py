@@ -94,8 +94,13 @@ def test_a_killed_replica_s_run_is_failed_and_the_next_occurrence_runs(store_url
         [failed] = wait_for(lambda: rows(store_url, runs, runs.c.id == killed["id"], runs.c.status == "failed"),
                             30, "the killed run to be marked failed")
         assert failed["error"].endswith("stopped renewing it (killed, or lost its database connection)")
-        succeeded = wait_for(lambda: rows(store_url, runs, runs.c.status == "success"), 150,
-                             "the next occurrence to run")
+        try:
+            succeeded = wait_for(lambda: rows(store_url, runs, runs.c.status == "success"), 150,
+                                 "the next occurrence to run")
+        except AssertionError as exc:  # say what the runs did (a CI run once timed out here, with no clue)
+            second.kill()
+            seen = [(r["occurrence"], r["status"], r["error"]) for r in rows(store_url, runs)]
+            raise AssertionError(f"{exc}; job runs: {seen}; serve's log: {second.communicate()[1][-2000:]}") from None
         second.send_signal(signal.SIGTERM)
         _, err = second.communicate(timeout=60)
     finally:
