@@ -55,6 +55,9 @@ class CrmkpiGroup(click.Group):
             click.echo("Interrupted.", err=True)
             ctx.exit(130)
         except Exception as exc:
+            if Terminated.requested:  # the signal's exception surfaced as another (a driver stopped mid-query)
+                click.echo("Terminated.", err=True)
+                ctx.exit(128 + signal.SIGTERM)
             # printed here, not re-raised: a traceback can quote a secret an API server echoed back
             if ctx.params.get("debug"):
                 click.echo(redacted_traceback().rstrip("\n"), err=True)

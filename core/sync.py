@@ -111,13 +111,16 @@ def _sync(store: Store, registry: Registry, ctype: ConnectorType, name: str, cfg
         else:
             for stream in streams:
                 report.streams.append(_load_stream(store, None, name, stream, context, progress, needs))
-    except CrmkpiError as exc:
-        _finish_run(store, run_id, report, "failed", str(exc))
-        raise
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM in a long API sync: what was committed stays, the run says so
         _finish_run(store, run_id, report, "failed", _stopped(exc))
         raise
     except Exception as exc:
+        if Terminated.requested:  # the signal's exception surfaced as another (psycopg leaving its pipeline)
+            _finish_run(store, run_id, report, "failed", _stopped(Terminated()))
+            raise Terminated() from exc
+        if isinstance(exc, CrmkpiError):
+            _finish_run(store, run_id, report, "failed", str(exc))
+            raise
         _finish_run(store, run_id, report, "failed", f"{type(exc).__name__}: {exc}")
         raise ConnectorError(f"connector {name!r} failed: {type(exc).__name__}: {exc}") from exc
     written: dict[str, int] = {}

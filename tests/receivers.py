@@ -9,8 +9,21 @@ import re
 import socketserver
 import threading
 import time
+import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+
+class QuietServer(ThreadingHTTPServer):
+    """Keeps a request's error (a client that hung up first) instead of printing it: printed from the server's
+    thread, it landed in the stderr of a CLI command a test was running (CliRunner swaps ``sys.stderr``)."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.errors: list[str] = []
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        self.errors.append(traceback.format_exc())
 
 
 class HttpReceiver:
@@ -37,7 +50,7 @@ class HttpReceiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = QuietServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 

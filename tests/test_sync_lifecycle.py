@@ -21,7 +21,7 @@ from sqlalchemy import create_engine, text
 
 from crmkpi import sync as sync_module
 from crmkpi.cli import cli
-from crmkpi.errors import Terminated
+from crmkpi.errors import StoreError, Terminated
 from crmkpi.store import Store
 from storecheck import one_line_error, sync_runs
 from processes import processes
@@ -170,6 +170,21 @@ def test_a_sigterm_whose_exception_a_finalizer_swallows_still_stops_the_sync(con
     with engine.connect() as conn:  # the files sync is one transaction: rolled back
         assert conn.execute(text("SELECT count(*) FROM deals")).scalar() == 0
     engine.dispose()
+
+
+def test_a_sigterm_that_surfaces_as_a_store_error_is_still_a_sigterm(config: Path, store_url: str,
+                                                                    monkeypatch: pytest.MonkeyPatch):
+    """A kill trial saw psycopg, interrupted by the signal in pipeline mode, raise "cannot exit pipeline mode
+    while busy" instead: the command said a store error and exited 1."""
+    def interrupted_mid_query(*args, **kwargs):
+        Terminated.requested = True  # what the handler did before its exception was replaced
+        raise StoreError("store: sending query failed: cannot exit pipeline mode while busy")
+
+    monkeypatch.setattr(Store, "upsert_rows", interrupted_mid_query)
+    result = CliRunner().invoke(cli, ["sync", "--config", str(config)])
+    assert (result.exit_code, result.stderr) == (143, "Terminated.\n")
+    [run] = sync_runs(store_url)
+    assert (run["status"], run["error"]) == ("failed", "terminated (SIGTERM)")
 
 
 def test_a_second_sync_of_the_connector_is_refused_naming_the_running_one(config: Path, store_url: str):
