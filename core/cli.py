@@ -414,7 +414,7 @@ def _asked(app: App, config_path: str, metric_ids: tuple[str, ...], period: str 
     all), the reporting settings and the period (else the config's default)."""
     config = app.config(config_path)
     registry = app.registry
-    ids = list(metric_ids) or list(config.metrics if config.metrics is not None else registry.metrics)
+    ids = list(metric_ids) or config.metric_ids(registry.metrics)
     settings = settings_of(config)
     chosen = settings.calendar.parse(period or config.reporting.default_period, today=settings.today)
     return config, [registry.metric(i) for i in ids], settings, chosen
@@ -531,7 +531,7 @@ def _today(timezone: str) -> date:
 
 def _params(config: Config, metrics: list, args: tuple[str, ...]) -> dict[str, dict[str, Any]]:
     """The config's params of each metric, overridden by ``--param [METRIC.]KEY=VALUE``."""
-    params = {m.id: dict((config.metrics or {}).get(m.id, {})) for m in metrics}
+    params = {m.id: config.params(m.id) for m in metrics}
     for arg in args:
         key, sep, value = arg.partition("=")
         if not sep or not key:

@@ -9,7 +9,7 @@ import typing
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Iterable, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -280,6 +280,15 @@ class Config:
     @property
     def base_dir(self) -> Path:
         return self.path.parent
+
+    def metric_ids(self, registered: Iterable[str]) -> list[str]:
+        """The metrics a command computes when none are named: the config's ``metrics:``, else every one
+        ``registered``."""
+        return list(self.metrics if self.metrics is not None else registered)
+
+    def params(self, metric_id: str) -> dict[str, Any]:
+        """A metric's params from the config's ``metrics:`` section (none: its defaults)."""
+        return dict((self.metrics or {}).get(metric_id, {}))
 
 
 def read_config(path: str | Path) -> RawConfig:

@@ -18,14 +18,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import func, select, text
+from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from .. import __version__
 from ..deliveries import channel_health
 from ..engine import COMPARISONS, Run, explain, run_metrics
 from ..errors import ConfigError, CrmkpiError, MetricError
-from ..models import MetricResult, SyncRun
+from ..models import MetricResult
 from ..periods import GRAINS
 from ..segments import Segment
 from ..redact import redact
@@ -38,6 +38,7 @@ from .lifecycle import Heartbeat
 from .scheduler import Scheduler
 from .web.auth import LoginRequired, to_login
 from .web.routes import dashboard
+from .web.views import freshness, period_of
 
 
 METRIC_ID = Path(description="a metric's id, e.g. win_rate (GET /api/v1/metrics lists them)")
@@ -139,7 +140,7 @@ def _api(job: Job, answers: Answers) -> APIRouter:
             raise ApiError(422, f"compare {compare!r}: expected previous, year_ago or both")
         comparisons = COMPARISONS if compare == "both" else (compare,) if compare else ()
         settings = job.settings.current()
-        request = Run([metric], _period(job, period), {metric.id: (job.config.metrics or {}).get(metric.id, {})},
+        request = Run([metric], _period(job, period), {metric.id: job.config.params(metric.id)},
                       grain, tuple(segment), comparisons, job.targets(settings.today))
         key = ("series", metric.id, request.period, grain, request.segments, comparisons)
         return _json(await answers.get(key, lambda: _answer(
@@ -155,7 +156,7 @@ def _api(job: Job, answers: Answers) -> APIRouter:
         if any("=" not in part for part in segment):
             raise ApiError(422, "segment: expected DIMENSION=VALUE, e.g. owner=u-17")
         found = _answer(lambda: explain(job.store.engine, metric, _period(job, period),
-                                        (job.config.metrics or {}).get(metric.id, {}),
+                                        job.config.params(metric.id),
                                         Segment.of({d: v or None for d, v in parts.items()}) if parts else None,
                                         job.settings.current(), limit))
         value = found.pop("value")
@@ -204,8 +205,7 @@ def _metric(job: Job, metric_id: str):
 
 def _period(job: Job, text: str | None):
     try:
-        return job.settings.calendar.parse(text or job.config.reporting.default_period,
-                                           today=job.settings.current().today)
+        return period_of(job, text)
     except ConfigError as exc:
         raise ApiError(422, str(exc)) from None
 
@@ -229,9 +229,6 @@ def _describe(metric) -> dict[str, Any]:
 
 
 def _last_syncs(job: Job) -> dict[str, Any]:
-    runs = SyncRun.__table__
-    with job.store.engine.connect() as conn:
-        conn.execute(text("SELECT 1"))
-        last = dict(conn.execute(select(runs.c.connector, func.max(runs.c.finished_at))
-                                 .where(runs.c.status == "success").group_by(runs.c.connector)).all())
-    return {name: {"last_success": last.get(name)} for name in job.config.connectors}
+    """Each connector's last successful sync, as the dashboard's freshness panel reads it (a store that does not
+    answer raises)."""
+    return {found.connector: {"last_success": found.last_success} for found in freshness(job)}

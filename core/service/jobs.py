@@ -156,8 +156,7 @@ class Job:
         and channel. A report that cannot be built or written fails the run; a failing channel does not."""
         from . import report_step
 
-        ids = step.metrics or schedule.metrics or list(self.config.metrics if self.config.metrics is not None
-                                                       else self.registry.metrics)
+        ids = step.metrics or schedule.metrics or self.config.metric_ids(self.registry.metrics)
         metrics = [self.registry.metric(metric_id) for metric_id in ids]
         written = report_step.write(self.store, self.config.base_dir, name, step, step.period or schedule.period,
                                     metrics, self._params(schedule, metrics), self.targets(today),
@@ -176,8 +175,7 @@ class Job:
 
     def _params(self, schedule: Schedule, metrics: list[Metric]) -> dict[str, dict]:
         """Each metric's params: the config's, under the schedule's own."""
-        return {m.id: {**(self.config.metrics or {}).get(m.id, {}), **schedule.params.get(m.id, {})}
-                for m in metrics}
+        return {m.id: {**self.config.params(m.id), **schedule.params.get(m.id, {})} for m in metrics}
 
     def _claimed(self, run_id: int) -> tuple[str, str]:
         """The schedule of run ``run_id`` and what its deliveries are keyed by: its occurrence, claimed once by one

@@ -125,16 +125,11 @@ def period_of(job: Job, text: str | None) -> Period:
     return settings.calendar.parse(text or job.config.reporting.default_period, today=settings.today)
 
 
-def params_of(job: Job, metric: Metric) -> dict[str, Any]:
-    return (job.config.metrics or {}).get(metric.id, {})
-
-
 def overview(job: Job, asked: Asked) -> Overview:
-    metrics = [job.registry.metric(i) for i in job.config.metrics] if job.config.metrics is not None \
-        else sorted(job.registry.metrics.values(), key=lambda m: m.id)
+    metrics = [job.registry.metric(i) for i in job.config.metric_ids(sorted(job.registry.metrics))]
     settings = job.settings.current()
     report = build_report(job.store.engine, metrics, period_of(job, asked.period),
-                          {m.id: params_of(job, m) for m in metrics}, job.targets(settings.today), settings,
+                          {m.id: job.config.params(m.id) for m in metrics}, job.targets(settings.today), settings,
                           where=asked.where, trend_grain=asked.grain)
     return Overview(report, asked, filter_options(job), freshness(job), history(job.store, None, RECENT_RUNS))
 
@@ -143,7 +138,7 @@ def kpi_page(job: Job, metric: Metric, asked: Asked) -> KpiPage:
     dimensions = breakdown_dimensions(job)  # custom fields scan the store: done here, where the page is kept
     if asked.by not in dimensions:
         raise ConfigError(f"by {asked.by!r}: not a dimension{did_you_mean(asked.by, dimensions)}")
-    period, settings, params = period_of(job, asked.period), job.settings.current(), params_of(job, metric)
+    period, settings, params = period_of(job, asked.period), job.settings.current(), job.config.params(metric.id)
     with snapshot(job.store.engine) as conn:  # the card, the breakdown, its trends and explain agree
         report = build_report(conn, [metric], period, {metric.id: params}, job.targets(settings.today), settings,
                               dimension=asked.by, where=asked.where, trend_grain=asked.grain)
@@ -154,7 +149,7 @@ def kpi_page(job: Job, metric: Metric, asked: Asked) -> KpiPage:
             parts = {**asked.where, **asked.explain}
             explanation = explain(conn, metric, period, params, Segment.of(parts) if parts else None, settings,
                                   limit=20)
-        small = multiples(conn, metric, period, asked, settings, params_of(job, metric), rows) if rows else []
+        small = multiples(conn, metric, period, asked, settings, job.config.params(metric.id), rows) if rows else []
     return KpiPage(metric, report, asked, filter_options(job), dimensions, rows, found, small, explanation)
 
 
