@@ -85,6 +85,17 @@ def sync(config: Path, *args: str, timeout: float = 60) -> subprocess.CompletedP
                           timeout=timeout)
 
 
+def assert_terminated_and_rolled_back(store_url: str) -> None:
+    """The sync's run failed as terminated, and the files sync, one transaction, left no deal."""
+    [run] = sync_runs(store_url)
+    assert (run["status"], run["error"]) == ("failed", "terminated (SIGTERM)")
+    assert run["finished_at"] is not None
+    engine = create_engine(store_url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM deals")).scalar() == 0
+    engine.dispose()
+
+
 def test_sigkill_mid_write_the_worker_dies_with_the_sync_and_the_next_sync_is_not_held_up(config: Path,
                                                                                           store_url: str):
     process = start_sync(config)
@@ -113,13 +124,7 @@ def test_sigterm_is_one_line_no_worker_left_and_the_run_failed(config: Path, sto
     _, stderr = process.communicate(timeout=30)
     assert (process.returncode, stderr) == (143, "Terminated.\n")
     assert gone_within(workers, 1.0)
-    [run] = sync_runs(store_url)
-    assert (run["status"], run["error"]) == ("failed", "terminated (SIGTERM)")
-    assert run["finished_at"] is not None
-    engine = create_engine(store_url)
-    with engine.connect() as conn:  # the files sync is one transaction: rolled back
-        assert conn.execute(text("SELECT count(*) FROM deals")).scalar() == 0
-    engine.dispose()
+    assert_terminated_and_rolled_back(store_url)
 
 
 def test_sigterm_while_the_run_is_being_recorded_still_fails_the_run(config: Path, store_url: str,
@@ -164,12 +169,7 @@ def test_a_sigterm_whose_exception_a_finalizer_swallows_still_stops_the_sync(con
     result = CliRunner().invoke(cli, ["sync", "--config", str(config)])
     assert (result.exit_code, result.stderr) == (143, "Terminated.\n")
     assert swallowed == [Terminated]  # what made the sync go on before
-    [run] = sync_runs(store_url)
-    assert (run["status"], run["error"]) == ("failed", "terminated (SIGTERM)")
-    engine = create_engine(store_url)
-    with engine.connect() as conn:  # the files sync is one transaction: rolled back
-        assert conn.execute(text("SELECT count(*) FROM deals")).scalar() == 0
-    engine.dispose()
+    assert_terminated_and_rolled_back(store_url)
 
 
 def test_a_sigterm_that_surfaces_as_a_store_error_is_still_a_sigterm(config: Path, store_url: str,
